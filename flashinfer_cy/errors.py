@@ -1,0 +1,98 @@
+"""The exception hierarchy of flashinfer_cy.
+
+Everything the library raises on its own behalf derives from :class:`FlashInferError`.
+Errors raised *inside* a kernel module (TVM-FFI "kinds") become :class:`KernelError`
+subclasses that also derive from the matching builtin, so ``except TypeError`` keeps
+working for callers that do not know about this library.
+
+Argument validation done in Python/Cython before any kernel is touched raises plain
+``TypeError`` / ``ValueError`` naming the argument and what was expected.
+"""
+
+from __future__ import annotations
+
+
+class FlashInferError(Exception):
+    """Base class of every error this library raises on its own behalf."""
+
+
+class KernelError(FlashInferError):
+    """An error raised inside a TVM-FFI kernel module.
+
+    ``kind`` is the TVM-FFI error kind (``"TypeError"``, ``"InternalError"``...),
+    ``message`` the kernel's message and ``backtrace`` the C++ backtrace, most
+    recent call last (may be empty).
+    """
+
+    def __init__(self, kind: str, message: str, backtrace: str = "", symbol: str = ""):
+        self.kind = kind
+        self.message = message
+        self.backtrace = backtrace
+        self.symbol = symbol
+        where = f" in {symbol}" if symbol else ""
+        super().__init__(f"{kind}{where}: {message}")
+
+    def __reduce__(self):
+        return (type(self), (self.kind, self.message, self.backtrace, self.symbol))
+
+
+class KernelTypeError(KernelError, TypeError):
+    pass
+
+
+class KernelValueError(KernelError, ValueError):
+    pass
+
+
+class KernelIndexError(KernelError, IndexError):
+    pass
+
+
+class KernelNotImplementedError(KernelError, NotImplementedError):
+    pass
+
+
+class KernelRuntimeError(KernelError, RuntimeError):
+    """Default for kinds without a closer builtin (``InternalError``, ``RuntimeError``...)."""
+
+
+_KIND_TO_CLASS = {
+    "TypeError": KernelTypeError,
+    "ValueError": KernelValueError,
+    "IndexError": KernelIndexError,
+    "KeyError": KernelIndexError,
+    "NotImplementedError": KernelNotImplementedError,
+}
+
+
+def kernel_error(kind: str, message: str, backtrace: str = "", symbol: str = "") -> KernelError:
+    """Build the exception for a decoded TVM-FFI error."""
+    return _KIND_TO_CLASS.get(kind, KernelRuntimeError)(kind, message, backtrace, symbol)
+
+
+class RuntimeLibraryError(FlashInferError, OSError):
+    """libtvm_ffi could not be found or loaded, or has an unsupported version."""
+
+
+class KernelNotFoundError(FlashInferError, FileNotFoundError):
+    """A kernel module (``<uri>.so``) is not available from any configured source."""
+
+
+class SymbolNotFoundError(FlashInferError, AttributeError):
+    """A kernel module does not export the expected ``__tvm_ffi_<name>`` symbol."""
+
+
+class UnsupportedDeviceError(FlashInferError, RuntimeError):
+    """The kernel cannot run on this GPU (e.g. an SM90-only kernel on another arch)."""
+
+
+class CudaError(FlashInferError, RuntimeError):
+    """A CUDA driver/runtime call made by this library failed."""
+
+
+class PlanMismatchError(FlashInferError, ValueError):
+    """``run()`` arguments do not match the plan they are run against."""
+
+
+class ArtifactError(FlashInferError):
+    """Base class for kernel-artifact (wheel download, cache, extraction) problems."""
