@@ -1,0 +1,211 @@
+"""Kernel module URIs of flashinfer 0.6.3: parse, format, presets, expected exports.
+
+Pure Python (no torch, no flashinfer) so that CI and ``build_kernels.py --list`` /
+``--no-build`` work anywhere. A URI is the module name the runtime asks for; it is
+also the build directory name and the ``.so`` stem (``<dir>/<uri>/<uri>.so``).
+
+The templates mirror ``flashinfer/jit/attention/modules.py`` (``get_*_uri``) of
+flashinfer 0.6.3, see docs/flashinfer-abi.md §4.1. Field names are the keyword
+arguments of the matching ``gen_*_module`` generator, so a parsed URI can be passed
+to the generator as-is once dtype tokens are mapped to torch dtypes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+FLASHINFER_VERSION = "0.6.3"
+
+# Tokens of flashinfer's filename_safe_dtype_map that make sense per slot.
+FLOAT_DTYPES = ("f16", "bf16", "e4m3", "e5m2")
+IDX_DTYPES = ("i32", "i64")
+
+_FIELD_RE = {
+    "dtype_q": FLOAT_DTYPES,
+    "dtype_kv": FLOAT_DTYPES,
+    "dtype_o": FLOAT_DTYPES,
+    "dtype_idx": IDX_DTYPES,
+}
+_INT_FIELDS = {"head_dim_qk", "head_dim_vo", "head_dim_ckv", "head_dim_kpe"}
+_BOOL_FIELDS = {"use_sliding_window", "use_logits_soft_cap", "use_fp16_qk_reduction", "use_profiler"}
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    template: str           # str.format template over generator kwargs
+    generator: str          # "module:function" in flashinfer
+    exports: tuple          # names exported as __tvm_ffi_<name> (what the runtime calls)
+    has_backend: bool = False  # URI ends in "_sm90" iff backend == "fa3"
+
+    def field_names(self) -> list:
+        return re.findall(r"\{(\w+)\}", self.template)
+
+
+_ATTN = "flashinfer.jit.attention.modules"
+_QKV = "dtype_q_{dtype_q}_dtype_kv_{dtype_kv}_dtype_o_{dtype_o}_"
+_TAIL = "posenc_{pos_encoding_mode}_use_swa_{use_sliding_window}_use_logits_cap_{use_logits_soft_cap}"
+
+FAMILIES = (
+    Family("norm", "norm", "flashinfer.jit.norm:gen_norm_module",
+           ("rmsnorm", "fused_add_rmsnorm", "gemma_rmsnorm", "gemma_fused_add_rmsnorm")),
+    Family("page", "page", "flashinfer.jit.page:gen_page_module",
+           ("append_paged_kv_cache", "append_paged_mla_kv_cache")),
+    Family("gdn_prefill", "gdn_prefill_sm90", "flashinfer.jit.gdn:gen_gdn_prefill_sm90_module",
+           ("gdn_prefill",)),
+    Family("single_decode",
+           "single_decode_with_kv_cache_" + _QKV + "head_dim_qk_{head_dim_qk}_head_dim_vo_{head_dim_vo}_" + _TAIL,
+           _ATTN + ":gen_single_decode_module", ("run",)),
+    Family("batch_decode",
+           "batch_decode_with_kv_cache_" + _QKV
+           + "dtype_idx_{dtype_idx}_head_dim_qk_{head_dim_qk}_head_dim_vo_{head_dim_vo}_" + _TAIL,
+           _ATTN + ":gen_batch_decode_module", ("plan", "run")),
+    Family("single_prefill",
+           "single_prefill_with_kv_cache_" + _QKV + "head_dim_qk_{head_dim_qk}_head_dim_vo_{head_dim_vo}_"
+           + _TAIL + "_f16qk_{use_fp16_qk_reduction}",
+           _ATTN + ":gen_single_prefill_module", ("run",), has_backend=True),
+    Family("batch_prefill",
+           "batch_prefill_with_kv_cache_" + _QKV
+           + "dtype_idx_{dtype_idx}_head_dim_qk_{head_dim_qk}_head_dim_vo_{head_dim_vo}_"
+           + _TAIL + "_f16qk_{use_fp16_qk_reduction}",
+           _ATTN + ":gen_batch_prefill_module", ("plan", "ragged_run", "paged_run"), has_backend=True),
+    Family("batch_mla",
+           "batch_mla_attention_" + _QKV
+           + "dtype_idx_{dtype_idx}_head_dim_ckv_{head_dim_ckv}_head_dim_kpe_{head_dim_kpe}_profiler_{use_profiler}",
+           _ATTN + ":gen_batch_mla_module", ("plan", "run"), has_backend=True),
+)
+FAMILY = {f.name: f for f in FAMILIES}
+
+
+def _field_pattern(field: str) -> str:
+    if field in _FIELD_RE:
+        return "(?P<%s>%s)" % (field, "|".join(_FIELD_RE[field]))
+    if field in _INT_FIELDS:
+        return r"(?P<%s>[1-9][0-9]{0,3})" % field
+    if field in _BOOL_FIELDS:
+        return "(?P<%s>True|False)" % field  # Python str(bool): capitalized
+    if field == "pos_encoding_mode":
+        return "(?P<pos_encoding_mode>[012])"  # none / rope-llama / alibi
+    raise AssertionError(field)
+
+
+def _compile(family: Family) -> re.Pattern:
+    parts = re.split(r"(\{\w+\})", family.template)
+    body = "".join(_field_pattern(p[1:-1]) if p.startswith("{") else re.escape(p) for p in parts)
+    suffix = "(?P<sm90>_sm90)?" if family.has_backend else ""
+    return re.compile(body + suffix)
+
+
+_PATTERNS = [(f, _compile(f)) for f in FAMILIES]
+
+
+def _placeholder_template(family: Family) -> str:
+    """Human-readable grammar for error messages."""
+    def ph(m):
+        field = m.group(1)
+        if field in _FIELD_RE:
+            return "<" + "|".join(_FIELD_RE[field]) + ">"
+        if field in _BOOL_FIELDS:
+            return "<True|False>"
+        return "<0|1|2>" if field == "pos_encoding_mode" else "<int>"
+    return re.sub(r"\{(\w+)\}", ph, family.template) + ("[_sm90]" if family.has_backend else "")
+
+
+@dataclass(frozen=True)
+class ModuleSpec:
+    uri: str
+    family: Family
+    kwargs: dict  # generator kwargs; dtypes still as URI tokens ("f16", "i32", ...)
+
+    @property
+    def exports(self) -> tuple:
+        return self.family.exports
+
+
+def parse_uri(uri: str) -> ModuleSpec:
+    """Map a URI back to its generator kwargs, or raise ValueError saying why not."""
+    for family, pattern in _PATTERNS:
+        m = pattern.fullmatch(uri)
+        if not m:
+            continue
+        kwargs = {}
+        for field in family.field_names():
+            value = m.group(field)
+            if field in _BOOL_FIELDS:
+                value = value == "True"
+            elif field in _INT_FIELDS or field == "pos_encoding_mode":
+                value = int(value)
+            kwargs[field] = value
+        if family.has_backend:
+            kwargs["backend"] = "fa3" if m.group("sm90") else "fa2"
+        spec = ModuleSpec(uri, family, kwargs)
+        assert format_uri(family.name, kwargs) == uri, uri  # grammar is unambiguous
+        return spec
+    # Name the family the URI was presumably meant for, with its grammar.
+    for family in FAMILIES:
+        stem = family.template.split("{", 1)[0]
+        if "{" in family.template and uri.startswith(stem.split("_dtype_")[0]):
+            raise ValueError(f"malformed {family.name} URI {uri!r}; expected {_placeholder_template(family)}")
+    known = ", ".join(f.template for f in FAMILIES if "{" not in f.template)
+    prefixes = ", ".join(f.template.split("_dtype_")[0] + "_..." for f in FAMILIES if "{" in f.template)
+    raise ValueError(f"unknown kernel module URI {uri!r}; expected one of {known} or {prefixes}")
+
+
+def format_uri(family: str, kwargs: dict) -> str:
+    fam = FAMILY[family]
+    uri = fam.template.format(**{k: kwargs[k] for k in fam.field_names()})
+    if fam.has_backend:
+        if kwargs["backend"] not in ("fa2", "fa3"):
+            raise ValueError(f"backend must be fa2 or fa3, got {kwargs['backend']!r}")
+        uri += "_sm90" if kwargs["backend"] == "fa3" else ""
+    return uri
+
+
+# ---------------------------------------------------------------------------------------
+# Presets. Same fixed choices as upstream aot.py: pos_encoding_mode 0, no fp16 qk
+# reduction, int32 indices, q = kv = o dtype.
+# ---------------------------------------------------------------------------------------
+
+def attention_uri(family: str, dtype: str = "f16", head_dim: int = 128, swa: bool = False,
+                  cap: bool = False, backend: str = "fa2") -> str:
+    kwargs = dict(dtype_q=dtype, dtype_kv=dtype, dtype_o=dtype, dtype_idx="i32",
+                  head_dim_qk=head_dim, head_dim_vo=head_dim, pos_encoding_mode=0,
+                  use_sliding_window=swa, use_logits_soft_cap=cap,
+                  use_fp16_qk_reduction=False, backend=backend)
+    return format_uri(family, kwargs)
+
+
+def _test_preset() -> list:
+    uris = []
+    for dtype in ("f16", "bf16"):
+        uris += [attention_uri("batch_decode", dtype), attention_uri("single_decode", dtype),
+                 attention_uri("single_prefill", dtype), attention_uri("batch_prefill", dtype),
+                 attention_uri("batch_prefill", dtype, backend="fa3")]
+    uris += [attention_uri("batch_decode", "f16", head_dim=64),
+             attention_uri("batch_decode", "f16", swa=True, cap=True)]
+    return uris
+
+
+PRESETS = {
+    "core": ["norm", "page"],
+    "gdn": ["gdn_prefill_sm90"],
+    # What the project's GPU tests load (attention only; they also need @core).
+    "test": _test_preset(),
+}
+PRESETS["all"] = list(dict.fromkeys(PRESETS["core"] + PRESETS["gdn"] + PRESETS["test"]))
+
+
+def expand(names) -> list:
+    """Expand "@preset" names, validate every URI, drop duplicates keeping order."""
+    out = []
+    for name in names:
+        if name.startswith("@"):
+            if name[1:] not in PRESETS:
+                raise ValueError(f"unknown preset {name!r}; known: "
+                                 + ", ".join("@" + p for p in PRESETS))
+            out += PRESETS[name[1:]]
+        else:
+            parse_uri(name)
+            out.append(name)
+    return list(dict.fromkeys(out))
