@@ -96,3 +96,28 @@ class PlanMismatchError(FlashInferError, ValueError):
 
 class ArtifactError(FlashInferError):
     """Base class for kernel-artifact (wheel download, cache, extraction) problems."""
+
+
+class UnsupportedPlatformError(ArtifactError):
+    """No pinned kernel wheel exists for this CUDA version / machine architecture."""
+
+
+class DownloadError(ArtifactError, OSError):
+    """A download failed for good (HTTP error, timeout, reset) after the allowed retries."""
+
+
+class ChecksumMismatchError(ArtifactError, ValueError):
+    """Bytes did not hash to the pinned / recorded SHA256; they were discarded, never used."""
+
+    def __init__(self, what: str, expected: str, actual: str):
+        self.what = what
+        self.expected = expected
+        self.actual = actual
+        super().__init__(f"SHA256 mismatch for {what}: expected {expected}, got {actual}")
+
+    def __reduce__(self):
+        return (type(self), (self.what, self.expected, self.actual))
+
+
+class UnsafeMemberError(ArtifactError, ValueError):
+    """A wheel member is unsafe to extract (absolute path, ``..``, symlink, oversized...)."""

@@ -1,29 +1,82 @@
 """Where kernel modules come from (pure Python; no CUDA, no torch).
 
-Minimal bootstrap: only ``FLASHINFER_CY_KERNEL_DIR`` (a directory holding
-``<uri>/<uri>.so``). The full resolution order (local wheel, installed
-flashinfer_jit_cache, cache, pinned download) is being built behind the same
-``locate_module`` entry point.
+Resolution order, first hit wins (details in :mod:`.resolve`):
+
+(a) ``FLASHINFER_CY_KERNEL_DIR``    a directory holding ``<uri>/<uri>.so`` (or ``<uri>.so``)
+(b) ``FLASHINFER_CY_KERNEL_WHEEL``  a local wheel, verified, extracted into the cache
+(c) an installed ``flashinfer_jit_cache`` of the pinned version (not imported)
+(d) the cache (``FLASHINFER_CY_CACHE_DIR`` or the OS user cache dir)
+(e) download of the pinned wheel (partial by HTTP Range when its RECORD is pinned)
+
+Importing this package is cheap: the submodules (urllib, zipfile, tqdm, filelock...) load on
+first use.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from ..errors import KernelNotFoundError
-
 KERNEL_DIR_ENV = "FLASHINFER_CY_KERNEL_DIR"
+FIXED_MODULES = ("norm", "page", "gdn_prefill_sm90")  # what the core loads eagerly
+
+__all__ = [
+    "FIXED_MODULES", "KERNEL_DIR_ENV", "describe_sources", "fetch_modules", "locate_module",
+    "locate_module_ex", "platform_info", "where_is",
+]
 
 
-def locate_module(uri: str) -> Path:
-    """Return the path of ``<uri>.so``, or raise :class:`KernelNotFoundError`."""
-    root = os.environ.get(KERNEL_DIR_ENV)
-    if root:
-        for cand in (Path(root) / uri / f"{uri}.so", Path(root) / f"{uri}.so"):
-            if cand.is_file():
-                return cand
-    raise KernelNotFoundError(
-        f"kernel module {uri!r} not found; set {KERNEL_DIR_ENV} to a directory holding "
-        f"{uri}/{uri}.so (build one with tools/build_kernels.py)"
-    )
+def locate_module(uri: str, *, download: bool = True, progress=None) -> Path:
+    """Return the path of ``<uri>.so``, extracting or downloading it when needed.
+
+    Raises :class:`~flashinfer_cy.errors.KernelNotFoundError` when no source has it (the message lists what each step
+    said), :class:`~flashinfer_cy.errors.UnsupportedPlatformError` when no wheel is pinned for this
+    CUDA/arch, other :class:`~flashinfer_cy.errors.ArtifactError` subclasses for bad bytes
+    (checksum), unsafe wheels or failed downloads, and ``ValueError`` for a malformed ``uri``.
+    ``progress``: ``None`` = tqdm bar on a TTY, ``False`` = quiet, or ``callable(done, total)``.
+    """
+    return locate_module_ex(uri, download=download, progress=progress)[1]
+
+
+def locate_module_ex(uri: str, *, download: bool = True, progress=None) -> tuple[str, Path]:
+    """Like :func:`locate_module` but returns ``(step, path)`` (step names in ``resolve.STEPS``)."""
+    from .resolve import locate
+
+    return locate(uri, download=download, progress=progress)
+
+
+def where_is(uri: str) -> tuple[str, Path | None]:
+    """``(step, path or None)`` that would supply ``uri``; touches no network and writes nothing."""
+    from .resolve import where_is as _where_is
+
+    return _where_is(uri)
+
+
+def describe_sources() -> list[dict]:
+    """Each resolution step as ``{"step", "order", "configured", "location", "status"}``."""
+    from .resolve import describe_sources as _describe
+
+    return _describe()
+
+
+def fetch_modules(uris=None, *, wheel=None, full: bool = False, progress=None) -> dict[str, Path]:
+    """Put ``uris`` (default :data:`FIXED_MODULES`) into the cache now; ``{uri: path}``."""
+    from .resolve import fetch
+
+    return fetch(uris, wheel=wheel, full=full, progress=progress)
+
+
+def platform_info() -> dict:
+    """``{"cuda", "cuda_source", "arch", "wheel"}`` for this machine (``wheel``: pin key or error)."""
+    from ..errors import ArtifactError
+    from .host import detect_cuda_version, machine_arch
+    from .manifest import load_manifest
+
+    info = {"arch": machine_arch(), "cuda": None, "cuda_source": None, "wheel": None}
+    try:
+        info["cuda"], info["cuda_source"] = detect_cuda_version()
+        pin = load_manifest().select(info["cuda"], info["arch"])
+        info["wheel"] = f"{pin.key}: {pin.filename}"
+    except ArtifactError as exc:
+        info["wheel"] = f"none: {exc}"
+    return info
+

@@ -1,0 +1,396 @@
+"""Where a kernel module comes from, in this order (first hit wins):
+
+(a) ``kernel_dir``        ``$FLASHINFER_CY_KERNEL_DIR/<uri>/<uri>.so`` (or ``<dir>/<uri>.so``): files you built.
+(b) ``local_wheel``       ``$FLASHINFER_CY_KERNEL_WHEEL``: a wheel file, verified against its pin (by
+                          filename or hash) or ``$FLASHINFER_CY_KERNEL_WHEEL_SHA256``, then extracted
+                          into the cache like a download. A wheel that cannot be verified is an error;
+                          a module the wheel lacks falls through to (c).
+(c) ``installed_package`` an installed ``flashinfer_jit_cache`` whose version is the pinned one (found
+                          with importlib metadata; never imported).
+(d) ``cache``             the cache entry of the pinned wheel for this CUDA version and arch:
+                          extracted modules, or the cached full wheel.
+(e) ``download``          the pinned wheel: only the needed members by HTTP Range when the manifest
+                          pins the wheel's RECORD, else the whole wheel. Off when ``$FLASHINFER_CY_OFFLINE=1``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from ..errors import ArtifactError, ChecksumMismatchError, KernelNotFoundError, UnsupportedPlatformError
+from . import settings
+from .cache import CacheEntry
+from .download import Progress, download_file, human
+from .fsutil import sha256_file
+from .http import log
+from .manifest import Manifest, WheelPin, load_manifest, member_for
+
+STEPS = ("kernel_dir", "local_wheel", "installed_package", "cache", "download")
+FIXED_MODULES = ("norm", "page", "gdn_prefill_sm90")  # loaded eagerly by the core
+
+_URI = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
+
+
+def check_uri(uri: str) -> str:
+    if not isinstance(uri, str) or not _URI.fullmatch(uri) or ".." in uri:
+        raise ValueError(f"uri must be a module name like 'norm' (letters, digits, '_', '.', '-'), got {uri!r}")
+    return uri
+
+
+# -- (a) kernel directory ----------------------------------------------------------------------
+def _kernel_dir_path(uri: str) -> Path | None:
+    root = settings.env(settings.KERNEL_DIR_ENV)
+    if root:
+        for candidate in (Path(root) / uri / f"{uri}.so", Path(root) / f"{uri}.so"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+# -- (b) local wheel ---------------------------------------------------------------------------
+_local_hashes: dict[tuple, str] = {}  # (path, size, mtime_ns) -> sha256: hash a 2 GB file once per process
+
+
+def _hash_local(path: Path) -> str:
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _local_hashes:
+        _local_hashes[key] = sha256_file(path)
+    return _local_hashes[key]
+
+
+def _local_wheel(manifest: Manifest, raw: str | Path | None) -> tuple[Path, CacheEntry] | None:
+    """The local wheel ``raw`` and its cache entry (keyed by the sha256 it must have)."""
+    if not raw:
+        return None
+    path = Path(raw).expanduser()
+    if not path.is_file():
+        raise ArtifactError(f"kernel wheel {raw} is not a file")
+    expected = settings.env(settings.KERNEL_WHEEL_SHA256_ENV)
+    if expected:
+        expected = expected.lower()
+    else:
+        pin = manifest.by_filename(path.name) or manifest.by_sha256(_hash_local(path))
+        if pin is None:
+            raise ArtifactError(
+                f"kernel wheel {raw} matches no pinned wheel (by name or sha256); set "
+                f"{settings.KERNEL_WHEEL_SHA256_ENV} to the sha256 you trust, or use one of: "
+                + ", ".join(p.filename for p in manifest.pins.values())
+            )
+        expected = pin.sha256
+    entry = CacheEntry(settings.cache_root(), expected)
+    return path, entry
+
+
+def _extract_local(wheel: Path, entry: CacheEntry, members: list[str]) -> None:
+    """Verify the local wheel's sha256 (once per process), then extract like a download."""
+    with entry.lock():
+        if all(entry.member_ok(m) for m in members):
+            return
+        actual = _hash_local(wheel)
+        if actual != entry.sha256:
+            raise ChecksumMismatchError(f"local wheel {wheel}", entry.sha256, actual)
+        entry.store_source(wheel.name, wheel.resolve().as_uri())
+        _extract_from_file(entry, wheel, members, None)
+
+
+# -- (c) installed flashinfer_jit_cache ---------------------------------------------------------
+def _installed_package(manifest: Manifest) -> tuple[Path | None, str]:
+    """``(package dir or None, status)`` without importing the package."""
+    import importlib.metadata
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(manifest.package)  # top-level: finds, does not import
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        return None, "not installed"
+    location = Path(list(spec.submodule_search_locations)[0])
+    try:
+        version = importlib.metadata.version(manifest.package)
+    except importlib.metadata.PackageNotFoundError:
+        return None, f"found at {location} but has no distribution metadata"
+    public, _, local = version.partition("+")
+    if not re.fullmatch(re.escape(manifest.version) + r"(\.post\d+)?", public):
+        return None, f"version {version} at {location}, need {manifest.version}"
+    keys = {pin.key.split("/")[0] for pin in manifest.pins.values()}
+    if local and local not in keys:
+        return None, f"version {version} is built for {local}, pins are for {', '.join(sorted(keys))}"
+    return location, f"version {version}"
+
+
+def _installed_path(manifest: Manifest, uri: str) -> Path | None:
+    location, _ = _installed_package(manifest)
+    if location is None:
+        return None
+    candidate = location / "jit_cache" / uri / f"{uri}.so"
+    return candidate if candidate.is_file() else None
+
+
+# -- (d)/(e) pinned wheel ---------------------------------------------------------------------
+def platform_pin(manifest: Manifest | None = None) -> WheelPin:
+    """The pinned wheel for this machine; :class:`UnsupportedPlatformError` lists what exists."""
+    from .host import detect_cuda_version, machine_arch
+
+    manifest = manifest or load_manifest()
+    cuda, _how = detect_cuda_version()
+    return manifest.select(cuda, machine_arch())
+
+
+def _pinned_entry(pin: WheelPin) -> CacheEntry:
+    return CacheEntry(settings.cache_root(), pin.sha256, pin.filename)
+
+
+# -- extraction (shared by b, d, e) -------------------------------------------------------------
+def _extract(entry: CacheEntry, zf, members: list[str], what: str, pin: WheelPin | None) -> None:
+    """Extract each missing or damaged member (lock held). RECORD comes from the entry or the zip."""
+    from .wheel import check_archive, extract_member, read_record
+
+    check_archive(zf)
+    record = entry.record()
+    if record is None:
+        data, record = read_record(zf, pin and pin.record_path, pin and pin.record_sha256, what)
+        entry.store_record(data)
+        record = entry.record()
+    for member in members:
+        if entry.member_ok(member):
+            continue
+        if member not in record:
+            raise KernelNotFoundError(f"{member} is not in {what}")
+        if entry.file_path(member).exists():
+            log.warning("%s in the cache is damaged or was modified; extracting it again", member)
+        extract_member(zf, member, entry.file_path(member), record[member], what)
+        entry.note_member(member)
+
+
+def _extract_from_file(entry: CacheEntry, wheel: Path, members: list[str], pin: WheelPin | None) -> None:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            _extract(entry, zf, members, f"wheel {wheel}", pin)
+    except zipfile.BadZipFile as exc:
+        raise ArtifactError(f"wheel {wheel} is corrupt: {exc}") from exc
+
+
+def _extract_remote(entry: CacheEntry, pin: WheelPin, members: list[str], *, full: bool, progress: Progress) -> str:
+    """Partial fetch when RECORD is pinned and the server honours Range; else download it all."""
+    import zipfile
+
+    from .remote_zip import HttpRangeFile, RangeNotSupported
+
+    url = pin.download_url()
+    entry.store_source(pin.filename, url)
+    if pin.record_sha256 and not full:
+        try:
+            with HttpRangeFile(url) as remote:
+                with zipfile.ZipFile(remote) as zf:
+                    _extract(entry, zf, members, f"wheel {url}", pin)
+                log.info("fetched %d member(s) of %s: %s in %d requests", len(members), pin.filename,
+                         human(remote.bytes_received), remote.requests)
+            return "partial"
+        except RangeNotSupported as exc:
+            log.info("%s; downloading the whole wheel instead", exc)
+        except zipfile.BadZipFile as exc:
+            raise ArtifactError(f"remote wheel {url} is corrupt: {exc}") from exc
+    _download_wheel(entry, pin, progress)
+    _extract_from_file(entry, entry.wheel_path, members, pin)
+    return "full"
+
+
+def _download_wheel(entry: CacheEntry, pin: WheelPin, progress: Progress) -> None:
+    entry.store_source(pin.filename, pin.download_url())
+    download_file(pin.download_url(), entry.wheel_path, pin.sha256, size=pin.size, progress=progress)
+    entry.note_wheel()
+
+
+def _ensure_pinned(pin: WheelPin, members: list[str], *, download: bool, full: bool, progress: Progress) -> str:
+    """Make every member valid in the pinned entry; return the step that supplied them."""
+    entry = _pinned_entry(pin)
+    if all(entry.member_ok(m) for m in members):
+        return "cache"
+    with entry.lock():
+        if all(entry.member_ok(m) for m in members):  # another process did it while we waited
+            return "cache"
+        if entry.wheel_path.exists() and entry.wheel_ok():
+            _extract_from_file(entry, entry.wheel_path, members, pin)
+            return "cache"
+        if not download or settings.offline():
+            raise KernelNotFoundError(
+                f"{', '.join(members)} not in the cache {entry.dir} and downloading is off "
+                f"({settings.OFFLINE_ENV}=1); run `python -m flashinfer_cy fetch` where there is network"
+            )
+        _extract_remote(entry, pin, members, full=full, progress=progress)
+        return "download"
+
+
+# -- public entry points ----------------------------------------------------------------------
+def locate(uri: str, *, download: bool = True, progress: Progress = None) -> tuple[str, Path]:
+    """``(step, path)`` of module ``uri``, materializing it (extract/download) when needed."""
+    check_uri(uri)
+    path = _kernel_dir_path(uri)
+    if path:
+        return "kernel_dir", path
+    manifest = load_manifest()
+    member = member_for(manifest.member_prefix, uri)
+    notes = []
+    if settings.env(settings.KERNEL_DIR_ENV):
+        notes.append(f"(a) not in {settings.env(settings.KERNEL_DIR_ENV)}")
+
+    local = _local_wheel(manifest, settings.env(settings.KERNEL_WHEEL_ENV))
+    if local:
+        wheel, entry = local
+        if entry.member_ok(member):
+            return "local_wheel", entry.file_path(member)
+        try:
+            _extract_local(wheel, entry, [member])
+            return "local_wheel", entry.file_path(member)
+        except KernelNotFoundError:
+            notes.append(f"(b) not in {wheel}")
+
+    path = _installed_path(manifest, uri)
+    if path:
+        return "installed_package", path
+    notes.append(f"(c) {manifest.package}: {_installed_package(manifest)[1]}")
+
+    try:
+        pin = platform_pin(manifest)
+    except UnsupportedPlatformError as exc:
+        raise UnsupportedPlatformError(f"{exc}. Module {uri!r} was also not found: {'; '.join(notes)}") from None
+    if pin.members is not None and member not in pin.members:
+        raise KernelNotFoundError(
+            f"module {uri!r} is not in the pinned wheel {pin.filename} (no such member {member}); "
+            f"{'; '.join(notes)}"
+        )
+    step = _ensure_pinned(pin, [member], download=download, full=False, progress=progress)
+    return step, _pinned_entry(pin).file_path(member)
+
+
+def fetch(uris=None, *, wheel: str | Path | None = None, full: bool = False, progress: Progress = None) -> dict[str, Path]:
+    """Put modules ``uris`` (default: the fixed ones) into the cache now; return their paths.
+
+    ``wheel``: take them from this local wheel (verified like step b) instead of the pinned
+    download. ``full``: download the whole wheel even when a partial fetch is possible.
+    """
+    uris = [check_uri(u) for u in (uris or FIXED_MODULES)]
+    manifest = load_manifest()
+    members = {u: member_for(manifest.member_prefix, u) for u in uris}
+    if wheel is not None:
+        path, entry = _local_wheel(manifest, wheel)  # same verification rules as step (b)
+        _extract_local(path, entry, list(members.values()))
+        return {u: entry.file_path(m) for u, m in members.items()}
+    pin = platform_pin(manifest)
+    if pin.members is not None:
+        missing = [m for m in members.values() if m not in pin.members]
+        if missing:
+            raise KernelNotFoundError(f"not in the pinned wheel {pin.filename}: {', '.join(missing)}")
+    if full:
+        entry = _pinned_entry(pin)
+        with entry.lock():
+            if not (entry.wheel_path.exists() and entry.wheel_ok()):
+                _download_wheel(entry, pin, progress)
+    _ensure_pinned(pin, list(members.values()), download=True, full=full, progress=progress)
+    return {u: _pinned_entry(pin).file_path(m) for u, m in members.items()}
+
+
+def where_is(uri: str) -> tuple[str, Path | None]:
+    """Which step would supply ``uri``, and its path if it is already on disk. No network, no writes.
+
+    ``("download", None)``: it would be fetched; ``("missing", None)``: no source has it.
+    A ``None`` path with another step means "would be extracted from that step's wheel".
+    """
+    check_uri(uri)
+    path = _kernel_dir_path(uri)
+    if path:
+        return "kernel_dir", path
+    manifest = load_manifest()
+    member = member_for(manifest.member_prefix, uri)
+    try:
+        local = _local_wheel(manifest, settings.env(settings.KERNEL_WHEEL_ENV))
+    except ArtifactError:
+        local = None
+    if local:
+        wheel, entry = local
+        if entry.member_ok(member):
+            return "local_wheel", entry.file_path(member)
+        if _zip_has(wheel, member):
+            return "local_wheel", None
+    path = _installed_path(manifest, uri)
+    if path:
+        return "installed_package", path
+    try:
+        pin = platform_pin(manifest)
+    except UnsupportedPlatformError:
+        return "missing", None
+    if pin.members is not None and member not in pin.members:
+        return "missing", None
+    entry = _pinned_entry(pin)
+    if entry.member_ok(member):
+        return "cache", entry.file_path(member)
+    if entry.wheel_path.exists() and _zip_has(entry.wheel_path, member):
+        return "cache", None
+    return ("missing" if settings.offline() else "download"), None
+
+
+def _zip_has(wheel: Path, member: str) -> bool:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            zf.getinfo(member)
+        return True
+    except (KeyError, OSError, zipfile.BadZipFile):
+        return False
+
+
+def describe_sources() -> list[dict]:
+    """One dict per step, in resolution order: ``step``, ``configured``, ``location``, ``status``."""
+    rows = []
+
+    def row(step, configured, location, status):
+        rows.append({"step": step, "order": "abcde"[len(rows)], "configured": configured,
+                     "location": None if location is None else str(location), "status": status})
+
+    kdir = settings.env(settings.KERNEL_DIR_ENV)
+    row("kernel_dir", bool(kdir), kdir,
+        f"{settings.KERNEL_DIR_ENV} not set" if not kdir
+        else ("directory" if Path(kdir).is_dir() else "does not exist"))
+
+    try:
+        manifest = load_manifest()
+    except ArtifactError as exc:
+        for step in STEPS[1:]:
+            row(step, False, None, f"manifest unusable: {exc}")
+        return rows
+
+    wheel = settings.env(settings.KERNEL_WHEEL_ENV)
+    try:
+        local = _local_wheel(manifest, wheel)
+        status = f"{settings.KERNEL_WHEEL_ENV} not set" if local is None else f"expects sha256 {local[1].sha256}"
+    except ArtifactError as exc:
+        status = f"unusable: {exc}"
+    row("local_wheel", bool(wheel), wheel, status)
+
+    location, status = _installed_package(manifest)
+    row("installed_package", location is not None, location, status)
+
+    root = settings.cache_root()
+    try:
+        from .host import detect_cuda_version, machine_arch
+
+        cuda, how = detect_cuda_version()
+        pin = manifest.select(cuda, machine_arch())
+        entry = _pinned_entry(pin)
+        platform = f"CUDA {cuda} from {how}, {machine_arch()} -> {pin.key}"
+        cached = len(entry.extracted_members())
+        wheel_state = "full wheel cached" if entry.wheel_path.exists() else "no full wheel"
+        row("cache", True, entry.dir, f"{platform}; {cached} module(s) extracted; {wheel_state}")
+        how_fetch = "partial fetch (RECORD pinned)" if pin.record_sha256 else f"full download ({human(pin.size)})"
+        row("download", not settings.offline(), pin.download_url(),
+            f"off ({settings.OFFLINE_ENV}=1)" if settings.offline() else how_fetch)
+    except UnsupportedPlatformError as exc:
+        row("cache", False, root, str(exc))
+        row("download", False, None, str(exc))
+    return rows
