@@ -1,0 +1,38 @@
+"""flashinfer_cy: FlashInfer's precompiled CUDA kernels, called from Python through the
+TVM-FFI C ABI -- no torch, the GIL released during each call, on your CUDA stream.
+
+Importing this package loads nothing: libtvm_ffi, libcudart and kernel modules are opened
+on first use, and CUDA is not initialised until a kernel runs.
+"""
+
+from flashinfer_cy.errors import (
+    FlashInferError,
+    KernelError,
+    KernelNotFoundError,
+    RuntimeLibraryError,
+    SymbolNotFoundError,
+    UnsupportedDeviceError,
+    CudaError,
+)
+from flashinfer_cy._core.tensor import TensorDesc
+from flashinfer_cy._core.array import DeviceArray
+from flashinfer_cy._core.binding import Binding
+from flashinfer_cy._core.runtime import load_module, load_module_path, runtime_info
+from flashinfer_cy.streams import use_stream, current_stream
+from flashinfer_cy.kernels.norm import (
+    rmsnorm,
+    qk_rmsnorm,
+    gemma_rmsnorm,
+    fused_add_rmsnorm,
+    gemma_fused_add_rmsnorm,
+)
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "FlashInferError", "KernelError", "KernelNotFoundError", "RuntimeLibraryError",
+    "SymbolNotFoundError", "UnsupportedDeviceError", "CudaError",
+    "TensorDesc", "DeviceArray", "Binding", "load_module", "load_module_path",
+    "runtime_info", "use_stream", "current_stream",
+    "rmsnorm", "qk_rmsnorm", "gemma_rmsnorm", "fused_add_rmsnorm", "gemma_fused_add_rmsnorm",
+]

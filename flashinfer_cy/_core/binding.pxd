@@ -1,0 +1,61 @@
+from libc.stdint cimport int32_t, int64_t
+from flashinfer_cy._abi.tvm_ffi cimport TVMFFIAny
+from flashinfer_cy._core.runtime cimport Function, Object
+from flashinfer_cy._core.tensor cimport TensorSlot
+
+cdef enum:
+    MAX_ARGS = 32
+
+# Argument kinds of a kernel signature (the letters used in Binding signatures).
+cdef enum ArgKind:
+    K_TENSOR = 1       # "T"   TensorView on the call's device
+    K_OPT_TENSOR = 2   # "T?"  Optional<TensorView> on the call's device, or None
+    K_HOST_TENSOR = 3  # "H"   TensorView that must live in host memory (plan inputs)
+    K_INT = 4          # "I"   int64_t
+    K_FLOAT = 5        # "F"   double
+    K_BOOL = 6         # "B"   bool
+    K_DTYPE = 7        # "D"   DLDataType
+    K_OBJECT = 8       # "A"   an object handle returned by an earlier call (plan info)
+
+# Everything one call needs, on the caller's C stack.
+cdef struct CallFrame:
+    TVMFFIAny args[MAX_ARGS]
+    TensorSlot slots[MAX_ARGS]
+    int n
+
+cdef void frame_init(CallFrame* f, int n) noexcept
+cdef void frame_release(CallFrame* f) noexcept
+
+cdef class Binding:
+    cdef readonly str uri
+    cdef readonly str symbol
+    cdef readonly str signature
+    cdef readonly tuple names
+    cdef int n
+    cdef int kinds[MAX_ARGS]
+    cdef int device_arg
+    cdef Function _fn
+
+    cdef Function function(self)
+    cdef int tensor(self, CallFrame* f, int i, object obj) except -1
+    cdef int opt_tensor(self, CallFrame* f, int i, object obj) except -1
+    cdef int pick_stream(self, CallFrame* f, object stream, void** handle) except -1
+    cdef int invoke(self, CallFrame* f, object stream, TVMFFIAny* result) except -1
+
+cdef inline void set_int(CallFrame* f, int i, int64_t v) noexcept:
+    f.args[i].type_index = 1  # kTVMFFIInt
+    f.args[i].v_int64 = v
+
+cdef inline void set_bool(CallFrame* f, int i, bint v) noexcept:
+    f.args[i].type_index = 2  # kTVMFFIBool
+    f.args[i].v_int64 = 1 if v else 0
+
+cdef inline void set_float(CallFrame* f, int i, double v) noexcept:
+    f.args[i].type_index = 3  # kTVMFFIFloat
+    f.args[i].v_float64 = v
+
+cdef inline void set_none(CallFrame* f, int i) noexcept:
+    f.args[i].type_index = 0  # kTVMFFINone
+    f.args[i].v_int64 = 0
+
+cdef int set_object(CallFrame* f, int i, Object obj) except -1

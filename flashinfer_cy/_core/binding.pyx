@@ -1,0 +1,315 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Table-driven kernel entry points.
+
+A kernel family describes each export once, as a line of a table::
+
+    Binding("norm", "rmsnorm", "out:T input:T weight:T eps:F enable_pdl:B", device="input")
+
+(argument names and kinds in ABI order, as in FlashInfer's ``*_binding.cu``). The family's
+typed function fills a stack ``CallFrame`` through the Binding's packers; ``invoke`` then
+checks every slot was filled with the declared kind, that device tensors share one device,
+picks the stream, and makes one GIL-free call. Adding a kernel is adding a table line and a
+validator, never copying the call sequence.
+"""
+
+from libc.stdint cimport int32_t, int64_t, uintptr_t
+from libc.math cimport isfinite
+
+from flashinfer_cy._abi.dlpack cimport kDLCUDA, kDLCPU, kDLCUDAHost, DLTensor, DLDeviceType
+from flashinfer_cy._abi.tvm_ffi cimport (TVMFFIAny, TVMFFIObjectHandle, kTVMFFINone,
+                                         kTVMFFIDLTensorPtr, kTVMFFIDataType, kTVMFFIDevice,
+                                         kTVMFFIOpaquePtr, kTVMFFIRawStr)
+from flashinfer_cy._core.runtime cimport Function, Object, take_result, ensure_ffi
+from flashinfer_cy._core.tensor cimport (TensorSlot, to_dltensor, release_slot, describe,
+                                         check_same_device, parse_dtype)
+from flashinfer_cy._core.stream cimport resolve_stream
+
+from flashinfer_cy._core import runtime as _runtime
+
+_KIND_CODES = {"T": K_TENSOR, "T?": K_OPT_TENSOR, "H": K_HOST_TENSOR, "I": K_INT,
+               "F": K_FLOAT, "B": K_BOOL, "D": K_DTYPE, "A": K_OBJECT}
+# The TVM-FFI type index each kind may be packed as (-2: any object handle >= 64).
+cdef int _UNSET = -1
+
+
+cdef void frame_init(CallFrame* f, int n) noexcept:
+    cdef int i
+    f.n = n
+    for i in range(n):
+        f.args[i].type_index = _UNSET
+        f.args[i].zero_padding = 0
+        f.args[i].v_int64 = 0
+        f.slots[i].keep = NULL
+
+
+cdef void frame_release(CallFrame* f) noexcept:
+    cdef int i
+    for i in range(f.n):
+        release_slot(&f.slots[i])
+
+
+cdef int set_object(CallFrame* f, int i, Object obj) except -1:
+    if obj is None or obj.handle == NULL:
+        raise TypeError("expected a live flashinfer_cy Object (e.g. a plan), got None")
+    f.args[i].type_index = obj.tindex
+    f.args[i].v_ptr = obj.handle
+    return 0
+
+
+cdef class Binding:
+    """One kernel export: module URI, symbol, and its argument list in ABI order.
+
+    ``signature`` is space-separated ``name:KIND`` items; KIND is one of T (device tensor),
+    T? (optional device tensor), H (host tensor), I (int), F (float), B (bool),
+    D (dtype), A (object handle, e.g. plan info). ``device`` names the tensor whose device
+    (and producer stream) the kernel runs on: FlashInfer takes both from one argument.
+    """
+
+    def __init__(self, str uri, str symbol, str signature, str device=None):
+        items = signature.split()
+        if len(items) > MAX_ARGS:
+            raise ValueError(f"{symbol}: at most {MAX_ARGS} arguments")
+        names = []
+        for i, item in enumerate(items):
+            name, _, kind = item.partition(":")
+            if kind not in _KIND_CODES:
+                raise ValueError(f"{symbol}: argument {item!r} has unknown kind {kind!r}")
+            names.append(name)
+            self.kinds[i] = _KIND_CODES[kind]
+        self.uri = uri
+        self.symbol = symbol
+        self.signature = signature
+        self.names = tuple(names)
+        self.n = len(items)
+        if device is None:
+            device = next((n for i, n in enumerate(names) if self.kinds[i] == K_TENSOR), None)
+        self.device_arg = names.index(device) if device is not None else -1
+        self._fn = None
+
+    cdef Function function(self):
+        if self._fn is None:
+            self._fn = _runtime.load_module(self.uri).function(self.symbol)
+        return self._fn
+
+    def load(self):
+        """Resolve the module and symbol now (normally done on first call)."""
+        return self.function()
+
+    @property
+    def nargs(self):
+        return self.n
+
+    cdef int tensor(self, CallFrame* f, int i, object obj) except -1:
+        to_dltensor(obj, &f.slots[i], self.names[i])
+        f.args[i].type_index = kTVMFFIDLTensorPtr
+        f.args[i].v_ptr = &f.slots[i].dl
+        return 0
+
+    cdef int opt_tensor(self, CallFrame* f, int i, object obj) except -1:
+        if obj is None:
+            f.args[i].type_index = kTVMFFINone
+            f.args[i].v_int64 = 0
+            f.slots[i].source = 0
+            return 0
+        return self.tensor(f, i, obj)
+
+    cdef int pick_stream(self, CallFrame* f, object stream, void** handle) except -1:
+        """Which stream the call runs on. Returns 1 when it must be set, 0 to leave the
+        thread's TVM-FFI stream for the device as it is. Precedence: ``stream=`` if given;
+        else the producer's current stream (DLPack exchange API: PyTorch's current stream;
+        CUDA Array Interface v3 ``stream``); else the thread's TVM-FFI stream
+        (``flashinfer_cy.use_stream``), which defaults to the legacy default stream."""
+        cdef int i
+        cdef TensorSlot* s
+        if stream is not None:
+            resolve_stream(stream, handle)
+            return 1
+        if self.device_arg < 0 or f.slots[self.device_arg].dl.device.device_type != kDLCUDA:
+            return 0
+        for i in range(self.n):
+            if (self.kinds[i] == K_TENSOR or self.kinds[i] == K_OPT_TENSOR) and \
+                    f.args[i].type_index == kTVMFFIDLTensorPtr:
+                s = &f.slots[i]
+                if s.api != NULL:
+                    if s.api.current_work_stream(kDLCUDA, s.dl.device.device_id,
+                                                 handle) != 0:
+                        return -1
+                    return 1
+                if s.has_producer_stream:
+                    handle[0] = s.producer_stream
+                    return 1
+        return 0
+
+    cdef int invoke(self, CallFrame* f, object stream, TVMFFIAny* result) except -1:
+        cdef int i, kind, t, set_stream
+        cdef TensorSlot* dev = NULL
+        cdef TensorSlot* s
+        cdef void* handle = NULL
+        cdef int32_t dev_type = kDLCPU
+        cdef int32_t dev_id = 0
+        if f.n != self.n:
+            raise AssertionError(f"{self.symbol}: frame has {f.n} slots, signature {self.n}")
+        if self.device_arg >= 0:
+            dev = &f.slots[self.device_arg]
+            dev_type = dev.dl.device.device_type
+            dev_id = dev.dl.device.device_id
+        for i in range(self.n):
+            kind = self.kinds[i]
+            t = f.args[i].type_index
+            if t == _UNSET:
+                raise AssertionError(f"{self.symbol}: argument {self.names[i]} was not packed")
+            if kind == K_TENSOR or kind == K_OPT_TENSOR:
+                if t == kTVMFFIDLTensorPtr:
+                    s = &f.slots[i]
+                    if dev != NULL and s != dev:
+                        check_same_device(s, self.names[i], dev, self.names[self.device_arg])
+                elif not (kind == K_OPT_TENSOR and t == kTVMFFINone):
+                    raise AssertionError(f"{self.symbol}: {self.names[i]} packed as {t}")
+            elif kind == K_HOST_TENSOR:
+                s = &f.slots[i]
+                if t != kTVMFFIDLTensorPtr:
+                    raise AssertionError(f"{self.symbol}: {self.names[i]} packed as {t}")
+                if s.dl.device.device_type != kDLCPU and s.dl.device.device_type != kDLCUDAHost:
+                    raise ValueError(f"{self.names[i]}: expected a host (CPU) array, got "
+                                     f"{describe(s)}")
+        set_stream = self.pick_stream(f, stream, &handle)
+        return self.function().call(f.args, self.n, result, dev_type, dev_id, handle,
+                                    set_stream)
+
+    def __call__(self, *args, stream=None):
+        """Call with positional arguments packed by the declared kinds (the typed kernel
+        APIs validate first and pack from Cython; this is the open-ended path)."""
+        cdef CallFrame f
+        cdef TVMFFIAny result
+        cdef int i, kind
+        if len(args) != self.n:
+            raise TypeError(f"{self.symbol}() takes {self.n} arguments "
+                            f"({' '.join(self.names)}), got {len(args)}")
+        frame_init(&f, self.n)
+        try:
+            for i in range(self.n):
+                a = args[i]
+                kind = self.kinds[i]
+                if kind == K_TENSOR or kind == K_HOST_TENSOR:
+                    self.tensor(&f, i, a)
+                elif kind == K_OPT_TENSOR:
+                    self.opt_tensor(&f, i, a)
+                elif kind == K_INT:
+                    if isinstance(a, bool) or not isinstance(a, int):
+                        raise TypeError(f"{self.names[i]}: expected an int, got {a!r}")
+                    set_int(&f, i, a)
+                elif kind == K_FLOAT:
+                    if not isinstance(a, (int, float)) or isinstance(a, bool):
+                        raise TypeError(f"{self.names[i]}: expected a float, got {a!r}")
+                    set_float(&f, i, a)
+                elif kind == K_BOOL:
+                    set_bool(&f, i, bool(a))
+                elif kind == K_DTYPE:
+                    f.args[i].type_index = kTVMFFIDataType
+                    f.args[i].v_int64 = 0
+                    parse_dtype(a, &f.args[i].v_dtype)
+                else:
+                    if not isinstance(a, Object):
+                        raise TypeError(f"{self.names[i]}: expected a flashinfer_cy Object, "
+                                        f"got {a!r}")
+                    set_object(&f, i, <Object>a)
+            self.invoke(&f, stream, &result)
+            return take_result(&result)
+        finally:
+            frame_release(&f)
+
+    def __repr__(self):
+        return f"Binding({self.uri!r}, {self.symbol!r}, {self.signature!r})"
+
+
+# ----------------------------------------------------------------------------- generic call
+
+cdef class DataType:
+    """A dtype argument for the generic call path: ``DataType("float16")``."""
+    cdef public object name
+
+    def __init__(self, name):
+        self.name = name
+
+
+cdef class Device:
+    """A device argument for the generic call path: ``Device("cuda", 0)``."""
+    cdef public int device_type
+    cdef public int device_id
+
+    def __init__(self, device_type, int device_id=0):
+        self.device_type = {"cpu": kDLCPU, "cuda": kDLCUDA}.get(device_type, device_type)
+        self.device_id = device_id
+
+
+cdef class OpaquePtr:
+    """A ``void*`` argument for the generic call path."""
+    cdef public object value
+
+    def __init__(self, value):
+        self.value = int(value)
+
+
+def call_generic(Function fn, tuple args, stream):
+    """Pack arbitrary Python values (None, bool, int, float, str, dtype/device/pointer
+    wrappers, tensors, Objects) and call ``fn``. Slower than a Binding; for tests/tools."""
+    cdef CallFrame f
+    cdef TVMFFIAny result
+    cdef int i, n = len(args)
+    cdef int dev_idx = -1
+    cdef void* handle = NULL
+    cdef bint set_stream = False
+    cdef int32_t dev_type = kDLCPU
+    cdef int32_t dev_id = 0
+    if n > MAX_ARGS:
+        raise ValueError(f"at most {MAX_ARGS} arguments, got {n}")
+    ensure_ffi()
+    keep = []  # encoded strings must outlive the call
+    frame_init(&f, n)
+    try:
+        for i in range(n):
+            a = args[i]
+            if a is None:
+                set_none(&f, i)
+            elif isinstance(a, bool):
+                set_bool(&f, i, a)
+            elif isinstance(a, int):
+                try:
+                    set_int(&f, i, a)
+                except OverflowError:
+                    raise OverflowError(f"argument #{i}: {a} does not fit in int64") from None
+            elif isinstance(a, float):
+                set_float(&f, i, a)
+            elif isinstance(a, str):
+                b = a.encode()
+                keep.append(b)
+                f.args[i].type_index = kTVMFFIRawStr
+                f.args[i].v_c_str = <const char*>b
+            elif isinstance(a, Object):
+                set_object(&f, i, <Object>a)
+            elif isinstance(a, DataType):
+                f.args[i].type_index = kTVMFFIDataType
+                f.args[i].v_int64 = 0
+                parse_dtype((<DataType>a).name, &f.args[i].v_dtype)
+            elif isinstance(a, Device):
+                f.args[i].type_index = kTVMFFIDevice
+                f.args[i].v_device.device_type = <DLDeviceType>(<Device>a).device_type
+                f.args[i].v_device.device_id = (<Device>a).device_id
+            elif isinstance(a, OpaquePtr):
+                f.args[i].type_index = kTVMFFIOpaquePtr
+                f.args[i].v_ptr = <void*><uintptr_t>(<OpaquePtr>a).value
+            else:
+                to_dltensor(a, &f.slots[i], f"argument #{i}")
+                f.args[i].type_index = kTVMFFIDLTensorPtr
+                f.args[i].v_ptr = &f.slots[i].dl
+                if dev_idx < 0:
+                    dev_idx = i
+                    dev_type = f.slots[i].dl.device.device_type
+                    dev_id = f.slots[i].dl.device.device_id
+        if stream is not None:
+            resolve_stream(stream, &handle)
+            set_stream = True
+        fn.call(f.args, n, &result, dev_type, dev_id, handle, set_stream)
+        return take_result(&result)
+    finally:
+        frame_release(&f)

@@ -1,0 +1,36 @@
+from libc.stdint cimport int32_t, int64_t
+from flashinfer_cy._abi.tvm_ffi cimport TVMFFIAny, TVMFFISafeCallType, TVMFFIObjectHandle
+from flashinfer_cy._abi.ffi_call cimport FcyTvmFfi, FcyCudart
+
+cdef FcyTvmFfi g_ffi
+cdef FcyCudart g_cudart
+cdef bint g_ffi_ready
+
+cdef int ensure_ffi() except -1
+cdef int raise_call_error(int rc, str symbol) except -1
+cdef object take_result(TVMFFIAny* result)
+cdef void* cudart_symbol(const char* name) noexcept
+
+cdef class Module:
+    cdef void* handle
+    cdef readonly str path
+    cdef readonly str uri
+    cdef dict _functions
+
+cdef class Function:
+    cdef TVMFFISafeCallType fn
+    cdef readonly str name
+    cdef readonly Module module
+    cdef int call(self, const TVMFFIAny* args, int32_t n, TVMFFIAny* result,
+                  int32_t device_type, int32_t device_id, void* stream,
+                  bint set_stream) except -1
+
+cdef class Object:
+    cdef TVMFFIObjectHandle handle
+    cdef int32_t tindex
+    @staticmethod
+    cdef Object adopt(TVMFFIObjectHandle handle, int32_t type_index)
+
+cdef class Array(Object):
+    pass
+cdef int compute_capability_major(int device) except -1

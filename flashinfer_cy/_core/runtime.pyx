@@ -1,0 +1,467 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Loading libtvm_ffi and kernel modules, calling their exports with the GIL released,
+decoding the errors they raise, and owning the objects they return.
+
+Loading rules (../docs in the repo README):
+  * exactly one libtvm_ffi per process: reuse one already loaded (tvm_ffi or flashinfer
+    imported first), else dlopen the one inside the installed apache-tvm-ffi distribution;
+    RTLD_GLOBAL, because kernel modules are not linked against it;
+  * kernel modules: RTLD_NOW | RTLD_LOCAL, so a missing symbol fails at load, not mid-call;
+    never dlclose'd (objects they create carry deleters that live in them).
+"""
+
+import os
+import sys
+import threading
+
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.exc cimport PyErr_Occurred
+from libc.stdint cimport int32_t, int64_t, uint64_t
+from libc.string cimport memset
+
+from flashinfer_cy._abi.dlpack cimport kDLCUDA, kDLCPU, DLDataType, DLTensor, DLManagedTensorVersioned
+from flashinfer_cy._abi.tvm_ffi cimport (
+    TVMFFIAny, TVMFFIObject, TVMFFIObjectHandle, TVMFFIErrorCell, TVMFFISeqCell,
+    TVMFFIByteArray, TVMFFISafeCallType, TVMFFIVersion, TVMFFIShapeCell,
+    kTVMFFINone, kTVMFFIInt, kTVMFFIBool, kTVMFFIFloat, kTVMFFIOpaquePtr, kTVMFFIDataType,
+    kTVMFFIDevice, kTVMFFISmallStr, kTVMFFISmallBytes, kTVMFFIStaticObjectBegin, kTVMFFIStr,
+    kTVMFFIBytes, kTVMFFIArray, kTVMFFIShape)
+from flashinfer_cy._abi.ffi_call cimport fcy_call, FCY_ERR_SET_DEVICE
+
+from flashinfer_cy import errors as _errors
+
+cdef extern from "<dlfcn.h>" nogil:
+    void* dlopen(const char* filename, int flags)
+    void* dlsym(void* handle, const char* symbol)
+    char* dlerror()
+    int RTLD_NOW
+    int RTLD_LOCAL
+    int RTLD_GLOBAL
+    int RTLD_NOLOAD
+
+# The first minor series whose C ABI this module is written against; 0.2 may change it.
+SUPPORTED_TVM_FFI_SERIES = (0, 1)
+
+cdef FcyTvmFfi g_ffi
+cdef FcyCudart g_cudart
+cdef bint g_ffi_ready = False
+cdef bint g_cudart_tried = False
+cdef void* g_cudart_handle = NULL
+
+_lock = threading.RLock()
+_state = {"tvm_ffi_path": None, "tvm_ffi_version": None, "cudart_path": None,
+          "cudart_error": None}
+_modules = {}
+
+
+def _tvm_ffi_candidates():
+    """Where libtvm_ffi.so may be, best first, without importing tvm_ffi's Python package
+    (its __init__ imports torch)."""
+    override = os.environ.get("FLASHINFER_CY_TVM_FFI_LIB")
+    if override:
+        return [override]
+    out = []
+    mod = sys.modules.get("tvm_ffi")  # already imported: share its copy
+    if mod is not None and getattr(mod, "__file__", None):
+        out.append(os.path.join(os.path.dirname(mod.__file__), "lib", "libtvm_ffi.so"))
+    import importlib.util
+    spec = importlib.util.find_spec("tvm_ffi")
+    if spec is not None and spec.submodule_search_locations:
+        for loc in spec.submodule_search_locations:
+            out.append(os.path.join(loc, "lib", "libtvm_ffi.so"))
+    if not out:
+        import importlib.metadata as md
+        try:
+            dist = md.distribution("apache-tvm-ffi")
+            for f in dist.files or ():
+                if str(f).endswith("lib/libtvm_ffi.so"):
+                    out.append(str(dist.locate_file(f)))
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+cdef void* _sym(void* handle, const char* name) except NULL:
+    cdef void* p = dlsym(handle, name)
+    if p == NULL:
+        raise _errors.RuntimeLibraryError(
+            f"libtvm_ffi at {_state['tvm_ffi_path']} lacks {name.decode()}")
+    return p
+
+
+cdef int _init_ffi() except -1:
+    global g_ffi_ready
+    cdef void* h = NULL
+    cdef TVMFFIVersion v
+    cdef bytes bpath
+    with _lock:
+        if g_ffi_ready:
+            return 0
+        # A copy already in the process (tvm_ffi / flashinfer imported first) must be reused:
+        # kernels resolve TVMFFI* from the global scope, and the stream table is per copy.
+        h = dlopen(b"libtvm_ffi.so", RTLD_NOW | RTLD_GLOBAL | RTLD_NOLOAD)
+        path = "<already loaded>"
+        if h == NULL:
+            tried = []
+            for cand in _tvm_ffi_candidates():
+                if not os.path.isfile(cand):
+                    tried.append(f"{cand} (missing)")
+                    continue
+                bpath = os.fsencode(cand)
+                h = dlopen(bpath, RTLD_NOW | RTLD_GLOBAL)
+                if h != NULL:
+                    path = cand
+                    break
+                tried.append(f"{cand} ({dlerror().decode(errors='replace')})")
+            if h == NULL:
+                raise _errors.RuntimeLibraryError(
+                    "libtvm_ffi.so not found: install apache-tvm-ffi (a dependency of "
+                    "flashinfer_cy) or set FLASHINFER_CY_TVM_FFI_LIB; tried: "
+                    + ("; ".join(tried) or "nothing (apache-tvm-ffi is not installed)"))
+        _state["tvm_ffi_path"] = path
+        g_ffi.GetVersion = <void (*)(TVMFFIVersion*) noexcept nogil>_sym(h, b"TVMFFIGetVersion")
+        g_ffi.ObjectDecRef = <int (*)(TVMFFIObjectHandle) noexcept nogil>_sym(h, b"TVMFFIObjectDecRef")
+        g_ffi.ObjectIncRef = <int (*)(TVMFFIObjectHandle) noexcept nogil>_sym(h, b"TVMFFIObjectIncRef")
+        g_ffi.ErrorMoveFromRaised = <void (*)(TVMFFIObjectHandle*) noexcept nogil>_sym(
+            h, b"TVMFFIErrorMoveFromRaised")
+        g_ffi.EnvSetStream = <int (*)(int32_t, int32_t, void*, void**) noexcept nogil>_sym(
+            h, b"TVMFFIEnvSetStream")
+        g_ffi.EnvGetStream = <void* (*)(int32_t, int32_t) noexcept nogil>_sym(h, b"TVMFFIEnvGetStream")
+        g_ffi.FunctionGetGlobal = <int (*)(const TVMFFIByteArray*, TVMFFIObjectHandle*) noexcept nogil>_sym(
+            h, b"TVMFFIFunctionGetGlobal")
+        g_ffi.FunctionCall = <int (*)(TVMFFIObjectHandle, TVMFFIAny*, int32_t, TVMFFIAny*) noexcept nogil>_sym(
+            h, b"TVMFFIFunctionCall")
+        g_ffi.TensorFromDLPackVersioned = <int (*)(DLManagedTensorVersioned*, int32_t, int32_t, TVMFFIObjectHandle*) noexcept nogil>_sym(
+            h, b"TVMFFITensorFromDLPackVersioned")
+        g_ffi.GetVersion(&v)
+        _state["tvm_ffi_version"] = (v.major, v.minor, v.patch)
+        if (v.major, v.minor) != SUPPORTED_TVM_FFI_SERIES:
+            raise _errors.RuntimeLibraryError(
+                f"libtvm_ffi {v.major}.{v.minor}.{v.patch} at {path}: flashinfer_cy speaks the "
+                f"{SUPPORTED_TVM_FFI_SERIES[0]}.{SUPPORTED_TVM_FFI_SERIES[1]}.x C ABI")
+        g_ffi_ready = True
+    return 0
+
+
+cdef inline int ensure_ffi() except -1:
+    if not g_ffi_ready:
+        _init_ffi()
+    return 0
+
+
+cdef void* cudart_symbol(const char* name) noexcept:
+    if g_cudart_handle == NULL:
+        return NULL
+    return dlsym(g_cudart_handle, name)
+
+
+def _load_cudart():
+    """Make libcudart.so.13 (what FlashInfer modules are linked against) loadable, and take
+    cudaGetDevice/cudaSetDevice from that very copy. Failure is remembered, not raised:
+    CPU-only modules (the test module) don't need it; CUDA modules then fail to load with
+    the loader's own message."""
+    global g_cudart_tried, g_cudart_handle
+    if g_cudart_tried:
+        return
+    g_cudart_tried = True
+    cdef void* h = dlopen(b"libcudart.so.13", RTLD_NOW | RTLD_GLOBAL)
+    path = "libcudart.so.13"
+    if h == NULL:
+        first_error = dlerror().decode(errors="replace")
+        try:  # pip-installed CUDA (nvidia-cuda-runtime): cuda-pathfinder knows where it is
+            from cuda.pathfinder import load_nvidia_dynamic_lib
+            path = load_nvidia_dynamic_lib("cudart").abs_path
+            h = dlopen(os.fsencode(path), RTLD_NOW | RTLD_GLOBAL)
+        except Exception as exc:  # noqa: BLE001 - any failure just means "no cudart"
+            _state["cudart_error"] = f"{first_error}; cuda-pathfinder: {exc}"
+            return
+    if h == NULL:
+        _state["cudart_error"] = dlerror().decode(errors="replace")
+        return
+    g_cudart_handle = h
+    _state["cudart_path"] = path
+    g_cudart.GetDevice = <int (*)(int*) noexcept nogil>dlsym(h, b"cudaGetDevice")
+    g_cudart.SetDevice = <int (*)(int) noexcept nogil>dlsym(h, b"cudaSetDevice")
+    if g_cudart.GetDevice == NULL or g_cudart.SetDevice == NULL:
+        g_cudart.GetDevice = NULL
+        g_cudart.SetDevice = NULL
+
+
+def runtime_info():
+    """Where libtvm_ffi and libcudart came from, and the runtime's version (loads them)."""
+    ensure_ffi()
+    _load_cudart()
+    return dict(_state)
+
+
+# ----------------------------------------------------------------------------- errors
+
+cdef str _bytes_str(TVMFFIByteArray a):
+    if a.data == NULL or a.size == 0:
+        return ""
+    return PyBytes_FromStringAndSize(a.data, <Py_ssize_t>a.size).decode("utf-8", "replace")
+
+
+cdef inline TVMFFIErrorCell* _error_cell(TVMFFIObjectHandle h) noexcept nogil:
+    # The cell follows the object header (tvm/ffi/c_api.h: TVMFFIErrorCell "after" TVMFFIObject).
+    return <TVMFFIErrorCell*>(<char*>h + sizeof(TVMFFIObject))
+
+
+cdef int raise_call_error(int rc, str symbol) except -1:
+    """Turn a non-zero safe-call code into the matching Python exception (always raises)."""
+    cdef TVMFFIObjectHandle h = NULL
+    cdef TVMFFIErrorCell* cell
+    if rc == FCY_ERR_SET_DEVICE:
+        raise _errors.CudaError(f"{symbol}: cudaSetDevice failed for the tensors' device")
+    g_ffi.ErrorMoveFromRaised(&h)
+    if h == NULL:
+        if rc == -2 and PyErr_Occurred() != NULL:  # tvm-ffi < 0.1.9 modules: Python error pending
+            return -1
+        raise _errors.KernelRuntimeError(
+            "UnknownError", f"returned {rc} without raising an error", "", symbol)
+    cell = _error_cell(h)
+    kind = _bytes_str(cell.kind)
+    message = _bytes_str(cell.message)
+    backtrace = _bytes_str(cell.backtrace)
+    g_ffi.ObjectDecRef(h)
+    if kind == "EnvErrorAlreadySet" and PyErr_Occurred() != NULL:
+        return -1
+    raise _errors.kernel_error(kind, message, backtrace, symbol)
+
+
+# ----------------------------------------------------------------------------- objects
+
+cdef class Object:
+    """An owned reference to a TVM-FFI object (a kernel's result: a plan's Array, a String...).
+    Released exactly once, when this wrapper dies. Pass it back to a kernel as is."""
+
+    @staticmethod
+    cdef Object adopt(TVMFFIObjectHandle handle, int32_t type_index):
+        cdef Object o = (Array if type_index == kTVMFFIArray else Object).__new__(
+            Array if type_index == kTVMFFIArray else Object)
+        o.handle = handle
+        o.tindex = type_index
+        return o
+
+    def __dealloc__(self):
+        if self.handle != NULL and g_ffi_ready:
+            g_ffi.ObjectDecRef(self.handle)
+            self.handle = NULL
+
+    @property
+    def type_index(self):
+        return self.tindex
+
+    @property
+    def refcount(self):
+        """Strong reference count (for leak tests)."""
+        return <int64_t>((<TVMFFIObject*>self.handle).combined_ref_count & 0xFFFFFFFF)
+
+    def __repr__(self):
+        return f"<flashinfer_cy Object type_index={self.tindex}>"
+
+
+cdef inline TVMFFISeqCell* _seq_cell(Object a) noexcept:
+    # The sequence cell follows the object header (tvm/ffi/c_api.h, TVMFFISeqCell).
+    return <TVMFFISeqCell*>(<char*>a.handle + sizeof(TVMFFIObject))
+
+
+cdef class Array(Object):
+    """``ffi::Array`` result (e.g. plan info, ``Array<int64_t>``): read-only sequence."""
+
+    def __len__(self):
+        return _seq_cell(self).size
+
+    def __getitem__(self, Py_ssize_t i):
+        cdef TVMFFISeqCell* c = _seq_cell(self)
+        if i < 0:
+            i += c.size
+        if i < 0 or i >= c.size:
+            raise IndexError("Array index out of range")
+        cdef TVMFFIAny* item = (<TVMFFIAny*>c.data) + i
+        return _pod_value(item)
+
+    def tolist(self):
+        return [self[i] for i in range(len(self))]
+
+    def __repr__(self):
+        return f"Array({self.tolist()!r})"
+
+
+cdef object _pod_value(TVMFFIAny* v):
+    cdef int32_t t = v.type_index
+    if t == kTVMFFINone:
+        return None
+    if t == kTVMFFIInt:
+        return v.v_int64
+    if t == kTVMFFIBool:
+        return v.v_int64 != 0
+    if t == kTVMFFIFloat:
+        return v.v_float64
+    if t == kTVMFFIOpaquePtr:
+        return <size_t>v.v_ptr
+    if t == kTVMFFIDataType:
+        return (v.v_dtype.code, v.v_dtype.bits, v.v_dtype.lanes)
+    if t == kTVMFFIDevice:
+        return (<int>v.v_device.device_type, v.v_device.device_id)
+    if t == kTVMFFISmallStr:
+        return PyBytes_FromStringAndSize(v.v_bytes, v.small_str_len).decode("utf-8", "replace")
+    if t == kTVMFFISmallBytes:
+        return PyBytes_FromStringAndSize(v.v_bytes, v.small_str_len)
+    raise TypeError(f"unsupported element type index {t}")
+
+
+cdef object take_result(TVMFFIAny* result):
+    """Convert an owned call result to Python, taking over (and releasing) any reference."""
+    cdef int32_t t = result.type_index
+    cdef TVMFFIByteArray* ba
+    cdef TVMFFIShapeCell* shape
+    if t < kTVMFFIStaticObjectBegin:
+        return _pod_value(result)
+    cdef TVMFFIObjectHandle h = <TVMFFIObjectHandle>result.v_obj
+    result.type_index = kTVMFFINone
+    if t == kTVMFFIStr or t == kTVMFFIBytes:
+        ba = <TVMFFIByteArray*>(<char*>h + sizeof(TVMFFIObject))
+        data = PyBytes_FromStringAndSize(ba.data, <Py_ssize_t>ba.size)
+        g_ffi.ObjectDecRef(h)
+        return data.decode("utf-8", "replace") if t == kTVMFFIStr else data
+    if t == kTVMFFIShape:
+        shape = <TVMFFIShapeCell*>(<char*>h + sizeof(TVMFFIObject))
+        out = tuple(shape.data[i] for i in range(shape.size))
+        g_ffi.ObjectDecRef(h)
+        return out
+    return Object.adopt(h, t)
+
+
+# ----------------------------------------------------------------------------- modules
+
+cdef class Module:
+    """A dlopen'd kernel module. Kept for the life of the process (never dlclose'd)."""
+
+    def __cinit__(self):
+        self._functions = {}
+
+    def function(self, str name):
+        """The export ``__tvm_ffi_<name>`` as a :class:`Function` (cached)."""
+        fn = self._functions.get(name)
+        if fn is not None:
+            return fn
+        cdef bytes sym = ("__tvm_ffi_" + name).encode()
+        cdef void* p = dlsym(self.handle, sym)
+        if p == NULL:
+            raise _errors.SymbolNotFoundError(
+                f"{self.path} does not export {sym.decode()} (is it the module for "
+                f"{self.uri!r} from flashinfer 0.6.3?)")
+        cdef Function f = Function.__new__(Function)
+        f.fn = <TVMFFISafeCallType>p
+        f.name = name
+        f.module = self
+        self._functions[name] = f
+        return f
+
+    def __repr__(self):
+        return f"<flashinfer_cy Module {self.uri!r} from {self.path}>"
+
+
+def load_module_path(path, uri=None):
+    """dlopen a kernel module file (RTLD_NOW | RTLD_LOCAL), once per path."""
+    ensure_ffi()
+    path = os.path.abspath(os.fspath(path))
+    with _lock:
+        mod = _modules.get(path)
+        if mod is not None:
+            return mod
+        if not os.path.isfile(path):
+            raise _errors.KernelNotFoundError(f"kernel module file {path} does not exist")
+        _load_cudart()
+        h = dlopen(os.fsencode(path), RTLD_NOW | RTLD_LOCAL)
+        if h == NULL:
+            err = dlerror().decode(errors="replace")
+            hint = ""
+            if "libcudart" in err and _state["cudart_error"]:
+                hint = f" (libcudart.so.13 could not be loaded: {_state['cudart_error']})"
+            raise _errors.KernelNotFoundError(f"cannot load kernel module {path}: {err}{hint}")
+        m = Module.__new__(Module)
+        (<Module>m).handle = h
+        (<Module>m).path = path
+        (<Module>m).uri = uri or os.path.splitext(os.path.basename(path))[0]
+        _modules[path] = m
+        if uri:
+            _modules[("uri", uri)] = m
+        return m
+
+
+def load_module(str uri):
+    """The kernel module for ``uri`` (``norm``, ``page``, an attention URI...), located
+    through :func:`flashinfer_cy.artifacts.locate_module` on first use."""
+    mod = _modules.get(("uri", uri))
+    if mod is not None:
+        return mod
+    from flashinfer_cy.artifacts import locate_module
+    return load_module_path(locate_module(uri), uri)
+
+
+# ----------------------------------------------------------------------------- functions
+
+cdef class Function:
+    """One ``__tvm_ffi_<name>`` export. The typed kernel APIs call :meth:`call` from Cython;
+    ``__call__`` is the generic (slower, any-argument) path, mainly for tests and tools."""
+
+    cdef int call(self, const TVMFFIAny* args, int32_t n, TVMFFIAny* result,
+                  int32_t device_type, int32_t device_id, void* stream,
+                  bint set_stream) except -1:
+        cdef int rc
+        cdef TVMFFISafeCallType fn = self.fn
+        with nogil:
+            rc = fcy_call(&g_ffi, &g_cudart, fn, args, n, result, device_type, device_id,
+                          stream, set_stream)
+        if rc != 0:
+            raise_call_error(rc, self.name)
+        return 0
+
+    def __call__(self, *args, stream=None):
+        from flashinfer_cy._core.binding import call_generic
+        return call_generic(self, args, stream)
+
+    def __repr__(self):
+        return f"<flashinfer_cy Function {self.name!r} of {self.module.uri!r}>"
+
+
+# ----------------------------------------------------------------------------- devices
+
+cdef int g_cc_major[64]  # compute-capability major per device ordinal; 0 = not asked yet
+cdef enum:
+    CUDA_DEV_ATTR_CC_MAJOR = 75  # cudaDevAttrComputeCapabilityMajor (stable runtime enum)
+
+
+cdef int compute_capability_major(int device) except -1:
+    """Cached compute-capability major of ``device`` (through the kernels' libcudart)."""
+    cdef int value = 0
+    cdef int (*get_attr)(int*, int, int) noexcept nogil
+    if 0 <= device < 64 and g_cc_major[device] > 0:
+        return g_cc_major[device]
+    _load_cudart()
+    get_attr = <int (*)(int*, int, int) noexcept nogil>cudart_symbol(b"cudaDeviceGetAttribute")
+    if get_attr == NULL or get_attr(&value, CUDA_DEV_ATTR_CC_MAJOR, device) != 0:
+        raise _errors.CudaError(f"cannot query the compute capability of CUDA device {device}")
+    if 0 <= device < 64:
+        g_cc_major[device] = value
+    return value
+
+
+def device_compute_capability_major(int device):
+    return compute_capability_major(device)
+
+
+def _env_set_stream(int device_type, int device_id, size_t handle):
+    """Set the thread's TVM-FFI stream for a device; returns the previous handle."""
+    cdef void* prev = NULL
+    ensure_ffi()
+    if g_ffi.EnvSetStream(device_type, device_id, <void*>handle, &prev) != 0:
+        raise_call_error(-1, "TVMFFIEnvSetStream")
+    return <size_t>prev
+
+
+def _env_get_stream(int device_type, int device_id):
+    ensure_ffi()
+    return <size_t>g_ffi.EnvGetStream(device_type, device_id)

@@ -1,0 +1,1 @@
+cdef int resolve_stream(object stream, void** out) except -1

@@ -1,0 +1,75 @@
+# cython: language_level=3
+"""What a ``stream=`` argument may be, turned into a ``cudaStream_t``.
+
+Accepted: a plain int (the handle value; 0 = legacy default stream, 1 = cudaStreamLegacy,
+2 = cudaStreamPerThread), any object implementing the CUDA stream protocol
+``__cuda_stream__() -> (version, handle)`` (cuda.core ``Stream``, recent PyTorch and CuPy),
+``torch.cuda.Stream`` (``.cuda_stream``), CuPy streams (``.ptr``) and
+``cuda.bindings.driver.CUstream`` / ``cudaStream_t`` (``int()``). What ``stream=None``
+means is decided per call by the binding (see ``flashinfer_cy.streams``).
+"""
+
+from libc.stdint cimport uintptr_t
+
+cdef enum StreamForm:
+    FORM_PROTOCOL = 1
+    FORM_TORCH = 2
+    FORM_PTR_ATTR = 3
+    FORM_INT = 4
+
+cdef dict _form_of_type = {}
+
+
+cdef int _classify(type tp) except -1:
+    if hasattr(tp, "__cuda_stream__"):
+        form = FORM_PROTOCOL
+    elif hasattr(tp, "cuda_stream"):
+        form = FORM_TORCH
+    elif hasattr(tp, "ptr"):
+        form = FORM_PTR_ATTR
+    elif hasattr(tp, "__int__") or hasattr(tp, "__index__"):
+        form = FORM_INT
+    else:
+        raise TypeError(
+            f"stream: expected an int handle, an object with __cuda_stream__, a "
+            f"torch/CuPy stream or a cuda.bindings CUstream, got {tp.__module__}.{tp.__qualname__}")
+    _form_of_type[tp] = form
+    return form
+
+
+cdef int resolve_stream(object stream, void** out) except -1:
+    cdef object value
+    if type(stream) is int:
+        value = stream
+    elif isinstance(stream, bool) or isinstance(stream, float):
+        raise TypeError(f"stream: expected a stream or an int handle, got {stream!r}")
+    else:
+        tp = type(stream)
+        form = _form_of_type.get(tp)
+        if form is None:
+            form = _classify(tp)
+        if form == FORM_PROTOCOL:
+            info = stream.__cuda_stream__()
+            if not isinstance(info, tuple) or len(info) != 2:
+                raise TypeError(f"stream: __cuda_stream__() returned {info!r}, "
+                                "expected (version, handle)")
+            value = info[1]
+        elif form == FORM_TORCH:
+            value = stream.cuda_stream
+        elif form == FORM_PTR_ATTR:
+            value = stream.ptr
+        else:
+            value = int(stream)
+    if value < 0:
+        raise ValueError(f"stream: a handle must be >= 0, got {value}")
+    out[0] = <void*><uintptr_t>value
+    return 0
+
+
+def as_stream_handle(stream):
+    """The raw ``cudaStream_t`` value for any accepted stream form (``None`` -> ``None``)."""
+    cdef void* p = NULL
+    if stream is None:
+        return None
+    resolve_stream(stream, &p)
+    return <uintptr_t>p

@@ -1,0 +1,66 @@
+from cpython.ref cimport PyObject
+from libc.stdint cimport int32_t, int64_t, uint32_t
+from flashinfer_cy._abi.dlpack cimport DLTensor, DLDataType, DLPackExchangeAPI
+
+cdef enum:
+    MAX_NDIM = 8
+
+# Packed dtype keys, (code << 16) | (bits << 8) | lanes, the same packing FlashInfer's
+# dispatchers switch on (csrc/tvm_ffi_utils.h).
+cdef enum DTypeKey:
+    DT_F16 = (2 << 16) | (16 << 8) | 1
+    DT_BF16 = (4 << 16) | (16 << 8) | 1
+    DT_F32 = (2 << 16) | (32 << 8) | 1
+    DT_F64 = (2 << 16) | (64 << 8) | 1
+    DT_I32 = (0 << 16) | (32 << 8) | 1
+    DT_I64 = (0 << 16) | (64 << 8) | 1
+    DT_U8 = (1 << 16) | (8 << 8) | 1
+    DT_I8 = (0 << 16) | (8 << 8) | 1
+    DT_E4M3 = (10 << 16) | (8 << 8) | 1
+    DT_E5M2 = (12 << 16) | (8 << 8) | 1
+
+cdef enum TensorSource:
+    SRC_NONE = 0
+    SRC_DESC = 1       # flashinfer_cy.TensorDesc / DeviceArray
+    SRC_EXCHANGE = 2   # the producer type's __dlpack_c_exchange_api__ (PyTorch)
+    SRC_DLPACK = 3     # obj.__dlpack__() capsule
+    SRC_CAI = 4        # obj.__cuda_array_interface__
+
+# One tensor argument of one call: the DLTensor handed to the kernel plus the storage it
+# may point into. Lives on the caller's C stack for the duration of the call.
+cdef struct TensorSlot:
+    DLTensor dl
+    int64_t shape[MAX_NDIM]
+    int64_t strides[MAX_NDIM]
+    PyObject* keep                  # owned ref (a DLPack capsule) dropped by release_slot
+    const DLPackExchangeAPI* api    # set for SRC_EXCHANGE: asked for the current stream
+    void* producer_stream           # CAI v3 "stream", when the producer gave one
+    int has_producer_stream
+    int source
+
+cdef int to_dltensor(object obj, TensorSlot* slot, str name) except -1
+cdef void release_slot(TensorSlot* slot) noexcept
+
+cdef inline uint32_t dtype_key(DLDataType t) noexcept nogil:
+    return (<uint32_t>t.code << 16) | (<uint32_t>t.bits << 8) | <uint32_t>t.lanes
+
+cdef str dtype_name(uint32_t key)
+cdef int parse_dtype(object dtype, DLDataType* out) except -1
+
+# Validation helpers: raise TypeError / ValueError naming the argument.
+cdef int check_cuda(TensorSlot* s, str name) except -1
+cdef int check_dtype(TensorSlot* s, str name, uint32_t a, uint32_t b=*) except -1
+cdef int check_same_dtype(TensorSlot* s, str name, TensorSlot* ref, str ref_name) except -1
+cdef int check_ndim(TensorSlot* s, str name, int ndim) except -1
+cdef int check_dim(TensorSlot* s, str name, int axis, int64_t size, str what) except -1
+cdef int check_last_contiguous(TensorSlot* s, str name) except -1
+cdef int check_contiguous(TensorSlot* s, str name) except -1
+cdef int check_same_shape(TensorSlot* s, str name, TensorSlot* ref, str ref_name) except -1
+cdef int check_same_device(TensorSlot* s, str name, TensorSlot* ref, str ref_name) except -1
+cdef str describe(TensorSlot* s)
+
+cdef class TensorDesc:
+    cdef DLTensor dl
+    cdef int64_t _shape[MAX_NDIM]
+    cdef int64_t _strides[MAX_NDIM]
+    cdef readonly object owner

@@ -1,0 +1,502 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Zero-copy views of framework tensors as DLTensors, and the raw-pointer descriptor.
+
+Producers are tried fastest first:
+  1. ``TensorDesc`` / ``DeviceArray`` (this library): a struct copy;
+  2. a type exposing ``__dlpack_c_exchange_api__`` (PyTorch >= 2.10): one C call that fills
+     the DLTensor in place, no allocation; the producer's current stream is remembered;
+  3. ``__dlpack__`` (versioned capsules where offered; CuPy, JAX, numpy...): the capsule is
+     held until the call returns and then dropped unconsumed, which frees it;
+  4. ``__cuda_array_interface__`` (Numba, older producers): parsed; its v3 ``stream`` is
+     remembered.
+Nothing is ever copied. Strides are always filled (kernels read them unchecked) and any
+byte offset is folded into ``data`` (TensorView::data_ptr ignores byte_offset).
+"""
+
+from cpython.pycapsule cimport (PyCapsule_GetPointer, PyCapsule_IsValid, PyCapsule_New,
+                                PyCapsule_GetName)
+from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF, Py_XDECREF
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
+from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy
+
+from flashinfer_cy._abi.dlpack cimport (
+    DLTensor, DLDataType, DLDevice, DLManagedTensor, DLManagedTensorVersioned,
+    DLPackExchangeAPI, kDLCPU, kDLCUDA, kDLCUDAHost, kDLCUDAManaged, DLPACK_MAJOR_VERSION,
+    DLPACK_MINOR_VERSION, DLPACK_FLAG_BITMASK_READ_ONLY)
+
+# --------------------------------------------------------------------------- dtypes
+
+_DTYPE_NAMES = {
+    DT_F16: "float16", DT_BF16: "bfloat16", DT_F32: "float32", DT_F64: "float64",
+    DT_I32: "int32", DT_I64: "int64", DT_U8: "uint8", DT_I8: "int8",
+    DT_E4M3: "float8_e4m3fn", DT_E5M2: "float8_e5m2",
+}
+_DTYPE_ALIASES = {
+    "f16": DT_F16, "fp16": DT_F16, "half": DT_F16, "bf16": DT_BF16, "f32": DT_F32,
+    "fp32": DT_F32, "float": DT_F32, "f64": DT_F64, "double": DT_F64, "i32": DT_I32,
+    "int": DT_I32, "i64": DT_I64, "long": DT_I64, "u8": DT_U8, "i8": DT_I8,
+    "e4m3": DT_E4M3, "float8_e4m3": DT_E4M3, "e5m2": DT_E5M2,
+}
+for _k, _v in list(_DTYPE_NAMES.items()):
+    _DTYPE_ALIASES[_v] = _k
+# Array-interface typestrs (little-endian). bfloat16/fp8 have none.
+_TYPESTR = {"<f2": DT_F16, "<f4": DT_F32, "<f8": DT_F64, "<i4": DT_I32, "<i8": DT_I64,
+            "|u1": DT_U8, "<u1": DT_U8, "|i1": DT_I8, "<i1": DT_I8}
+_TYPESTR_OF = {DT_F16: "<f2", DT_F32: "<f4", DT_F64: "<f8", DT_I32: "<i4", DT_I64: "<i8",
+               DT_U8: "|u1", DT_I8: "|i1"}
+
+
+cdef str dtype_name(uint32_t key):
+    name = _DTYPE_NAMES.get(key)
+    if name is None:
+        return f"dtype(code={key >> 16}, bits={(key >> 8) & 0xFF}, lanes={key & 0xFF})"
+    return name
+
+
+cdef int parse_dtype(object dtype, DLDataType* out) except -1:
+    """Accept 'float16'/'bf16'/..., numpy dtypes, torch dtypes (by name)."""
+    name = dtype if isinstance(dtype, str) else getattr(dtype, "name", None) or str(dtype)
+    name = name.lower().rpartition(".")[2]  # "torch.bfloat16" -> "bfloat16"
+    key = _DTYPE_ALIASES.get(name)
+    if key is None:
+        raise TypeError(f"dtype: expected one of {sorted(_DTYPE_NAMES.values())}, got {dtype!r}")
+    out.code = <uint8_t>(key >> 16)
+    out.bits = <uint8_t>((key >> 8) & 0xFF)
+    out.lanes = <uint16_t>(key & 0xFF)
+    return 0
+
+
+# --------------------------------------------------------------------------- conversion
+
+cdef dict _exchange_api_of_type = {}   # type -> address of its DLPackExchangeAPI, or 0
+cdef dict _dlpack_versioned_ok = {}    # type -> whether __dlpack__(max_version=...) works
+
+
+cdef inline void _fill_contiguous_strides(TensorSlot* s) noexcept:
+    cdef int i
+    cdef int64_t acc = 1
+    for i in range(s.dl.ndim - 1, -1, -1):
+        s.strides[i] = acc
+        acc *= s.dl.shape[i] if s.dl.shape[i] > 0 else 1
+    s.dl.strides = s.strides
+
+
+cdef inline void _normalize(TensorSlot* s) noexcept:
+    if s.dl.byte_offset != 0:
+        s.dl.data = <void*>(<char*>s.dl.data + s.dl.byte_offset)
+        s.dl.byte_offset = 0
+    if s.dl.strides == NULL and s.dl.ndim > 0:
+        _fill_contiguous_strides(s)
+
+
+cdef uintptr_t _lookup_exchange_api(type tp) except? 0:
+    cap = getattr(tp, "__dlpack_c_exchange_api__", None)
+    cdef const DLPackExchangeAPI* api = NULL
+    if cap is not None and PyCapsule_IsValid(cap, b"dlpack_exchange_api"):
+        api = <const DLPackExchangeAPI*>PyCapsule_GetPointer(cap, b"dlpack_exchange_api")
+        if api.header.version.major != DLPACK_MAJOR_VERSION:
+            api = NULL  # a major we do not speak: use __dlpack__ instead
+    _exchange_api_of_type[tp] = <uintptr_t>api
+    return <uintptr_t>api
+
+
+cdef int _from_exchange(object obj, TensorSlot* slot, const DLPackExchangeAPI* api,
+                        str name) except -1:
+    if api.dltensor_from_py_object_no_sync(<void*>obj, &slot.dl) != 0:
+        return -1  # the producer has set a Python exception
+    slot.source = SRC_EXCHANGE
+    slot.api = api
+    _normalize(slot)
+    return 0
+
+
+cdef int _from_dlpack(object obj, TensorSlot* slot, str name) except -1:
+    cdef type tp = type(obj)
+    cdef DLManagedTensorVersioned* mv
+    cdef DLManagedTensor* m
+    versioned = _dlpack_versioned_ok.get(tp, True)
+    cap = None
+    if versioned:
+        try:
+            cap = obj.__dlpack__(max_version=(DLPACK_MAJOR_VERSION, DLPACK_MINOR_VERSION))
+        except TypeError:  # pre-2023 producers: no max_version keyword
+            _dlpack_versioned_ok[tp] = False
+    if cap is None:
+        cap = obj.__dlpack__()
+    if PyCapsule_IsValid(cap, b"dltensor_versioned"):
+        mv = <DLManagedTensorVersioned*>PyCapsule_GetPointer(cap, b"dltensor_versioned")
+        if mv.version.major != DLPACK_MAJOR_VERSION:
+            raise TypeError(f"{name}: DLPack major version {mv.version.major} is not supported")
+        slot.dl = mv.dl_tensor
+    elif PyCapsule_IsValid(cap, b"dltensor"):
+        m = <DLManagedTensor*>PyCapsule_GetPointer(cap, b"dltensor")
+        slot.dl = m.dl_tensor
+    else:
+        raise TypeError(f"{name}: __dlpack__() returned {cap!r}, not a DLPack capsule")
+    # Hold the capsule until the call returns; dropping it unconsumed makes the producer
+    # free its managed tensor (DLPack's rule for unconsumed capsules).
+    Py_INCREF(cap)
+    slot.keep = <PyObject*>cap
+    slot.source = SRC_DLPACK
+    if slot.dl.ndim > MAX_NDIM:
+        raise ValueError(f"{name}: at most {MAX_NDIM} dimensions are supported")
+    _normalize(slot)
+    return 0
+
+
+cdef int _device_of_pointer(uintptr_t ptr, str name) except -1:
+    from cuda.bindings import driver
+    err, ordinal = driver.cuPointerGetAttribute(
+        driver.CUpointer_attribute.CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL, ptr)
+    if int(err) != 0:
+        raise ValueError(f"{name}: {ptr:#x} is not a CUDA device pointer ({err!r})")
+    return int(ordinal)
+
+
+cdef int _from_cai(object obj, dict cai, TensorSlot* slot, str name) except -1:
+    cdef int i, nd
+    cdef int64_t itemsize
+    data = cai.get("data")
+    shape = cai.get("shape")
+    typestr = cai.get("typestr")
+    if not data or shape is None or typestr is None:
+        raise TypeError(f"{name}: malformed __cuda_array_interface__ {cai!r}")
+    key = _TYPESTR.get(typestr)
+    if key is None:
+        raise TypeError(f"{name}: unsupported array-interface typestr {typestr!r}")
+    nd = len(shape)
+    if nd > MAX_NDIM:
+        raise ValueError(f"{name}: at most {MAX_NDIM} dimensions are supported")
+    slot.dl.data = <void*><uintptr_t>data[0]
+    slot.dl.ndim = nd
+    slot.dl.dtype.code = <uint8_t>(key >> 16)
+    slot.dl.dtype.bits = <uint8_t>((key >> 8) & 0xFF)
+    slot.dl.dtype.lanes = 1
+    slot.dl.byte_offset = 0
+    slot.dl.shape = slot.shape
+    for i in range(nd):
+        slot.shape[i] = shape[i]
+    strides = cai.get("strides")
+    itemsize = slot.dl.dtype.bits // 8
+    if strides is None:
+        slot.dl.strides = NULL
+        _fill_contiguous_strides(slot)
+    else:
+        for i in range(nd):
+            if strides[i] % itemsize:
+                raise ValueError(f"{name}: byte stride {strides[i]} is not a multiple of "
+                                 f"the item size {itemsize}")
+            slot.strides[i] = strides[i] // itemsize
+        slot.dl.strides = slot.strides
+    slot.dl.device.device_type = kDLCUDA
+    slot.dl.device.device_id = _device_of_pointer(<uintptr_t>data[0], name) if data[0] else 0
+    stream = cai.get("stream")
+    if stream is not None:
+        slot.producer_stream = <void*><uintptr_t>stream
+        slot.has_producer_stream = 1
+    slot.source = SRC_CAI
+    return 0
+
+
+cdef int to_dltensor(object obj, TensorSlot* slot, str name) except -1:
+    """Describe ``obj`` in ``slot`` without copying; raise TypeError naming ``name``."""
+    cdef TensorDesc desc
+    cdef uintptr_t api
+    slot.keep = NULL
+    slot.api = NULL
+    slot.has_producer_stream = 0
+    if isinstance(obj, TensorDesc):
+        desc = <TensorDesc>obj
+        slot.dl = desc.dl
+        slot.source = SRC_DESC
+        return 0
+    if obj is None:
+        raise TypeError(f"{name}: expected a tensor, got None")
+    cdef type tp = type(obj)
+    cached = _exchange_api_of_type.get(tp)
+    api = <uintptr_t>cached if cached is not None else _lookup_exchange_api(tp)
+    if api != 0:
+        return _from_exchange(obj, slot, <const DLPackExchangeAPI*>api, name)
+    if hasattr(tp, "__dlpack__"):
+        return _from_dlpack(obj, slot, name)
+    cai = getattr(obj, "__cuda_array_interface__", None)
+    if cai is not None:
+        return _from_cai(obj, cai, slot, name)
+    raise TypeError(
+        f"{name}: expected a tensor (DLPack or CUDA Array Interface producer, or "
+        f"flashinfer_cy.TensorDesc), got {tp.__module__}.{tp.__qualname__}")
+
+
+cdef void release_slot(TensorSlot* slot) noexcept:
+    if slot.keep != NULL:
+        Py_XDECREF(slot.keep)
+        slot.keep = NULL
+
+
+# --------------------------------------------------------------------------- validation
+
+_DEVICE_NAMES = {kDLCPU: "cpu", kDLCUDA: "cuda", kDLCUDAHost: "cuda_host",
+                 kDLCUDAManaged: "cuda_managed"}
+
+
+cdef str _device_str(DLDevice d):
+    return f"{_DEVICE_NAMES.get(<int>d.device_type, f'device_type {<int>d.device_type}')}:{d.device_id}"
+
+
+cdef str describe(TensorSlot* s):
+    shape = tuple(s.dl.shape[i] for i in range(s.dl.ndim))
+    strides = tuple(s.dl.strides[i] for i in range(s.dl.ndim))
+    return (f"{dtype_name(dtype_key(s.dl.dtype))} {shape} strides {strides} on "
+            f"{_device_str(s.dl.device)}")
+
+
+cdef int check_cuda(TensorSlot* s, str name) except -1:
+    if s.dl.device.device_type != kDLCUDA:
+        raise ValueError(f"{name}: expected a CUDA tensor, got one on {_device_str(s.dl.device)}")
+    return 0
+
+
+cdef int check_dtype(TensorSlot* s, str name, uint32_t a, uint32_t b=0) except -1:
+    cdef uint32_t k = dtype_key(s.dl.dtype)
+    if k != a and (b == 0 or k != b):
+        want = dtype_name(a) + (f" or {dtype_name(b)}" if b else "")
+        raise TypeError(f"{name}: expected dtype {want}, got {dtype_name(k)}")
+    return 0
+
+
+cdef int check_same_dtype(TensorSlot* s, str name, TensorSlot* ref, str ref_name) except -1:
+    if dtype_key(s.dl.dtype) != dtype_key(ref.dl.dtype):
+        raise TypeError(f"{name}: expected dtype {dtype_name(dtype_key(ref.dl.dtype))} "
+                        f"(same as {ref_name}), got {dtype_name(dtype_key(s.dl.dtype))}")
+    return 0
+
+
+cdef int check_ndim(TensorSlot* s, str name, int ndim) except -1:
+    if s.dl.ndim != ndim:
+        raise ValueError(f"{name}: expected {ndim} dimensions, got {s.dl.ndim} "
+                         f"(shape {tuple(s.dl.shape[i] for i in range(s.dl.ndim))})")
+    return 0
+
+
+cdef int check_dim(TensorSlot* s, str name, int axis, int64_t size, str what) except -1:
+    if s.dl.shape[axis] != size:
+        raise ValueError(f"{name}: expected size {size} ({what}) in dimension {axis}, got "
+                         f"shape {tuple(s.dl.shape[i] for i in range(s.dl.ndim))}")
+    return 0
+
+
+cdef int check_last_contiguous(TensorSlot* s, str name) except -1:
+    if s.dl.ndim > 0 and s.dl.shape[s.dl.ndim - 1] > 1 and s.dl.strides[s.dl.ndim - 1] != 1:
+        raise ValueError(f"{name}: the last dimension must be contiguous (stride 1), got "
+                         f"{describe(s)}")
+    return 0
+
+
+cdef int check_contiguous(TensorSlot* s, str name) except -1:
+    cdef int i
+    cdef int64_t acc = 1
+    for i in range(s.dl.ndim - 1, -1, -1):
+        if s.dl.shape[i] != 1 and s.dl.strides[i] != acc:
+            raise ValueError(f"{name}: expected a contiguous (row-major) tensor, got "
+                             f"{describe(s)}")
+        acc *= s.dl.shape[i]
+    return 0
+
+
+cdef int check_same_shape(TensorSlot* s, str name, TensorSlot* ref, str ref_name) except -1:
+    cdef int i
+    cdef bint same = s.dl.ndim == ref.dl.ndim
+    if same:
+        for i in range(s.dl.ndim):
+            if s.dl.shape[i] != ref.dl.shape[i]:
+                same = False
+                break
+    if not same:
+        raise ValueError(
+            f"{name}: expected shape {tuple(ref.dl.shape[i] for i in range(ref.dl.ndim))} "
+            f"(same as {ref_name}), got {tuple(s.dl.shape[i] for i in range(s.dl.ndim))}")
+    return 0
+
+
+cdef int check_same_device(TensorSlot* s, str name, TensorSlot* ref, str ref_name) except -1:
+    if (s.dl.device.device_type != ref.dl.device.device_type
+            or s.dl.device.device_id != ref.dl.device.device_id):
+        raise ValueError(f"{name}: expected a tensor on {_device_str(ref.dl.device)} (where "
+                         f"{ref_name} is), got one on {_device_str(s.dl.device)}")
+    return 0
+
+
+# --------------------------------------------------------------------------- descriptor
+
+cdef void _versioned_deleter(DLManagedTensorVersioned* m) noexcept with gil:
+    Py_DECREF(<object>m.manager_ctx)
+    free(m)
+
+
+cdef void _legacy_deleter(DLManagedTensor* m) noexcept with gil:
+    Py_DECREF(<object>m.manager_ctx)
+    free(m)
+
+
+cdef void _capsule_destructor(object cap) noexcept:
+    # Runs only for capsules nobody consumed (consumers rename them "used_...").
+    cdef DLManagedTensorVersioned* mv
+    cdef DLManagedTensor* m
+    if PyCapsule_IsValid(cap, b"dltensor_versioned"):
+        mv = <DLManagedTensorVersioned*>PyCapsule_GetPointer(cap, b"dltensor_versioned")
+        mv.deleter(mv)
+    elif PyCapsule_IsValid(cap, b"dltensor"):
+        m = <DLManagedTensor*>PyCapsule_GetPointer(cap, b"dltensor")
+        m.deleter(m)
+
+
+_DEVICE_TYPES = {"cuda": kDLCUDA, "cpu": kDLCPU, "cuda_host": kDLCUDAHost,
+                 "cuda_managed": kDLCUDAManaged}
+
+
+cdef class TensorDesc:
+    """A tensor described by a raw pointer: ``TensorDesc(ptr, shape, dtype, strides=None,
+    device=0, device_type="cuda", owner=None)``.
+
+    The fastest argument form (a struct copy per call). ``strides`` are in elements
+    (default: row-major contiguous). ``owner`` is kept alive with the descriptor (e.g. the
+    allocation the pointer belongs to). Exposes ``__dlpack__`` and
+    ``__cuda_array_interface__`` so other libraries can view it too. ``set_ptr`` re-points it
+    (e.g. at the next buffer of a ring) without rebuilding it.
+    """
+
+    def __init__(self, ptr, shape, dtype, strides=None, int device=0,
+                 device_type="cuda", owner=None):
+        cdef int i, nd
+        if ptr is None:
+            raise TypeError("ptr: expected an integer address, got None")
+        shape = tuple(shape)
+        nd = len(shape)
+        if nd > MAX_NDIM:
+            raise ValueError(f"shape: at most {MAX_NDIM} dimensions are supported, got {nd}")
+        for i in range(nd):
+            if shape[i] < 0:
+                raise ValueError(f"shape: sizes must be >= 0, got {shape}")
+            self._shape[i] = shape[i]
+        if strides is not None:
+            strides = tuple(strides)
+            if len(strides) != nd:
+                raise ValueError(f"strides: expected {nd} entries (one per dimension), "
+                                 f"got {len(strides)}")
+            for i in range(nd):
+                self._strides[i] = strides[i]
+        else:
+            acc = 1
+            for i in range(nd - 1, -1, -1):
+                self._strides[i] = acc
+                acc *= max(shape[i], 1)
+        dt = _DEVICE_TYPES.get(device_type)
+        if dt is None:
+            raise ValueError(f"device_type: expected one of {sorted(_DEVICE_TYPES)}, "
+                             f"got {device_type!r}")
+        if device < 0:
+            raise ValueError(f"device: expected a device ordinal >= 0, got {device}")
+        parse_dtype(dtype, &self.dl.dtype)
+        self.dl.data = <void*><uintptr_t>int(ptr)
+        self.dl.device.device_type = dt
+        self.dl.device.device_id = device
+        self.dl.ndim = nd
+        self.dl.shape = self._shape
+        self.dl.strides = self._strides
+        self.dl.byte_offset = 0
+        self.owner = owner
+
+    def set_ptr(self, ptr):
+        """Point the descriptor at another buffer of the same shape and dtype."""
+        self.dl.data = <void*><uintptr_t>int(ptr)
+
+    @property
+    def ptr(self):
+        return <uintptr_t>self.dl.data
+
+    @property
+    def shape(self):
+        return tuple(self._shape[i] for i in range(self.dl.ndim))
+
+    @property
+    def strides(self):
+        """Strides in elements."""
+        return tuple(self._strides[i] for i in range(self.dl.ndim))
+
+    @property
+    def ndim(self):
+        return self.dl.ndim
+
+    @property
+    def dtype(self):
+        return dtype_name(dtype_key(self.dl.dtype))
+
+    @property
+    def device(self):
+        return (_DEVICE_NAMES.get(<int>self.dl.device.device_type), self.dl.device.device_id)
+
+    @property
+    def itemsize(self):
+        return self.dl.dtype.bits * self.dl.dtype.lanes // 8
+
+    @property
+    def size(self):
+        n = 1
+        for i in range(self.dl.ndim):
+            n *= self._shape[i]
+        return n
+
+    @property
+    def nbytes(self):
+        return self.size * self.itemsize
+
+    def __dlpack_device__(self):
+        return (<int>self.dl.device.device_type, self.dl.device.device_id)
+
+    def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
+        # No copy is ever made and no stream work is needed: the data is ready in the order
+        # the caller established (this library launches only on the streams it is given).
+        cdef DLManagedTensorVersioned* mv
+        cdef DLManagedTensor* m
+        if copy:
+            raise BufferError("TensorDesc never copies (copy=True requested)")
+        if dl_device is not None and tuple(dl_device) != self.__dlpack_device__():
+            raise BufferError(f"TensorDesc lives on {self.__dlpack_device__()}, "
+                              f"not {tuple(dl_device)}")
+        if max_version is not None and max_version[0] >= 1:
+            mv = <DLManagedTensorVersioned*>malloc(sizeof(DLManagedTensorVersioned))
+            if mv == NULL:
+                raise MemoryError()
+            mv.version.major = DLPACK_MAJOR_VERSION
+            mv.version.minor = DLPACK_MINOR_VERSION
+            mv.manager_ctx = <void*>self
+            mv.deleter = _versioned_deleter
+            mv.flags = 0
+            mv.dl_tensor = self.dl
+            Py_INCREF(self)
+            return PyCapsule_New(mv, b"dltensor_versioned", _capsule_destructor)
+        m = <DLManagedTensor*>malloc(sizeof(DLManagedTensor))
+        if m == NULL:
+            raise MemoryError()
+        m.manager_ctx = <void*>self
+        m.deleter = _legacy_deleter
+        m.dl_tensor = self.dl
+        Py_INCREF(self)
+        return PyCapsule_New(m, b"dltensor", _capsule_destructor)
+
+    @property
+    def __cuda_array_interface__(self):
+        if self.dl.device.device_type != kDLCUDA:
+            raise AttributeError("__cuda_array_interface__: not a CUDA tensor")
+        typestr = _TYPESTR_OF.get(dtype_key(self.dl.dtype))
+        if typestr is None:  # bf16/fp8 cannot be spelled: consumers fall back to DLPack
+            raise AttributeError(f"__cuda_array_interface__: no typestr for {self.dtype}")
+        item = self.itemsize
+        return {"shape": self.shape, "typestr": typestr, "data": (self.ptr, False),
+                "strides": tuple(s * item for s in self.strides), "version": 3,
+                "stream": None}
+
+    def __repr__(self):
+        return (f"{type(self).__name__}(ptr={self.ptr:#x}, shape={self.shape}, "
+                f"dtype={self.dtype!r}, strides={self.strides}, device={self.device})")

@@ -1,0 +1,214 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""RMSNorm family from FlashInfer's ``norm`` module (csrc/norm.cu, flashinfer 0.6.3).
+
+    rmsnorm                 out = x / rms(x) * w             x: [tokens, hidden]
+                                                             or [tokens, heads, head_dim]
+                                                             (fused per-head QK norm)
+    gemma_rmsnorm           out = x / rms(x) * (1 + w)       x: [tokens, hidden]
+    fused_add_rmsnorm       r += x; x = r / rms(r) * w       in place, 2-D
+    gemma_fused_add_rmsnorm r += x; x = r / rms(r) * (1 + w) in place, 2-D
+
+float16 and bfloat16. Everything is checked here, before the kernel is touched: dtypes,
+ranks, shapes, one device, contiguous last dimension, and the alignment the vectorised
+kernels assume (a misaligned row would otherwise be a CUDA fault, not an error).
+"""
+
+from libc.math cimport isfinite
+from libc.stdint cimport int64_t, uint32_t, uintptr_t
+
+from flashinfer_cy._abi.tvm_ffi cimport TVMFFIAny
+from flashinfer_cy._core.binding cimport (Binding, CallFrame, frame_init, frame_release,
+                                          set_float, set_bool)
+from flashinfer_cy._core.runtime cimport compute_capability_major
+from flashinfer_cy._core.tensor cimport (
+    TensorSlot, DT_F16, DT_BF16, check_cuda, check_dtype, check_same_dtype, check_ndim,
+    check_dim, check_last_contiguous, check_same_shape, check_same_device, describe)
+
+from flashinfer_cy._core.array import DeviceArray
+
+# ABI table: (module, symbol, arguments in order) -- csrc/flashinfer_norm_binding.cu
+RMSNORM = Binding("norm", "rmsnorm",
+                  "out:T input:T weight:T eps:F enable_pdl:B", device="input")
+GEMMA_RMSNORM = Binding("norm", "gemma_rmsnorm",
+                        "out:T input:T weight:T eps:F enable_pdl:B", device="input")
+FUSED_ADD_RMSNORM = Binding("norm", "fused_add_rmsnorm",
+                            "input:T residual:T weight:T eps:F enable_pdl:B", device="input")
+GEMMA_FUSED_ADD_RMSNORM = Binding("norm", "gemma_fused_add_rmsnorm",
+                                  "input:T residual:T weight:T eps:F enable_pdl:B",
+                                  device="input")
+
+cdef int64_t UINT32_LIMIT = 1 << 32  # the kernels take sizes and strides as uint32_t
+
+
+cdef double _as_eps(object eps) except? -1.0:
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+        raise TypeError(f"eps: expected a float, got {type(eps).__name__} {eps!r}")
+    cdef double v = eps
+    if not isfinite(v) or v <= 0.0:
+        raise ValueError(f"eps: expected a finite number > 0, got {eps!r}")
+    return v
+
+
+cdef int _check_vector_layout(TensorSlot* s, str name, int64_t hidden) except -1:
+    """The kernels load ``gcd(16 / itemsize, hidden)`` elements per vector access from every
+    row start, so each row start must be aligned to that many elements."""
+    cdef int64_t vec = 8  # 16 bytes of 2-byte items
+    cdef int i
+    while hidden % vec:
+        vec //= 2
+    if (<uintptr_t>s.dl.data) % (vec * 2):
+        raise ValueError(f"{name}: data pointer {<uintptr_t>s.dl.data:#x} must be aligned to "
+                         f"{vec * 2} bytes for hidden size {hidden}")
+    for i in range(s.dl.ndim - 1):
+        if s.dl.shape[i] > 1 and (s.dl.strides[i] % vec or s.dl.strides[i] < 0):
+            raise ValueError(f"{name}: stride {s.dl.strides[i]} of dimension {i} must be a "
+                             f"non-negative multiple of {vec} elements, got {describe(s)}")
+        if s.dl.strides[i] >= UINT32_LIMIT or s.dl.shape[i] >= UINT32_LIMIT:
+            raise ValueError(f"{name}: sizes and strides must be < 2**32, got {describe(s)}")
+    return 0
+
+
+cdef bint _pdl_default(TensorSlot* s) except -1:
+    # FlashInfer's own default: programmatic dependent launch on sm_90 and newer.
+    return compute_capability_major(s.dl.device.device_id) >= 9
+
+
+cdef int _check_input(TensorSlot* s, str name, int ndim_lo, int ndim_hi) except -1:
+    check_cuda(s, name)
+    check_dtype(s, name, DT_F16, DT_BF16)
+    if s.dl.ndim < ndim_lo or s.dl.ndim > ndim_hi:
+        check_ndim(s, name, ndim_lo if s.dl.ndim < ndim_lo else ndim_hi)
+    check_last_contiguous(s, name)
+    if s.dl.shape[s.dl.ndim - 1] <= 0:
+        raise ValueError(f"{name}: the last (hidden) dimension must be > 0, got {describe(s)}")
+    return 0
+
+
+cdef int _check_weight(TensorSlot* w, TensorSlot* x, str x_name) except -1:
+    check_same_device(w, "weight", x, x_name)
+    check_same_dtype(w, "weight", x, x_name)
+    check_ndim(w, "weight", 1)
+    check_dim(w, "weight", 0, x.dl.shape[x.dl.ndim - 1], f"the last dimension of {x_name}")
+    check_last_contiguous(w, "weight")
+    _check_vector_layout(w, "weight", w.dl.shape[0])
+    return 0
+
+
+cdef int64_t _rows(TensorSlot* s) noexcept:
+    cdef int64_t n = 1
+    cdef int i
+    for i in range(s.dl.ndim - 1):
+        n *= s.dl.shape[i]
+    return n
+
+
+cdef object _norm_out_of_place(Binding b, object input, object weight, object eps, object out,
+                               object enable_pdl, object stream, int max_ndim):
+    cdef CallFrame f
+    cdef TVMFFIAny result
+    cdef TensorSlot* x
+    cdef void* handle = NULL
+    cdef int64_t hidden
+    cdef double eps_v = _as_eps(eps)
+    frame_init(&f, 5)
+    try:
+        b.tensor(&f, 1, input)
+        x = &f.slots[1]
+        _check_input(x, "input", 2, max_ndim)
+        hidden = x.dl.shape[x.dl.ndim - 1]
+        _check_vector_layout(x, "input", hidden)
+        b.tensor(&f, 2, weight)
+        _check_weight(&f.slots[2], x, "input")
+        if out is None:
+            # Allocated on the stream the kernel will run on (stream-ordered, no sync).
+            if b.pick_stream(&f, stream, &handle) == 0:
+                handle = NULL
+            out = DeviceArray.empty(tuple(x.dl.shape[i] for i in range(x.dl.ndim)),
+                                    "float16" if x.dl.dtype.code == 2 else "bfloat16",
+                                    x.dl.device.device_id,
+                                    <uintptr_t>handle if handle != NULL else stream)
+        b.tensor(&f, 0, out)
+        check_same_device(&f.slots[0], "out", x, "input")
+        check_same_dtype(&f.slots[0], "out", x, "input")
+        check_same_shape(&f.slots[0], "out", x, "input")
+        check_last_contiguous(&f.slots[0], "out")
+        _check_vector_layout(&f.slots[0], "out", hidden)
+        if _rows(x) == 0:
+            return out  # nothing to normalise; the kernel would reject an empty grid
+        set_float(&f, 3, eps_v)
+        set_bool(&f, 4, _pdl_default(x) if enable_pdl is None else bool(enable_pdl))
+        b.invoke(&f, stream, &result)
+        return out
+    finally:
+        frame_release(&f)
+
+
+cdef object _norm_fused_add(Binding b, object input, object residual, object weight,
+                            object eps, object enable_pdl, object stream):
+    cdef CallFrame f
+    cdef TVMFFIAny result
+    cdef TensorSlot* x
+    cdef int64_t hidden
+    cdef double eps_v = _as_eps(eps)
+    frame_init(&f, 5)
+    try:
+        b.tensor(&f, 0, input)
+        x = &f.slots[0]
+        _check_input(x, "input", 2, 2)
+        hidden = x.dl.shape[1]
+        _check_vector_layout(x, "input", hidden)
+        b.tensor(&f, 1, residual)
+        check_same_device(&f.slots[1], "residual", x, "input")
+        check_same_dtype(&f.slots[1], "residual", x, "input")
+        check_same_shape(&f.slots[1], "residual", x, "input")
+        check_last_contiguous(&f.slots[1], "residual")
+        _check_vector_layout(&f.slots[1], "residual", hidden)
+        b.tensor(&f, 2, weight)
+        _check_weight(&f.slots[2], x, "input")
+        if x.dl.shape[0] == 0:
+            return None
+        set_float(&f, 3, eps_v)
+        set_bool(&f, 4, _pdl_default(x) if enable_pdl is None else bool(enable_pdl))
+        b.invoke(&f, stream, &result)
+        return None
+    finally:
+        frame_release(&f)
+
+
+def rmsnorm(input, weight, eps=1e-6, out=None, enable_pdl=None, stream=None):
+    """Root-mean-square normalisation: ``out = input / rms(input) * weight``.
+
+    ``input``: ``[tokens, hidden]``, or ``[tokens, heads, head_dim]`` for the fused
+    per-head QK norm (leading strides may be non-packed); float16 or bfloat16, on a CUDA
+    device, last dimension contiguous. ``weight``: ``[hidden]`` (``[head_dim]``), same dtype.
+    ``out``: same shape and dtype as ``input``; allocated as a :class:`DeviceArray` when
+    omitted. ``enable_pdl``: programmatic dependent launch (default: on for sm_90+).
+    ``stream``: see :mod:`flashinfer_cy.streams`. Returns ``out``. Asynchronous.
+    """
+    return _norm_out_of_place(RMSNORM, input, weight, eps, out, enable_pdl, stream, 3)
+
+
+def gemma_rmsnorm(input, weight, eps=1e-6, out=None, enable_pdl=None, stream=None):
+    """Gemma-style RMSNorm: ``out = input / rms(input) * (1 + weight)``; ``input`` 2-D
+    ``[tokens, hidden]``. Other arguments as :func:`rmsnorm`."""
+    return _norm_out_of_place(GEMMA_RMSNORM, input, weight, eps, out, enable_pdl, stream, 2)
+
+
+def fused_add_rmsnorm(input, residual, weight, eps=1e-6, enable_pdl=None, stream=None):
+    """In place: ``residual += input``, then ``input = residual / rms(residual) * weight``.
+
+    ``input`` and ``residual``: ``[tokens, hidden]``, same dtype (float16/bfloat16), same
+    device, last dimension contiguous. Returns None. Asynchronous."""
+    return _norm_fused_add(FUSED_ADD_RMSNORM, input, residual, weight, eps, enable_pdl, stream)
+
+
+def gemma_fused_add_rmsnorm(input, residual, weight, eps=1e-6, enable_pdl=None,
+                            stream=None):
+    """In place: ``residual += input``, then
+    ``input = residual / rms(residual) * (1 + weight)``. As :func:`fused_add_rmsnorm`."""
+    return _norm_fused_add(GEMMA_FUSED_ADD_RMSNORM, input, residual, weight, eps, enable_pdl,
+                           stream)
+
+
+# The 3-D form of rmsnorm under the name other libraries use for it.
+qk_rmsnorm = rmsnorm
