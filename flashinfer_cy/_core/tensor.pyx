@@ -146,9 +146,14 @@ cdef int _from_dlpack(object obj, TensorSlot* slot, str name) except -1:
 
 
 cdef int _device_of_pointer(uintptr_t ptr, str name) except -1:
-    from cuda.bindings import driver
-    err, ordinal = driver.cuPointerGetAttribute(
-        driver.CUpointer_attribute.CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL, ptr)
+    # The CUDA Array Interface does not say which device owns the memory; the driver does.
+    try:
+        from cuda.bindings import driver
+        err, ordinal = driver.cuPointerGetAttribute(
+            driver.CUpointer_attribute.CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL, ptr)
+    except Exception as exc:  # no driver on this machine
+        raise ValueError(f"{name}: cannot tell which device owns {ptr:#x} "
+                         f"(__cuda_array_interface__ input): {exc}") from None
     if int(err) != 0:
         raise ValueError(f"{name}: {ptr:#x} is not a CUDA device pointer ({err!r})")
     return int(ordinal)

@@ -1,0 +1,5 @@
+import sys
+
+from flashinfer_cy.cli import main
+
+sys.exit(main())

@@ -1,0 +1,426 @@
+"""The FFI call path on the CPU, through the real libtvm_ffi and a compiled TVM-FFI module:
+argument packing of every kind, results and their ownership, decoded errors, stream
+set/restore (errors included), threads, leaks, and module-loading failures."""
+
+from __future__ import annotations
+
+import gc
+import math
+import os
+import resource
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import flashinfer_cy as fc
+from flashinfer_cy._core.binding import DataType, Device, OpaquePtr
+from flashinfer_cy.errors import (FlashInferError, KernelError, KernelNotFoundError,
+                                  KernelRuntimeError, KernelTypeError, KernelValueError,
+                                  SymbolNotFoundError)
+
+from conftest import HERE, compile_module
+
+
+def f(mod, name):
+    return mod.function(name)
+
+
+# ------------------------------------------------------------------ packing of every kind
+
+@pytest.mark.parametrize("value", [0, 1, -1, 2**62, -(2**63), 2**63 - 1])
+def test_int_round_trip(testmod, value):
+    assert f(testmod, "echo_int")(value) == value
+
+
+def test_int_overflow_is_a_clear_error(testmod):
+    with pytest.raises(OverflowError, match="argument #0"):
+        f(testmod, "echo_int")(2**63)
+
+
+@pytest.mark.parametrize("value", [0.0, -1.5, 1e300, math.inf, -math.inf, 5e-324])
+def test_float_round_trip(testmod, value):
+    assert f(testmod, "echo_float")(value) == value
+
+
+def test_float_nan_round_trip(testmod):
+    assert math.isnan(f(testmod, "echo_float")(math.nan))
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_bool_round_trip(testmod, value):
+    out = f(testmod, "echo_bool")(value)
+    assert out is value
+
+
+@pytest.mark.parametrize("name, packed", [("float16", (2, 16, 1)), ("bfloat16", (4, 16, 1)),
+                                          ("int32", (0, 32, 1)), ("uint8", (1, 8, 1)),
+                                          ("float8_e4m3fn", (10, 8, 1))])
+def test_dtype_round_trip(testmod, name, packed):
+    assert f(testmod, "echo_dtype")(DataType(name)) == packed
+
+
+def test_device_round_trip(testmod):
+    assert f(testmod, "echo_device")(Device("cuda", 3)) == (2, 3)
+    assert f(testmod, "echo_device")(Device("cpu", 0)) == (1, 0)
+
+
+def test_opaque_pointer_and_none(testmod):
+    assert f(testmod, "echo_ptr")(OpaquePtr(0xDEADBEEF)) == 0xDEADBEEF
+    assert f(testmod, "echo_ptr")(None) == 0  # void* accepts None (NULL)
+
+
+@pytest.mark.parametrize("s", ["", "short", "exactly7", "a longer string with ünïcode"])
+def test_string_round_trip(testmod, s):
+    assert f(testmod, "echo_str")(s) == s  # SmallStr (<= 7 bytes) and Str results
+
+
+def test_optional_tensor_none_and_present(testmod):
+    assert f(testmod, "is_none")(None) is True
+    assert f(testmod, "is_none")(np.zeros(3, np.float32)) is False
+
+
+def test_wrong_kind_is_the_modules_type_error(testmod):
+    with pytest.raises(KernelTypeError, match="Mismatched type on argument #0") as ei:
+        f(testmod, "echo_int")(1.5)
+    assert isinstance(ei.value, TypeError) and ei.value.kind == "TypeError"
+
+
+def test_wrong_arity_is_the_modules_type_error(testmod):
+    with pytest.raises(TypeError, match="Expected 1 but got 0"):
+        f(testmod, "echo_int")()
+
+
+# ------------------------------------------------------------------ tensors
+
+def _describe(testmod, x):
+    d = f(testmod, "describe")(x).tolist()
+    ndim = d[0]
+    return dict(ndim=ndim, dtype=tuple(d[1:4]), device=tuple(d[4:6]), data=d[6],
+                shape=tuple(d[7:7 + ndim]), strides=tuple(d[7 + ndim:7 + 2 * ndim]))
+
+
+@pytest.mark.parametrize("dtype, packed", [(np.float32, (2, 32, 1)), (np.float16, (2, 16, 1)),
+                                           (np.int64, (0, 64, 1)), (np.uint8, (1, 8, 1))])
+def test_numpy_tensor_is_seen_without_copy(testmod, dtype, packed):
+    x = np.arange(24, dtype=dtype).reshape(2, 3, 4)
+    d = _describe(testmod, x)
+    assert d == dict(ndim=3, dtype=packed, device=(1, 0), data=x.ctypes.data,
+                     shape=(2, 3, 4), strides=(12, 4, 1))
+
+
+def test_strided_offset_view_folds_offset_into_data(testmod):
+    base = np.arange(60, dtype=np.float32).reshape(5, 12)
+    x = base[1:4, 2:10:3]
+    d = _describe(testmod, x)
+    assert d["data"] == x.ctypes.data and d["strides"] == (12, 3) and d["shape"] == (3, 3)
+
+
+def test_zero_dim_and_empty_tensors(testmod):
+    assert _describe(testmod, np.array(3.0, np.float32))["ndim"] == 0
+    assert _describe(testmod, np.zeros((0, 5), np.float32))["shape"] == (0, 5)
+
+
+def test_tensor_desc_is_passed_verbatim(testmod):
+    x = np.zeros((4, 8), np.float32)
+    desc = fc.TensorDesc(x.ctypes.data, (4, 6), "float32", strides=(8, 1), device_type="cpu")
+    d = _describe(testmod, desc)
+    assert d == dict(ndim=2, dtype=(2, 32, 1), device=(1, 0), data=x.ctypes.data,
+                     shape=(4, 6), strides=(8, 1))
+    desc.set_ptr(x.ctypes.data + 8)
+    assert _describe(testmod, desc)["data"] == x.ctypes.data + 8
+
+
+def test_tensor_desc_exports_dlpack_both_versions():
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    desc = fc.TensorDesc(x.ctypes.data, (3, 4), "float32", device_type="cpu", owner=x)
+    y = np.from_dlpack(desc)  # numpy asks for a versioned capsule when it can
+    assert y.ctypes.data == x.ctypes.data and (y == x).all()
+    legacy = desc.__dlpack__()  # no max_version: legacy capsule
+    assert "dltensor" in repr(legacy)
+    del y, legacy
+    gc.collect()
+
+
+class LegacyProducer:
+    """A pre-2023 DLPack producer: no max_version keyword, legacy capsule."""
+
+    def __init__(self, arr):
+        self.arr = arr
+        self.desc = fc.TensorDesc(arr.ctypes.data, arr.shape, str(arr.dtype),
+                                  device_type="cpu", owner=arr)
+
+    def __dlpack__(self, stream=None):
+        return self.desc.__dlpack__()
+
+    def __dlpack_device__(self):
+        return (1, 0)
+
+
+def test_legacy_dlpack_producer(testmod):
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    out = np.full((2, 3), np.nan, np.float32)
+    f(testmod, "axpb")(out, LegacyProducer(x), 2.0, 1.0)
+    np.testing.assert_array_equal(out, 2 * x + 1)
+
+
+def test_kernel_computes_on_strided_inputs_and_outputs(testmod):
+    rng = np.random.default_rng()
+    x = rng.standard_normal((6, 10)).astype(np.float32)[::2, 1::3]
+    out_base = np.full((3, 6), np.nan, np.float32)
+    out = out_base[:, ::2]
+    a, b = float(rng.standard_normal()), float(rng.standard_normal())
+    f(testmod, "axpb")(out, x, a, b)
+    np.testing.assert_allclose(out, (a * x.astype(np.float64) + b), rtol=1e-6)
+    assert np.isnan(out_base[:, 1::2]).all()  # nothing written between the strided columns
+
+
+def test_not_a_tensor_names_the_argument(testmod):
+    with pytest.raises(TypeError, match="argument #1: expected a tensor"):
+        f(testmod, "axpb")(np.zeros(3, np.float32), object(), 1.0, 0.0)
+
+
+def test_cuda_array_interface_without_a_gpu_is_a_clear_error(testmod):
+    class FakeCAI:
+        __cuda_array_interface__ = {"shape": (4,), "typestr": "<f4", "data": (4096, False),
+                                    "version": 3}
+
+    with pytest.raises((ValueError, Exception), match="argument #0"):
+        f(testmod, "describe")(FakeCAI())
+
+
+# ------------------------------------------------------------------ results and ownership
+
+def test_array_result_is_owned_once_and_can_be_passed_back(testmod):
+    plan = f(testmod, "make_plan")(5, 10)
+    assert plan.tolist() == [10, 11, 12, 13, 14] and len(plan) == 5 and plan[-1] == 14
+    assert plan.refcount == 1
+    assert f(testmod, "sum_plan")(plan) == 60
+    assert plan.refcount == 1  # passing it back borrowed it; nothing leaked or stolen
+    with pytest.raises(IndexError):
+        plan[5]
+
+
+# ------------------------------------------------------------------ errors
+
+@pytest.mark.parametrize("fn, arg, cls, builtin, kind, text", [
+    ("raise_value_error", "bad value", KernelValueError, ValueError, "ValueError", "bad value"),
+    ("raise_type_error", "bad type", KernelTypeError, TypeError, "TypeError", "bad type"),
+    ("check_fail", 1, KernelRuntimeError, RuntimeError, "InternalError", "x must be 42"),
+    ("raise_std", "std boom", KernelRuntimeError, RuntimeError, "InternalError", "std boom"),
+])
+def test_errors_are_decoded_with_kind_and_message(testmod, fn, arg, cls, builtin, kind, text):
+    with pytest.raises(cls) as ei:
+        f(testmod, fn)(arg)
+    e = ei.value
+    assert isinstance(e, builtin) and isinstance(e, KernelError) and isinstance(e, FlashInferError)
+    assert e.kind == kind and text in e.message and e.symbol == fn
+    assert isinstance(e.backtrace, str)
+
+
+def test_error_survives_pickling(testmod):
+    import pickle
+
+    with pytest.raises(KernelValueError) as ei:
+        f(testmod, "raise_value_error")("pickled")
+    again = pickle.loads(pickle.dumps(ei.value))
+    assert type(again) is KernelValueError and again.message == "pickled"
+
+
+def test_error_state_does_not_leak_into_the_next_call(testmod):
+    with pytest.raises(KernelValueError):
+        f(testmod, "raise_value_error")("x")
+    assert f(testmod, "echo_int")(7) == 7
+
+
+# ------------------------------------------------------------------ streams
+
+def test_stream_is_set_for_the_call_and_restored(testmod):
+    x = np.zeros(2, np.float32)
+    assert f(testmod, "env_stream")(1, 0) == 0
+    assert f(testmod, "stream_of")(x, stream=0x1234) == 0x1234
+    assert f(testmod, "env_stream")(1, 0) == 0
+
+
+def test_stream_is_restored_when_the_kernel_raises(testmod):
+    x = np.zeros(2, np.float32)
+    with pytest.raises(KernelRuntimeError, match="stream was 77"):
+        f(testmod, "raise_with_stream")(x, stream=77)
+    assert f(testmod, "env_stream")(1, 0) == 0
+
+
+def test_nested_previous_stream_is_restored_not_zeroed(testmod):
+    from flashinfer_cy._core.runtime import _env_get_stream, _env_set_stream
+
+    x = np.zeros(2, np.float32)
+    prev = _env_set_stream(1, 0, 555)
+    try:
+        assert f(testmod, "stream_of")(x) == 555  # no stream=: the thread's stream
+        assert f(testmod, "stream_of")(x, stream=9) == 9
+        assert _env_get_stream(1, 0) == 555
+    finally:
+        _env_set_stream(1, 0, prev)
+
+
+@pytest.mark.parametrize("stream, expect", [
+    (5, 5),
+    (type("Proto", (), {"__cuda_stream__": lambda self: (0, 11)})(), 11),
+    (type("TorchLike", (), {"cuda_stream": 12})(), 12),
+    (type("CupyLike", (), {"ptr": 13})(), 13),
+    (type("Bindings", (), {"__int__": lambda self: 14})(), 14),
+])
+def test_stream_forms(testmod, stream, expect):
+    assert f(testmod, "stream_of")(np.zeros(1, np.float32), stream=stream) == expect
+
+
+@pytest.mark.parametrize("bad, exc", [(-1, ValueError), ("s", TypeError), (1.5, TypeError),
+                                      (object(), TypeError)])
+def test_bad_stream_is_a_clear_error(testmod, bad, exc):
+    with pytest.raises(exc, match="stream"):
+        f(testmod, "stream_of")(np.zeros(1, np.float32), stream=bad)
+
+
+def test_use_stream_context_is_thread_local():
+    seen = {}
+
+    def other():
+        seen["other"] = fc.current_stream(0)
+
+    with fc.use_stream(0xABC, device=0):
+        assert fc.current_stream(0) == 0xABC
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+    assert fc.current_stream(0) == 0 and seen["other"] == 0
+
+
+# ------------------------------------------------------------------ bindings
+
+def test_binding_packs_by_declared_kinds(testmod_dir, testmod, monkeypatch):
+    monkeypatch.setenv("FLASHINFER_CY_KERNEL_DIR", str(testmod_dir))
+    b = fc.Binding("testmod", "axpb", "out:T x:T a:F b:F")
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    out = np.full_like(x, np.nan)
+    assert b(out, x, 0.5, 2) is None
+    np.testing.assert_array_equal(out, 0.5 * x + 2)
+    assert b.nargs == 4 and b.names == ("out", "x", "a", "b")
+
+
+def test_binding_rejects_wrong_count_and_kinds(testmod_dir, monkeypatch):
+    monkeypatch.setenv("FLASHINFER_CY_KERNEL_DIR", str(testmod_dir))
+    b = fc.Binding("testmod", "axpb", "out:T x:T a:F b:F")
+    x = np.zeros(2, np.float32)
+    with pytest.raises(TypeError, match="takes 4 arguments"):
+        b(x, x, 1.0)
+    with pytest.raises(TypeError, match="a: expected a float"):
+        b(x, x, "1", 0.0)
+    with pytest.raises(ValueError, match="unknown kind"):
+        fc.Binding("testmod", "axpb", "out:T x:Q")
+
+
+def test_binding_host_kind_rejects_nothing_on_cpu(testmod_dir, monkeypatch):
+    monkeypatch.setenv("FLASHINFER_CY_KERNEL_DIR", str(testmod_dir))
+    b = fc.Binding("testmod", "describe", "x:H")
+    assert b(np.zeros(3, np.float32))[0] == 1
+
+
+# ------------------------------------------------------------------ threads, GIL, leaks
+
+def test_eight_threads_call_concurrently_and_overlap(testmod):
+    """sleep_ms blocks in C++: 8 threads x 200 ms finish in well under 8 x 200 ms only if
+    every call released the GIL."""
+    sleep = f(testmod, "sleep_ms")
+    axpb = f(testmod, "axpb")
+    errors = []
+
+    def work(i):
+        try:
+            sleep(200)
+            x = np.full((16,), float(i), np.float32)
+            out = np.empty_like(x)
+            for _ in range(500):
+                axpb(out, x, 2.0, 1.0)
+                if not (out == 2 * i + 1).all():
+                    errors.append(i)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    assert not errors
+    assert elapsed < 1.0, f"calls did not overlap: {elapsed:.2f}s for 8 x 200 ms sleeps"
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def test_no_leak_over_100k_calls(testmod):
+    make, sum_plan, describe = (f(testmod, n) for n in ("make_plan", "sum_plan", "describe"))
+    raise_err = f(testmod, "raise_value_error")
+    x = np.zeros((4, 4), np.float32)
+
+    def round_(n):
+        for _ in range(n):
+            p = make(8, 1)
+            sum_plan(p)
+            describe(x)
+            try:
+                raise_err("e")
+            except KernelValueError:
+                pass
+
+    round_(5000)  # warm caches and allocator pools
+    gc.collect()
+    before = _rss_mb()
+    round_(25000)  # x4 calls per round = 100k calls
+    gc.collect()
+    grown = _rss_mb() - before
+    assert grown < 8, f"RSS grew {grown:.1f} MiB over 100k calls"
+
+
+# ------------------------------------------------------------------ loading
+
+def test_missing_module_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLASHINFER_CY_KERNEL_DIR", str(tmp_path))
+    with pytest.raises(KernelNotFoundError, match="nope"):
+        fc.load_module_path(tmp_path / "nope.so")
+
+
+def test_missing_symbol_is_a_clear_error(testmod):
+    with pytest.raises(SymbolNotFoundError, match="__tvm_ffi_not_there"):
+        testmod.function("not_there")
+
+
+def test_unresolvable_module_fails_at_load_not_mid_call(tmp_path):
+    src = tmp_path / "bad.cc"
+    src.write_text('extern "C" int missing_symbol_xyz(); extern "C" int __tvm_ffi_f() '
+                   '{ return missing_symbol_xyz(); }\n')
+    so = compile_module(src, tmp_path / "bad" / "bad.so")
+    with pytest.raises(KernelNotFoundError, match="missing_symbol_xyz"):
+        fc.load_module_path(so)
+
+
+def test_module_is_loaded_once(testmod_dir, testmod):
+    again = fc.load_module_path(testmod_dir / "testmod" / "testmod.so")
+    assert again is testmod
+
+
+def test_import_is_light():
+    code = ("import sys, time; t = time.perf_counter(); import flashinfer_cy; "
+            "dt = time.perf_counter() - t; "
+            "print(dt, 'torch' in sys.modules, 'tvm_ffi' in sys.modules, "
+            "'cuda.bindings.driver' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out[1:] == ["False", "False", "False"], out
+    assert float(out[0]) < 0.1, f"import took {out[0]} s"

@@ -1,0 +1,160 @@
+"""Host and GPU cost of one rmsnorm call, flashinfer_cy side by side with its peers, in one run.
+
+Rows (same kernel, same shape, enable_pdl=False everywhere so every row launches the
+identical kernel configuration):
+  c_floor                 tools/c_floor/rmsnorm_floor.c: the export called from C
+  flashinfer_cy torch     fc.rmsnorm(x, w, eps, out=o) with torch tensors
+  flashinfer_cy raw       the same with TensorDesc raw-pointer descriptors
+  tvm_ffi python          tvm_ffi.load_module(norm.so).rmsnorm(o, x, w, eps, False)
+  flashinfer-python       flashinfer.norm.rmsnorm(x, w, eps, out=o, enable_pdl=False)
+
+Host time per call: bursts of BURST calls started right after a synchronize (fewer
+launches than the launch queue holds, so the host never waits on the GPU), median over
+bursts. GPU time: CUDA events around BURST back-to-back calls, median per call.
+
+    python tools/bench_norm.py [--rows 64 --hidden 4096 --bursts 300 --json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def host_us(fn, sync, bursts: int, burst: int) -> float:
+    for _ in range(3):
+        for _ in range(burst):
+            fn()
+        sync()
+    per_call = []
+    for _ in range(bursts):
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(burst):
+            fn()
+        per_call.append((time.perf_counter() - t0) / burst * 1e6)
+    sync()
+    return statistics.median(per_call)
+
+
+def gpu_us(torch, fn, reps: int, burst: int) -> float:
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    out = []
+    for _ in range(reps):
+        start.record()
+        for _ in range(burst):
+            fn()
+        end.record()
+        end.synchronize()
+        out.append(start.elapsed_time(end) * 1e3 / burst)
+    return statistics.median(out)
+
+
+def c_floor(norm_so: str, rows: int, hidden: int, bursts: int, burst: int) -> float | None:
+    import importlib.util
+
+    spec = importlib.util.find_spec("tvm_ffi")
+    inc = Path(spec.submodule_search_locations[0]) / "include"
+    lib = Path(spec.submodule_search_locations[0]) / "lib" / "libtvm_ffi.so"
+    exe = Path(tempfile.mkdtemp()) / "rmsnorm_floor"
+    subprocess.run(["cc", "-O2", f"-I{inc}", f"-I{ROOT / 'include'}",
+                    str(ROOT / "tools/c_floor/rmsnorm_floor.c"), "-o", str(exe), "-ldl"],
+                   check=True)
+    res = subprocess.run([str(exe), str(lib), norm_so, str(rows), str(hidden), str(bursts),
+                          str(burst)], check=True, capture_output=True, text=True)
+    return float(res.stdout.split()[1])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=64)
+    ap.add_argument("--hidden", type=int, default=4096)
+    ap.add_argument("--bursts", type=int, default=300)
+    ap.add_argument("--burst", type=int, default=100)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+
+    import torch
+
+    import flashinfer_cy as fc
+    from flashinfer_cy.artifacts import locate_module
+
+    norm_so = str(locate_module("norm"))
+    x = torch.randn(args.rows, args.hidden, device="cuda", dtype=torch.float16)
+    w = torch.randn(args.hidden, device="cuda", dtype=torch.float16)
+    o = torch.empty_like(x)
+    eps = 1e-6
+    dx = fc.TensorDesc(x.data_ptr(), x.shape, "float16")
+    dw = fc.TensorDesc(w.data_ptr(), w.shape, "float16")
+    do = fc.TensorDesc(o.data_ptr(), o.shape, "float16")
+    sync = torch.cuda.synchronize
+    rows: dict[str, dict] = {}
+
+    def add(name, fn):
+        try:
+            fn()
+            sync()
+            rows[name] = dict(host_us=host_us(fn, sync, args.bursts, args.burst),
+                              gpu_us=gpu_us(torch, fn, 50, args.burst))
+        except Exception as exc:  # noqa: BLE001 - a missing peer is reported, not fatal
+            rows[name] = dict(error=f"{type(exc).__name__}: {exc}")
+
+    try:
+        rows["c_floor"] = dict(host_us=c_floor(norm_so, args.rows, args.hidden, args.bursts,
+                                                args.burst))
+    except Exception as exc:  # noqa: BLE001
+        rows["c_floor"] = dict(error=f"{type(exc).__name__}: {exc}")
+    add("flashinfer_cy torch", lambda: fc.rmsnorm(x, w, eps, out=o, enable_pdl=False))
+    add("flashinfer_cy raw", lambda: fc.rmsnorm(dx, dw, eps, out=do, enable_pdl=False))
+    add("flashinfer_cy raw, explicit stream",
+        lambda: fc.rmsnorm(dx, dw, eps, out=do, enable_pdl=False, stream=0))
+    try:
+        import tvm_ffi
+
+        tvm_fn = tvm_ffi.load_module(norm_so).get_function("rmsnorm")
+        add("tvm_ffi python", lambda: tvm_fn(o, x, w, eps, False))
+    except Exception as exc:  # noqa: BLE001
+        rows["tvm_ffi python"] = dict(error=f"{type(exc).__name__}: {exc}")
+    try:
+        import flashinfer
+
+        add("flashinfer-python " + flashinfer.__version__,
+            lambda: flashinfer.norm.rmsnorm(x, w, eps, out=o, enable_pdl=False))
+    except Exception as exc:  # noqa: BLE001
+        rows["flashinfer-python"] = dict(error=f"{type(exc).__name__}: {exc}")
+
+    ref = (x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + eps) * w.float())
+    fc.rmsnorm(x, w, eps, out=o)
+    sync()
+    err = (o.float() - ref).abs().max().item()
+
+    floor = rows["c_floor"].get("host_us")
+    print(f"# rmsnorm {args.rows}x{args.hidden} f16, {torch.cuda.get_device_name()}, "
+          f"torch {torch.__version__}, python {platform.python_version()}, "
+          f"bursts {args.bursts}x{args.burst}; max abs err vs torch fp32 {err:.3g}")
+    print(f"{'path':40s} {'host us/call':>12s} {'vs floor':>9s} {'GPU us/call':>11s}")
+    for name, r in rows.items():
+        if "error" in r:
+            print(f"{name:40s} {'error: ' + r['error']}")
+            continue
+        delta = f"{r['host_us'] - floor:+.2f}" if floor and name != "c_floor" else ""
+        g = f"{r['gpu_us']:.2f}" if r.get("gpu_us") is not None else "-"
+        print(f"{name:40s} {r['host_us']:12.2f} {delta:>9s} {g:>11s}")
+    if args.json:
+        args.json.write_text(json.dumps(dict(rows=rows, max_abs_err=err,
+                                             device=torch.cuda.get_device_name()), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

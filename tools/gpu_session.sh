@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# One call on the GPU machine: install the carried wheels, build the extensions, run doctor,
+# the test suite and the benchmarks. Every log lands in $OUT (what comes back).
+#
+#   tools/gpu_session.sh [pytest args...]      (from the repo root; OUT defaults to ./gpu-out)
+#
+# Carried (git-ignored) inputs: .carry/*.whl (apache-tvm-ffi for this Python; flashinfer-python
+# 0.6.3 as the benchmark peer) and .kernels/<uri>/<uri>.so (tools/build_kernels.py output).
+set -uo pipefail
+OUT=${OUT:-$PWD/gpu-out}
+mkdir -p "$OUT"
+exec > >(tee "$OUT/session.log") 2>&1
+t0=$(date +%s)
+stamp() { echo "=== [$(( $(date +%s) - t0 ))s] $*"; }
+
+stamp "machine"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+python3 -V; nvcc --version | tail -1
+stamp "install carried wheels"
+python3 -m pip install -q --no-deps --no-index .carry/*.whl 2>&1 | grep -v WARNING
+python3 -c "import torch; print('torch', torch.__version__, 'exchange api:', hasattr(torch.Tensor, '__dlpack_c_exchange_api__'))"
+
+stamp "build extensions"
+FLASHINFER_CY_CYTHON_JOBS=16 python3 setup.py -q build_ext --inplace -j 16 > "$OUT/build.log" 2>&1 \
+  || { tail -40 "$OUT/build.log"; exit 1; }
+export PYTHONPATH=$PWD FLASHINFER_CY_KERNEL_DIR=$PWD/.kernels
+
+# flashinfer-python (the peer) finds the same modules through a jit-cache shim, so it never
+# JIT-compiles during the benchmark.
+mkdir -p /tmp/fjc/flashinfer_jit_cache
+cat > /tmp/fjc/flashinfer_jit_cache/__init__.py <<PY
+__version__ = "0.6.3+local"
+def get_jit_cache_dir():
+    return "$PWD/.kernels"
+PY
+export PEER_PYTHONPATH=/tmp/fjc
+
+stamp "doctor"
+python3 -m flashinfer_cy doctor --require-gpu
+
+stamp "tests"
+python3 -m pytest tests -q -rs -p no:cacheprovider "$@" > "$OUT/pytest.txt" 2>&1
+echo "pytest rc=$?"; tail -30 "$OUT/pytest.txt"
+
+for b in tools/bench_*.py; do
+  stamp "benchmark $b"
+  PYTHONPATH=$PWD:/tmp/fjc FLASHINFER_DISABLE_VERSION_CHECK=1 \
+    timeout 240 python3 "$b" --json "$OUT/$(basename "$b" .py).json" 2>&1 | tail -25
+done
+stamp "done"
