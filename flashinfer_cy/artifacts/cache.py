@@ -23,7 +23,7 @@ import threading
 from pathlib import Path
 
 from .fsutil import sha256_file, write_atomic
-from .http import log
+from .net import log
 from .wheel import RecordEntry, parse_record
 
 _process_lock = threading.RLock()  # serialises this process's threads around an entry

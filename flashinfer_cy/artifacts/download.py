@@ -14,7 +14,7 @@ from typing import Callable, Union
 
 from ..errors import ChecksumMismatchError, DownloadError
 from .fsutil import HASH_CHUNK, publish
-from .http import TransientError, log, open_url, with_retries
+from .net import TransientError, log, open_url, with_retries
 from .settings import HttpPolicy
 
 # progress: None = tqdm bar when stderr is a TTY, False = quiet, callable(done_bytes, total_or_None)
@@ -95,7 +95,7 @@ class _Part:
 def download_file(
     url: str,
     dest: Path,
-    sha256: str,
+    sha256: str | None,
     *,
     size: int | None = None,
     policy: HttpPolicy | None = None,
@@ -106,6 +106,7 @@ def download_file(
     Resumes ``dest.part`` with ``Range`` (after a reset, a timeout or a ``kill -9``), retries with
     backoff, and renames only after the sha256 matched, so ``dest`` never holds unverified bytes.
     Raises :class:`ChecksumMismatchError` (bytes discarded) or :class:`DownloadError`.
+    ``sha256=None`` skips the check; only ``tools/wheel_pins.py`` does that, to *compute* a pin.
     """
     policy = policy or HttpPolicy.from_env()
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -161,7 +162,7 @@ def download_file(
 
     def finish() -> Path:
         actual = part.hasher.hexdigest()
-        if actual != sha256:
+        if sha256 is not None and actual != sha256:
             inherited = part.inherited
             part.restart()
             if inherited:  # a prefix from an earlier run may be stale: one clean retry

@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 
 from .download import parse_content_range
-from .http import TransientError, open_url, with_retries
+from .net import TransientError, open_url, with_retries
 from .settings import HttpPolicy
 
 
@@ -69,26 +69,28 @@ class HttpRangeFile(io.RawIOBase):
         self._pos = base + offset
         return self._pos
 
-    def _cached(self, start: int, end: int) -> bytes | None:
+    def _cached(self, start: int, end: int) -> bytes:
+        """The longest prefix of [start, end) held in memory (the last fetch or the tail)."""
         for seg_start, seg in (self._buf, self._tail):
-            if seg_start <= start and end <= seg_start + len(seg):
-                return seg[start - seg_start : end - seg_start]
-        return None
+            if seg_start <= start < seg_start + len(seg):
+                return seg[start - seg_start : min(end, seg_start + len(seg)) - seg_start]
+        return b""
 
     def read(self, n: int = -1) -> bytes:
         end = self.size if n is None or n < 0 else min(self.size, self._pos + n)
-        if end <= self._pos:
-            return b""
-        data = self._cached(self._pos, end)
-        if data is None:
-            fetch_end = min(self.size, max(end, self._pos + self.readahead))
-            if fetch_end > self._tail[0] > self._pos:  # never fetch bytes the tail already holds
-                fetch_end = max(end, self._tail[0])
-            body, _ = self._get(f"{self._pos}-{fetch_end - 1}", self._pos)
-            self._buf = (self._pos, body)
-            data = body[: end - self._pos]
-        self._pos += len(data)
-        return data
+        parts = []
+        while self._pos < end:
+            data = self._cached(self._pos, end)
+            if not data:  # fetch only what memory lacks; never re-fetch bytes the tail holds
+                fetch_end = min(self.size, max(end, self._pos + self.readahead))
+                if self._pos < self._tail[0] < fetch_end:
+                    fetch_end = self._tail[0]
+                body, _ = self._get(f"{self._pos}-{fetch_end - 1}", self._pos)
+                self._buf = (self._pos, body)
+                data = body[: end - self._pos]
+            parts.append(data)
+            self._pos += len(data)
+        return b"".join(parts)
 
     def readinto(self, b) -> int:
         data = self.read(len(b))

@@ -23,7 +23,7 @@ from . import settings
 from .cache import CacheEntry
 from .download import Progress, download_file, human
 from .fsutil import sha256_file
-from .http import log
+from .net import log
 from .manifest import Manifest, WheelPin, load_manifest, member_for
 
 STEPS = ("kernel_dir", "local_wheel", "installed_package", "cache", "download")
@@ -150,7 +150,7 @@ def _extract(entry: CacheEntry, zf, members: list[str], what: str, pin: WheelPin
 
     check_archive(zf)
     record = entry.record()
-    if record is None:
+    if record is None or not (entry.dir / "RECORD").exists():
         data, record = read_record(zf, pin and pin.record_path, pin and pin.record_sha256, what)
         entry.store_record(data)
         record = entry.record()
@@ -227,14 +227,21 @@ def _ensure_pinned(pin: WheelPin, members: list[str], *, download: bool, full: b
 
 
 # -- public entry points ----------------------------------------------------------------------
-def locate(uri: str, *, download: bool = True, progress: Progress = None) -> tuple[str, Path]:
-    """``(step, path)`` of module ``uri``, materializing it (extract/download) when needed."""
+def _begin(uri: str) -> tuple[Path | None, Manifest | None, str | None]:
+    """Check ``uri`` and try step (a); else return what the later steps need."""
     check_uri(uri)
     path = _kernel_dir_path(uri)
     if path:
-        return "kernel_dir", path
+        return path, None, None
     manifest = load_manifest()
-    member = member_for(manifest.member_prefix, uri)
+    return None, manifest, member_for(manifest.member_prefix, uri)
+
+
+def locate(uri: str, *, download: bool = True, progress: Progress = None) -> tuple[str, Path]:
+    """``(step, path)`` of module ``uri``, materializing it (extract/download) when needed."""
+    path, manifest, member = _begin(uri)
+    if path:
+        return "kernel_dir", path
     notes = []
     if settings.env(settings.KERNEL_DIR_ENV):
         notes.append(f"(a) not in {settings.env(settings.KERNEL_DIR_ENV)}")
@@ -296,17 +303,15 @@ def fetch(uris=None, *, wheel: str | Path | None = None, full: bool = False, pro
 
 
 def where_is(uri: str) -> tuple[str, Path | None]:
-    """Which step would supply ``uri``, and its path if it is already on disk. No network, no writes.
+    """Which step would supply ``uri``, and its path if it is already on disk.
 
+    No network, no extraction (at most the cache's stat index is refreshed).
     ``("download", None)``: it would be fetched; ``("missing", None)``: no source has it.
     A ``None`` path with another step means "would be extracted from that step's wheel".
     """
-    check_uri(uri)
-    path = _kernel_dir_path(uri)
+    path, manifest, member = _begin(uri)
     if path:
         return "kernel_dir", path
-    manifest = load_manifest()
-    member = member_for(manifest.member_prefix, uri)
     try:
         local = _local_wheel(manifest, settings.env(settings.KERNEL_WHEEL_ENV))
     except ArtifactError:
