@@ -22,7 +22,7 @@ from flashinfer_cy.errors import (FlashInferError, KernelError, KernelNotFoundEr
                                   KernelRuntimeError, KernelTypeError, KernelValueError,
                                   SymbolNotFoundError)
 
-from conftest import HERE, compile_module
+from testmod_build import compile_module
 
 
 def f(mod, name):

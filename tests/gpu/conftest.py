@@ -1,55 +1,9 @@
-"""GPU tests: they run only with an NVIDIA GPU and the kernel modules, and otherwise skip
-with the reason (no driver, no device, which module is missing and how to get it)."""
-
-from __future__ import annotations
-
-import functools
-
 import pytest
 
-
-@functools.lru_cache(maxsize=None)
-def gpu_unavailable_reason() -> str | None:
-    try:
-        from cuda.bindings import driver
-    except Exception as exc:  # noqa: BLE001
-        return f"cuda-bindings not importable: {exc}"
-    try:
-        (err,) = driver.cuInit(0)
-    except Exception as exc:  # noqa: BLE001 - e.g. libcuda.so.1 missing on CPU machines
-        return f"no CUDA driver: {exc}"
-    if int(err) != 0:
-        return f"no CUDA driver/device: cuInit returned {err!r}"
-    err, count = driver.cuDeviceGetCount()
-    if int(err) != 0 or count == 0:
-        return "no CUDA device visible"
-    return None
-
-
-@functools.lru_cache(maxsize=None)
-def module_unavailable_reason(uri: str) -> str | None:
-    from flashinfer_cy.artifacts import locate_module
-
-    try:
-        locate_module(uri)
-    except Exception as exc:  # noqa: BLE001
-        return f"kernel module {uri!r} unavailable: {exc}"
-    return None
-
-
-def require_gpu() -> None:
-    reason = gpu_unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-
-
-def require_module(uri: str) -> None:
-    require_gpu()
-    reason = module_unavailable_reason(uri)
-    if reason:
-        pytest.skip(reason)
+from gpu_env import require_gpu
 
 
 @pytest.fixture(autouse=True)
 def _gpu_only():
+    """Every test in tests/gpu skips (with the reason) on a machine without a usable GPU."""
     require_gpu()

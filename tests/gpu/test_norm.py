@@ -10,7 +10,7 @@ import pytest
 
 import flashinfer_cy as fc
 from backends import available_backends, make_backend
-from conftest import require_module
+from gpu_env import require_module
 from refs import TOL, rmsnorm_ref, round_to
 
 BACKENDS = available_backends()
