@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-KERNEL_DIR_ENV = "FLASHINFER_CY_KERNEL_DIR"
+from .settings import KERNEL_DIR_ENV
+
 FIXED_MODULES = ("norm", "page", "gdn_prefill_sm90")  # what the core loads eagerly
 
 __all__ = [

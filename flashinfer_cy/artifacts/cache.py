@@ -119,8 +119,11 @@ class CacheEntry:
             return True
         if sha256_file(path) != expected:
             return False
-        with self.lock():
-            self._note(section, key, path, expected)
+        try:
+            with self.lock():
+                self._note(section, key, path, expected)
+        except OSError:  # a read-only shared cache: the file is fine, only the memo is not saved
+            pass
         return True
 
     def member_ok(self, member: str, *, full: bool = False) -> bool:

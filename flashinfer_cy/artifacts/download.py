@@ -56,8 +56,11 @@ class _Reporter:
             self.callback(done, total)
         if self.use_bar:
             if self.bar is None:
-                from tqdm import tqdm  # lazy
-
+                try:
+                    from tqdm import tqdm  # lazy
+                except ImportError:  # no bar rather than no download
+                    self.use_bar = False
+                    return
                 self.bar = tqdm(total=total, initial=done, unit="B", unit_scale=True, desc=self.label, leave=False)
             self.bar.update(done - self.bar.n)
 

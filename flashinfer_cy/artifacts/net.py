@@ -26,7 +26,8 @@ def open_url(url: str, policy: HttpPolicy, headers: dict[str, str] | None = None
     import urllib.request  # lazy: keeps ``import flashinfer_cy.artifacts`` cheap
 
     request = urllib.request.Request(url, headers={"User-Agent": "flashinfer_cy", **(headers or {})})
-    return urllib.request.urlopen(request, timeout=policy.timeout)
+    # A fresh opener reads *_proxy / no_proxy now; urlopen's global one froze them at first use.
+    return urllib.request.build_opener().open(request, timeout=policy.timeout)
 
 
 def with_retries(what: str, policy: HttpPolicy, attempt_fn: Callable[[int], T]) -> T:

@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 
 from ..errors import ArtifactError, ChecksumMismatchError, KernelNotFoundError, UnsupportedPlatformError
-from . import settings
+from . import FIXED_MODULES, settings
 from .cache import CacheEntry
 from .download import Progress, download_file, human
 from .fsutil import sha256_file
@@ -27,7 +27,6 @@ from .net import log
 from .manifest import Manifest, WheelPin, load_manifest, member_for
 
 STEPS = ("kernel_dir", "local_wheel", "installed_package", "cache", "download")
-FIXED_MODULES = ("norm", "page", "gdn_prefill_sm90")  # loaded eagerly by the core
 
 _URI = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
 
@@ -182,7 +181,6 @@ def _extract_remote(entry: CacheEntry, pin: WheelPin, members: list[str], *, ful
     from .remote_zip import HttpRangeFile, RangeNotSupported
 
     url = pin.download_url()
-    entry.store_source(pin.filename, url)
     if pin.record_sha256 and not full:
         try:
             with HttpRangeFile(url) as remote:
@@ -214,13 +212,15 @@ def _ensure_pinned(pin: WheelPin, members: list[str], *, download: bool, full: b
     with entry.lock():
         if all(entry.member_ok(m) for m in members):  # another process did it while we waited
             return "cache"
+        entry.store_source(pin.filename, pin.download_url())
         if entry.wheel_path.exists() and entry.wheel_ok():
             _extract_from_file(entry, entry.wheel_path, members, pin)
             return "cache"
         if not download or settings.offline():
             raise KernelNotFoundError(
                 f"{', '.join(members)} not in the cache {entry.dir} and downloading is off "
-                f"({settings.OFFLINE_ENV}=1); run `python -m flashinfer_cy fetch` where there is network"
+                f"({settings.OFFLINE_ENV}=1 or download=False); run `python -m flashinfer_cy fetch` "
+                "where there is network, or point FLASHINFER_CY_KERNEL_WHEEL at the wheel"
             )
         _extract_remote(entry, pin, members, full=full, progress=progress)
         return "download"

@@ -22,7 +22,7 @@ import threading
 import time
 import zipfile
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 import pytest
 
@@ -161,8 +161,8 @@ class WheelServer:
 
     # -- request handling --------------------------------------------------------------------
     def _serve(self, h):
-        name = unquote(h.path.lstrip("/"))
-        rec = {"path": name, "range": h.headers.get("Range"), "status": None, "sent": 0}
+        name = unquote(urlsplit(h.path).path.lstrip("/"))  # absolute-form when used as a proxy
+        rec = {"path": name, "target": h.path, "range": h.headers.get("Range"), "status": None, "sent": 0}
         with self._lock:
             self.log.append(rec)
             fault = self.faults.popleft() if self.faults else None
@@ -230,6 +230,9 @@ def artifacts_env(tmp_path, monkeypatch):
     """A clean environment: private cache and manifest paths, CUDA 13.0, fast timeouts/backoff."""
     for var in settings.ALL_ENV_VARS:
         monkeypatch.delenv(var, raising=False)
+    for var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)  # loopback requests must not go to a CI proxy
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
     monkeypatch.setenv(settings.CACHE_DIR_ENV, str(tmp_path / "cache"))
     monkeypatch.setenv(settings.MANIFEST_ENV, str(tmp_path / "manifest.json"))
     monkeypatch.setenv(settings.CUDA_VERSION_ENV, "13.0")

@@ -128,3 +128,21 @@ def test_mirror_base_url(served_wheel, monkeypatch):
     monkeypatch.setenv(settings.WHEEL_BASE_URL_ENV, server.url("mirror/"))
     assert locate_module("page", progress=False).read_bytes() == wheel["modules"]["page"]
     assert server.gets()[0]["path"] == f"mirror/{name}"
+
+
+def test_proxy_env_is_honoured(server, tmp_path, monkeypatch):
+    for var in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{server.port}")  # the test server plays the proxy
+    url = "http://wheels.invalid/blob.bin"  # unresolvable: only a proxy can answer
+    assert download_file(url, tmp_path / "b", SHA, policy=FAST, progress=False).read_bytes() == BLOB
+    assert server.gets()[0]["target"] == url
+
+
+def test_progress_bar_only_on_a_tty(server, tmp_path, monkeypatch, capsys):
+    download_file(server.url("blob.bin"), tmp_path / "quiet", SHA, policy=FAST)
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    download_file(server.url("blob.bin"), tmp_path / "loud", SHA, policy=FAST)
+    err = capsys.readouterr().err
+    assert "loud" in err and "3.15M" in err

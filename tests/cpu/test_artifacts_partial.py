@@ -124,3 +124,36 @@ def test_unknown_module_fails_before_any_request(partial):
         locate_module("batch_decode_with_kv_cache_no_such_variant")
     assert server.gets() == []
     assert where_is("batch_decode_with_kv_cache_no_such_variant") == ("missing", None)
+
+
+def test_partial_fetch_survives_a_reset(partial):
+    server, wheel, _ = partial()
+    server.faults.extend([("ok", 0), ("reset", 20000)])  # the tail arrives, the member range resets
+    assert locate_module(ATTN_URIS[1], progress=False).read_bytes() == wheel["modules"][ATTN_URIS[1]]
+    statuses = [g["status"] for g in server.gets()]
+    assert statuses.count(206) == len(statuses) and len(statuses) >= 3
+
+
+def test_range_file_reads_match_local_bytes(artifacts_env):
+    """Property: any seek/read sequence over HTTP returns exactly the local file's bytes."""
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+    from flashinfer_cy.artifacts.remote_zip import HttpRangeFile
+    from flashinfer_cy.artifacts.settings import HttpPolicy
+
+    blob = bytes(range(256)) * 1200  # 300 KiB, position-dependent content
+    with WheelServer({"b": blob}) as server:
+        @hypothesis.settings(max_examples=25, deadline=None)
+        @hypothesis.given(st.lists(st.tuples(st.integers(-1000, len(blob) + 1000), st.integers(-1, 200_000)),
+                                   min_size=1, max_size=6))
+        def check(ops):
+            f = HttpRangeFile(server.url("b"), HttpPolicy(timeout=2, retries=0), tail=4096, readahead=8192)
+            assert f.size == len(blob)
+            for pos, n in ops:
+                pos = max(0, pos)
+                f.seek(pos)
+                want = blob[pos:] if n < 0 else blob[pos : pos + n]
+                assert f.read(n) == want
+                assert f.tell() == pos + len(want)
+
+        check()
