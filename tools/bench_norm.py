@@ -31,20 +31,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def host_us(fn, sync, bursts: int, burst: int) -> float:
-    for _ in range(3):
-        for _ in range(burst):
-            fn()
-        sync()
-    per_call = []
+def host_us(fns: dict, sync, bursts: int, burst: int) -> dict:
+    """Median host us/call of each fn. Rows are interleaved burst by burst, so clock and
+    thermal drift hit every row alike instead of whichever ran last."""
+    for fn in fns.values():
+        for _ in range(3):
+            for _ in range(burst):
+                fn()
+            sync()
+    per_call = {name: [] for name in fns}
     for _ in range(bursts):
-        sync()
-        t0 = time.perf_counter()
-        for _ in range(burst):
-            fn()
-        per_call.append((time.perf_counter() - t0) / burst * 1e6)
+        for name, fn in fns.items():
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(burst):
+                fn()
+            per_call[name].append((time.perf_counter() - t0) / burst * 1e6)
     sync()
-    return statistics.median(per_call)
+    return {name: statistics.median(v) for name, v in per_call.items()}
 
 
 def gpu_us(torch, fn, reps: int, burst: int) -> float:
@@ -82,6 +86,7 @@ def main() -> int:
     ap.add_argument("--bursts", type=int, default=300)
     ap.add_argument("--burst", type=int, default=100)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--detail", action="store_true", help="also rows that split the cost")
     args = ap.parse_args()
 
     import torch
@@ -99,13 +104,13 @@ def main() -> int:
     do = fc.TensorDesc(o.data_ptr(), o.shape, "float16")
     sync = torch.cuda.synchronize
     rows: dict[str, dict] = {}
+    calls: dict[str, object] = {}
 
     def add(name, fn):
         try:
             fn()
             sync()
-            rows[name] = dict(host_us=host_us(fn, sync, args.bursts, args.burst),
-                              gpu_us=gpu_us(torch, fn, 50, args.burst))
+            calls[name] = fn
         except Exception as exc:  # noqa: BLE001 - a missing peer is reported, not fatal
             rows[name] = dict(error=f"{type(exc).__name__}: {exc}")
 
@@ -116,8 +121,17 @@ def main() -> int:
         rows["c_floor"] = dict(error=f"{type(exc).__name__}: {exc}")
     add("flashinfer_cy torch", lambda: fc.rmsnorm(x, w, eps, out=o, enable_pdl=False))
     add("flashinfer_cy raw", lambda: fc.rmsnorm(dx, dw, eps, out=do, enable_pdl=False))
-    add("flashinfer_cy raw, explicit stream",
-        lambda: fc.rmsnorm(dx, dw, eps, out=do, enable_pdl=False, stream=0))
+    if args.detail:  # where the time goes
+        s0 = torch.cuda.current_stream().cuda_stream
+        add("  torch, explicit stream",
+            lambda: fc.rmsnorm(x, w, eps, out=o, enable_pdl=False, stream=s0))
+        add("  raw, explicit stream",
+            lambda: fc.rmsnorm(dx, dw, eps, out=do, enable_pdl=False, stream=s0))
+        from flashinfer_cy.kernels.norm import RMSNORM
+        add("  Binding, no validation (raw)", lambda: RMSNORM(do, dx, dw, eps, False))
+        add("  Binding, no validation (torch)", lambda: RMSNORM(o, x, w, eps, False))
+        fn = fc.load_module("norm").function("rmsnorm")
+        add("  Function generic (raw)", lambda: fn(do, dx, dw, eps, False))
     try:
         import tvm_ffi
 
@@ -132,6 +146,8 @@ def main() -> int:
             lambda: flashinfer.norm.rmsnorm(x, w, eps, out=o, enable_pdl=False))
     except Exception as exc:  # noqa: BLE001
         rows["flashinfer-python"] = dict(error=f"{type(exc).__name__}: {exc}")
+    for name, us in host_us(calls, sync, args.bursts, args.burst).items():
+        rows[name] = dict(host_us=us, gpu_us=gpu_us(torch, calls[name], 30, args.burst))
 
     ref = (x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + eps) * w.float())
     fc.rmsnorm(x, w, eps, out=o)
@@ -143,7 +159,9 @@ def main() -> int:
           f"torch {torch.__version__}, python {platform.python_version()}, "
           f"bursts {args.bursts}x{args.burst}; max abs err vs torch fp32 {err:.3g}")
     print(f"{'path':40s} {'host us/call':>12s} {'vs floor':>9s} {'GPU us/call':>11s}")
-    for name, r in rows.items():
+    order = ["c_floor"] + [n for n in rows if n != "c_floor"]
+    for name in order:
+        r = rows[name]
         if "error" in r:
             print(f"{name:40s} {'error: ' + r['error']}")
             continue

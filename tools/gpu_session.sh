@@ -45,6 +45,6 @@ echo "pytest rc=$?"; tail -30 "$OUT/pytest.txt"
 for b in tools/bench_*.py; do
   stamp "benchmark $b"
   PYTHONPATH=$PWD:/tmp/fjc FLASHINFER_DISABLE_VERSION_CHECK=1 \
-    timeout 240 python3 "$b" --json "$OUT/$(basename "$b" .py).json" 2>&1 | tail -25
+    timeout 240 python3 "$b" ${BENCH_ARGS:-} --json "$OUT/$(basename "$b" .py).json" 2>&1 | tail -25
 done
 stamp "done"
