@@ -18,6 +18,7 @@ import socket
 import stat
 import struct
 import sys
+import tempfile
 import threading
 import time
 import zipfile
@@ -266,3 +267,6 @@ def subprocess_env() -> dict:
 
 
 PYTHON = sys.executable
+# Child interpreters started with -c put their cwd first on sys.path; run them outside the
+# checkout so they import the installed flashinfer_cy, not the uncompiled source tree.
+NEUTRAL_CWD = tempfile.gettempdir()

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _wheelserver import PYTHON, artifacts_env, served_wheel, subprocess_env  # noqa: E402,F401
+from _wheelserver import NEUTRAL_CWD, PYTHON, artifacts_env, served_wheel, subprocess_env  # noqa: E402,F401
 
 from flashinfer_cy.artifacts import locate_module  # noqa: E402
 
@@ -19,7 +19,7 @@ LOCATE = "import sys; from flashinfer_cy.artifacts import locate_module; print(l
 def test_eight_processes_download_once(served_wheel):
     server, wheel, _ = served_wheel
     server.throttle = 0.01  # ~0.7 s for the wheel, so all eight overlap
-    procs = [subprocess.Popen([PYTHON, "-c", LOCATE, "norm"], env=subprocess_env(),
+    procs = [subprocess.Popen([PYTHON, "-c", LOCATE, "norm"], env=subprocess_env(), cwd=NEUTRAL_CWD,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(8)]
     results = [p.communicate(timeout=60) for p in procs]
     assert all(p.returncode == 0 for p in procs), [err for _, err in results]
@@ -34,7 +34,7 @@ def test_kill_9_mid_download_then_rerun_resumes(served_wheel, artifacts_env):
     server, wheel, _ = served_wheel
     server.throttle = 0.02  # ~1.5 s for the whole wheel
     part = artifacts_env / "cache" / wheel["sha256"] / (wheel["path"].name + ".part")
-    proc = subprocess.Popen([PYTHON, "-c", LOCATE, "norm"], env=subprocess_env(),
+    proc = subprocess.Popen([PYTHON, "-c", LOCATE, "norm"], env=subprocess_env(), cwd=NEUTRAL_CWD,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while not (part.exists() and part.stat().st_size > wheel["size"] // 3):

@@ -415,12 +415,13 @@ def test_module_is_loaded_once(testmod_dir, testmod):
     assert again is testmod
 
 
-def test_import_is_light():
+def test_import_is_light(tmp_path):
     code = ("import sys, time; t = time.perf_counter(); import flashinfer_cy; "
             "dt = time.perf_counter() - t; "
             "print(dt, 'torch' in sys.modules, 'tvm_ffi' in sys.modules, "
             "'cuda.bindings.driver' in sys.modules)")
+    # cwd outside the checkout: "-c" puts the cwd first on sys.path
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.split()
+                         check=True, cwd=tmp_path).stdout.split()
     assert out[1:] == ["False", "False", "False"], out
     assert float(out[0]) < 0.1, f"import took {out[0]} s"
