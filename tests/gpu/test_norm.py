@@ -222,3 +222,62 @@ def test_non_contiguous_last_dim_is_rejected():
     x = torch.zeros(8, 64, device="cuda", dtype=torch.float16).t()
     with pytest.raises(ValueError, match="input: the last dimension must be contiguous"):
         fc.rmsnorm(x, torch.zeros(8, device="cuda", dtype=torch.float16))
+
+
+# ------------------------------------------------------------------------- producer protocols
+
+class OnlyCAI:
+    """A producer that speaks only the CUDA Array Interface (as Numba device arrays do)."""
+
+    def __init__(self, t, stream=None):
+        self._t = t
+        cai = dict(t.__cuda_array_interface__)
+        if stream is not None:
+            cai["stream"] = stream
+        self.__cuda_array_interface__ = cai
+
+
+class OnlyDLPack:
+    """A producer that speaks only __dlpack__ (as JAX arrays do)."""
+
+    def __init__(self, t):
+        self._t = t
+
+    def __dlpack__(self, **kw):
+        return self._t.__dlpack__(**kw)
+
+    def __dlpack_device__(self):
+        return self._t.__dlpack_device__()
+
+
+@pytest.mark.parametrize("wrap", [OnlyCAI, OnlyDLPack])
+def test_generic_producers(wrap, rng):
+    torch = pytest.importorskip("torch")
+    x64, w64 = _inputs(rng, (12, 768), "float16", 768)
+    x = torch.tensor(x64, dtype=torch.float16, device="cuda")
+    w = torch.tensor(w64, dtype=torch.float16, device="cuda")
+    out = torch.full_like(x, float("nan"))
+    fc.rmsnorm(wrap(x), wrap(w), out=wrap(out))
+    torch.cuda.synchronize()
+    np.testing.assert_allclose(out.float().cpu().numpy(), rmsnorm_ref(x64, w64, 1e-6),
+                               **TOL["float16"])
+
+
+def test_cai_v3_stream_is_the_default_launch_stream(rng):
+    """A CAI v3 producer that names its stream gets the kernel on that stream: capturing
+    that stream into a graph only works if the launch really went there."""
+    torch = pytest.importorskip("torch")
+    x64, w64 = _inputs(rng, (4, 256), "float16", 256)
+    x = torch.tensor(x64, dtype=torch.float16, device="cuda")
+    w = torch.tensor(w64, dtype=torch.float16, device="cuda")
+    out = torch.full_like(x, float("nan"))
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g, stream=s):
+        fc.rmsnorm(OnlyCAI(x, s.cuda_stream), OnlyCAI(w, s.cuda_stream),
+                   out=OnlyCAI(out, s.cuda_stream))
+    g.replay()
+    torch.cuda.synchronize()
+    np.testing.assert_allclose(out.float().cpu().numpy(), rmsnorm_ref(x64, w64, 1e-6),
+                               **TOL["float16"])
