@@ -27,6 +27,20 @@ from flashinfer_cy._core.stream import as_stream_handle
 __all__ = ["as_stream_handle", "use_stream", "current_stream"]
 
 _KDL_CUDA = 2
+# TVM-FFI's per-thread stream table is a vector indexed by the ordinal (grown to fit, never
+# bounds-checked for negatives): a negative ordinal is an out-of-bounds write, a huge one a
+# huge allocation. No machine has this many devices.
+_MAX_DEVICES = 1 << 16
+
+
+def _device_ordinal(device: Any) -> int:
+    if isinstance(device, bool) or not hasattr(type(device), "__index__"):
+        raise TypeError(f"device: expected a CUDA device ordinal (int), got {device!r}")
+    ordinal = device.__index__()
+    if not 0 <= ordinal < _MAX_DEVICES:
+        raise ValueError(f"device: expected a CUDA device ordinal 0 <= device < {_MAX_DEVICES}, "
+                         f"got {ordinal}")
+    return ordinal
 
 
 @contextlib.contextmanager
@@ -35,6 +49,7 @@ def use_stream(stream: Any, device: int = 0) -> Iterator[int]:
     run on ``stream``. Thread-local; restores the previous stream on exit."""
     from flashinfer_cy._core.runtime import _env_set_stream
 
+    device = _device_ordinal(device)
     handle = as_stream_handle(stream)
     if handle is None:
         raise TypeError("stream: expected a stream, got None")
@@ -49,4 +64,4 @@ def current_stream(device: int = 0) -> int:
     """The thread's current TVM-FFI stream handle for CUDA ``device`` (0 when unset)."""
     from flashinfer_cy._core.runtime import _env_get_stream
 
-    return _env_get_stream(_KDL_CUDA, device)
+    return _env_get_stream(_KDL_CUDA, _device_ordinal(device))
