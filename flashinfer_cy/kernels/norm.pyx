@@ -102,21 +102,48 @@ cdef int64_t _rows(TensorSlot* s) noexcept:
     return n
 
 
+cdef TensorSlot* _pack_input(Binding b, CallFrame* f, int i, object input,
+                             int max_ndim) except NULL:
+    b.tensor(f, i, input)
+    cdef TensorSlot* x = &f.slots[i]
+    _check_input(x, "input", 2, max_ndim)
+    _check_vector_layout(x, "input", x.dl.shape[x.dl.ndim - 1])
+    return x
+
+
+cdef int _pack_like_input(Binding b, CallFrame* f, int i, object obj, str name,
+                          TensorSlot* x) except -1:
+    """An output/in-place operand: same device, dtype and shape as ``input``."""
+    b.tensor(f, i, obj)
+    cdef TensorSlot* s = &f.slots[i]
+    check_same_device(s, name, x, "input")
+    check_same_dtype(s, name, x, "input")
+    check_same_shape(s, name, x, "input")
+    check_last_contiguous(s, name)
+    _check_vector_layout(s, name, x.dl.shape[x.dl.ndim - 1])
+    return 0
+
+
+cdef int _launch(Binding b, CallFrame* f, TensorSlot* x, double eps, object enable_pdl,
+                 object stream) except -1:
+    """eps and enable_pdl are the last two arguments of every norm export."""
+    cdef TVMFFIAny result
+    if _rows(x) == 0:
+        return 0  # nothing to normalise; the kernel would reject an empty grid
+    set_float(f, 3, eps)
+    set_bool(f, 4, _pdl_default(x) if enable_pdl is None else bool(enable_pdl))
+    return b.invoke(f, stream, &result)
+
+
 cdef object _norm_out_of_place(Binding b, object input, object weight, object eps, object out,
                                object enable_pdl, object stream, int max_ndim):
     cdef CallFrame f
-    cdef TVMFFIAny result
     cdef TensorSlot* x
     cdef void* handle = NULL
-    cdef int64_t hidden
     cdef double eps_v = _as_eps(eps)
     frame_init(&f, 5)
     try:
-        b.tensor(&f, 1, input)
-        x = &f.slots[1]
-        _check_input(x, "input", 2, max_ndim)
-        hidden = x.dl.shape[x.dl.ndim - 1]
-        _check_vector_layout(x, "input", hidden)
+        x = _pack_input(b, &f, 1, input, max_ndim)
         b.tensor(&f, 2, weight)
         _check_weight(&f.slots[2], x, "input")
         if out is None:
@@ -127,17 +154,8 @@ cdef object _norm_out_of_place(Binding b, object input, object weight, object ep
                                     "float16" if x.dl.dtype.code == 2 else "bfloat16",
                                     x.dl.device.device_id,
                                     <uintptr_t>handle if handle != NULL else stream)
-        b.tensor(&f, 0, out)
-        check_same_device(&f.slots[0], "out", x, "input")
-        check_same_dtype(&f.slots[0], "out", x, "input")
-        check_same_shape(&f.slots[0], "out", x, "input")
-        check_last_contiguous(&f.slots[0], "out")
-        _check_vector_layout(&f.slots[0], "out", hidden)
-        if _rows(x) == 0:
-            return out  # nothing to normalise; the kernel would reject an empty grid
-        set_float(&f, 3, eps_v)
-        set_bool(&f, 4, _pdl_default(x) if enable_pdl is None else bool(enable_pdl))
-        b.invoke(&f, stream, &result)
+        _pack_like_input(b, &f, 0, out, "out", x)
+        _launch(b, &f, x, eps_v, enable_pdl, stream)
         return out
     finally:
         frame_release(&f)
@@ -146,30 +164,15 @@ cdef object _norm_out_of_place(Binding b, object input, object weight, object ep
 cdef object _norm_fused_add(Binding b, object input, object residual, object weight,
                             object eps, object enable_pdl, object stream):
     cdef CallFrame f
-    cdef TVMFFIAny result
     cdef TensorSlot* x
-    cdef int64_t hidden
     cdef double eps_v = _as_eps(eps)
     frame_init(&f, 5)
     try:
-        b.tensor(&f, 0, input)
-        x = &f.slots[0]
-        _check_input(x, "input", 2, 2)
-        hidden = x.dl.shape[1]
-        _check_vector_layout(x, "input", hidden)
-        b.tensor(&f, 1, residual)
-        check_same_device(&f.slots[1], "residual", x, "input")
-        check_same_dtype(&f.slots[1], "residual", x, "input")
-        check_same_shape(&f.slots[1], "residual", x, "input")
-        check_last_contiguous(&f.slots[1], "residual")
-        _check_vector_layout(&f.slots[1], "residual", hidden)
+        x = _pack_input(b, &f, 0, input, 2)
+        _pack_like_input(b, &f, 1, residual, "residual", x)
         b.tensor(&f, 2, weight)
         _check_weight(&f.slots[2], x, "input")
-        if x.dl.shape[0] == 0:
-            return None
-        set_float(&f, 3, eps_v)
-        set_bool(&f, 4, _pdl_default(x) if enable_pdl is None else bool(enable_pdl))
-        b.invoke(&f, stream, &result)
+        _launch(b, &f, x, eps_v, enable_pdl, stream)
         return None
     finally:
         frame_release(&f)

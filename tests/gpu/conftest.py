@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from gpu_env import require_gpu
@@ -7,3 +8,12 @@ from gpu_env import require_gpu
 def _gpu_only():
     """Every test in tests/gpu skips (with the reason) on a machine without a usable GPU."""
     require_gpu()
+
+
+@pytest.fixture
+def rng(request):
+    """Fresh random data every run; the seed is printed with any failure."""
+    seed = int(np.random.SeedSequence().entropy % 2**32)
+    request.node.user_properties.append(("seed", seed))
+    print(f"seed={seed}")
+    return np.random.default_rng(seed)

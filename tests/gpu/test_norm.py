@@ -24,13 +24,6 @@ def _norm_module():
     require_module("norm")
 
 
-@pytest.fixture
-def rng(request):
-    seed = np.random.SeedSequence().entropy % 2**32
-    request.node.user_properties.append(("seed", seed))
-    return np.random.default_rng(seed)
-
-
 def _backend(cls, dtype):
     be = make_backend(cls)
     if dtype not in be.dtypes:
@@ -42,6 +35,22 @@ def _inputs(rng, shape, dtype, hidden):
     x = round_to(rng.standard_normal(shape) * 2.0, dtype)
     w = round_to(rng.standard_normal(hidden), dtype)
     return x, w
+
+
+def _torch_case(rng, shape, dtype):
+    """float64 inputs, the same on the GPU as torch tensors, and a NaN-filled output."""
+    torch = pytest.importorskip("torch")
+    x64, w64 = _inputs(rng, shape, dtype, shape[-1])
+    tdt = getattr(torch, dtype)
+    x = torch.tensor(x64, dtype=tdt, device="cuda")
+    w = torch.tensor(w64, dtype=tdt, device="cuda")
+    return torch, x64, w64, x, w, torch.full_like(x, float("nan"))
+
+
+def _side_stream(torch):
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    return s
 
 
 @pytest.mark.parametrize("cls", BACKENDS)
@@ -131,13 +140,8 @@ def test_zero_tokens_is_a_no_op():
 # ------------------------------------------------------------------------- streams
 
 def test_torch_current_stream_is_used_and_graph_capture_works(rng):
-    torch = pytest.importorskip("torch")
-    x64, w64 = _inputs(rng, (8, 1024), "bfloat16", 1024)
-    x = torch.tensor(x64, dtype=torch.bfloat16, device="cuda")
-    w = torch.tensor(w64, dtype=torch.bfloat16, device="cuda")
-    out = torch.full_like(x, float("nan"))
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
+    torch, x64, w64, x, w, out = _torch_case(rng, (8, 1024), "bfloat16")
+    s = _side_stream(torch)
     graph = torch.cuda.CUDAGraph()
     # Capture fails if the launch goes to any stream but the capturing (current) one.
     with torch.cuda.stream(s):
@@ -170,10 +174,7 @@ def test_explicit_stream_forms(form, rng):
     else:
         cupy = pytest.importorskip("cupy")
         stream = cupy.cuda.ExternalStream(s.cuda_stream)
-    x64, w64 = _inputs(rng, (16, 2048), "float16", 2048)
-    x = torch.tensor(x64, dtype=torch.float16, device="cuda")
-    w = torch.tensor(w64, dtype=torch.float16, device="cuda")
-    out = torch.full_like(x, float("nan"))
+    _, x64, w64, x, w, out = _torch_case(rng, (16, 2048), "float16")
     torch.cuda.synchronize()
     fc.rmsnorm(x, w, out=out, stream=stream)
     s.synchronize()
@@ -252,11 +253,7 @@ class OnlyDLPack:
 
 @pytest.mark.parametrize("wrap", [OnlyCAI, OnlyDLPack])
 def test_generic_producers(wrap, rng):
-    torch = pytest.importorskip("torch")
-    x64, w64 = _inputs(rng, (12, 768), "float16", 768)
-    x = torch.tensor(x64, dtype=torch.float16, device="cuda")
-    w = torch.tensor(w64, dtype=torch.float16, device="cuda")
-    out = torch.full_like(x, float("nan"))
+    torch, x64, w64, x, w, out = _torch_case(rng, (12, 768), "float16")
     fc.rmsnorm(wrap(x), wrap(w), out=wrap(out))
     torch.cuda.synchronize()
     np.testing.assert_allclose(out.float().cpu().numpy(), rmsnorm_ref(x64, w64, 1e-6),
@@ -266,13 +263,8 @@ def test_generic_producers(wrap, rng):
 def test_cai_v3_stream_is_the_default_launch_stream(rng):
     """A CAI v3 producer that names its stream gets the kernel on that stream: capturing
     that stream into a graph only works if the launch really went there."""
-    torch = pytest.importorskip("torch")
-    x64, w64 = _inputs(rng, (4, 256), "float16", 256)
-    x = torch.tensor(x64, dtype=torch.float16, device="cuda")
-    w = torch.tensor(w64, dtype=torch.float16, device="cuda")
-    out = torch.full_like(x, float("nan"))
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
+    torch, x64, w64, x, w, out = _torch_case(rng, (4, 256), "float16")
+    s = _side_stream(torch)
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g, stream=s):
         fc.rmsnorm(OnlyCAI(x, s.cuda_stream), OnlyCAI(w, s.cuda_stream),
