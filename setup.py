@@ -34,6 +34,8 @@ MODULES = [
     "flashinfer_cy._core.binding",
     "flashinfer_cy._core.array",
     "flashinfer_cy.kernels.norm",
+    "flashinfer_cy.kernels.page",
+    "flashinfer_cy.kernels.gdn",
 ]
 
 debug = os.environ.get("FLASHINFER_CY_DEBUG_BUILD") == "1"

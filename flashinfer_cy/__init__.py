@@ -26,6 +26,9 @@ from flashinfer_cy.kernels.norm import (
     fused_add_rmsnorm,
     gemma_fused_add_rmsnorm,
 )
+from flashinfer_cy.kernels.page import append_paged_kv_cache, append_paged_mla_kv_cache
+from flashinfer_cy.kernels.paged_kv import get_batch_indices_positions, get_seq_lens
+from flashinfer_cy.kernels.gdn import gdn_prefill
 
 __version__ = "0.1.0.dev0"
 
@@ -35,4 +38,6 @@ __all__ = [
     "TensorDesc", "DeviceArray", "Binding", "load_module", "load_module_path",
     "runtime_info", "use_stream", "current_stream",
     "rmsnorm", "qk_rmsnorm", "gemma_rmsnorm", "fused_add_rmsnorm", "gemma_fused_add_rmsnorm",
+    "append_paged_kv_cache", "append_paged_mla_kv_cache", "get_batch_indices_positions",
+    "get_seq_lens", "gdn_prefill",
 ]

@@ -34,3 +34,4 @@ cdef class Object:
 cdef class Array(Object):
     pass
 cdef int compute_capability_major(int device) except -1
+cdef int multiprocessor_count(int device) except -1

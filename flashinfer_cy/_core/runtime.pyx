@@ -465,3 +465,28 @@ def _env_set_stream(int device_type, int device_id, size_t handle):
 def _env_get_stream(int device_type, int device_id):
     ensure_ffi()
     return <size_t>g_ffi.EnvGetStream(device_type, device_id)
+
+
+cdef int g_sm_count[64]  # multiprocessor count per device ordinal; 0 = not asked yet
+cdef enum:
+    CUDA_DEV_ATTR_MULTIPROCESSOR_COUNT = 16  # cudaDevAttrMultiProcessorCount
+
+
+cdef int multiprocessor_count(int device) except -1:
+    """Cached SM count of ``device`` (sizes per-SM workspaces, e.g. gdn_prefill's tensormaps)."""
+    cdef int value = 0
+    cdef int (*get_attr)(int*, int, int) noexcept nogil
+    if 0 <= device < 64 and g_sm_count[device] > 0:
+        return g_sm_count[device]
+    _load_cudart()
+    get_attr = <int (*)(int*, int, int) noexcept nogil>cudart_symbol(b"cudaDeviceGetAttribute")
+    if get_attr == NULL or get_attr(&value, CUDA_DEV_ATTR_MULTIPROCESSOR_COUNT, device) != 0 \
+            or value <= 0:
+        raise _errors.CudaError(f"cannot query the multiprocessor count of CUDA device {device}")
+    if 0 <= device < 64:
+        g_sm_count[device] = value
+    return value
+
+
+def device_multiprocessor_count(int device):
+    return multiprocessor_count(device)

@@ -11,6 +11,8 @@ means is decided per call by the binding (see ``flashinfer_cy.streams``).
 
 from libc.stdint cimport uintptr_t
 
+import numbers
+
 cdef enum StreamForm:
     FORM_PROTOCOL = 1
     FORM_TORCH = 2
@@ -18,6 +20,7 @@ cdef enum StreamForm:
     FORM_INT = 4
 
 cdef dict _form_of_type = {}
+_HANDLE_LIMIT = 1 << 64
 
 
 cdef int _classify(type tp) except -1:
@@ -27,8 +30,9 @@ cdef int _classify(type tp) except -1:
         form = FORM_TORCH
     elif hasattr(tp, "ptr"):
         form = FORM_PTR_ATTR
-    elif hasattr(tp, "__int__") or hasattr(tp, "__index__"):
-        form = FORM_INT
+    elif hasattr(tp, "__index__") or (hasattr(tp, "__int__")
+                                       and not issubclass(tp, numbers.Number)):
+        form = FORM_INT  # not numpy floats: int() would truncate them
     else:
         raise TypeError(
             f"stream: expected an int handle, an object with __cuda_stream__, a "
@@ -60,8 +64,12 @@ cdef int resolve_stream(object stream, void** out) except -1:
             value = stream.ptr
         else:
             value = int(stream)
-    if value < 0:
-        raise ValueError(f"stream: a handle must be >= 0, got {value}")
+    if type(value) is not int:
+        if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+            raise TypeError(f"stream: the handle must be an integer, got {value!r}")
+        value = value.__index__()
+    if value < 0 or value >= _HANDLE_LIMIT:
+        raise ValueError(f"stream: a handle must be >= 0 and < 2**64, got {value}")
     out[0] = <void*><uintptr_t>value
     return 0
 

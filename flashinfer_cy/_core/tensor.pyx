@@ -20,6 +20,8 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy
 
+import numbers
+
 from flashinfer_cy._abi.dlpack cimport (
     DLTensor, DLDataType, DLDevice, DLManagedTensor, DLManagedTensorVersioned,
     DLPackExchangeAPI, kDLCPU, kDLCUDA, kDLCUDAHost, kDLCUDAManaged, DLPACK_MAJOR_VERSION,
@@ -57,6 +59,8 @@ cdef str dtype_name(uint32_t key):
 cdef int parse_dtype(object dtype, DLDataType* out) except -1:
     """Accept 'float16'/'bf16'/..., numpy dtypes, torch dtypes (by name)."""
     name = dtype if isinstance(dtype, str) else getattr(dtype, "name", None) or str(dtype)
+    if not isinstance(name, str):
+        name = str(dtype)
     name = name.lower().rpartition(".")[2]  # "torch.bfloat16" -> "bfloat16"
     key = _DTYPE_ALIASES.get(name)
     if key is None:
@@ -117,13 +121,16 @@ cdef int _from_dlpack(object obj, TensorSlot* slot, str name) except -1:
     cdef DLManagedTensor* m
     versioned = _dlpack_versioned_ok.get(tp, True)
     cap = None
-    if versioned:
-        try:
-            cap = obj.__dlpack__(max_version=(DLPACK_MAJOR_VERSION, DLPACK_MINOR_VERSION))
-        except TypeError:  # pre-2023 producers: no max_version keyword
-            _dlpack_versioned_ok[tp] = False
-    if cap is None:
-        cap = obj.__dlpack__()
+    try:
+        if versioned:
+            try:
+                cap = obj.__dlpack__(max_version=(DLPACK_MAJOR_VERSION, DLPACK_MINOR_VERSION))
+            except TypeError:  # pre-2023 producers: no max_version keyword
+                _dlpack_versioned_ok[tp] = False
+        if cap is None:
+            cap = obj.__dlpack__()
+    except BufferError as exc:  # e.g. numpy object arrays: not exportable at all
+        raise TypeError(f"{name}: cannot be viewed through DLPack: {exc}") from None
     if PyCapsule_IsValid(cap, b"dltensor_versioned"):
         mv = <DLManagedTensorVersioned*>PyCapsule_GetPointer(cap, b"dltensor_versioned")
         if mv.version.major != DLPACK_MAJOR_VERSION:
@@ -159,13 +166,25 @@ cdef int _device_of_pointer(uintptr_t ptr, str name) except -1:
     return int(ordinal)
 
 
-cdef int _from_cai(object obj, dict cai, TensorSlot* slot, str name) except -1:
+cdef int _from_cai(object obj, object cai, TensorSlot* slot, str name) except -1:
+    try:
+        return _parse_cai(cai, slot, name)
+    except (TypeError, ValueError):
+        raise
+    except (AttributeError, IndexError, KeyError, OverflowError) as exc:
+        raise TypeError(f"{name}: malformed __cuda_array_interface__ {cai!r}: {exc}") from None
+
+
+cdef int _parse_cai(object cai, TensorSlot* slot, str name) except -1:
     cdef int i, nd
     cdef int64_t itemsize
+    if not isinstance(cai, dict):
+        raise TypeError(f"{name}: __cuda_array_interface__ must be a dict, got {cai!r}")
     data = cai.get("data")
     shape = cai.get("shape")
     typestr = cai.get("typestr")
-    if not data or shape is None or typestr is None:
+    if (not isinstance(data, (tuple, list)) or len(data) != 2 or not isinstance(data[0], int)
+            or not isinstance(shape, (tuple, list)) or not isinstance(typestr, str)):
         raise TypeError(f"{name}: malformed __cuda_array_interface__ {cai!r}")
     key = _TYPESTR.get(typestr)
     if key is None:
@@ -173,6 +192,15 @@ cdef int _from_cai(object obj, dict cai, TensorSlot* slot, str name) except -1:
     nd = len(shape)
     if nd > MAX_NDIM:
         raise ValueError(f"{name}: at most {MAX_NDIM} dimensions are supported")
+    for i in range(nd):
+        if not isinstance(shape[i], int) or shape[i] < 0:
+            raise ValueError(f"{name}: __cuda_array_interface__ sizes must be ints >= 0, "
+                             f"got shape {shape!r}")
+    strides = cai.get("strides")
+    if strides is not None and (not isinstance(strides, (tuple, list)) or len(strides) != nd
+                                or not all(isinstance(st, int) for st in strides)):
+        raise TypeError(f"{name}: __cuda_array_interface__ strides must be a tuple of {nd} "
+                        f"ints or None, got {strides!r}")
     slot.dl.data = <void*><uintptr_t>data[0]
     slot.dl.ndim = nd
     slot.dl.dtype.code = <uint8_t>(key >> 16)
@@ -182,7 +210,6 @@ cdef int _from_cai(object obj, dict cai, TensorSlot* slot, str name) except -1:
     slot.dl.shape = slot.shape
     for i in range(nd):
         slot.shape[i] = shape[i]
-    strides = cai.get("strides")
     itemsize = slot.dl.dtype.bits // 8
     if strides is None:
         slot.dl.strides = NULL
@@ -198,6 +225,9 @@ cdef int _from_cai(object obj, dict cai, TensorSlot* slot, str name) except -1:
     slot.dl.device.device_id = _device_of_pointer(<uintptr_t>data[0], name) if data[0] else 0
     stream = cai.get("stream")
     if stream is not None:
+        if not isinstance(stream, int) or stream < 0:
+            raise ValueError(f"{name}: __cuda_array_interface__ stream must be a handle >= 0, "
+                             f"got {stream!r}")
         slot.producer_stream = <void*><uintptr_t>stream
         slot.has_producer_stream = 1
     slot.source = SRC_CAI
@@ -358,6 +388,35 @@ cdef void _capsule_destructor(object cap) noexcept:
 
 _DEVICE_TYPES = {"cuda": kDLCUDA, "cpu": kDLCPU, "cuda_host": kDLCUDAHost,
                  "cuda_managed": kDLCUDAManaged}
+# TVM-FFI's per-thread stream table is indexed by the device ordinal (see streams.py).
+_MAX_DEVICES = 1 << 16
+_INT64_LIMIT = 1 << 63
+_ADDRESS_LIMIT = 1 << 64
+
+
+cdef object _integer(object value, str what):
+    """``value`` as a Python int when it is one (or has ``__index__``: numpy integers);
+    never a bool, float or string, which ``int()`` would truncate or parse."""
+    if type(value) is int:
+        return value
+    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+        raise TypeError(f"{what}: expected an integer, got {type(value).__name__} {value!r}")
+    return value.__index__()
+
+
+cdef uintptr_t _address(object ptr) except? 0:
+    """An int, an object with ``__index__``, or an address wrapper with ``__int__``
+    (cuda.bindings ``CUdeviceptr``); never None, a bool, float or string."""
+    if type(ptr) is not int:
+        tp = type(ptr)
+        if (ptr is None or isinstance(ptr, (bool, str, bytes))
+                or (isinstance(ptr, numbers.Number) and not isinstance(ptr, numbers.Integral))
+                or not (hasattr(tp, "__index__") or hasattr(tp, "__int__"))):
+            raise TypeError(f"ptr: expected an integer address, got {tp.__name__} {ptr!r}")
+        ptr = ptr.__index__() if hasattr(tp, "__index__") else int(ptr)
+    if ptr < 0 or ptr >= _ADDRESS_LIMIT:
+        raise ValueError(f"ptr: expected an address 0 <= ptr < 2**64, got {ptr}")
+    return <uintptr_t>ptr
 
 
 cdef class TensorDesc:
@@ -371,39 +430,48 @@ cdef class TensorDesc:
     (e.g. at the next buffer of a ring) without rebuilding it.
     """
 
-    def __init__(self, ptr, shape, dtype, strides=None, int device=0,
+    def __init__(self, ptr, shape, dtype, strides=None, device=0,
                  device_type="cuda", owner=None):
         cdef int i, nd
-        if ptr is None:
-            raise TypeError("ptr: expected an integer address, got None")
-        shape = tuple(shape)
+        cdef uintptr_t address = _address(ptr)
+        if isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__"):
+            raise TypeError(f"shape: expected a sequence of sizes, got {shape!r}")
+        shape = tuple(_integer(n, "shape") for n in shape)
         nd = len(shape)
         if nd > MAX_NDIM:
             raise ValueError(f"shape: at most {MAX_NDIM} dimensions are supported, got {nd}")
         for i in range(nd):
-            if shape[i] < 0:
-                raise ValueError(f"shape: sizes must be >= 0, got {shape}")
+            if not 0 <= shape[i] < _INT64_LIMIT:
+                raise ValueError(f"shape: sizes must be >= 0 and < 2**63, got {shape}")
             self._shape[i] = shape[i]
         if strides is not None:
-            strides = tuple(strides)
+            if isinstance(strides, (str, bytes)) or not hasattr(strides, "__iter__"):
+                raise TypeError(f"strides: expected a sequence of strides, got {strides!r}")
+            strides = tuple(_integer(st, "strides") for st in strides)
             if len(strides) != nd:
                 raise ValueError(f"strides: expected {nd} entries (one per dimension), "
                                  f"got {len(strides)}")
             for i in range(nd):
+                if not -_INT64_LIMIT <= strides[i] < _INT64_LIMIT:
+                    raise ValueError(f"strides: must fit in int64, got {strides}")
                 self._strides[i] = strides[i]
         else:
             acc = 1
             for i in range(nd - 1, -1, -1):
+                if acc >= _INT64_LIMIT:
+                    raise ValueError(f"shape: {shape} has too many elements for int64 strides")
                 self._strides[i] = acc
                 acc *= max(shape[i], 1)
-        dt = _DEVICE_TYPES.get(device_type)
+        dt = _DEVICE_TYPES.get(device_type) if isinstance(device_type, str) else None
         if dt is None:
             raise ValueError(f"device_type: expected one of {sorted(_DEVICE_TYPES)}, "
                              f"got {device_type!r}")
-        if device < 0:
-            raise ValueError(f"device: expected a device ordinal >= 0, got {device}")
+        device = _integer(device, "device")
+        if not 0 <= device < _MAX_DEVICES:
+            raise ValueError(f"device: expected a device ordinal 0 <= device < {_MAX_DEVICES}, "
+                             f"got {device}")
         parse_dtype(dtype, &self.dl.dtype)
-        self.dl.data = <void*><uintptr_t>int(ptr)
+        self.dl.data = <void*>address
         self.dl.device.device_type = dt
         self.dl.device.device_id = device
         self.dl.ndim = nd
@@ -414,7 +482,7 @@ cdef class TensorDesc:
 
     def set_ptr(self, ptr):
         """Point the descriptor at another buffer of the same shape and dtype."""
-        self.dl.data = <void*><uintptr_t>int(ptr)
+        self.dl.data = <void*>_address(ptr)
 
     @property
     def ptr(self):

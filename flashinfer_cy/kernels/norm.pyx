@@ -14,12 +14,13 @@ kernels assume (a misaligned row would otherwise be a CUDA fault, not an error).
 """
 
 from libc.math cimport isfinite
-from libc.stdint cimport int64_t, uint32_t, uintptr_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t, uintptr_t
 
 from flashinfer_cy._abi.tvm_ffi cimport TVMFFIAny
 from flashinfer_cy._core.binding cimport (Binding, CallFrame, frame_init, frame_release,
                                           set_float, set_bool)
 from flashinfer_cy._core.runtime cimport compute_capability_major
+from flashinfer_cy._core.stream cimport resolve_stream
 from flashinfer_cy._core.tensor cimport (
     TensorSlot, DT_F16, DT_BF16, check_cuda, check_dtype, check_same_dtype, check_ndim,
     check_dim, check_last_contiguous, check_same_shape, check_same_device, describe)
@@ -43,7 +44,11 @@ cdef int64_t UINT32_LIMIT = 1 << 32  # the kernels take sizes and strides as uin
 cdef double _as_eps(object eps) except? -1.0:
     if isinstance(eps, bool) or not isinstance(eps, (int, float)):
         raise TypeError(f"eps: expected a float, got {type(eps).__name__} {eps!r}")
-    cdef double v = eps
+    cdef double v
+    try:
+        v = eps
+    except OverflowError:  # an int beyond the float range
+        raise ValueError(f"eps: expected a finite number > 0, got {eps!r}") from None
     if not isfinite(v) or v <= 0.0:
         raise ValueError(f"eps: expected a finite number > 0, got {eps!r}")
     return v
@@ -51,9 +56,12 @@ cdef double _as_eps(object eps) except? -1.0:
 
 cdef int _check_vector_layout(TensorSlot* s, str name, int64_t hidden) except -1:
     """The kernels load ``gcd(16 / itemsize, hidden)`` elements per vector access from every
-    row start, so each row start must be aligned to that many elements."""
+    row start, so each row start must be aligned to that many elements. They also form every
+    element offset (row * stride + column) and the row count in uint32 arithmetic: a tensor
+    spanning 2**32 elements or more would wrap around silently, so it is refused."""
     cdef int64_t vec = 8  # 16 bytes of 2-byte items
     cdef int i
+    cdef uint64_t span = 0, rows = 1
     while hidden % vec:
         vec //= 2
     if (<uintptr_t>s.dl.data) % (vec * 2):
@@ -65,12 +73,45 @@ cdef int _check_vector_layout(TensorSlot* s, str name, int64_t hidden) except -1
                              f"non-negative multiple of {vec} elements, got {describe(s)}")
         if s.dl.strides[i] >= UINT32_LIMIT or s.dl.shape[i] >= UINT32_LIMIT:
             raise ValueError(f"{name}: sizes and strides must be < 2**32, got {describe(s)}")
+        rows *= <uint64_t>s.dl.shape[i]  # each < 2**32 and at most two leading dims: no wrap
+        if s.dl.shape[i] > 1:
+            span += <uint64_t>(s.dl.shape[i] - 1) * <uint64_t>s.dl.strides[i]
+    if s.dl.ndim > 0 and s.dl.shape[s.dl.ndim - 1] > 0:
+        span += <uint64_t>s.dl.shape[s.dl.ndim - 1] - 1
+    if span >= <uint64_t>UINT32_LIMIT or rows >= <uint64_t>UINT32_LIMIT:
+        raise ValueError(f"{name}: the kernel addresses elements with 32-bit offsets; this "
+                         f"tensor spans {span + 1} elements in {rows} rows (both must be "
+                         f"< 2**32), got {describe(s)}")
+    return 0
+
+
+cdef int _check_rows_disjoint(TensorSlot* s, str name) except -1:
+    """A tensor the kernel writes: rows one stride apart must not overlap (a stride below the
+    row length, 0 included, makes blocks race on the same elements)."""
+    cdef int i
+    cdef int64_t hidden = s.dl.shape[s.dl.ndim - 1]
+    for i in range(s.dl.ndim - 1):
+        if s.dl.shape[i] > 1 and s.dl.strides[i] < hidden:
+            raise ValueError(f"{name}: is written, so its rows must not overlap: stride "
+                             f"{s.dl.strides[i]} of dimension {i} is below the row length "
+                             f"{hidden}, got {describe(s)}")
     return 0
 
 
 cdef bint _pdl_default(TensorSlot* s) except -1:
     # FlashInfer's own default: programmatic dependent launch on sm_90 and newer.
     return compute_capability_major(s.dl.device.device_id) >= 9
+
+
+cdef int _pdl_flag(object enable_pdl) except -2:
+    """``enable_pdl`` as 0 or 1, or -1 for the default; anything else is a TypeError."""
+    if enable_pdl is None:
+        return -1
+    if isinstance(enable_pdl, int) and (enable_pdl == 0 or enable_pdl == 1):  # bool too
+        return enable_pdl == 1
+    if type(enable_pdl).__module__ == "numpy" and type(enable_pdl).__name__ in ("bool", "bool_"):
+        return bool(enable_pdl)
+    raise TypeError(f"enable_pdl: expected True, False or None, got {enable_pdl!r}")
 
 
 cdef int _check_input(TensorSlot* s, str name, int ndim_lo, int ndim_hi) except -1:
@@ -128,10 +169,15 @@ cdef int _launch(Binding b, CallFrame* f, TensorSlot* x, double eps, object enab
                  object stream) except -1:
     """eps and enable_pdl are the last two arguments of every norm export."""
     cdef TVMFFIAny result
+    cdef void* handle = NULL
+    cdef int pdl = _pdl_flag(enable_pdl)
+    if stream is not None:
+        # Checked even when there is nothing to do, and before the PDL default asks CUDA.
+        resolve_stream(stream, &handle)
     if _rows(x) == 0:
         return 0  # nothing to normalise; the kernel would reject an empty grid
     set_float(f, 3, eps)
-    set_bool(f, 4, _pdl_default(x) if enable_pdl is None else bool(enable_pdl))
+    set_bool(f, 4, _pdl_default(x) if pdl < 0 else pdl)
     return b.invoke(f, stream, &result)
 
 
@@ -155,6 +201,7 @@ cdef object _norm_out_of_place(Binding b, object input, object weight, object ep
                                     x.dl.device.device_id,
                                     <uintptr_t>handle if handle != NULL else stream)
         _pack_like_input(b, &f, 0, out, "out", x)
+        _check_rows_disjoint(&f.slots[0], "out")
         _launch(b, &f, x, eps_v, enable_pdl, stream)
         return out
     finally:
@@ -169,7 +216,9 @@ cdef object _norm_fused_add(Binding b, object input, object residual, object wei
     frame_init(&f, 5)
     try:
         x = _pack_input(b, &f, 0, input, 2)
+        _check_rows_disjoint(x, "input")
         _pack_like_input(b, &f, 1, residual, "residual", x)
+        _check_rows_disjoint(&f.slots[1], "residual")
         b.tensor(&f, 2, weight)
         _check_weight(&f.slots[2], x, "input")
         _launch(b, &f, x, eps_v, enable_pdl, stream)

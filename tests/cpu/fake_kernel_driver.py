@@ -1,0 +1,172 @@
+"""Run flashinfer_cy's page and gdn APIs against the CPU stand-in kernels (fake_page_gdn.cc).
+
+Executed in a subprocess by test_page_gdn_call_path.py (registering a stand-in under the real
+module URIs must not leak into other tests' processes):
+
+    python fake_kernel_driver.py <kernel dir> <scenario>
+
+(``<kernel dir>/<uri>/<uri>.so`` for uri ``page`` and ``gdn_prefill_sm90``, both the stand-in.)
+
+Host numpy buffers are described to flashinfer_cy as CUDA tensors; the stand-ins work on them
+in place. Page scenarios reuse the GPU test's page-table builder and expectations
+(tests/gpu/test_page.py), so those are checked here too.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "gpu"))
+
+import flashinfer_cy as fc  # noqa: E402
+from flashinfer_cy._core import runtime  # noqa: E402
+
+
+def aligned(shape, np_dtype, align=64):
+    """A C-contiguous host array whose data is ``align``-byte aligned (kernels' rule)."""
+    n = int(np.prod(shape)) * np.dtype(np_dtype).itemsize
+    raw = np.zeros(n + align, np.uint8)
+    start = -raw.ctypes.data % align
+    return raw[start:start + n].view(np_dtype).reshape(shape)
+
+
+def cuda_view(arr, dtype, shape=None, strides=None, byte_offset=0):
+    """``arr``'s memory described as a CUDA tensor (strides in elements)."""
+    item = arr.dtype.itemsize
+    return fc.TensorDesc(arr.ctypes.data + byte_offset, arr.shape if shape is None else shape,
+                         dtype, strides=strides or tuple(s // item for s in arr.strides),
+                         device_type="cuda", owner=arr)
+
+
+def put(x):
+    out = aligned(x.shape, x.dtype)
+    out[...] = x
+    return out
+
+
+def index_views(batch):
+    return [cuda_view(put(batch[n]), "int32") for n in
+            ("batch_indices", "positions", "kv_indices", "kv_indptr", "kv_last_page_len")]
+
+
+def scenario_page_mha():
+    from test_page import build_batch, page_shape, random_bits, scatter
+
+    rng = np.random.default_rng(7)
+    for layout in ("NHD", "HND"):
+        for dtype in ("float16", "bfloat16", "float8_e4m3fn"):
+            for head_dim, heads, page_size in ((64, 8, 1), (128, 4, 5), (256, 2, 16)):
+                batch = build_batch(rng, page_size)
+                shape = (batch["num_pages"],) + page_shape(layout, page_size, heads, head_dim)
+                k0, v0 = random_bits(rng, shape, dtype), random_bits(rng, shape, dtype)
+                rows = random_bits(rng, (batch["nnz"], 2 * heads, head_dim), dtype)
+                kc, vc, r = put(k0), put(v0), put(rows)
+                item = rows.dtype.itemsize
+                row_strides = (2 * heads * head_dim, head_dim, 1)  # K | V column halves
+                key = cuda_view(r, dtype, (batch["nnz"], heads, head_dim), row_strides)
+                value = cuda_view(r, dtype, (batch["nnz"], heads, head_dim), row_strides,
+                                  heads * head_dim * item)
+                idx = index_views(batch)
+                fc.append_paged_kv_cache(key, value, idx[0], idx[1], cuda_view(kc, dtype),
+                                         cuda_view(vc, dtype), *idx[2:], kv_layout=layout)
+                what = f"{layout} {dtype} {heads}x{head_dim} page {page_size}"
+                np.testing.assert_array_equal(kc, scatter(k0, rows[:, :heads], batch, layout),
+                                              err_msg=what)
+                np.testing.assert_array_equal(vc, scatter(v0, rows[:, heads:], batch, layout),
+                                              err_msg=what)
+
+
+def scenario_page_mla():
+    from test_page import build_batch, random_bits
+
+    rng = np.random.default_rng(8)
+    for dtype in ("float16", "bfloat16"):
+        for page_size in (1, 7, 64):
+            batch = build_batch(rng, page_size)
+            n = batch["num_pages"]
+            ckv0 = random_bits(rng, (n, page_size, 512), dtype)
+            kpe0 = random_bits(rng, (n, page_size, 64), dtype)
+            fused = random_bits(rng, (batch["nnz"], 576), dtype)
+            ckv, kpe, f = put(ckv0), put(kpe0), put(fused)
+            rows_ckv = cuda_view(f, dtype, (batch["nnz"], 512), (576, 1))
+            rows_kpe = cuda_view(f, dtype, (batch["nnz"], 64), (576, 1), 512 * 2)
+            idx = index_views(batch)
+            fc.append_paged_mla_kv_cache(rows_ckv, rows_kpe, idx[0], idx[1],
+                                         cuda_view(ckv, dtype), cuda_view(kpe, dtype), *idx[2:])
+            ckv0[batch["page"], batch["slot"]] = fused[:, :512]
+            kpe0[batch["page"], batch["slot"]] = fused[:, 512:]
+            np.testing.assert_array_equal(ckv, ckv0, err_msg=f"ckv {dtype} page {page_size}")
+            np.testing.assert_array_equal(kpe, kpe0, err_msg=f"kpe {dtype} page {page_size}")
+
+
+def scenario_gdn():
+    # Stand in for an sm_90 device with 4 SMs: the workspace must be >= 4 * 128 bytes.
+    runtime.device_compute_capability_major = lambda device: 9
+    runtime.device_multiprocessor_count = lambda device: 4
+    n, seqs = 10, 2
+    for heads, options in (((4, 4, 4), False), ((6, 2, 2), True), ((2, 2, 4), True)):
+        hq, hk, hv = heads
+        h = max(hq, hv)
+        bufs = dict(q=aligned((n, hq, 128), np.uint16), k=aligned((n, hk, 128), np.uint16),
+                    v=aligned((n, hv, 128), np.uint16), cu_seqlens=aligned((seqs + 1,), np.int64),
+                    output=aligned((n, h, 128), np.uint16),
+                    output_state=aligned((seqs, h, 128, 128), np.float32),
+                    workspace=aligned((4 * 128,), np.uint8))
+        dtypes = dict(q="bfloat16", k="bfloat16", v="bfloat16", output="bfloat16",
+                      cu_seqlens="int64", workspace="uint8")
+        if options:
+            bufs.update(initial_state=aligned((seqs, h, 128, 128), np.float32),
+                        alpha=aligned((n, h), np.float32), beta=aligned((n, h), np.float32))
+        views = {k: cuda_view(b, dtypes.get(k, "float32")) for k, b in bufs.items()}
+        scale = 0.3 if options else 0.0
+        out = fc.gdn_prefill(views.pop("q"), views.pop("k"), views.pop("v"),
+                             views.pop("cu_seqlens"), scale=scale, **views)
+        assert out[0] is not None and out[1] is not None
+        record = bufs["workspace"][:96].view(np.int64)
+        order = ("output", "output_state", "q", "k", "v", "cu_seqlens", "initial_state",
+                 "alpha", "beta")
+        for slot, name in enumerate(order):
+            want = bufs[name].ctypes.data if name in bufs else 0
+            assert record[slot] == want, f"{heads}: argument {slot} is not {name}"
+        assert record[9:10].view(np.float64)[0] == scale, f"scale arrived as {record[9:10]}"
+        assert record[10] == bufs["workspace"].ctypes.data and record[11] == 4 * 128
+
+
+def scenario_gdn_workspace_too_small():
+    runtime.device_compute_capability_major = lambda device: 9
+    runtime.device_multiprocessor_count = lambda device: 132
+    q = cuda_view(aligned((4, 1, 128), np.uint16), "float16")
+    cu = cuda_view(aligned((2,), np.int64), "int64")
+    try:
+        fc.gdn_prefill(q, q, q, cu, output=q,
+                       output_state=cuda_view(aligned((1, 1, 128, 128), np.float32), "float32"),
+                       workspace=cuda_view(aligned((132 * 128 - 64,), np.uint8), "uint8"))
+    except ValueError as exc:
+        assert "at least 16896 bytes" in str(exc), exc
+    else:
+        raise AssertionError("an undersized workspace was accepted")
+
+
+def scenario_gdn_other_arch():
+    runtime.device_compute_capability_major = lambda device: 10
+    q = cuda_view(aligned((4, 1, 128), np.uint16), "float16")
+    cu = cuda_view(aligned((2,), np.int64), "int64")
+    try:
+        fc.gdn_prefill(q, q, q, cu)
+    except fc.UnsupportedDeviceError as exc:
+        assert "sm_90" in str(exc) and "sm_10x" in str(exc), exc
+    else:
+        raise AssertionError("sm_100 was accepted")
+
+
+if __name__ == "__main__":
+    kernel_dir, scenario = Path(sys.argv[1]), sys.argv[2]
+    # No CUDA runtime: calls then leave the current device alone (there is none to set).
+    runtime._load_cudart = lambda: None
+    for uri in ("page", "gdn_prefill_sm90"):
+        fc.load_module_path(kernel_dir / uri / f"{uri}.so", uri=uri)
+    globals()[f"scenario_{scenario}"]()
+    print("ok")
