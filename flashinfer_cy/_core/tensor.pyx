@@ -419,6 +419,16 @@ cdef uintptr_t _address(object ptr) except? 0:
     return <uintptr_t>ptr
 
 
+cdef int _check_item_aligned(uintptr_t address, DLDataType dtype) except -1:
+    """Every kernel loads whole items: a pointer between two items is a CUDA fault
+    (misaligned address), which poisons the context, not an error."""
+    cdef uintptr_t item = (dtype.bits * dtype.lanes) // 8
+    if item > 1 and address % item:
+        raise ValueError(f"ptr: {address:#x} is not aligned to the {item}-byte items of "
+                         f"{dtype_name(dtype_key(dtype))}")
+    return 0
+
+
 cdef class TensorDesc:
     """A tensor described by a raw pointer: ``TensorDesc(ptr, shape, dtype, strides=None,
     device=0, device_type="cuda", owner=None)``.
@@ -471,6 +481,7 @@ cdef class TensorDesc:
             raise ValueError(f"device: expected a device ordinal 0 <= device < {_MAX_DEVICES}, "
                              f"got {device}")
         parse_dtype(dtype, &self.dl.dtype)
+        _check_item_aligned(address, self.dl.dtype)
         self.dl.data = <void*>address
         self.dl.device.device_type = dt
         self.dl.device.device_id = device
@@ -482,7 +493,9 @@ cdef class TensorDesc:
 
     def set_ptr(self, ptr):
         """Point the descriptor at another buffer of the same shape and dtype."""
-        self.dl.data = <void*>_address(ptr)
+        cdef uintptr_t address = _address(ptr)
+        _check_item_aligned(address, self.dl.dtype)
+        self.dl.data = <void*>address
 
     @property
     def ptr(self):

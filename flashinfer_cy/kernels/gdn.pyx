@@ -58,7 +58,12 @@ cdef int64_t INT32_LIMIT = 1 << 31
 cdef double _as_scale(object scale) except? -1.0:
     if isinstance(scale, bool) or not isinstance(scale, (int, float)):
         raise TypeError(f"scale: expected a float, got {type(scale).__name__} {scale!r}")
-    cdef double v = scale
+    cdef double v
+    try:
+        v = scale
+    except OverflowError:  # an int beyond the float range
+        raise ValueError(f"scale: expected a finite number (0.0 = 1/sqrt(head_size)), "
+                         f"got {scale!r}") from None
     if not isfinite(v):
         raise ValueError(f"scale: expected a finite number (0.0 = 1/sqrt(head_size)), "
                          f"got {scale!r}")
