@@ -5,7 +5,10 @@
 #   tools/gpu_session.sh [pytest args...]      (from the repo root; OUT defaults to ./gpu-out)
 #
 # Carried (git-ignored) inputs: .carry/*.whl (apache-tvm-ffi for this Python; flashinfer-python
-# 0.6.3 as the benchmark peer) and .kernels/<uri>/<uri>.so (tools/build_kernels.py output).
+# 0.6.3, which is both the kernel sources and the benchmark peer; platformdirs/filelock/tqdm).
+# Kernel modules: KERNELS=build (default) builds every module the tests use with
+# tools/build_kernels.py on this machine's cores into .kernels-gpu/ (kept while the machine
+# stays warm; --skip-existing reuses them); KERNELS=carried uses the carried .kernels/.
 set -uo pipefail
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
@@ -20,10 +23,20 @@ stamp "install carried wheels"
 python3 -m pip install -q --no-deps --no-index .carry/*.whl 2>&1 | grep -v WARNING
 python3 -c "import torch; print('torch', torch.__version__, 'exchange api:', hasattr(torch.Tensor, '__dlpack_c_exchange_api__'))"
 
+if [ "${KERNELS:-build}" = build ]; then
+  stamp "build kernel modules (tools/build_kernels.py @all, $(nproc) jobs)"
+  python3 tools/build_kernels.py @all --out .kernels-gpu --skip-existing --verify -j "$(nproc)" \
+    --work-dir /tmp/fcy-kbuild --status-file "$OUT/kernel_build_status.txt" > "$OUT/kernel_build.jsonl" 2> "$OUT/kernel_build.err"
+  echo "build_kernels rc=$?"; tail -3 "$OUT/kernel_build.err"; cat "$OUT/kernel_build_status.txt"
+  KDIR=$PWD/.kernels-gpu
+else
+  KDIR=$PWD/.kernels
+fi
+
 stamp "build extensions"
 FLASHINFER_CY_CYTHON_JOBS=16 python3 setup.py -q build_ext --inplace -j 16 > "$OUT/build.log" 2>&1 \
   || { tail -40 "$OUT/build.log"; exit 1; }
-export PYTHONPATH=$PWD FLASHINFER_CY_KERNEL_DIR=$PWD/.kernels
+export PYTHONPATH=$PWD FLASHINFER_CY_KERNEL_DIR=$KDIR
 
 # flashinfer-python (the peer) finds the same modules through a jit-cache shim, so it never
 # JIT-compiles during the benchmark.
@@ -31,7 +44,7 @@ mkdir -p /tmp/fjc/flashinfer_jit_cache
 cat > /tmp/fjc/flashinfer_jit_cache/__init__.py <<PY
 __version__ = "0.6.3+local"
 def get_jit_cache_dir():
-    return "$PWD/.kernels"
+    return "$KDIR"
 PY
 export PEER_PYTHONPATH=/tmp/fjc
 
@@ -47,4 +60,8 @@ for b in tools/bench_*.py; do
   PYTHONPATH=$PWD:/tmp/fjc FLASHINFER_DISABLE_VERSION_CHECK=1 \
     timeout 240 python3 "$b" ${BENCH_ARGS:-} --json "$OUT/$(basename "$b" .py).json" 2>&1 | tail -25
 done
+if [ -x tools/sanitize.sh ] && [ "${SANITIZE:-1}" = 1 ]; then
+  stamp "compute-sanitizer"
+  OUT=$OUT timeout 200 tools/sanitize.sh 2>&1 | tail -15
+fi
 stamp "done"
