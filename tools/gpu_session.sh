@@ -11,8 +11,11 @@
 # stays warm; --skip-existing reuses them); KERNELS=carried uses the carried .kernels/.
 set -uo pipefail
 OUT=${OUT:-$PWD/gpu-out}
+# Everything is written under $LOGS; at the end the two main logs are copied to $OUT and
+# the rest packed into $OUT/logs.tgz (the device tool brings back at most 8 files).
+LOGS=$(mktemp -d /tmp/fcy-logs.XXXX)
 mkdir -p "$OUT"
-exec > >(tee "$OUT/session.log") 2>&1
+exec > >(tee "$LOGS/session.log") 2>&1
 t0=$(date +%s)
 stamp() { echo "=== [$(( $(date +%s) - t0 ))s] $*"; }
 
@@ -26,16 +29,16 @@ python3 -c "import torch; print('torch', torch.__version__, 'exchange api:', has
 if [ "${KERNELS:-build}" = build ]; then
   stamp "build kernel modules (tools/build_kernels.py @all, $(nproc) jobs)"
   python3 tools/build_kernels.py @all --out .kernels-gpu --skip-existing --verify -j "$(nproc)" \
-    --work-dir /tmp/fcy-kbuild --status-file "$OUT/kernel_build_status.txt" > "$OUT/kernel_build.jsonl" 2> "$OUT/kernel_build.err"
-  echo "build_kernels rc=$?"; tail -3 "$OUT/kernel_build.err"; cat "$OUT/kernel_build_status.txt"
+    --work-dir /tmp/fcy-kbuild --status-file "$LOGS/kernel_build_status.txt" > "$LOGS/kernel_build.jsonl" 2> "$LOGS/kernel_build.err"
+  echo "build_kernels rc=$?"; tail -3 "$LOGS/kernel_build.err"; cat "$LOGS/kernel_build_status.txt"
   KDIR=$PWD/.kernels-gpu
 else
   KDIR=$PWD/.kernels
 fi
 
 stamp "build extensions"
-FLASHINFER_CY_CYTHON_JOBS=16 python3 setup.py -q build_ext --inplace -j 16 > "$OUT/build.log" 2>&1 \
-  || { tail -40 "$OUT/build.log"; exit 1; }
+FLASHINFER_CY_CYTHON_JOBS=16 python3 setup.py -q build_ext --inplace -j 16 > "$LOGS/build.log" 2>&1 \
+  || { tail -40 "$LOGS/build.log"; exit 1; }
 export PYTHONPATH=$PWD FLASHINFER_CY_KERNEL_DIR=$KDIR
 
 # flashinfer-python (the peer) finds the same modules through a jit-cache shim, so it never
@@ -52,16 +55,18 @@ stamp "doctor"
 python3 -m flashinfer_cy doctor --require-gpu
 
 stamp "tests"
-python3 -m pytest tests -q -rs -p no:cacheprovider "$@" > "$OUT/pytest.txt" 2>&1
-echo "pytest rc=$?"; tail -30 "$OUT/pytest.txt"
+python3 -m pytest tests -q -rs -p no:cacheprovider "$@" > "$LOGS/pytest.txt" 2>&1
+echo "pytest rc=$?"; tail -30 "$LOGS/pytest.txt"
 
 for b in tools/bench_*.py; do
   stamp "benchmark $b"
   PYTHONPATH=$PWD:/tmp/fjc FLASHINFER_DISABLE_VERSION_CHECK=1 \
-    timeout 240 python3 "$b" ${BENCH_ARGS:-} --json "$OUT/$(basename "$b" .py).json" 2>&1 | tail -25
+    timeout 240 python3 "$b" ${BENCH_ARGS:-} --json "$LOGS/$(basename "$b" .py).json" 2>&1 | tail -25
 done
 if [ -x tools/sanitize.sh ] && [ "${SANITIZE:-1}" = 1 ]; then
   stamp "compute-sanitizer"
-  OUT=$OUT timeout 200 tools/sanitize.sh 2>&1 | tail -15
+  OUT=$LOGS/sanitizer timeout 200 tools/sanitize.sh 2>&1 | tail -15
 fi
 stamp "done"
+cp "$LOGS/session.log" "$LOGS/pytest.txt" "$OUT/" 2>/dev/null
+tar czf "$OUT/logs.tgz" -C "$LOGS" .
