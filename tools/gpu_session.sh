@@ -11,11 +11,11 @@
 # stays warm; --skip-existing reuses them); KERNELS=carried uses the carried .kernels/.
 set -uo pipefail
 OUT=${OUT:-$PWD/gpu-out}
-# Everything is written under $LOGS; at the end the two main logs are copied to $OUT and
-# the rest packed into $OUT/logs.tgz (the device tool brings back at most 8 files).
+# session.log and pytest.txt are written to $OUT as they go; every other log goes to $LOGS,
+# packed into $OUT/logs.tgz at the end (the device tool brings back at most 8 files).
 LOGS=$(mktemp -d /tmp/fcy-logs.XXXX)
 mkdir -p "$OUT"
-exec > >(tee "$LOGS/session.log") 2>&1
+exec > >(tee "$OUT/session.log") 2>&1  # written as it goes: survives a timeout
 t0=$(date +%s)
 stamp() { echo "=== [$(( $(date +%s) - t0 ))s] $*"; }
 
@@ -55,18 +55,18 @@ stamp "doctor"
 python3 -m flashinfer_cy doctor --require-gpu
 
 stamp "tests"
-python3 -m pytest tests -q -rs -p no:cacheprovider "$@" > "$LOGS/pytest.txt" 2>&1
-echo "pytest rc=$?"; tail -30 "$LOGS/pytest.txt"
+python3 -m pytest tests -q -rs -p no:cacheprovider "$@" > "$OUT/pytest.txt" 2>&1
+echo "pytest rc=$?"; tail -30 "$OUT/pytest.txt"
 
 for b in tools/bench_*.py; do
   stamp "benchmark $b"
   PYTHONPATH=$PWD:/tmp/fjc FLASHINFER_DISABLE_VERSION_CHECK=1 \
-    timeout 240 python3 "$b" ${BENCH_ARGS:-} --json "$LOGS/$(basename "$b" .py).json" 2>&1 | tail -25
+    timeout ${BENCH_TIMEOUT:-150} python3 "$b" ${BENCH_ARGS:-} --json "$LOGS/$(basename "$b" .py).json" 2>&1 | tail -25
 done
 if [ -x tools/sanitize.sh ] && [ "${SANITIZE:-1}" = 1 ]; then
   stamp "compute-sanitizer"
-  OUT=$LOGS/sanitizer timeout 200 tools/sanitize.sh 2>&1 | tail -15
+  OUT=$LOGS/sanitizer timeout ${SANITIZE_TIMEOUT:-150} tools/sanitize.sh 2>&1 | tail -15
 fi
 stamp "done"
-cp "$LOGS/session.log" "$LOGS/pytest.txt" "$OUT/" 2>/dev/null
+cp "$LOGS/session.log" "$OUT/pytest.txt" "$OUT/" 2>/dev/null
 tar czf "$OUT/logs.tgz" -C "$LOGS" .
