@@ -34,6 +34,9 @@ MODULES = [
     "flashinfer_cy._core.binding",
     "flashinfer_cy._core.array",
     "flashinfer_cy.kernels.norm",
+    "flashinfer_cy._core.pinned",
+    "flashinfer_cy.kernels.attention",
+    "flashinfer_cy.kernels.batch_attention",
     "flashinfer_cy.kernels.page",
     "flashinfer_cy.kernels.gdn",
 ]

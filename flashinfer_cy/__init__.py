@@ -30,6 +30,16 @@ from flashinfer_cy.kernels.page import append_paged_kv_cache, append_paged_mla_k
 from flashinfer_cy.kernels.paged_kv import get_batch_indices_positions, get_seq_lens
 from flashinfer_cy.kernels.gdn import gdn_prefill
 
+from flashinfer_cy.errors import PlanMismatchError, StreamCaptureError
+from flashinfer_cy.kernels.attention import single_decode, single_prefill
+from flashinfer_cy.kernels.batch_attention import (
+    BatchDecodeWithPagedKVCache,
+    BatchPrefillWithPagedKVCache,
+    BatchPrefillWithRaggedKVCache,
+    Plan,
+    PreparedRun,
+)
+
 __version__ = "0.1.0.dev0"
 
 __all__ = [
@@ -40,4 +50,7 @@ __all__ = [
     "rmsnorm", "qk_rmsnorm", "gemma_rmsnorm", "fused_add_rmsnorm", "gemma_fused_add_rmsnorm",
     "append_paged_kv_cache", "append_paged_mla_kv_cache", "get_batch_indices_positions",
     "get_seq_lens", "gdn_prefill",
+    "PlanMismatchError", "StreamCaptureError", "single_decode", "single_prefill",
+    "BatchDecodeWithPagedKVCache", "BatchPrefillWithPagedKVCache",
+    "BatchPrefillWithRaggedKVCache", "Plan", "PreparedRun",
 ]

@@ -94,6 +94,12 @@ class PlanMismatchError(FlashInferError, ValueError):
     """``run()`` arguments do not match the plan they are run against."""
 
 
+class StreamCaptureError(FlashInferError, RuntimeError):
+    """A host-side step that cannot be captured into a CUDA graph (``plan()``: it fills
+    page-locked memory on the host and enqueues a copy) was called while a capture was
+    active. Plan before capturing; only ``run()`` belongs inside the graph."""
+
+
 class ArtifactError(FlashInferError):
     """Base class for kernel-artifact (wheel download, cache, extraction) problems."""
 

@@ -1,0 +1,317 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Page-locked host buffers for plan(), the events that say when they may be reused, and
+the few stream queries planning needs (capture status, event waits, async copies).
+
+Why a ring: a kernel ``plan`` fills a page-locked mirror of the int workspace on the host,
+then enqueues ``cudaMemcpyAsync(int_ws, mirror)`` and returns. With real pinned memory that
+copy runs later, on the GPU's schedule, so the *next* plan must not write into the same
+mirror until the copy has read it. Each slot of the ring carries an event recorded on the
+plan's stream right after its copies were enqueued; ``acquire`` takes the first slot whose
+event has completed (``cudaEventQuery``, no waiting), grows the ring while it is smaller
+than ``max_slots``, and only when all slots are still in flight waits for the *oldest*
+slot's event (``cudaEventSynchronize`` on that one event: the host waits for that single
+copy, never for the stream or the device). A decode loop that plans once per step with the
+GPU at most a few steps behind never waits.
+
+Nothing here synchronizes a stream or the device, except that freeing page-locked memory
+(``cudaFreeHost``, when a ring dies or a staging area grows) is synchronous in CUDA itself;
+a slot that is freed first waits for its own event, so a copy never reads freed memory.
+"""
+
+from libc.stdint cimport int32_t, int64_t, uintptr_t
+
+from flashinfer_cy._core.runtime cimport cudart_symbol
+from flashinfer_cy._core.tensor cimport TensorDesc
+
+from flashinfer_cy import errors as _errors
+from flashinfer_cy._core import runtime as _runtime
+
+cdef enum:
+    HOST_ALLOC_PORTABLE = 1        # cudaHostAllocPortable: pinned for every context
+    EVENT_DISABLE_TIMING = 2       # cudaEventDisableTiming: the cheapest event
+    MEMCPY_DEFAULT = 4             # cudaMemcpyDefault (unified addressing infers direction)
+    ERR_NOT_READY = 600            # cudaErrorNotReady: event still pending
+    ERR_CAPTURE_IMPLICIT = 906     # cudaErrorStreamCaptureImplicit: legacy stream queried
+                                   # while another stream captures in global/thread mode
+    STAGING_MIN = 64 * 1024
+
+cdef struct PinnedRt:
+    int (*HostAlloc)(void** p, size_t n, unsigned int flags) noexcept nogil
+    int (*FreeHost)(void* p) noexcept nogil
+    int (*EventCreateWithFlags)(void** ev, unsigned int flags) noexcept nogil
+    int (*EventDestroy)(void* ev) noexcept nogil
+    int (*EventRecord)(void* ev, void* stream) noexcept nogil
+    int (*EventQuery)(void* ev) noexcept nogil
+    int (*EventSynchronize)(void* ev) noexcept nogil
+    int (*StreamWaitEvent)(void* stream, void* ev, unsigned int flags) noexcept nogil
+    int (*StreamIsCapturing)(void* stream, int* status) noexcept nogil
+    int (*MemcpyAsync)(void* dst, const void* src, size_t n, int kind, void* stream) noexcept nogil
+    int (*GetDevice)(int* dev) noexcept nogil
+    int (*SetDevice)(int dev) noexcept nogil
+    const char* (*GetErrorString)(int err) noexcept nogil
+
+cdef PinnedRt prt
+cdef bint prt_ready = False
+
+
+cdef int ensure_pinned_rt() except -1:
+    global prt_ready
+    if prt_ready:
+        return 0
+    _runtime._load_cudart()
+    names = {
+        "HostAlloc": b"cudaHostAlloc", "FreeHost": b"cudaFreeHost",
+        "EventCreateWithFlags": b"cudaEventCreateWithFlags", "EventDestroy": b"cudaEventDestroy",
+        "EventRecord": b"cudaEventRecord", "EventQuery": b"cudaEventQuery",
+        "EventSynchronize": b"cudaEventSynchronize", "StreamWaitEvent": b"cudaStreamWaitEvent",
+        "StreamIsCapturing": b"cudaStreamIsCapturing", "MemcpyAsync": b"cudaMemcpyAsync",
+        "GetDevice": b"cudaGetDevice", "SetDevice": b"cudaSetDevice",
+        "GetErrorString": b"cudaGetErrorString"}
+    missing = [sym.decode() for sym in names.values() if cudart_symbol(sym) == NULL]
+    if missing:
+        raise _errors.CudaError(
+            f"libcudart.so.13 is not available or lacks {', '.join(missing)} "
+            f"({_runtime.runtime_info().get('cudart_error')})")
+    prt.HostAlloc = <int (*)(void**, size_t, unsigned int) noexcept nogil>cudart_symbol(b"cudaHostAlloc")
+    prt.FreeHost = <int (*)(void*) noexcept nogil>cudart_symbol(b"cudaFreeHost")
+    prt.EventCreateWithFlags = <int (*)(void**, unsigned int) noexcept nogil>cudart_symbol(
+        b"cudaEventCreateWithFlags")
+    prt.EventDestroy = <int (*)(void*) noexcept nogil>cudart_symbol(b"cudaEventDestroy")
+    prt.EventRecord = <int (*)(void*, void*) noexcept nogil>cudart_symbol(b"cudaEventRecord")
+    prt.EventQuery = <int (*)(void*) noexcept nogil>cudart_symbol(b"cudaEventQuery")
+    prt.EventSynchronize = <int (*)(void*) noexcept nogil>cudart_symbol(b"cudaEventSynchronize")
+    prt.StreamWaitEvent = <int (*)(void*, void*, unsigned int) noexcept nogil>cudart_symbol(
+        b"cudaStreamWaitEvent")
+    prt.StreamIsCapturing = <int (*)(void*, int*) noexcept nogil>cudart_symbol(
+        b"cudaStreamIsCapturing")
+    prt.MemcpyAsync = <int (*)(void*, const void*, size_t, int, void*) noexcept nogil>cudart_symbol(
+        b"cudaMemcpyAsync")
+    prt.GetDevice = <int (*)(int*) noexcept nogil>cudart_symbol(b"cudaGetDevice")
+    prt.SetDevice = <int (*)(int) noexcept nogil>cudart_symbol(b"cudaSetDevice")
+    prt.GetErrorString = <const char* (*)(int) noexcept nogil>cudart_symbol(b"cudaGetErrorString")
+    prt_ready = True
+    return 0
+
+
+cdef int cuda_check(int err, str what) except -1:
+    if err != 0:
+        msg = prt.GetErrorString(err).decode(errors="replace") if prt_ready else ""
+        raise _errors.CudaError(f"{what} failed: cuda error {err} {msg}")
+    return 0
+
+
+# Events and the legacy stream belong to a device: make it current around each call.
+cdef inline int _enter(int device) noexcept nogil:
+    cdef int cur = -1
+    if prt.GetDevice(&cur) != 0:
+        cur = -1
+    if cur != device:
+        prt.SetDevice(device)
+        return cur
+    return -1
+
+
+cdef inline void _leave(int prev) noexcept nogil:
+    if prev >= 0:
+        prt.SetDevice(prev)
+
+
+cdef int capture_status(void* stream, int device) except -1:
+    """0: not capturing; 1: a capture is active (on ``stream``, or, for the legacy default
+    stream, anywhere in a mode that forbids using it); 2: capture invalidated."""
+    cdef int status = 0
+    cdef int err, prev
+    ensure_pinned_rt()
+    prev = _enter(device)
+    err = prt.StreamIsCapturing(stream, &status)
+    _leave(prev)
+    if err == ERR_CAPTURE_IMPLICIT:
+        return 1
+    cuda_check(err, "cudaStreamIsCapturing")
+    return status
+
+
+cdef int wait_event(void* stream, void* event, int device) except -1:
+    """GPU-side wait: work queued on ``stream`` after this runs after ``event``."""
+    cdef int err, prev
+    prev = _enter(device)
+    err = prt.StreamWaitEvent(stream, event, 0)
+    _leave(prev)
+    return cuda_check(err, "cudaStreamWaitEvent")
+
+
+cdef int record_event(void* event, void* stream, int device) except -1:
+    cdef int err, prev
+    prev = _enter(device)
+    err = prt.EventRecord(event, stream)
+    _leave(prev)
+    return cuda_check(err, "cudaEventRecord")
+
+
+cdef int copy_async(void* dst, const void* src, size_t n, void* stream, int device) except -1:
+    cdef int err, prev
+    if n == 0:
+        return 0
+    prev = _enter(device)
+    err = prt.MemcpyAsync(dst, src, n, MEMCPY_DEFAULT, stream)
+    _leave(prev)
+    return cuda_check(err, "cudaMemcpyAsync")
+
+
+cdef class Event:
+    """A timing-free CUDA event on ``device`` (destroyed with the object)."""
+
+    def __cinit__(self, int device=0):
+        cdef int err, prev
+        ensure_pinned_rt()
+        self.device = device
+        prev = _enter(device)
+        err = prt.EventCreateWithFlags(&self.ev, EVENT_DISABLE_TIMING)
+        _leave(prev)
+        cuda_check(err, "cudaEventCreateWithFlags")
+
+    def record(self, stream_handle):
+        record_event(self.ev, <void*><uintptr_t>stream_handle, self.device)
+
+    def query(self):
+        """True when all work captured by the last record() has completed."""
+        cdef int err = prt.EventQuery(self.ev)
+        if err == ERR_NOT_READY:
+            return False
+        cuda_check(err, "cudaEventQuery")
+        return True
+
+    def synchronize(self):
+        cdef int err
+        with nogil:
+            err = prt.EventSynchronize(self.ev)
+        cuda_check(err, "cudaEventSynchronize")
+
+    @property
+    def handle(self):
+        return <uintptr_t>self.ev
+
+    def __dealloc__(self):
+        if self.ev != NULL and prt_ready:
+            prt.EventDestroy(self.ev)
+            self.ev = NULL
+
+
+cdef void* _host_alloc(size_t n) except NULL:
+    cdef void* p = NULL
+    cdef int err
+    with nogil:
+        err = prt.HostAlloc(&p, n, HOST_ALLOC_PORTABLE)
+    cuda_check(err, f"cudaHostAlloc({n})")
+    return p
+
+
+cdef class PinnedSlot:
+    """One page-locked int-workspace mirror plus a staging area for our own H2D copies."""
+
+    def __cinit__(self, size_t kernel_bytes, int device):
+        ensure_pinned_rt()
+        self.device = device
+        self.done = Event(device)
+        self.kernel_ptr = _host_alloc(kernel_bytes)
+        self.kernel_bytes = kernel_bytes
+        self.kernel_desc = TensorDesc(<uintptr_t>self.kernel_ptr, (kernel_bytes,), "uint8",
+                                      device_type="cpu")  # no owner: the slot outlives every use
+        self.reserve_staging(STAGING_MIN)
+
+    cdef int reserve_staging(self, size_t nbytes) except -1:
+        """Make the staging area at least ``nbytes`` (only called on a free slot)."""
+        import numpy as np
+        cdef size_t cap = self.staging_bytes
+        if nbytes <= cap:
+            return 0
+        cap = max(cap, <size_t>STAGING_MIN)
+        while cap < nbytes:
+            cap *= 2
+        cdef void* p = _host_alloc(cap)
+        if self.staging_ptr != NULL:
+            prt.FreeHost(self.staging_ptr)
+        self.staging_ptr = p
+        self.staging_bytes = cap
+        cdef int32_t[::1] view = <int32_t[:cap // 4]><int32_t*>p
+        self.staging = np.asarray(view)
+        return 0
+
+    @property
+    def staging_address(self):
+        return <uintptr_t>self.staging_ptr
+
+    def __dealloc__(self):
+        if not prt_ready:
+            return
+        if self.pending and self.done is not None:
+            prt.EventSynchronize(self.done.ev)  # the copy may still be reading this memory
+        if self.kernel_ptr != NULL:
+            prt.FreeHost(self.kernel_ptr)
+            self.kernel_ptr = NULL
+        if self.staging_ptr != NULL:
+            prt.FreeHost(self.staging_ptr)
+            self.staging_ptr = NULL
+
+
+cdef class PinnedRing:
+    """A few :class:`PinnedSlot`, reused once their last copies have run (see module doc)."""
+
+    def __cinit__(self, size_t kernel_bytes, int device=0, int max_slots=4):
+        if max_slots < 1:
+            raise ValueError("max_slots must be >= 1")
+        self.slots = []
+        self.next_index = 0
+        self.max_slots = max_slots
+        self.kernel_bytes = kernel_bytes
+        self.device = device
+
+    cdef PinnedSlot acquire(self):
+        cdef int n = len(self.slots)
+        cdef int k, i, err
+        cdef PinnedSlot s
+        for k in range(n):
+            i = (self.next_index + k) % n
+            s = <PinnedSlot>self.slots[i]
+            if s.pending:
+                err = prt.EventQuery(s.done.ev)
+                if err == ERR_NOT_READY:
+                    continue
+                cuda_check(err, "cudaEventQuery")
+                s.pending = False
+            self.next_index = (i + 1) % n
+            return s
+        if n < self.max_slots:
+            s = PinnedSlot(self.kernel_bytes, self.device)
+            self.slots.append(s)
+            self.next_index = 0
+            return s
+        # Every mirror is still being copied from: wait for the oldest copy only.
+        i = self.next_index % n
+        s = <PinnedSlot>self.slots[i]
+        with nogil:
+            err = prt.EventSynchronize(s.done.ev)
+        cuda_check(err, "cudaEventSynchronize")
+        s.pending = False
+        self.waits += 1
+        self.next_index = (i + 1) % n
+        return s
+
+    cdef int commit(self, PinnedSlot slot, void* stream) except -1:
+        """Mark ``slot`` busy until the copies enqueued on ``stream`` so far have run."""
+        record_event(slot.done.ev, stream, self.device)
+        slot.pending = True
+        return 0
+
+    @property
+    def size(self):
+        return len(self.slots)
+
+    def in_flight(self):
+        """How many slots still wait for their copies (queries events; for tests)."""
+        cdef PinnedSlot s
+        n = 0
+        for s in self.slots:
+            if s.pending and prt.EventQuery(s.done.ev) == ERR_NOT_READY:
+                n += 1
+        return n

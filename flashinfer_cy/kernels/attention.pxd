@@ -1,0 +1,19 @@
+from libc.stdint cimport int64_t, uint32_t
+from flashinfer_cy._core.binding cimport Binding, CallFrame
+from flashinfer_cy._core.tensor cimport TensorSlot
+
+# Helpers shared by the single-request ops (attention.pyx) and the plan/run wrappers
+# (batch_attention.pyx).
+cdef Binding load_binding(object variant, str symbol)
+cdef int pack_extras(Binding b, CallFrame* f, int start, str backend, double logits_soft_cap,
+                     double sm_scale, double rope_rcp_scale, double rope_rcp_theta) except -1
+cdef int check_qkv_tensor(TensorSlot* s, str name, uint32_t dtype) except -1
+cdef int check_vec_aligned(TensorSlot* s, str name) except -1
+cdef int check_out(TensorSlot* s, str name, TensorSlot* ref, str ref_name, int ndim,
+                   int64_t* shape) except -1
+cdef int check_lse(TensorSlot* s, int64_t rows, int64_t heads, TensorSlot* ref) except -1
+cdef int split_kv_pair(CallFrame* f, int ik, int iv, object kv_cache, Binding b) except -1
+cdef int run_stream(Binding b, CallFrame* f, object stream, void** out) except -1
+cdef bint pdl_default(int device) except -1
+cdef uint32_t dtype_key_of(str dtype) noexcept
+cdef object _A()  # flashinfer_cy.kernels.attention_args, imported on first use (numpy)

@@ -1,0 +1,202 @@
+"""Host-side validation of attention arguments: plan arrays (indptr, page tables, lengths),
+head counts, scalars. Pure Python + numpy, so every bad input is reported (TypeError /
+ValueError naming the argument) before a kernel module is loaded or CUDA is touched.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from flashinfer_cy.kernels.attention_uri import HEAD_DIMS, SUPPORTED_DTYPES
+
+LAYOUTS = {"NHD": 0, "HND": 1}
+DECODE_GROUP_SIZES = (1, 2, 3, 4, 8)   # DISPATCH_GQA_GROUP_SIZE of the CUDA-core decode kernels
+_INT32_MAX = 2**31 - 1
+_DTYPE_ALIASES = {"float16": "float16", "half": "float16", "f16": "float16", "fp16": "float16",
+                  "bfloat16": "bfloat16", "bf16": "bfloat16"}
+
+
+def dtype_name(dtype, name: str) -> str:
+    """'float16' / 'bfloat16' from a string, numpy dtype or torch dtype (by name)."""
+    raw = dtype if isinstance(dtype, str) else getattr(dtype, "name", None) or str(dtype)
+    key = _DTYPE_ALIASES.get(raw.lower().rpartition(".")[2])
+    if key is None:
+        raise TypeError(f"{name}: expected one of {SUPPORTED_DTYPES}, got {dtype!r}")
+    return key
+
+
+def layout_code(kv_layout) -> int:
+    if kv_layout not in LAYOUTS:
+        raise ValueError(f"kv_layout: expected 'NHD' or 'HND', got {kv_layout!r}")
+    return LAYOUTS[kv_layout]
+
+
+def positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
+    if value <= 0 or value > _INT32_MAX:
+        raise ValueError(f"{name}: expected an int in [1, 2**31), got {value}")
+    return int(value)
+
+
+def check_head_dim(head_dim) -> int:
+    head_dim = positive_int(head_dim, "head_dim")
+    if head_dim not in HEAD_DIMS:
+        raise ValueError(f"head_dim: FlashInfer's prebuilt attention kernels exist for head dims "
+                         f"{HEAD_DIMS}, got {head_dim}")
+    return head_dim
+
+
+def check_heads(num_qo_heads, num_kv_heads, *, decode: bool) -> tuple[int, int]:
+    num_qo_heads = positive_int(num_qo_heads, "num_qo_heads")
+    num_kv_heads = positive_int(num_kv_heads, "num_kv_heads")
+    if num_qo_heads % num_kv_heads:
+        raise ValueError(f"num_qo_heads ({num_qo_heads}) must be a multiple of num_kv_heads "
+                         f"({num_kv_heads})")
+    group = num_qo_heads // num_kv_heads
+    if decode and group not in DECODE_GROUP_SIZES:
+        raise ValueError(f"decode kernels support GQA group sizes {DECODE_GROUP_SIZES} "
+                         f"(num_qo_heads / num_kv_heads), got {num_qo_heads}/{num_kv_heads} = {group}")
+    return num_qo_heads, num_kv_heads
+
+
+def _float(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise TypeError(f"{name}: expected a float, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name}: expected a finite number, got {value}")
+    return value
+
+
+def scalars(window_left, logits_soft_cap, sm_scale, rope_scale, rope_theta, head_dim: int):
+    """Validated ``(window_left, logits_soft_cap, sm_scale, rope_scale, rope_theta)``, with
+    the defaults filled in (the kernels take the rope values as reciprocals, doc P5)."""
+    if isinstance(window_left, bool) or not isinstance(window_left, (int, np.integer)):
+        raise TypeError(f"window_left: expected an int, got {window_left!r}")
+    if window_left < -1 or window_left > _INT32_MAX:
+        raise ValueError(f"window_left: expected -1 (no window) or a size >= 0, got {window_left}")
+    cap = 0.0 if logits_soft_cap is None else _float(logits_soft_cap, "logits_soft_cap")
+    if cap < 0:
+        raise ValueError(f"logits_soft_cap: expected >= 0 (0 disables it), got {cap}")
+    scale = 1.0 / math.sqrt(head_dim) if sm_scale is None else _float(sm_scale, "sm_scale")
+    if scale <= 0:
+        raise ValueError(f"sm_scale: expected > 0, got {scale}")
+    rope_scale = 1.0 if rope_scale is None else _float(rope_scale, "rope_scale")
+    rope_theta = 1e4 if rope_theta is None else _float(rope_theta, "rope_theta")
+    if rope_scale <= 0 or rope_theta <= 0:
+        raise ValueError(f"rope_scale and rope_theta must be > 0, got {rope_scale}, {rope_theta}")
+    return int(window_left), cap, scale, rope_scale, rope_theta
+
+
+def plan_config(q_data_type, kv_data_type, num_qo_heads, num_kv_heads, head_dim, window_left,
+                logits_soft_cap, sm_scale, rope_scale, rope_theta, *, decode: bool):
+    """What every plan() validates: ``(dtype, num_qo_heads, num_kv_heads, head_dim,
+    scalars)`` with scalars as :func:`scalars` returns them."""
+    dtype = dtype_name(q_data_type, "q_data_type")
+    if kv_data_type is not None and dtype_name(kv_data_type, "kv_data_type") != dtype:
+        raise TypeError(f"kv_data_type: must equal q_data_type ({dtype}), got {kv_data_type!r}")
+    hq, hkv = check_heads(num_qo_heads, num_kv_heads, decode=decode)
+    hd = check_head_dim(head_dim)
+    sc = scalars(window_left, logits_soft_cap, sm_scale, rope_scale, rope_theta, hd)
+    return dtype, hq, hkv, hd, sc
+
+
+def is_device_array(x) -> bool:
+    """True for arrays that live on a GPU (DLPack device other than CPU / CUDA-host)."""
+    dev = getattr(type(x), "__dlpack_device__", None)
+    if dev is not None:
+        try:
+            return int(x.__dlpack_device__()[0]) not in (1, 3)
+        except Exception:  # noqa: BLE001 - not a real producer: let numpy judge
+            return False
+    return hasattr(x, "__cuda_array_interface__")
+
+
+def host_index_array(x, name: str) -> np.ndarray:
+    """A 1-D C-contiguous int32 numpy array from a host array-like (numpy, list, CPU
+    tensor). Device arrays are refused: plan() reads these on the CPU and must never copy
+    from the device (that would synchronize)."""
+    if x is None:
+        raise TypeError(f"{name}: expected a host integer array, got None")
+    if is_device_array(x):
+        raise TypeError(f"{name}: plan() takes host (CPU) arrays, got a device array "
+                        f"{type(x).__name__}; keep a host copy of your indptr/lengths")
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name}: expected an integer array, got dtype {arr.dtype}")
+    if arr.ndim != 1:
+        raise ValueError(f"{name}: expected a 1-D array, got shape {arr.shape}")
+    if arr.dtype != np.int32:
+        if arr.size and (arr.min() < -_INT32_MAX - 1 or arr.max() > _INT32_MAX):
+            raise ValueError(f"{name}: values must fit in int32")
+        arr = arr.astype(np.int32)
+    return np.ascontiguousarray(arr)
+
+
+def check_indptr(x, name: str, batch_size: int | None = None) -> np.ndarray:
+    arr = host_index_array(x, name)
+    if arr.shape[0] < 2:
+        raise ValueError(f"{name}: expected batch_size + 1 >= 2 entries, got {arr.shape[0]}")
+    if batch_size is not None and arr.shape[0] != batch_size + 1:
+        raise ValueError(f"{name}: expected {batch_size + 1} entries (batch_size + 1), got "
+                         f"{arr.shape[0]}")
+    if arr[0] < 0:
+        raise ValueError(f"{name}: indptr[0] must be >= 0, got {arr[0]}")
+    steps = np.diff(arr)
+    if steps.size and steps.min() < 0:
+        i = int(np.argmax(steps < 0))
+        raise ValueError(f"{name}: must be non-decreasing, but {name}[{i + 1}] = {arr[i + 1]} < "
+                         f"{name}[{i}] = {arr[i]}")
+    return arr
+
+
+def paged_kv_lengths(kv_indptr: np.ndarray, last_page_len, page_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Validate ``last_page_len`` against the page counts; return it and the KV lengths
+    ``max(num_pages - 1, 0) * page_size + last_page_len`` (upstream ``get_seq_lens``)."""
+    batch = kv_indptr.shape[0] - 1
+    lpl = host_index_array(last_page_len, "paged_kv_last_page_len")
+    if lpl.shape[0] != batch:
+        raise ValueError(f"paged_kv_last_page_len: expected {batch} entries (batch_size), got "
+                         f"{lpl.shape[0]}")
+    pages = np.diff(kv_indptr)
+    bad = (lpl < 0) | (lpl > page_size) | ((pages > 0) & (lpl == 0)) | ((pages == 0) & (lpl != 0))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"paged_kv_last_page_len[{i}] = {lpl[i]} is invalid for a request with "
+                         f"{pages[i]} page(s) of page_size {page_size}: expected 1..page_size when "
+                         f"it has pages, 0 when it has none")
+    kv_lens = np.maximum(pages - 1, 0) * page_size + lpl
+    if kv_lens.size and kv_lens.max() > _INT32_MAX:
+        raise ValueError("KV lengths must fit in int32")
+    return lpl, kv_lens.astype(np.int32)
+
+
+def check_host_indices(indices, kv_indptr: np.ndarray) -> tuple[np.ndarray, int]:
+    """Host page table: used part ``[indptr[0], indptr[-1])`` non-negative. Returns the
+    array and the number of pages the cache must have (max index + 1)."""
+    arr = host_index_array(indices, "paged_kv_indices")
+    need = int(kv_indptr[-1])
+    if arr.shape[0] < need:
+        raise ValueError(f"paged_kv_indices: expected at least paged_kv_indptr[-1] = {need} "
+                         f"entries, got {arr.shape[0]}")
+    used = arr[int(kv_indptr[0]):need]
+    if used.size and used.min() < 0:
+        raise ValueError(f"paged_kv_indices: page ids must be >= 0, got {used.min()}")
+    return arr, (int(used.max()) + 1 if used.size else 0)
+
+
+def check_qo_indptr(qo_indptr, batch_size: int) -> np.ndarray:
+    arr = check_indptr(qo_indptr, "qo_indptr", batch_size)
+    if arr[0] != 0:
+        raise ValueError(f"qo_indptr: must start at 0 (rows of q are packed), got {arr[0]}")
+    return arr
+
+
+def check_ragged_kv_indptr(kv_indptr, batch_size: int) -> np.ndarray:
+    arr = check_indptr(kv_indptr, "kv_indptr", batch_size)
+    if arr[0] != 0:
+        raise ValueError(f"kv_indptr: must start at 0 (rows of k/v are packed), got {arr[0]}")
+    return arr

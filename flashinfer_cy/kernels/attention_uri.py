@@ -1,0 +1,112 @@
+"""Attention module URIs of flashinfer 0.6.3, which of them the prebuilt wheel holds, and
+how a missing one is reported. Pure Python: importable and testable without CUDA.
+
+Naming (docs/flashinfer-abi.md §4.1; flashinfer/jit/attention/modules.py ``get_*_uri``):
+booleans are Python ``str(bool)``; ``use_swa = window_left >= 0``; ``use_logits_cap =
+logits_soft_cap > 0``; batch and single prefill end in ``_sm90`` iff the backend is FA3.
+tools/kernel_uris.py (the builder's parser) follows the same rules; a CPU test checks that
+the two agree on every variant this package asks for.
+"""
+
+from __future__ import annotations
+
+# URI dtype tokens (flashinfer's filename_safe_dtype_map) of the dtype names we accept.
+DTYPE_TOKENS = {"float16": "f16", "bfloat16": "bf16", "float8_e4m3fn": "e4m3"}
+SUPPORTED_DTYPES = ("float16", "bfloat16")     # what this package validates and tests
+HEAD_DIMS = (64, 128, 256)                     # FA2 and FA3 grids of the wheel (qk == vo)
+
+FAMILIES = ("single_decode", "batch_decode", "single_prefill", "batch_prefill")
+BACKENDS = ("auto", "fa2", "fa3")
+
+BUILD_HINT = "python tools/build_kernels.py --out .kernels {uri}"
+
+_QKV = "dtype_q_{q}_dtype_kv_{kv}_dtype_o_{o}_"
+_TAIL = "posenc_0_use_swa_{swa}_use_logits_cap_{cap}"
+_TEMPLATES = {
+    "single_decode": "single_decode_with_kv_cache_" + _QKV + "head_dim_qk_{d}_head_dim_vo_{d}_" + _TAIL,
+    "batch_decode": ("batch_decode_with_kv_cache_" + _QKV + "dtype_idx_i32_head_dim_qk_{d}_head_dim_vo_{d}_"
+                     + _TAIL),
+    "single_prefill": ("single_prefill_with_kv_cache_" + _QKV + "head_dim_qk_{d}_head_dim_vo_{d}_" + _TAIL
+                       + "_f16qk_False"),
+    "batch_prefill": ("batch_prefill_with_kv_cache_" + _QKV + "dtype_idx_i32_head_dim_qk_{d}_head_dim_vo_{d}_"
+                      + _TAIL + "_f16qk_False"),
+}
+
+
+class Variant:
+    """One compiled attention module: what its URI encodes. (A plain class rather than a
+    dataclass: ``import flashinfer_cy`` stays cheap.)"""
+
+    __slots__ = ("family", "dtype", "head_dim", "use_swa", "use_logits_cap", "backend")
+
+    def __init__(self, family: str, dtype: str, head_dim: int, use_swa: bool,
+                 use_logits_cap: bool, backend: str = "fa2"):
+        self.family = family
+        self.dtype = dtype                    # q = kv = o dtype name
+        self.head_dim = head_dim              # head_dim_qk == head_dim_vo
+        self.use_swa = bool(use_swa)
+        self.use_logits_cap = bool(use_logits_cap)
+        self.backend = backend                # "fa2" or "fa3" (fa3: batch_prefill only)
+
+    def _key(self):
+        return (self.family, self.dtype, self.head_dim, self.use_swa, self.use_logits_cap,
+                self.backend)
+
+    def __eq__(self, other):
+        return isinstance(other, Variant) and self._key() == other._key()
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def __repr__(self):
+        return f"Variant({self.uri!r})"
+
+    @property
+    def uri(self) -> str:
+        tok = DTYPE_TOKENS[self.dtype]
+        uri = _TEMPLATES[self.family].format(q=tok, kv=tok, o=tok, d=self.head_dim,
+                                             swa=self.use_swa, cap=self.use_logits_cap)
+        return uri + ("_sm90" if self.backend == "fa3" else "")
+
+    @property
+    def in_prebuilt_wheel(self) -> bool:
+        return in_prebuilt_wheel(self)
+
+
+def variant(family: str, dtype: str, head_dim: int, window_left: int, logits_soft_cap: float,
+            backend: str = "fa2") -> Variant:
+    """The module a call with these runtime arguments needs (URI flags follow the values)."""
+    if family not in FAMILIES:
+        raise ValueError(f"family: expected one of {FAMILIES}, got {family!r}")
+    if backend not in ("fa2", "fa3"):
+        raise ValueError(f"backend: expected 'fa2' or 'fa3' here, got {backend!r}")
+    if backend == "fa3" and family != "batch_prefill":
+        raise ValueError(f"{family} has no FA3 (_sm90) module in flashinfer 0.6.3; use backend='fa2'")
+    return Variant(family, dtype, int(head_dim), window_left >= 0, logits_soft_cap > 0, backend)
+
+
+def in_prebuilt_wheel(v: Variant) -> bool:
+    """Whether flashinfer-jit-cache 0.6.3 ships ``v`` (aot.py default grid, doc §4.3): FA2
+    single/batch prefill and decode, FA3 batch prefill only (sm90 wheels); head dims
+    64/128/256; every swa/cap combination; posenc 0, no fp16-qk reduction, int32 indices."""
+    if v.dtype not in SUPPORTED_DTYPES or v.head_dim not in HEAD_DIMS:
+        return False
+    if v.backend == "fa3":
+        return v.family == "batch_prefill"
+    return True
+
+
+def fa3_possible(family: str, dtype: str, head_dim: int) -> bool:
+    """Upstream's ``is_fa3_backend_supported`` for what this package supports (no custom
+    mask, no RoPE/ALiBi, no fp16-qk reduction) plus the wheel's FA3 grid."""
+    return family == "batch_prefill" and in_prebuilt_wheel(
+        Variant(family, dtype, head_dim, False, False, "fa3"))
+
+
+def missing_module_message(v: Variant, reason: str) -> str:
+    where = ("it is in the prebuilt flashinfer-jit-cache 0.6.3 wheel but could not be found or fetched"
+             if v.in_prebuilt_wheel else
+             "it is not in the prebuilt flashinfer-jit-cache 0.6.3 wheel (doc §4.3)")
+    return (f"attention kernel module {v.uri!r} is not available: {where}. Build it with "
+            f"`{BUILD_HINT.format(uri=v.uri)}` and set FLASHINFER_CY_KERNEL_DIR=.kernels "
+            f"(details: {reason})")

@@ -1,0 +1,1093 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Batched attention with a plan/run split (flashinfer 0.6.3 batch decode and batch prefill
+modules, FA2 and FA3 ``_sm90``):
+
+    w = BatchDecodeWithPagedKVCache(kv_layout="NHD")
+    plan = w.plan(indptr, indices, last_page_len, num_qo_heads, num_kv_heads, head_dim,
+                  page_size)                      # host numpy arrays; once per step
+    out = w.run(q, (k_cache, v_cache))            # once per layer
+    step = w.prepare(q, (k_cache, v_cache), out)  # or: pre-packed, one nogil call per
+    step.launch()                                 # launch, rebinds itself after a replan
+
+**plan()** validates everything on the host, schedules with the kernel's own planner and
+enqueues the host->device copies of the schedule and of indptr / page table / lengths on
+the plan stream. It never copies device->host and never synchronizes. The page-locked
+mirror it writes is one slot of a small ring (flashinfer_cy._core.pinned): a slot is reused
+only once the event recorded after its copies has completed, so the next plan() can never
+overwrite a mirror whose copy has not run yet. plan() returns an immutable :class:`Plan`
+that owns the kernel's plan-info Array (released exactly once, with the Plan). A Plan is
+valid until the wrapper's next plan(): both share the wrapper's workspaces.
+
+**run()** checks its tensors against the current plan (batch size, heads, head dim, dtype,
+page size, rows: :class:`~flashinfer_cy.errors.PlanMismatchError`) and makes one GIL-free
+call on the caller's stream. Runs on a stream other than the plan's wait (GPU-side) for the
+plan's copies, and the next plan() makes its stream wait for the work those streams had
+queued, so workspaces are never rewritten under a running kernel.
+
+**CUDA graphs**: build the wrapper with ``use_cuda_graph=True`` (fixed batch size, fixed
+buffers; decode also ``max_num_pages``). run() and launch() can then be captured; plan()
+between replays updates the same buffers in place (same batch size and variant), and a
+replay uses the new schedule and page table. Replays are invisible to the wrapper: order
+them with plan() yourself (same stream, or synchronize). plan() during a capture raises
+:class:`~flashinfer_cy.errors.StreamCaptureError` instead of corrupting the capture.
+"""
+
+from libc.stdlib cimport malloc, free
+from libc.stdint cimport int32_t, int64_t, uint32_t, uintptr_t
+
+from flashinfer_cy._abi.dlpack cimport kDLCUDA, kDLCPU, DLDeviceType
+from flashinfer_cy._abi.tvm_ffi cimport TVMFFIAny
+from flashinfer_cy._core.binding cimport (Binding, CallFrame, frame_init, frame_release,
+                                          set_float, set_int, set_bool, set_object, MAX_ARGS)
+from flashinfer_cy._core.runtime cimport Function, Object, ensure_ffi, take_result
+from flashinfer_cy._core.stream cimport resolve_stream
+from flashinfer_cy._core.tensor cimport (
+    TensorSlot, TensorDesc, DT_F32, DT_I32, dtype_key, describe, to_dltensor, release_slot,
+    check_cuda,
+    check_dtype, check_ndim, check_contiguous, check_same_device, check_same_dtype,
+    check_same_shape, SRC_DESC)
+from flashinfer_cy._core.pinned cimport (PinnedRing, PinnedSlot, Event, ensure_pinned_rt,
+                                         capture_status, wait_event, record_event, copy_async)
+from flashinfer_cy.kernels.attention cimport (load_binding, pack_extras, check_qkv_tensor,
+                                              check_out, check_lse, split_kv_pair, run_stream,
+                                              pdl_default, dtype_key_of, _A)
+
+from flashinfer_cy import errors as _errors
+from flashinfer_cy._core import runtime as _runtime
+from flashinfer_cy._core.array import DeviceArray
+from flashinfer_cy.kernels import attention_uri as _uri
+from flashinfer_cy.kernels.attention import choose_backend
+
+DEFAULT_FLOAT_WORKSPACE_BYTES = 128 * 1024 * 1024  # upstream's recommendation
+DEFAULT_INT_WORKSPACE_BYTES = 8 * 1024 * 1024      # upstream's int workspace (and mirror)
+
+cdef enum Kind:
+    DECODE = 0
+    PAGED_PREFILL = 1
+    RAGGED_PREFILL = 2
+
+_KIND_NAMES = ("decode", "paged_prefill", "ragged_prefill")
+
+# Argument positions in a run signature, read from the Binding's names (-1: absent).
+cdef struct RunLayout:
+    int fws, iws, info, q, k, v, qo_indptr, kv_indptr, indices, lpl, o, lse
+    int mask, layout, window, pdl, extras
+
+
+cdef int _pos(tuple names, str a, str b=None):
+    if a in names:
+        return names.index(a)
+    if b is not None and b in names:
+        return names.index(b)
+    return -1
+
+
+cdef int _read_layout(Binding b, RunLayout* L) except -1:
+    n = b.names
+    L.fws = _pos(n, "float_workspace_buffer")
+    L.iws = _pos(n, "int_workspace_buffer")
+    L.info = _pos(n, "plan_info_vec")
+    L.q = _pos(n, "q")
+    L.k = _pos(n, "paged_k_cache", "k")
+    L.v = _pos(n, "paged_v_cache", "v")
+    L.qo_indptr = _pos(n, "qo_indptr")
+    L.kv_indptr = _pos(n, "paged_kv_indptr", "kv_indptr")
+    L.indices = _pos(n, "paged_kv_indices")
+    L.lpl = _pos(n, "paged_kv_last_page_len")
+    L.o = _pos(n, "o")
+    L.lse = _pos(n, "maybe_lse")
+    L.mask = _pos(n, "mask_mode_code")
+    L.layout = _pos(n, "kv_layout_code", "layout")
+    L.window = _pos(n, "window_left")
+    L.pdl = _pos(n, "enable_pdl")
+    L.extras = L.pdl + 1
+    return 0
+
+
+cdef inline void _pack_i32(CallFrame* f, int i, void* ptr, int64_t n, int dev_type,
+                           int dev_id) noexcept:
+    """A 1-D int32 tensor argument straight from a pointer (no Python object)."""
+    cdef TensorSlot* s = &f.slots[i]
+    s.keep = NULL
+    s.api = NULL
+    s.has_producer_stream = 0
+    s.source = SRC_DESC
+    s.shape[0] = n
+    s.strides[0] = 1
+    s.dl.data = ptr
+    s.dl.device.device_type = <DLDeviceType>dev_type
+    s.dl.device.device_id = dev_id
+    s.dl.ndim = 1
+    s.dl.dtype.code = 0
+    s.dl.dtype.bits = 32
+    s.dl.dtype.lanes = 1
+    s.dl.shape = s.shape
+    s.dl.strides = s.strides
+    s.dl.byte_offset = 0
+    f.args[i].type_index = 7  # kTVMFFIDLTensorPtr
+    f.args[i].v_ptr = &s.dl
+
+
+_FROZEN_NAMES = ("kind", "uri", "batch_size", "num_qo_heads", "num_kv_heads", "head_dim",
+                 "page_size", "window_left", "logits_soft_cap", "sm_scale", "rope_scale",
+                 "rope_theta", "causal", "planned_num_rows")
+
+
+def _frozen_key(kind, uri, batch, hq, hkv, hd, page_size, sc, causal, planned):
+    return (kind, uri, batch, hq, hkv, hd, page_size) + tuple(sc) + (bool(causal), planned)
+
+
+cdef inline int64_t _round4(int64_t n) noexcept:
+    return (n + 3) & ~3  # 16-byte aligned segments
+
+
+# ------------------------------------------------------------------------------------ Plan
+
+cdef class Plan:
+    """The result of ``plan()``: what was planned, and the kernel's plan-info Array
+    (``plan_info``, released exactly once when the Plan is dropped). Immutable. Valid for
+    ``run()`` until its wrapper plans again (``generation`` tells them apart)."""
+
+    cdef readonly str kind
+    cdef readonly str backend
+    cdef readonly str uri
+    cdef readonly str dtype
+    cdef readonly str kv_layout
+    cdef readonly int device
+    cdef readonly int batch_size
+    cdef readonly int num_qo_heads
+    cdef readonly int num_kv_heads
+    cdef readonly int head_dim
+    cdef readonly int page_size
+    cdef readonly int window_left
+    cdef readonly bint causal
+    cdef readonly bint use_cuda_graph
+    cdef readonly double logits_soft_cap
+    cdef readonly double sm_scale
+    cdef readonly double rope_scale
+    cdef readonly double rope_theta
+    cdef readonly int64_t total_num_rows      # qo_indptr[-1] (prefill) / batch (decode)
+    cdef readonly int64_t planned_num_rows    # rows q must have (graph mode: the maximum)
+    cdef readonly int64_t total_kv_rows       # ragged: kv_indptr[-1]
+    cdef readonly int64_t min_num_pages       # page table's max id + 1 (0: unknown)
+    cdef readonly int64_t generation
+    cdef readonly object plan_info            # runtime.Array (owned)
+    cdef int kind_code
+    cdef int layout_code
+    cdef double rope_rcp_scale
+    cdef double rope_rcp_theta
+    cdef Binding run_b
+    cdef RunLayout L
+    cdef object meta                          # DeviceArray the pointers below point into
+    cdef void* d_qo_indptr
+    cdef void* d_kv_indptr
+    cdef void* d_indices
+    cdef void* d_lpl
+    cdef int64_t n_indices
+    cdef void* stream                         # where the plan's copies were enqueued
+    cdef Event copied                         # recorded after them
+
+    @property
+    def stream_handle(self):
+        return <uintptr_t>self.stream
+
+    def frozen_key(self):
+        """What a CUDA graph bakes in: replans in graph mode must keep it."""
+        return _frozen_key(self.kind, self.uri, self.batch_size, self.num_qo_heads,
+                           self.num_kv_heads, self.head_dim, self.page_size,
+                           (self.window_left, self.logits_soft_cap, self.sm_scale,
+                            self.rope_scale, self.rope_theta), self.causal,
+                           self.planned_num_rows)
+
+    def __repr__(self):
+        return (f"<Plan {self.kind} {self.backend} gen={self.generation} batch={self.batch_size} "
+                f"heads={self.num_qo_heads}/{self.num_kv_heads} head_dim={self.head_dim} "
+                f"page_size={self.page_size} rows={self.total_num_rows} {self.dtype} "
+                f"{self.kv_layout}>")
+
+
+# ------------------------------------------------------------------------------- wrappers
+
+cdef class _BatchAttention:
+    cdef readonly str kv_layout
+    cdef readonly bint use_cuda_graph
+    cdef readonly str backend
+    cdef readonly int device
+    cdef readonly Plan current_plan          # the current plan (None before the first)
+    cdef int layout_code
+    cdef int kind
+    cdef size_t float_bytes
+    cdef size_t int_bytes
+    cdef object _float_ws              # DeviceArray or the user's u8 tensor
+    cdef object _int_ws
+    cdef PinnedRing _ring
+    cdef object _meta                  # DeviceArray int32: indptrs, lengths, page table
+    cdef int64_t _meta_cap
+    cdef int64_t _generation
+    cdef dict _foreign                 # streams (handle -> None) that ran the current plan
+    cdef Event _xevent
+    cdef int64_t _max_pages            # graph mode: page-table capacity
+    cdef int64_t _max_rows             # graph mode (prefill): q rows capacity
+    cdef object _frozen                # graph mode: Plan.frozen_key() of the first plan
+    cdef object __weakref__
+
+    def __init__(self, kv_layout="NHD", *, use_cuda_graph=False, backend="auto", device=0,
+                 float_workspace_buffer=None, int_workspace_buffer=None,
+                 float_workspace_bytes=DEFAULT_FLOAT_WORKSPACE_BYTES,
+                 int_workspace_bytes=DEFAULT_INT_WORKSPACE_BYTES, max_num_pages=None,
+                 max_total_num_rows=None, pinned_slots=4):
+        self.layout_code = _A().layout_code(kv_layout)
+        self.kv_layout = kv_layout
+        if backend not in _uri.BACKENDS:
+            raise ValueError(f"backend: expected one of {_uri.BACKENDS}, got {backend!r}")
+        self.backend = backend
+        self.use_cuda_graph = bool(use_cuda_graph)
+        if isinstance(device, bool) or not isinstance(device, int) or device < 0:
+            raise ValueError(f"device: expected a CUDA device ordinal >= 0, got {device!r}")
+        self.device = device
+        self.float_bytes = _A().positive_int(float_workspace_bytes, "float_workspace_bytes")
+        self.int_bytes = _A().positive_int(int_workspace_bytes, "int_workspace_bytes")
+        self._float_ws = float_workspace_buffer
+        self._int_ws = int_workspace_buffer
+        self._max_pages = -1 if max_num_pages is None else _A().positive_int(
+            max_num_pages, "max_num_pages")
+        self._max_rows = -1 if max_total_num_rows is None else _A().positive_int(
+            max_total_num_rows, "max_total_num_rows")
+        self._foreign = {}
+        self._generation = 0
+        self._ring = PinnedRing(self.int_bytes, device, _A().positive_int(pinned_slots,
+                                                                            "pinned_slots"))
+
+    # -- resources -----------------------------------------------------------------------
+
+    cdef int _check_workspace(self, object buf, str name) except -1:
+        cdef TensorSlot s
+        to_dltensor(buf, &s, name)
+        try:
+            check_cuda(&s, name)
+            if s.dl.device.device_id != self.device:
+                raise ValueError(f"{name}: on cuda:{s.dl.device.device_id}, the wrapper is for "
+                                 f"cuda:{self.device}")
+            check_dtype(&s, name, (1 << 16) | (8 << 8) | 1)  # uint8
+            check_ndim(&s, name, 1)
+            check_contiguous(&s, name)
+            if (<uintptr_t>s.dl.data) % 16:
+                raise ValueError(f"{name}: must be 16-byte aligned")
+            if name == "int_workspace_buffer":
+                self.int_bytes = s.dl.shape[0]
+                self._ring = PinnedRing(self.int_bytes, self.device, self._ring.max_slots)
+            else:
+                self.float_bytes = s.dl.shape[0]
+        finally:
+            release_slot(&s)
+        return 0
+
+    cdef int _ensure_resources(self, void* stream) except -1:
+        ensure_pinned_rt()
+        if self._xevent is None:
+            if self._float_ws is not None:
+                self._check_workspace(self._float_ws, "float_workspace_buffer")
+            else:
+                self._float_ws = DeviceArray.empty((self.float_bytes,), "uint8", self.device,
+                                                   <uintptr_t>stream)
+            if self._int_ws is not None:
+                self._check_workspace(self._int_ws, "int_workspace_buffer")
+            else:
+                self._int_ws = DeviceArray.empty((self.int_bytes,), "uint8", self.device,
+                                                 <uintptr_t>stream)
+            self._xevent = Event(self.device)
+        return 0
+
+    cdef int _ensure_meta(self, int64_t elems, void* stream) except -1:
+        if self._meta is not None and self._meta_cap >= elems:
+            return 0
+        if self.use_cuda_graph and self._meta is not None:
+            raise AssertionError("graph-mode metadata buffer must never move")
+        cap = max(elems, 1024)
+        if not self.use_cuda_graph:
+            cap = 1 << (int(cap) - 1).bit_length()  # grow geometrically
+        self._meta = DeviceArray.empty((cap,), "int32", self.device, <uintptr_t>stream)
+        self._meta_cap = cap
+        return 0
+
+    # -- plan machinery ------------------------------------------------------------------
+
+    cdef void* _plan_stream(self, object stream) except? NULL:
+        cdef void* h = NULL
+        ensure_ffi()
+        if stream is not None:
+            resolve_stream(stream, &h)
+        else:
+            h = <void*><uintptr_t>_runtime._env_get_stream(kDLCUDA, self.device)
+        return h
+
+    cdef int _begin_plan(self, void* stream) except -1:
+        """Refuse to plan inside a capture; order the plan stream after every run that used
+        the previous plan on another stream (they may still read the workspaces)."""
+        cdef uintptr_t h
+        ensure_pinned_rt()
+        if capture_status(stream, self.device) != 0:
+            raise _errors.StreamCaptureError(
+                f"plan() called while CUDA graph capture is active (plan stream "
+                f"{<uintptr_t>stream:#x}): plan() writes page-locked host memory and enqueues "
+                f"a host->device copy, which a graph cannot replay. Call plan() before "
+                f"capturing (and between replays); capture only run()/launch().")
+        self._ensure_resources(stream)
+        for h in list(self._foreign):
+            if capture_status(<void*>h, self.device) != 0:
+                raise _errors.StreamCaptureError(
+                    f"plan() while stream {h:#x}, which ran the previous plan, is being "
+                    f"captured: end the capture first")
+            record_event(self._xevent.ev, <void*>h, self.device)
+            wait_event(stream, self._xevent.ev, self.device)
+        self._foreign.clear()
+        return 0
+
+    cdef tuple _stage(self, PinnedSlot slot, list dev_arrays, list caps, list host_arrays,
+                      void* stream, object dev_indices, int64_t n_dev_indices):
+        """Copy ``dev_arrays`` into the device metadata buffer through ``slot`` (one H2D
+        copy) and place ``host_arrays`` in the slot for the kernel's planner. Returns
+        (device offsets, host pointers). A device page table (``dev_indices``, last
+        segment) is copied device-to-device instead of staged."""
+        cdef int64_t off = 0, end_staged = 0, n
+        cdef list offs = []
+        cdef TensorSlot s
+        for i, a in enumerate(dev_arrays):
+            offs.append(off)
+            n = len(a) if a is not None else n_dev_indices
+            off += _round4(max(n, caps[i]))
+        dev_total = off
+        host_offs = []
+        for a in host_arrays:
+            host_offs.append(off)
+            off += _round4(len(a))
+        slot.reserve_staging(off * 4)
+        st = slot.staging
+        for i, a in enumerate(dev_arrays):
+            if a is not None:
+                st[offs[i]:offs[i] + len(a)] = a
+                end_staged = offs[i] + len(a)
+        for i, a in enumerate(host_arrays):
+            st[host_offs[i]:host_offs[i] + len(a)] = a
+        self._ensure_meta(dev_total, stream)
+        cdef char* meta = <char*>(<TensorDesc>self._meta).dl.data
+        cdef char* staging = <char*>slot.staging_ptr
+        copy_async(meta, staging, end_staged * 4, stream, self.device)
+        if dev_indices is not None and n_dev_indices > 0:
+            to_dltensor(dev_indices, &s, "paged_kv_indices")
+            try:
+                copy_async(meta + <int64_t>offs[len(offs) - 1] * 4, s.dl.data, n_dev_indices * 4, stream,
+                           self.device)
+            finally:
+                release_slot(&s)
+        host_ptrs = [<uintptr_t>(staging + o * 4) for o in host_offs]
+        return offs, host_ptrs
+
+    cdef object _device_indices(self, object indices, int64_t need):
+        """A CUDA int32 page table: validated; returns (object, 0 pages known)."""
+        cdef TensorSlot s
+        to_dltensor(indices, &s, "paged_kv_indices")
+        try:
+            check_cuda(&s, "paged_kv_indices")
+            check_dtype(&s, "paged_kv_indices", DT_I32)
+            check_ndim(&s, "paged_kv_indices", 1)
+            check_contiguous(&s, "paged_kv_indices")
+            if s.dl.device.device_id != self.device:
+                raise ValueError(f"paged_kv_indices: on cuda:{s.dl.device.device_id}, the "
+                                 f"wrapper is for cuda:{self.device}")
+            if s.dl.shape[0] < need:
+                raise ValueError(f"paged_kv_indices: expected at least paged_kv_indptr[-1] = "
+                                 f"{need} entries, got {s.dl.shape[0]}")
+        finally:
+            release_slot(&s)
+        return indices
+
+    cdef Plan _new_plan(self, int kind, object variant, str dtype, int batch, int hq, int hkv,
+                        int hd, int page_size, tuple sc, bint causal, int64_t rows,
+                        int64_t planned_rows, int64_t kv_rows, int64_t min_pages):
+        cdef Plan p = Plan.__new__(Plan)
+        p.kind_code = kind
+        p.kind = _KIND_NAMES[kind]
+        p.backend = variant.backend
+        p.uri = variant.uri
+        p.dtype = dtype
+        p.kv_layout = self.kv_layout
+        p.layout_code = self.layout_code
+        p.device = self.device
+        p.batch_size = batch
+        p.num_qo_heads = hq
+        p.num_kv_heads = hkv
+        p.head_dim = hd
+        p.page_size = page_size
+        p.window_left = sc[0]
+        p.logits_soft_cap = sc[1]
+        p.sm_scale = sc[2]
+        p.rope_scale = sc[3]
+        p.rope_theta = sc[4]
+        p.rope_rcp_scale = 1.0 / p.rope_scale   # the kernels take reciprocals (doc P5)
+        p.rope_rcp_theta = 1.0 / p.rope_theta
+        p.causal = causal
+        p.use_cuda_graph = self.use_cuda_graph
+        p.total_num_rows = rows
+        p.planned_num_rows = planned_rows
+        p.total_kv_rows = kv_rows
+        p.min_num_pages = min_pages
+        return p
+
+    cdef int _finish_plan(self, Plan p, object variant, str run_symbol, object info,
+                          list offs, void* stream, PinnedSlot slot, int64_t n_indices) except -1:
+        cdef char* meta = <char*>(<TensorDesc>self._meta).dl.data
+        p.plan_info = info
+        p.n_indices = n_indices
+        p.run_b = load_binding(variant, run_symbol)
+        _read_layout(p.run_b, &p.L)
+        p.meta = self._meta
+        k = 0
+        cdef list o = [<int64_t>x * 4 for x in offs]
+        if p.kind_code != DECODE:
+            p.d_qo_indptr = meta + <int64_t>o[k]
+            k += 1
+        p.d_kv_indptr = meta + <int64_t>o[k]
+        k += 1
+        if p.kind_code != RAGGED_PREFILL:
+            p.d_lpl = meta + <int64_t>o[k]
+            p.d_indices = meta + <int64_t>o[k + 1]
+        p.stream = stream
+        p.copied = slot.done
+        if self.use_cuda_graph:
+            key = p.frozen_key()
+            if self._frozen is None:
+                self._frozen = key
+        self._generation += 1
+        p.generation = self._generation
+        self.current_plan = p
+        return 0
+
+    cdef int _check_frozen(self, tuple key) except -1:
+        if self.use_cuda_graph and self._frozen is not None and key != self._frozen:
+            diff = [f"{n}: {a!r} -> {b!r}" for n, a, b in zip(_FROZEN_NAMES, self._frozen, key)
+                    if a != b]
+            raise ValueError("in CUDA-graph mode every plan must keep what the captured graph "
+                             "baked in; changed: " + "; ".join(diff))
+        return 0
+
+    cdef object _call_plan(self, Binding b, CallFrame* f, void* stream):
+        cdef TVMFFIAny result
+        b.invoke(f, <uintptr_t>stream, &result)
+        return take_result(&result)
+
+    # -- run machinery -------------------------------------------------------------------
+
+    cdef int _check_current(self, Plan p) except -1:
+        if p is None:
+            raise RuntimeError(f"{type(self).__name__}: call plan() before run()")
+        if self.current_plan is not p:
+            raise _errors.PlanMismatchError(
+                f"stale plan (generation {p.generation}): the wrapper has planned again "
+                f"(generation {self._generation}) and the workspaces now hold that plan")
+        return 0
+
+    cdef int _pack_tensors(self, CallFrame* f, Plan p, object q, object kv, object k,
+                           object v) except -1:
+        """q, k, v into their slots, checked on their own (device, dtype, rank, layout)."""
+        cdef RunLayout* L = &p.L
+        cdef Binding b = p.run_b
+        cdef TensorSlot* qs
+        cdef TensorSlot* ks
+        cdef TensorSlot* vs
+        cdef uint32_t dt = dtype_key_of(p.dtype)
+        cdef int i, kv_ndim = 3 if p.kind_code == RAGGED_PREFILL else 4
+        b.tensor(f, L.q, q)
+        if p.kind_code == RAGGED_PREFILL:
+            b.tensor(f, L.k, k)
+            b.tensor(f, L.v, v)
+        else:
+            split_kv_pair(f, L.k, L.v, kv, b)
+        qs = &f.slots[L.q]
+        ks = &f.slots[L.k]
+        vs = &f.slots[L.v]
+        for name, i in (("q", L.q), ("k_cache", L.k), ("v_cache", L.v)):
+            check_cuda(&f.slots[i], name)
+            if dtype_key(f.slots[i].dl.dtype) != dt:
+                raise _errors.PlanMismatchError(
+                    f"{name}: dtype {describe(&f.slots[i])} but the plan is for {p.dtype}")
+            check_qkv_tensor(&f.slots[i], name, dt)
+        check_ndim(qs, "q", 3)
+        check_ndim(ks, "k_cache", kv_ndim)
+        check_same_device(ks, "k_cache", qs, "q")
+        check_same_device(vs, "v_cache", qs, "q")
+        check_same_shape(vs, "v_cache", ks, "k_cache")
+        for i in range(kv_ndim):  # the kernels read one stride array for both
+            if ks.dl.strides[i] != vs.dl.strides[i]:
+                raise ValueError(f"v_cache: strides must equal k_cache's, got {describe(vs)} vs "
+                                 f"{describe(ks)}")
+        return 0
+
+    cdef int _check_against_plan(self, CallFrame* f, Plan p) except -1:
+        cdef RunLayout* L = &p.L
+        cdef TensorSlot* qs = &f.slots[L.q]
+        cdef TensorSlot* ks = &f.slots[L.k]
+        cdef int64_t rows, pages, page, heads, dim, kv_rows
+        M = _errors.PlanMismatchError
+        if qs.dl.device.device_id != p.device:
+            raise M(f"q: on cuda:{qs.dl.device.device_id}, the plan is for cuda:{p.device}")
+        rows = p.batch_size if p.kind_code == DECODE else p.planned_num_rows
+        if qs.dl.shape[0] != rows or qs.dl.shape[1] != p.num_qo_heads or qs.dl.shape[2] != p.head_dim:
+            what = "batch_size" if p.kind_code == DECODE else (
+                "the planned rows (max_total_num_rows)" if p.use_cuda_graph else "qo_indptr[-1]")
+            raise M(f"q: expected shape ({rows}, {p.num_qo_heads}, {p.head_dim}) "
+                    f"({what}, num_qo_heads, head_dim of the plan), got {describe(qs)}")
+        dim = ks.dl.shape[ks.dl.ndim - 1]
+        if p.kind_code == RAGGED_PREFILL:
+            kv_rows, heads = (ks.dl.shape[0], ks.dl.shape[1]) if p.layout_code == 0 else (
+                ks.dl.shape[1], ks.dl.shape[0])
+            if heads != p.num_kv_heads or dim != p.head_dim or kv_rows < p.total_kv_rows:
+                raise M(f"k: expected {p.kv_layout} with >= {p.total_kv_rows} rows "
+                        f"(kv_indptr[-1]), {p.num_kv_heads} heads, head_dim {p.head_dim}; got "
+                        f"{describe(ks)}")
+            return 0
+        pages = ks.dl.shape[0]
+        page, heads = (ks.dl.shape[1], ks.dl.shape[2]) if p.layout_code == 0 else (
+            ks.dl.shape[2], ks.dl.shape[1])
+        if page != p.page_size or heads != p.num_kv_heads or dim != p.head_dim:
+            raise M(f"k_cache: expected page_size {p.page_size}, {p.num_kv_heads} kv heads, "
+                    f"head_dim {p.head_dim} in {p.kv_layout} layout (the plan's), got "
+                    f"{describe(ks)}")
+        if pages < p.min_num_pages:
+            raise M(f"k_cache: has {pages} pages but the plan's page table uses page "
+                    f"{p.min_num_pages - 1}")
+        return 0
+
+    cdef int _pack_outputs(self, CallFrame* f, Plan p, object out, object lse,
+                           void* stream) except -1:
+        cdef RunLayout* L = &p.L
+        cdef TensorSlot* qs = &f.slots[L.q]
+        cdef int64_t shape[3]
+        cdef int i
+        for i in range(3):
+            shape[i] = qs.dl.shape[i]
+        p.run_b.tensor(f, L.o, out)
+        check_out(&f.slots[L.o], "out", qs, "q", 3, shape)
+        p.run_b.opt_tensor(f, L.lse, lse)
+        if lse is not None:
+            check_lse(&f.slots[L.lse], shape[0], shape[1], qs)
+        return 0
+
+    cdef int _pack_plan_args(self, CallFrame* f, Plan p, bint pdl) except -1:
+        """Everything that comes from the plan: workspaces, plan info, device metadata,
+        mask / layout / window / scalars."""
+        cdef RunLayout* L = &p.L
+        cdef Binding b = p.run_b
+        release_slot(&f.slots[L.fws])  # a rebind repacks these: drop what they held
+        release_slot(&f.slots[L.iws])
+        b.tensor(f, L.fws, self._float_ws)
+        b.tensor(f, L.iws, self._int_ws)
+        set_object(f, L.info, <Object>p.plan_info)
+        if L.qo_indptr >= 0:
+            _pack_i32(f, L.qo_indptr, p.d_qo_indptr, p.batch_size + 1, kDLCUDA, p.device)
+        _pack_i32(f, L.kv_indptr, p.d_kv_indptr, p.batch_size + 1, kDLCUDA, p.device)
+        if L.indices >= 0:
+            _pack_i32(f, L.indices, p.d_indices, p.n_indices, kDLCUDA, p.device)
+            _pack_i32(f, L.lpl, p.d_lpl, p.batch_size, kDLCUDA, p.device)
+        if L.mask >= 0:
+            set_int(f, L.mask, 1 if p.causal else 0)
+        set_int(f, L.layout, p.layout_code)
+        set_int(f, L.window, p.window_left)
+        set_bool(f, L.pdl, pdl)
+        pack_extras(b, f, L.extras, p.backend, p.logits_soft_cap, p.sm_scale,
+                    p.rope_rcp_scale, p.rope_rcp_theta)
+        if p.backend == "fa3" and p.kind_code == RAGGED_PREFILL and p.layout_code == 1:
+            _hnd_as_nhd(f, L.k)
+            _hnd_as_nhd(f, L.v)
+            set_int(f, L.layout, 0)
+        return 0
+
+    cdef int _order_after_plan(self, Plan p, void* stream) except -1:
+        """A run on another stream than the plan's waits (GPU-side) for the plan's copies,
+        and is remembered so the next plan waits for it."""
+        cdef uintptr_t h = <uintptr_t>stream
+        if stream == p.stream or h in self._foreign:
+            return 0
+        if capture_status(stream, self.device) == 0:
+            wait_event(stream, p.copied.ev, self.device)
+        self._foreign[h] = None
+        return 0
+
+    cdef object _run(self, object q, object kv, object k, object v, object out, object lse,
+                     bint return_lse, object enable_pdl, object stream, Plan plan):
+        cdef CallFrame f
+        cdef TVMFFIAny result
+        cdef TensorSlot* qs
+        cdef void* handle = NULL
+        cdef Plan p = self.current_plan if plan is None else plan
+        self._check_current(p)
+        frame_init(&f, p.run_b.n)
+        try:
+            self._pack_tensors(&f, p, q, kv, k, v)
+            self._check_against_plan(&f, p)
+            self._pack_plan_args(&f, p, pdl_default(p.device) if enable_pdl is None
+                                 else bool(enable_pdl))
+            run_stream(p.run_b, &f, stream, &handle)
+            qs = &f.slots[p.L.q]
+            if out is None:
+                out = DeviceArray.empty((qs.dl.shape[0], qs.dl.shape[1], qs.dl.shape[2]),
+                                        p.dtype, p.device, <uintptr_t>handle)
+            if lse is None and return_lse:
+                lse = DeviceArray.empty((qs.dl.shape[0], qs.dl.shape[1]), "float32", p.device,
+                                        <uintptr_t>handle)
+            self._pack_outputs(&f, p, out, lse, handle)
+            self._order_after_plan(p, handle)
+            if qs.dl.shape[0] > 0:
+                p.run_b.invoke(&f, <uintptr_t>handle, &result)
+            return (out, lse) if return_lse else out
+        finally:
+            frame_release(&f)
+
+    cdef object _prepare(self, object q, object kv, object k, object v, object out,
+                         object lse, object enable_pdl, object stream):
+        cdef Plan p = self.current_plan
+        cdef PreparedRun r
+        cdef TensorSlot* qs
+        cdef void* handle = NULL
+        cdef int i
+        self._check_current(p)
+        r = PreparedRun.__new__(PreparedRun)
+        r.frame = <CallFrame*>malloc(sizeof(CallFrame))
+        if r.frame == NULL:
+            raise MemoryError()
+        frame_init(r.frame, p.run_b.n)
+        r.wrapper = self
+        r.plan = p
+        self._pack_tensors(r.frame, p, q, kv, k, v)
+        self._check_against_plan(r.frame, p)
+        r.pdl = pdl_default(p.device) if enable_pdl is None else bool(enable_pdl)
+        self._pack_plan_args(r.frame, p, r.pdl)
+        if stream is None:
+            run_stream(p.run_b, r.frame, None, &handle)
+        else:
+            resolve_stream(stream, &handle)
+        qs = &r.frame.slots[p.L.q]
+        if out is None:
+            out = DeviceArray.empty((qs.dl.shape[0], qs.dl.shape[1], qs.dl.shape[2]), p.dtype,
+                                    p.device, <uintptr_t>handle)
+        self._pack_outputs(r.frame, p, out, lse, handle)
+        for i in range(r.frame.n):
+            if r.frame.args[i].type_index == 7:  # kTVMFFIDLTensorPtr
+                _own_shape(&r.frame.slots[i])
+        r.keep = [q, kv, k, v, out, lse]
+        r.out = out
+        r.lse = lse
+        r.stream = handle
+        r.device = p.device
+        r.empty = qs.dl.shape[0] == 0
+        r.fn = p.run_b.function()
+        r.generation = p.generation
+        self._order_after_plan(p, handle)
+        return r
+
+    def workspace_buffers(self):
+        """(float workspace, int workspace) once allocated (after the first plan)."""
+        return self._float_ws, self._int_ws
+
+    @property
+    def pinned_ring_size(self):
+        return self._ring.size
+
+    @property
+    def pinned_ring_waits(self):
+        """How often plan() had to wait for an earlier plan's copy to free a mirror."""
+        return self._ring.waits
+
+    @property
+    def generation(self):
+        return self._generation
+
+
+cdef void _hnd_as_nhd(CallFrame* f, int i) noexcept:
+    """View a 3-D HND k/v ([heads, rows, dim]) as NHD ([rows, heads, dim]) by swapping the
+    first two shape/stride entries. FA3's ragged run reads num_kv_heads and the KV row count
+    from dims 1 and 0 whatever the layout code, so only an NHD-shaped view is safe."""
+    cdef TensorSlot* s = &f.slots[i]
+    cdef int64_t t
+    if s.dl.shape != s.shape:
+        _own_shape(s)
+    t = s.shape[0]; s.shape[0] = s.shape[1]; s.shape[1] = t
+    t = s.strides[0]; s.strides[0] = s.strides[1]; s.strides[1] = t
+
+
+cdef void _own_shape(TensorSlot* s) noexcept:
+    """Copy shape/strides into the slot itself (a producer's arrays may not outlive it)."""
+    cdef int i
+    if s.dl.shape != s.shape:
+        for i in range(s.dl.ndim):
+            s.shape[i] = s.dl.shape[i]
+        s.dl.shape = s.shape
+    if s.dl.strides != s.strides:
+        for i in range(s.dl.ndim):
+            s.strides[i] = s.dl.strides[i]
+        s.dl.strides = s.strides
+
+
+# ------------------------------------------------------------------------------- prepared
+
+cdef class PreparedRun:
+    """A run with every argument packed once: ``launch()`` is one GIL-free kernel call.
+
+    Made by ``wrapper.prepare(...)``. The tensors are captured as they were (pointer, shape,
+    strides); keep their storage alive and unchanged in shape (the object holds references).
+    After the wrapper plans again the next ``launch()`` rebinds to the new plan (checking
+    the tensors against it, PlanMismatchError if they no longer fit); a plan for another
+    kernel variant (window, soft cap, dtype, backend) needs a new ``prepare()``.
+    ``repoint(q=, out=, lse=)`` swaps data pointers (same shape) without repacking.
+    """
+
+    cdef CallFrame* frame
+    cdef _BatchAttention wrapper
+    cdef Plan plan
+    cdef int64_t generation
+    cdef Function fn
+    cdef void* stream
+    cdef int device
+    cdef bint pdl
+    cdef bint empty
+    cdef list keep
+    cdef readonly object out
+    cdef readonly object lse
+
+    cdef int _rebind(self) except -1:
+        cdef _BatchAttention w = self.wrapper
+        cdef Plan p = w.current_plan
+        if p.uri != self.plan.uri or p.kind_code != self.plan.kind_code:
+            raise _errors.PlanMismatchError(
+                f"the wrapper was replanned for another kernel ({p.uri}, was "
+                f"{self.plan.uri}): call prepare() again")
+        if self.plan.backend == "fa3" and p.kind_code == RAGGED_PREFILL and p.layout_code == 1:
+            raise _errors.PlanMismatchError("FA3 ragged HND: call prepare() again after plan()")
+        w._check_against_plan(self.frame, p)
+        w._pack_plan_args(self.frame, p, self.pdl)
+        w._order_after_plan(p, self.stream)
+        self.plan = p
+        self.generation = p.generation
+        return 0
+
+    def launch(self):
+        """Run the prepared call; returns ``out``. Asynchronous."""
+        cdef TVMFFIAny result
+        if self.generation != self.wrapper._generation:
+            self._rebind()
+        if not self.empty:
+            self.fn.call(self.frame.args, self.frame.n, &result, kDLCUDA, self.device,
+                         self.stream, True)
+        return self.out
+
+    def repoint(self, q=None, out=None, lse=None):
+        """Point q / out / lse at other memory of the same shape (integer addresses)."""
+        cdef RunLayout* L = &self.plan.L
+        for value, idx, name in ((q, L.q, "q"), (out, L.o, "out"), (lse, L.lse, "lse")):
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name}: expected an integer device address, got {value!r}")
+            if idx < 0 or self.frame.args[idx].type_index != 7:
+                raise ValueError(f"{name}: was not given to prepare()")
+            if value % 16:
+                raise ValueError(f"{name}: address {value:#x} must be 16-byte aligned")
+            self.frame.slots[idx].dl.data = <void*><uintptr_t>value
+
+    @property
+    def stream_handle(self):
+        return <uintptr_t>self.stream
+
+    def __dealloc__(self):
+        if self.frame != NULL:
+            frame_release(self.frame)
+            free(self.frame)
+            self.frame = NULL
+
+
+# ----------------------------------------------------------------------------- wrappers
+
+cdef class BatchDecodeWithPagedKVCache(_BatchAttention):
+    """Batched decode (one query token per request) over a paged KV cache.
+
+    ``BatchDecodeWithPagedKVCache(kv_layout="NHD", *, use_cuda_graph=False, device=0,
+    float_workspace_buffer=None, int_workspace_buffer=None, float_workspace_bytes=128 MiB,
+    int_workspace_bytes=8 MiB, max_num_pages=None, pinned_slots=4)``. Workspaces are
+    allocated on the first plan unless given (u8, 1-D, on ``device``). Graph mode needs
+    ``max_num_pages`` (page-table capacity) and keeps the first plan's batch size.
+    Paged caches: NHD ``[num_pages, page_size, num_kv_heads, head_dim]``, HND ``[num_pages,
+    num_kv_heads, page_size, head_dim]``; k and v as a tuple or one ``[num_pages, 2, ...]``
+    tensor.
+    """
+
+    def __init__(self, kv_layout="NHD", **kwargs):
+        _BatchAttention.__init__(self, kv_layout, **kwargs)
+        self.kind = DECODE
+
+    def plan(self, indptr, indices, last_page_len, num_qo_heads, num_kv_heads, head_dim,
+             page_size, *, window_left=-1, logits_soft_cap=0.0, sm_scale=None,
+             rope_scale=1.0, rope_theta=1e4, q_data_type="float16", kv_data_type=None,
+             stream=None):
+        """Plan a decode step. ``indptr`` ``[batch+1]`` (page offsets into ``indices``) and
+        ``last_page_len`` ``[batch]`` are host integer arrays; ``indices`` (the page table)
+        a host array or a CUDA int32 tensor (copied device-to-device). Scalars as
+        :func:`flashinfer_cy.single_decode`. Returns the :class:`Plan` (also
+        ``self.current_plan``)."""
+        cdef CallFrame f
+        cdef PinnedSlot slot = None
+        cdef Binding b
+        cdef void* stream_h
+        dtype, hq, hkv, hd, sc = _A().plan_config(
+            q_data_type, kv_data_type, num_qo_heads, num_kv_heads, head_dim, window_left,
+            logits_soft_cap, sm_scale, rope_scale, rope_theta, decode=True)
+        ps = _A().positive_int(page_size, "page_size")
+        kv_indptr = _A().check_indptr(indptr, "indptr")
+        batch = kv_indptr.shape[0] - 1
+        lpl, _kv_lens = _A().paged_kv_lengths(kv_indptr, last_page_len, ps)
+        need = int(kv_indptr[kv_indptr.shape[0] - 1])
+        host_idx, dev_idx, min_pages = _page_table(self, indices, kv_indptr, need)
+        variant = _uri.variant("batch_decode", dtype, hd, sc[0], sc[1])
+        caps = _graph_caps(self, batch, need, False)
+        self._check_frozen(_frozen_key("decode", variant.uri, batch, hq, hkv, hd, ps, sc, False,
+                                       batch))
+        # ---- CUDA from here on
+        b = load_binding(variant, "plan")
+        stream_h = self._plan_stream(stream)
+        self._begin_plan(stream_h)
+        slot = self._ring.acquire()
+        try:
+            offs, host_ptrs = self._stage(
+                slot, [kv_indptr, lpl, None if dev_idx is not None else host_idx[:need]],
+                caps, [], stream_h, dev_idx, need)
+            frame_init(&f, b.n)
+            try:
+                b.tensor(&f, 0, self._float_ws)
+                b.tensor(&f, 1, self._int_ws)
+                b.tensor(&f, 2, slot.kernel_desc)
+                _pack_i32(&f, 3, <void*><uintptr_t>(<uintptr_t>slot.staging_ptr + offs[0] * 4),
+                          batch + 1, kDLCPU, 0)
+                set_int(&f, 4, batch)
+                set_int(&f, 5, hq)
+                set_int(&f, 6, hkv)
+                set_int(&f, 7, ps)
+                set_bool(&f, 8, self.use_cuda_graph)
+                set_int(&f, 9, sc[0])
+                set_float(&f, 10, sc[1])
+                set_int(&f, 11, hd)
+                set_int(&f, 12, hd)
+                _pack_empty(&f, 13, slot, dtype)
+                _pack_empty(&f, 14, slot, dtype)
+                info = self._call_plan(b, &f, stream_h)
+            finally:
+                frame_release(&f)
+        finally:
+            self._ring.commit(slot, stream_h)
+        p = self._new_plan(DECODE, variant, dtype, batch, hq, hkv, hd, ps, sc, False, batch,
+                           batch, 0, min_pages)
+        self._finish_plan(p, variant, "run", info, offs, stream_h, slot, need)
+        return p
+
+    def run(self, q, paged_kv_cache, *, out=None, lse=None, return_lse=False,
+            enable_pdl=None, plan=None, stream=None):
+        """Decode attention for ``q [batch, num_qo_heads, head_dim]`` against the planned
+        pages of ``paged_kv_cache``. Returns ``out`` (allocated when omitted) or
+        ``(out, lse)``; lse is float32 ``[batch, num_qo_heads]``, base 2. ``plan``
+        defaults to the current one (a stale plan raises PlanMismatchError)."""
+        return self._run(q, paged_kv_cache, None, None, out, lse, return_lse, enable_pdl,
+                         stream, plan)
+
+    def prepare(self, q, paged_kv_cache, out=None, *, lse=None, enable_pdl=None, stream=None):
+        """A :class:`PreparedRun` of ``run(q, paged_kv_cache, out=out, lse=lse)`` on
+        ``stream`` (default: the stream run() would pick now)."""
+        return self._prepare(q, paged_kv_cache, None, None, out, lse, enable_pdl, stream)
+
+
+cdef class BatchPrefillWithPagedKVCache(_BatchAttention):
+    """Batched prefill / append (``qo_indptr`` rows per request) over a paged KV cache.
+    Constructor as :class:`BatchDecodeWithPagedKVCache` plus ``backend`` ("auto": FA3 on
+    sm90 when its module is available, "fa2", "fa3") and, for graph mode,
+    ``max_total_num_rows`` (default: the first plan's row count)."""
+
+    def __init__(self, kv_layout="NHD", **kwargs):
+        _BatchAttention.__init__(self, kv_layout, **kwargs)
+        self.kind = PAGED_PREFILL
+
+    def plan(self, qo_indptr, paged_kv_indptr, paged_kv_indices, paged_kv_last_page_len,
+             num_qo_heads, num_kv_heads, head_dim, page_size, *, causal=False, window_left=-1,
+             logits_soft_cap=0.0, sm_scale=None, rope_scale=1.0, rope_theta=1e4,
+             q_data_type="float16", kv_data_type=None, stream=None):
+        """Plan a prefill batch. Host arrays: ``qo_indptr`` ``[batch+1]`` (rows of q, from
+        0), ``paged_kv_indptr`` ``[batch+1]``, ``paged_kv_last_page_len`` ``[batch]``;
+        ``paged_kv_indices`` host or CUDA int32. ``causal`` aligns bottom-right."""
+        kv_indptr = _A().check_indptr(paged_kv_indptr, "paged_kv_indptr")
+        batch = kv_indptr.shape[0] - 1
+        qo = _A().check_qo_indptr(qo_indptr, batch)
+        ps = _A().positive_int(page_size, "page_size")
+        lpl, kv_lens = _A().paged_kv_lengths(kv_indptr, paged_kv_last_page_len, ps)
+        need = int(kv_indptr[kv_indptr.shape[0] - 1])
+        host_idx, dev_idx, min_pages = _page_table(self, paged_kv_indices, kv_indptr, need)
+        return _plan_prefill(self, PAGED_PREFILL, qo, kv_indptr, kv_lens, lpl, host_idx, dev_idx,
+                             need, min_pages, num_qo_heads, num_kv_heads, head_dim, ps, causal,
+                             window_left, logits_soft_cap, sm_scale, rope_scale, rope_theta,
+                             q_data_type, kv_data_type, stream)
+
+    def run(self, q, paged_kv_cache, *, out=None, lse=None, return_lse=False,
+            enable_pdl=None, plan=None, stream=None):
+        """Attention for ``q [qo_indptr[-1], num_qo_heads, head_dim]`` (graph mode: the
+        planned maximum rows). Returns ``out`` or ``(out, lse)``."""
+        return self._run(q, paged_kv_cache, None, None, out, lse, return_lse, enable_pdl,
+                         stream, plan)
+
+    def prepare(self, q, paged_kv_cache, out=None, *, lse=None, enable_pdl=None, stream=None):
+        return self._prepare(q, paged_kv_cache, None, None, out, lse, enable_pdl, stream)
+
+
+cdef class BatchPrefillWithRaggedKVCache(_BatchAttention):
+    """Batched prefill over packed (ragged) K/V: ``k``/``v`` ``[kv_indptr[-1],
+    num_kv_heads, head_dim]`` (NHD) or ``[num_kv_heads, kv_indptr[-1], head_dim]`` (HND).
+    Constructor as :class:`BatchPrefillWithPagedKVCache`."""
+
+    def __init__(self, kv_layout="NHD", **kwargs):
+        _BatchAttention.__init__(self, kv_layout, **kwargs)
+        self.kind = RAGGED_PREFILL
+
+    def plan(self, qo_indptr, kv_indptr, num_qo_heads, num_kv_heads, head_dim, *,
+             causal=False, window_left=-1, logits_soft_cap=0.0, sm_scale=None,
+             rope_scale=1.0, rope_theta=1e4, q_data_type="float16", kv_data_type=None,
+             stream=None):
+        """Plan a ragged prefill batch from host ``qo_indptr`` and ``kv_indptr`` (token
+        offsets, both ``[batch+1]`` from 0)."""
+        kv = _A().check_indptr(kv_indptr, "kv_indptr")
+        batch = kv.shape[0] - 1
+        kv = _A().check_ragged_kv_indptr(kv, batch)
+        qo = _A().check_qo_indptr(qo_indptr, batch)
+        kv_lens = _A().np.diff(kv).astype("int32")
+        return _plan_prefill(self, RAGGED_PREFILL, qo, kv, kv_lens, None, None, None, 0, 0,
+                             num_qo_heads, num_kv_heads, head_dim, 1, causal, window_left,
+                             logits_soft_cap, sm_scale, rope_scale, rope_theta, q_data_type,
+                             kv_data_type, stream)
+
+    def run(self, q, k, v, *, out=None, lse=None, return_lse=False, enable_pdl=None,
+            plan=None, stream=None):
+        return self._run(q, None, k, v, out, lse, return_lse, enable_pdl, stream, plan)
+
+    def prepare(self, q, k, v, out=None, *, lse=None, enable_pdl=None, stream=None):
+        return self._prepare(q, None, k, v, out, lse, enable_pdl, stream)
+
+
+# ----------------------------------------------------------------------------- plan helpers
+
+cdef tuple _page_table(_BatchAttention w, object indices, object kv_indptr, int64_t need):
+    """(host array or None, device tensor or None, pages the cache needs or 0 if unknown)."""
+    if _A().is_device_array(indices):
+        return None, w._device_indices(indices, need), 0
+    arr, min_pages = _A().check_host_indices(indices, kv_indptr)
+    return arr, None, min_pages
+
+
+cdef list _graph_caps(_BatchAttention w, int batch, int64_t need, bint with_qo):
+    """Per-segment capacities of the device metadata: graph mode fixes them (buffers must
+    not move between replays), otherwise 0 (actual sizes)."""
+    if not w.use_cuda_graph:
+        return [0, 0, 0, 0]
+    if w.kind != RAGGED_PREFILL:
+        if w._max_pages < 0:
+            raise ValueError("use_cuda_graph=True needs max_num_pages (the page-table capacity) "
+                             "in the constructor")
+        if need > w._max_pages:
+            raise ValueError(f"paged_kv_indices: {need} pages exceed max_num_pages "
+                             f"{w._max_pages} of this CUDA-graph wrapper")
+    caps = [batch + 1, batch + 1] if with_qo else [batch + 1]
+    if w.kind != RAGGED_PREFILL:
+        caps += [batch, w._max_pages]
+    return caps
+
+
+cdef void _pack_empty(CallFrame* f, int i, PinnedSlot slot, str dtype) noexcept:
+    """Decode plan's ``empty_q_data``/``empty_kv_data``: a host tensor of shape [0] whose
+    only meaning is its dtype (never dereferenced)."""
+    _pack_i32(f, i, slot.staging_ptr, 0, kDLCPU, 0)
+    f.slots[i].dl.dtype.code = 4 if dtype == "bfloat16" else 2
+    f.slots[i].dl.dtype.bits = 16
+
+
+cdef object _plan_prefill(_BatchAttention w, int kind, object qo, object kv_indptr,
+                          object kv_lens, object lpl, object host_idx, object dev_idx,
+                          int64_t need, int64_t min_pages, object num_qo_heads,
+                          object num_kv_heads, object head_dim, int page_size, object causal,
+                          object window_left, object logits_soft_cap, object sm_scale,
+                          object rope_scale, object rope_theta, object q_data_type,
+                          object kv_data_type, object stream):
+    cdef CallFrame f
+    cdef PinnedSlot slot
+    cdef Binding b
+    cdef void* stream_h
+    dtype, hq, hkv, hd, sc = _A().plan_config(
+        q_data_type, kv_data_type, num_qo_heads, num_kv_heads, head_dim, window_left,
+        logits_soft_cap, sm_scale, rope_scale, rope_theta, decode=False)
+    causal = bool(causal)
+    batch = qo.shape[0] - 1
+    rows = int(qo[qo.shape[0] - 1])
+    kv_rows = int(kv_indptr[kv_indptr.shape[0] - 1]) if kind == RAGGED_PREFILL else 0
+    qo_lens = _A().np.diff(qo)
+    if causal and (qo_lens > kv_lens).any():
+        i = int(_A().np.argmax(qo_lens > kv_lens))
+        raise ValueError(f"causal: request {i} has {qo_lens[i]} query rows but {kv_lens[i]} keys; "
+                         f"causal attention aligns rows bottom-right and needs qo_len <= kv_len")
+    planned = rows
+    if w.use_cuda_graph:
+        if w._max_rows < 0:
+            w._max_rows = rows
+        if rows > w._max_rows:
+            raise ValueError(f"qo_indptr: {rows} rows exceed the CUDA-graph capacity "
+                             f"{w._max_rows} (max_total_num_rows)")
+        planned = w._max_rows
+    caps = _graph_caps(w, batch, need, True)
+    # ---- CUDA from here on (backend "auto" queries the device and probes for FA3)
+    backend = choose_backend(w.backend, "batch_prefill", dtype, hd, sc[0], sc[1], w.device)
+    variant = _uri.variant("batch_prefill", dtype, hd, sc[0], sc[1], backend)
+    w._check_frozen(_frozen_key(_KIND_NAMES[kind], variant.uri, batch, hq, hkv, hd, page_size,
+                                sc, causal, planned))
+    b = load_binding(variant, "plan")
+    stream_h = w._plan_stream(stream)
+    w._begin_plan(stream_h)
+    dev = [qo, kv_indptr]
+    if kind != RAGGED_PREFILL:
+        dev += [lpl, None if dev_idx is not None else host_idx[:need]]
+    slot = w._ring.acquire()
+    try:
+        offs, host_ptrs = w._stage(slot, dev, caps, [kv_lens], stream_h, dev_idx, need)
+        frame_init(&f, b.n)
+        try:
+            b.tensor(&f, 0, w._float_ws)
+            b.tensor(&f, 1, w._int_ws)
+            b.tensor(&f, 2, slot.kernel_desc)
+            _pack_i32(&f, 3, <void*><uintptr_t>(<uintptr_t>slot.staging_ptr + offs[0] * 4), batch + 1,
+                      kDLCPU, 0)
+            _pack_i32(&f, 4, <void*><uintptr_t>(<uintptr_t>slot.staging_ptr + offs[1] * 4), batch + 1,
+                      kDLCPU, 0)
+            _pack_i32(&f, 5, <void*><uintptr_t>host_ptrs[0], batch, kDLCPU, 0)
+            set_int(&f, 6, planned)
+            set_int(&f, 7, batch)
+            set_int(&f, 8, hq)
+            set_int(&f, 9, hkv)
+            set_int(&f, 10, page_size)
+            set_bool(&f, 11, w.use_cuda_graph)
+            set_int(&f, 12, hd)
+            set_int(&f, 13, hd)
+            set_bool(&f, 14, causal)
+            set_int(&f, 15, sc[0])
+            if backend == "fa2":
+                set_int(&f, 16, -1)      # fixed_split_size: auto
+                set_bool(&f, 17, False)  # disable_split_kv
+                set_int(&f, 18, 0)       # num_colocated_ctas (upstream passes 0)
+            info = w._call_plan(b, &f, stream_h)
+        finally:
+            frame_release(&f)
+    finally:
+        w._ring.commit(slot, stream_h)
+    p = w._new_plan(kind, variant, dtype, batch, hq, hkv, hd, page_size, sc, causal, rows,
+                    planned, kv_rows, min_pages)
+    w._finish_plan(p, variant, "ragged_run" if kind == RAGGED_PREFILL else "paged_run", info,
+                   offs, stream_h, slot, need)
+    return p

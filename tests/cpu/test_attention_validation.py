@@ -1,0 +1,346 @@
+"""Attention APIs on a machine without a GPU: every bad plan()/single-op argument raises the
+named TypeError/ValueError before a kernel module is loaded or CUDA is touched (the
+``no_cuda`` fixture turns either into a ``TouchedCuda`` failure), and every good one gets as
+far as that point. Also: URI naming against tools/kernel_uris.py (the builder), the wheel's
+variant grid, and the ABI tables against FlashInfer 0.6.3's bindings and doc §6."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import flashinfer_cy as fc
+from flashinfer_cy._core import runtime
+from flashinfer_cy.kernels import attention_args, attention_uri
+from flashinfer_cy.kernels.attention import SIGNATURES
+
+ROOT = Path(__file__).resolve().parents[2]
+PTR = 0x7F0000000000  # 64-byte aligned, never dereferenced
+D = 128
+
+
+class TouchedCuda(AssertionError):
+    """Validation let the call through to the module loader or the CUDA runtime."""
+
+
+@pytest.fixture(autouse=True)
+def no_cuda(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise TouchedCuda("reached the kernel module / CUDA runtime")
+
+    monkeypatch.setattr(runtime, "load_module", refuse)
+    monkeypatch.setattr(runtime, "_load_cudart", refuse)
+
+
+def T(shape, dtype="float16", strides=None, offset=0):
+    return fc.TensorDesc(PTR + offset, shape, dtype, strides=strides)
+
+
+def reaches_cuda(call):
+    with pytest.raises(TouchedCuda):
+        call()
+
+
+def raises(call, exc, words):
+    with pytest.raises(exc, match=words):
+        call()
+
+
+# ------------------------------------------------------------------------------ decode plan
+
+INDPTR, INDICES, LAST = np.array([0, 2, 2, 5]), np.array([4, 1, 0, 3, 2]), np.array([7, 0, 16])
+
+
+def decode_plan(w=None, **over):
+    args = dict(indptr=INDPTR, indices=INDICES, last_page_len=LAST, num_qo_heads=32,
+                num_kv_heads=8, head_dim=D, page_size=16)
+    args.update(over)
+    w = w or fc.BatchDecodeWithPagedKVCache()
+    return lambda: w.plan(**args)
+
+
+def test_decode_plan_good_input_reaches_the_module():
+    reaches_cuda(decode_plan())
+    reaches_cuda(decode_plan(indptr=[0, 2, 2, 5], indices=list(INDICES), last_page_len=[7, 0, 16]))
+    reaches_cuda(decode_plan(q_data_type="bfloat16", window_left=100, logits_soft_cap=30.0))
+    reaches_cuda(decode_plan(indptr=np.array([0, 2, 2, 5], dtype=np.int64)))
+
+
+@pytest.mark.parametrize("over, exc, words", [
+    (dict(indptr=np.array([0, 3, 2, 5])), ValueError, "non-decreasing"),
+    (dict(indptr=np.array([0])), ValueError, "batch_size \\+ 1 >= 2"),
+    (dict(indptr=np.array([[0, 2, 2, 5]])), ValueError, "1-D"),
+    (dict(indptr=np.array([0.0, 2, 2, 5])), TypeError, "integer"),
+    (dict(indptr=np.array([-1, 2, 2, 5])), ValueError, ">= 0"),
+    (dict(indptr=np.array([0, 2, 2, 2**40])), ValueError, "int32"),
+    (dict(indptr=None), TypeError, "None"),
+    (dict(indices=np.array([4, 1, 0, 3])), ValueError, "at least"),
+    (dict(indices=np.array([4, 1, 0, -3, 2])), ValueError, ">= 0"),
+    (dict(last_page_len=np.array([7, 0])), ValueError, "3 entries"),
+    (dict(last_page_len=np.array([0, 0, 16])), ValueError, "last_page_len\\[0\\] = 0"),
+    (dict(last_page_len=np.array([7, 1, 16])), ValueError, "0 when it has none"),
+    (dict(last_page_len=np.array([7, 0, 17])), ValueError, "1..page_size"),
+    (dict(num_qo_heads=30), ValueError, "multiple of num_kv_heads"),
+    (dict(num_qo_heads=48, num_kv_heads=4), ValueError, "group sizes"),
+    (dict(num_qo_heads=0), ValueError, "num_qo_heads"),
+    (dict(num_kv_heads=2.0), TypeError, "num_kv_heads"),
+    (dict(head_dim=96), ValueError, "head dims"),
+    (dict(page_size=0), ValueError, "page_size"),
+    (dict(window_left=-2), ValueError, "window_left"),
+    (dict(window_left=True), TypeError, "window_left"),
+    (dict(logits_soft_cap=-1.0), ValueError, "logits_soft_cap"),
+    (dict(logits_soft_cap=float("nan")), ValueError, "finite"),
+    (dict(sm_scale=0.0), ValueError, "sm_scale"),
+    (dict(rope_theta=-1.0), ValueError, "rope"),
+    (dict(q_data_type="float32"), TypeError, "q_data_type"),
+    (dict(kv_data_type="bfloat16"), TypeError, "kv_data_type"),
+])
+def test_decode_plan_rejects(over, exc, words):
+    raises(decode_plan(**over), exc, words)
+
+
+def test_plan_refuses_device_host_arrays():
+    """plan() reads indptr/lengths on the host and never copies from the device."""
+    class FakeCudaArray:
+        __cuda_array_interface__ = {"shape": (4,), "typestr": "<i4", "data": (PTR, False),
+                                    "version": 3}
+
+    raises(decode_plan(indptr=FakeCudaArray()), TypeError, "host")
+
+
+def test_graph_mode_needs_page_capacity():
+    w = fc.BatchDecodeWithPagedKVCache(use_cuda_graph=True)
+    raises(decode_plan(w), ValueError, "max_num_pages")
+    w = fc.BatchDecodeWithPagedKVCache(use_cuda_graph=True, max_num_pages=4)
+    raises(decode_plan(w), ValueError, "exceed max_num_pages")
+    reaches_cuda(decode_plan(fc.BatchDecodeWithPagedKVCache(use_cuda_graph=True,
+                                                            max_num_pages=5)))
+
+
+@pytest.mark.parametrize("kwargs, exc, words", [
+    (dict(kv_layout="NDH"), ValueError, "kv_layout"),
+    (dict(backend="fa4"), ValueError, "backend"),
+    (dict(device=-1), ValueError, "device"),
+    (dict(float_workspace_bytes=0), ValueError, "float_workspace_bytes"),
+    (dict(pinned_slots=0), ValueError, "pinned_slots"),
+])
+def test_constructor_rejects(kwargs, exc, words):
+    for cls in (fc.BatchDecodeWithPagedKVCache, fc.BatchPrefillWithPagedKVCache,
+                fc.BatchPrefillWithRaggedKVCache):
+        raises(lambda: cls(**kwargs), exc, words)
+
+
+def test_run_before_plan():
+    w = fc.BatchDecodeWithPagedKVCache()
+    raises(lambda: w.run(T((3, 32, D)), (T((5, 16, 8, D)), T((5, 16, 8, D)))), RuntimeError,
+           "plan\\(\\) before run")
+    raises(lambda: w.prepare(T((3, 32, D)), (T((5, 16, 8, D)), T((5, 16, 8, D)))),
+           RuntimeError, "plan\\(\\) before run")
+
+
+# ----------------------------------------------------------------------------- prefill plans
+
+QO = np.array([0, 3, 3, 10])
+
+
+def paged_plan(w=None, **over):
+    args = dict(qo_indptr=QO, paged_kv_indptr=INDPTR, paged_kv_indices=INDICES,
+                paged_kv_last_page_len=LAST, num_qo_heads=16, num_kv_heads=4, head_dim=D,
+                page_size=16)
+    args.update(over)
+    w = w or fc.BatchPrefillWithPagedKVCache(backend="fa2")
+    return lambda: w.plan(**args)
+
+
+def ragged_plan(w=None, **over):
+    args = dict(qo_indptr=QO, kv_indptr=np.array([0, 5, 9, 20]), num_qo_heads=16,
+                num_kv_heads=4, head_dim=D)
+    args.update(over)
+    w = w or fc.BatchPrefillWithRaggedKVCache(backend="fa2")
+    return lambda: w.plan(**args)
+
+
+def test_prefill_plans_good_input_reaches_the_module():
+    reaches_cuda(paged_plan())
+    reaches_cuda(paged_plan(causal=True, num_qo_heads=12, num_kv_heads=4))  # group 3 is fine
+    reaches_cuda(ragged_plan())
+    reaches_cuda(ragged_plan(causal=True))
+    # "auto" asks the device (compute capability) before anything else
+    reaches_cuda(ragged_plan(fc.BatchPrefillWithRaggedKVCache()))
+
+
+@pytest.mark.parametrize("make, over, exc, words", [
+    (paged_plan, dict(qo_indptr=np.array([0, 3, 10])), ValueError, "4 entries"),
+    (paged_plan, dict(qo_indptr=np.array([1, 3, 3, 10])), ValueError, "start at 0"),
+    (paged_plan, dict(causal=True, qo_indptr=np.array([0, 3, 3, 60])), ValueError,
+     "qo_len <= kv_len"),
+    (paged_plan, dict(num_qo_heads=10), ValueError, "multiple"),
+    (paged_plan, dict(paged_kv_last_page_len=np.array([7, 0])), ValueError, "3 entries"),
+    (ragged_plan, dict(kv_indptr=np.array([0, 5, 4, 20])), ValueError, "non-decreasing"),
+    (ragged_plan, dict(kv_indptr=np.array([2, 5, 9, 20])), ValueError, "start at 0"),
+    (ragged_plan, dict(causal=True, kv_indptr=np.array([0, 2, 9, 20])), ValueError,
+     "request 0 has 3 query rows but 2 keys"),
+    (ragged_plan, dict(q_data_type="float8_e4m3fn"), TypeError, "q_data_type"),
+    (ragged_plan, dict(head_dim=512), ValueError, "head dims"),
+])
+def test_prefill_plan_rejects(make, over, exc, words):
+    raises(make(**over), exc, words)
+
+
+# -------------------------------------------------------------------------------- single ops
+
+def test_single_decode_validation():
+    q, k = T((32, D)), T((100, 8, D))
+    reaches_cuda(lambda: fc.single_decode(q, k, k))
+    reaches_cuda(lambda: fc.single_decode(q, T((8, 100, D)), T((8, 100, D)), kv_layout="HND"))
+    raises(lambda: fc.single_decode(T((1, 32, D)), k, k), ValueError, "2 dimensions")
+    raises(lambda: fc.single_decode(T((32, D), "float32"), k, k), TypeError, "float16")
+    raises(lambda: fc.single_decode(T((32, 96)), T((100, 8, 96)), T((100, 8, 96))), ValueError,
+           "head dims")
+    raises(lambda: fc.single_decode(q, k, T((100, 8, D), "bfloat16")), TypeError, "dtype")
+    raises(lambda: fc.single_decode(q, k, T((99, 8, D))), ValueError, "shape")
+    raises(lambda: fc.single_decode(T((48, D)), T((100, 4, D)), T((100, 4, D))), ValueError,
+           "group sizes")
+    raises(lambda: fc.single_decode(q, T((0, 8, D)), T((0, 8, D))), ValueError, "kv_len")
+    raises(lambda: fc.single_decode(q, k, k, kv_layout="HND"), ValueError, "multiple")
+    raises(lambda: fc.single_decode(q, k, k, window_left=-3), ValueError, "window_left")
+    raises(lambda: fc.single_decode(T((32, D), offset=2), k, k), ValueError, "aligned")
+    strided = T((100, 8, D), strides=(16 * D, D, 1))
+    raises(lambda: fc.single_decode(q, strided, strided), ValueError, "contiguous")
+    host_q = fc.TensorDesc(PTR, (32, D), "float16", device_type="cpu")
+    raises(lambda: fc.single_decode(host_q, k, k), ValueError, "CUDA")
+    raises(lambda: fc.single_decode(np.zeros((32, D), np.float16), k, k), ValueError, "CUDA")
+
+
+def test_single_prefill_validation():
+    q, k = T((10, 16, D)), T((40, 4, D))
+    reaches_cuda(lambda: fc.single_prefill(q, k, k, causal=True, backend="fa2"))
+    reaches_cuda(lambda: fc.single_prefill(q, k, k))  # auto: asks the device first
+    strided_k = T((40, 4, D), strides=(8 * D, D, 1))  # views with non-packed strides are fine
+    reaches_cuda(lambda: fc.single_prefill(q, strided_k, strided_k, backend="fa2"))
+    raises(lambda: fc.single_prefill(q, k, k, backend="fa4"), ValueError, "backend")
+    raises(lambda: fc.single_prefill(T((50, 16, D)), k, k, causal=True), ValueError,
+           "qo_len <= kv_len")
+    raises(lambda: fc.single_prefill(q, T((40, 4, D), strides=(4 * D + 4, D, 1)),
+                                     T((40, 4, D), strides=(4 * D + 4, D, 1))),
+           ValueError, "multiple of 8")
+    raises(lambda: fc.single_prefill(q, k, k, out=T((10, 16, D), "bfloat16"), backend="fa2"),
+           TypeError, "out")
+
+
+# ------------------------------------------------------------------------------ URIs and ABI
+
+def _kernel_uris():
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import kernel_uris
+    finally:
+        sys.path.pop(0)
+    return kernel_uris
+
+
+@pytest.mark.parametrize("family", attention_uri.FAMILIES)
+def test_uris_agree_with_the_builder(family):
+    ku = _kernel_uris()
+    backends = ("fa2", "fa3") if family == "batch_prefill" else ("fa2",)
+    for dtype, hd, win, cap, backend in itertools.product(
+            ("float16", "bfloat16"), (64, 128, 256), (-1, 0, 64), (0.0, 30.0), backends):
+        v = attention_uri.variant(family, dtype, hd, win, cap, backend)
+        spec = ku.parse_uri(v.uri)  # the builder can build what we ask for
+        assert spec.family.name == family
+        assert spec.kwargs["use_sliding_window"] == (win >= 0)
+        assert spec.kwargs["use_logits_soft_cap"] == (cap > 0)
+        assert spec.kwargs.get("backend", "fa2") == backend
+        tok = attention_uri.DTYPE_TOKENS[dtype]
+        assert ku.attention_uri(family, tok, hd, win >= 0, cap > 0, backend) == v.uri
+
+
+def test_doc_example_uris():
+    v = attention_uri.variant("batch_decode", "bfloat16", 256, 10, 30.0)
+    assert v.uri == ("batch_decode_with_kv_cache_dtype_q_bf16_dtype_kv_bf16_dtype_o_bf16_dtype_idx_"
+                     "i32_head_dim_qk_256_head_dim_vo_256_posenc_0_use_swa_True_use_logits_cap_True")
+    v = attention_uri.variant("batch_prefill", "bfloat16", 128, -1, 0.0, "fa3")
+    assert v.uri.endswith("_f16qk_False_sm90") and v.in_prebuilt_wheel
+
+
+def test_prebuilt_wheel_grid():
+    ok = attention_uri.in_prebuilt_wheel
+    V = attention_uri.Variant
+    assert ok(V("single_prefill", "float16", 128, True, True, "fa2"))
+    assert not ok(V("single_prefill", "float16", 128, False, False, "fa3"))
+    assert ok(V("batch_prefill", "bfloat16", 64, False, True, "fa3"))
+    assert not ok(V("batch_decode", "float16", 96, False, False, "fa2"))
+    with pytest.raises(ValueError, match="no FA3"):
+        attention_uri.variant("batch_decode", "float16", 128, -1, 0.0, "fa3")
+    msg = attention_uri.missing_module_message(V("single_prefill", "float16", 128, False, False,
+                                                 "fa3"), "why")
+    assert "not in the prebuilt" in msg and "python tools/build_kernels.py --out .kernels single_" in msg
+
+
+# Arity from doc §6.6-6.11 (exact: C++ defaults do not apply through the C ABI).
+ARITY = {("single_decode", "fa2", "run"): 13, ("single_prefill", "fa2", "run"): 15,
+         ("single_prefill", "fa3", "run"): 13, ("batch_decode", "fa2", "plan"): 15,
+         ("batch_decode", "fa2", "run"): 19, ("batch_prefill", "fa2", "plan"): 19,
+         ("batch_prefill", "fa3", "plan"): 16, ("batch_prefill", "fa2", "ragged_run"): 25,
+         ("batch_prefill", "fa3", "ragged_run"): 22, ("batch_prefill", "fa2", "paged_run"): 27,
+         ("batch_prefill", "fa3", "paged_run"): 24}
+
+
+@pytest.mark.parametrize("key", sorted(ARITY))
+def test_signature_arity(key):
+    sig, device = SIGNATURES[key]
+    names = [item.split(":")[0] for item in sig.split()]
+    assert len(names) == ARITY[key]
+    assert device in names
+    # every generated optional tensor extra is a maybe_* (passed as None, doc P1)
+    for item in sig.split():
+        name, kind = item.split(":")
+        if name.startswith("maybe_"):
+            assert kind == "T?", item
+
+
+_FI = Path("/work/scratch/fi-venv/lib/python3.11/site-packages/flashinfer/data/csrc")
+_EXPORTS = {("batch_decode", "fa2"): ("batch_decode_jit_binding.cu", {"plan": "Plan", "run": "Run"}),
+            ("batch_prefill", "fa2"): ("batch_prefill_jit_binding.cu",
+                                       {"plan": "Plan", "ragged_run": "RaggedKVCacheRun",
+                                        "paged_run": "PagedKVCacheRun"}),
+            ("batch_prefill", "fa3"): ("batch_prefill_sm90_jit_binding.cu",
+                                       {"plan": "Plan", "ragged_run": "RaggedKVCacheSM90Run",
+                                        "paged_run": "PagedKVCacheSM90Run"}),
+            ("single_decode", "fa2"): ("single_decode_jit_binding.cu", {"run": "decode"}),
+            ("single_prefill", "fa2"): ("single_prefill_jit_binding.cu", {"run": "prefill"})}
+
+
+@pytest.mark.skipif(not _FI.is_dir(), reason="flashinfer-python 0.6.3 sources not present")
+@pytest.mark.parametrize("key", sorted(_EXPORTS))
+def test_signature_names_follow_the_bindings(key):
+    """Our argument lists start with the declared C++ parameters, in order (the generated
+    ADDITIONAL_FUNC_PARAMS follow; checked by arity above)."""
+    fname, exports = _EXPORTS[key]
+    src = (_FI / fname).read_text()
+    decls = re.findall(r"(?:Array<int64_t>|void)\s+(\w+)\s*\(([^;{]*?)\)\s*;", src, re.S)
+    for export, marker in exports.items():
+        matches = [(n, p) for n, p in decls if marker.lower() in n.lower()]
+        assert matches, (fname, marker, [n for n, _ in decls])
+        params = matches[0][1].replace("ADDITIONAL_FUNC_PARAMS", "")
+        cxx = [re.split(r"\s+", p.strip().split("=")[0].strip())[-1] for p in params.split(",")
+               if p.strip()]
+        ours = [i.split(":")[0] for i in SIGNATURES[(key[0], key[1], export)][0].split()]
+        assert ours[:len(cxx)] == cxx, (export, cxx, ours)
+
+
+def test_import_touches_nothing():
+    code = ("import sys, flashinfer_cy as fc\n"
+            "from flashinfer_cy._core import runtime\n"
+            "assert runtime._state['tvm_ffi_path'] is None and runtime._state['cudart_path'] is None\n"
+            "assert runtime._state['cudart_error'] is None and not runtime._modules\n"
+            "assert 'torch' not in sys.modules\n"
+            "fc.BatchDecodeWithPagedKVCache(); fc.BatchPrefillWithRaggedKVCache()\n"
+            "assert runtime._state['cudart_error'] is None and not runtime._modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

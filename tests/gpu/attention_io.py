@@ -1,0 +1,62 @@
+"""Torch plumbing and fixtures shared by the attention GPU tests (torch is only the test's
+way to make device tensors; flashinfer_cy itself never imports it)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from flashinfer_cy.kernels.attention_uri import variant
+from gpu_env import require_module
+
+DTYPES = ["float16", "bfloat16"]
+
+
+def torch_cuda():
+    try:
+        import torch
+    except ImportError as exc:
+        pytest.skip(f"torch is needed to build test tensors: {exc}")
+    if not torch.cuda.is_available():
+        pytest.skip("torch sees no CUDA device")
+    return torch
+
+
+def dev(torch, x, dtype):
+    """float64 numpy (already rounded to ``dtype``) -> CUDA tensor of ``dtype``."""
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(
+        device="cuda", dtype=getattr(torch, dtype))
+
+
+def host(torch, t):
+    torch.cuda.synchronize()
+    return t.double().cpu().numpy()
+
+
+def poison(torch, shape, dtype):
+    return torch.full(shape, float("nan"), dtype=getattr(torch, dtype), device="cuda")
+
+
+def need(family, dtype, head_dim=128, window_left=-1, cap=0.0, backend="fa2"):
+    """Skip unless the module for this variant is available; returns its URI."""
+    uri = variant(family, dtype, head_dim, window_left, cap, backend).uri
+    require_module(uri)
+    if backend == "fa3":
+        import torch
+
+        if torch.cuda.get_device_capability()[0] != 9:
+            pytest.skip("FA3 (_sm90) modules need an sm90 GPU")
+    return uri
+
+
+@pytest.fixture
+def rng(request):
+    seed = int(np.random.SeedSequence().entropy % 2**32)
+    request.node.user_properties.append(("seed", seed))
+    print(f"seed={seed}")  # shown with the failure report
+    return np.random.default_rng(seed)
+
+
+@pytest.fixture
+def torch():
+    return torch_cuda()
