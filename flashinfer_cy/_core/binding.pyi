@@ -1,0 +1,53 @@
+# Stub for the compiled module flashinfer_cy/_core/binding.pyx.
+"""Table-driven kernel entry points."""
+
+from typing import Any
+
+from flashinfer_cy._core.runtime import Function
+from flashinfer_cy._typing import DTypeLike, StreamLike
+
+class Binding:
+    """One kernel export: module URI, symbol, and its arguments in ABI order.
+
+    ``signature`` is space-separated ``name:KIND`` items; KIND is one of T (device tensor),
+    T? (optional device tensor), H (host tensor), I (int), F (float), B (bool), D (dtype),
+    A (object handle). ``device`` names the tensor whose device and producer stream the
+    kernel runs on (default: the first T argument)."""
+
+    def __init__(self, uri: str, symbol: str, signature: str, device: str | None = None) -> None: ...
+    @property
+    def uri(self) -> str: ...
+    @property
+    def symbol(self) -> str: ...
+    @property
+    def signature(self) -> str: ...
+    @property
+    def names(self) -> tuple[str, ...]: ...
+    @property
+    def nargs(self) -> int: ...
+    def load(self) -> Function:
+        """Resolve the module and symbol now (normally done on first call)."""
+    def __call__(self, *args: Any, stream: StreamLike | None = None) -> Any:
+        """Call with positional arguments packed by the declared kinds."""
+
+class DataType:
+    """A dtype argument for the generic call path: ``DataType("float16")``."""
+
+    name: DTypeLike
+    def __init__(self, name: DTypeLike) -> None: ...
+
+class Device:
+    """A device argument for the generic call path: ``Device("cuda", 0)``."""
+
+    device_type: int
+    device_id: int
+    def __init__(self, device_type: str | int, device_id: int = 0) -> None: ...
+
+class OpaquePtr:
+    """A ``void*`` argument for the generic call path."""
+
+    value: int
+    def __init__(self, value: int) -> None: ...
+
+def call_generic(fn: Function, args: tuple[Any, ...], stream: StreamLike | None) -> Any:
+    """Pack arbitrary Python values and call ``fn`` (slower than a Binding)."""

@@ -1,0 +1,73 @@
+# Stub for the compiled module flashinfer_cy/_core/runtime.pyx (keep in step with it;
+# tests/cpu/test_stubs.py checks the names both ways).
+"""Loading libtvm_ffi and kernel modules, calling their exports with the GIL released,
+decoding the errors they raise, and owning the objects they return."""
+
+import os
+from typing import Any, Final, TypedDict, type_check_only
+
+from flashinfer_cy._typing import StreamLike
+
+SUPPORTED_TVM_FFI_SERIES: Final[tuple[int, int]]
+
+@type_check_only
+class RuntimeInfo(TypedDict):
+    tvm_ffi_path: str  # a path, or "<already loaded>" when another copy was reused
+    tvm_ffi_version: tuple[int, int, int]
+    cudart_path: str | None  # None when libcudart.so.13 could not be loaded
+    cudart_error: str | None
+
+def runtime_info() -> RuntimeInfo:
+    """Where libtvm_ffi and libcudart came from, and the runtime's version (loads them)."""
+
+class Object:
+    """An owned reference to a TVM-FFI object (a kernel's result: a plan's Array, a
+    String...). Released exactly once, when this wrapper dies."""
+
+    @property
+    def type_index(self) -> int: ...
+    @property
+    def refcount(self) -> int:
+        """Strong reference count (for leak tests)."""
+
+class Array(Object):
+    """``ffi::Array`` result (e.g. plan info): a read-only sequence of plain values."""
+
+    def __len__(self) -> int: ...
+    # Elements: None, int, bool, float, str, bytes, (code, bits, lanes), (device_type, id).
+    def __getitem__(self, i: int, /) -> Any: ...
+    def tolist(self) -> list[Any]: ...
+
+class Module:
+    """A dlopen'd kernel module, kept for the life of the process."""
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def uri(self) -> str: ...
+    def function(self, name: str) -> Function:
+        """The export ``__tvm_ffi_<name>`` (cached). Raises SymbolNotFoundError."""
+
+class Function:
+    """One ``__tvm_ffi_<name>`` export; calling it is the generic (any-argument) path."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def module(self) -> Module: ...
+    def __call__(self, *args: Any, stream: StreamLike | None = None) -> Any: ...
+
+def load_module_path(path: str | os.PathLike[str], uri: str | None = None) -> Module:
+    """dlopen a kernel module file (RTLD_NOW | RTLD_LOCAL), once per path."""
+
+def load_module(uri: str) -> Module:
+    """The kernel module for ``uri``, located through flashinfer_cy.artifacts."""
+
+def device_compute_capability_major(device: int) -> int: ...
+def device_multiprocessor_count(device: int) -> int: ...
+
+# Internal, used by flashinfer_cy.streams and flashinfer_cy.cli.
+def _tvm_ffi_candidates() -> list[str]: ...
+def _load_cudart() -> None: ...
+def _env_set_stream(device_type: int, device_id: int, handle: int) -> int: ...
+def _env_get_stream(device_type: int, device_id: int) -> int: ...
