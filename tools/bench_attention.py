@@ -1,0 +1,246 @@
+"""Host and GPU cost of attention calls, flashinfer_cy next to flashinfer-python 0.6.3.
+
+Rows (same shapes, same kernel modules, float16, NHD, PDL on sm90 for both):
+  decode run      w.run(q, (k, v), out=o) with torch tensors; the prepared launch;
+                  flashinfer-python BatchDecodeWithPagedKVCacheWrapper.run
+  decode plan     w.plan(...) from host numpy (page table on the device / on the host);
+                  flashinfer-python plan() from CPU indptr/lengths, device page table
+  prefill run     paged prefill, causal, backend "auto" (FA3 on sm90 where available)
+  32-layer step   per layer: rmsnorm -> append_paged_kv_cache -> decode -> rmsnorm; eager
+                  (run / prepared launches) and replayed from a CUDA graph
+
+Timing is tools/bench_norm.py's: host time = median over bursts of calls started right
+after a synchronize; GPU time = CUDA events around a burst of back-to-back calls.
+A missing peer (or any failing row) is reported in its row, never fatal.
+
+    python tools/bench_attention.py [--batch 32 --kv-len 1024 --json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_norm import gpu_us, host_us  # noqa: E402  (shared timing method)
+
+HQ, HKV, D, PS = 32, 8, 128, 16
+
+
+def paged_layout(np, rng, batch, kv_len, pool):
+    pages = (kv_len + PS - 1) // PS
+    indices = rng.permutation(pool)[: batch * pages].astype(np.int32)
+    indptr = (np.arange(batch + 1) * pages).astype(np.int32)
+    last = np.full(batch, kv_len - (pages - 1) * PS, dtype=np.int32)
+    return indptr, indices, last
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--kv-len", type=int, default=1024)
+    ap.add_argument("--prefill-len", type=int, default=512)
+    ap.add_argument("--layers", type=int, default=32)
+    ap.add_argument("--bursts", type=int, default=100)
+    ap.add_argument("--burst", type=int, default=50)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+
+    import numpy as np
+    import torch
+
+    import flashinfer_cy as fc
+
+    rng = np.random.default_rng(0)
+    sync = torch.cuda.synchronize
+    rows: dict[str, dict] = {}
+    notes: dict[str, object] = {}
+
+    def add(name, fn, *, gpu=True, bursts=args.bursts, burst=args.burst):
+        try:
+            fn()
+            sync()
+            row = dict(host_us=host_us(fn, sync, bursts, burst))
+            if gpu:
+                row["gpu_us"] = gpu_us(torch, fn, 20, burst)
+            rows[name] = row
+        except Exception as exc:  # noqa: BLE001 - a failing row is reported, not fatal
+            rows[name] = dict(error=f"{type(exc).__name__}: {exc}")
+
+    try:
+        import flashinfer
+    except Exception as exc:  # noqa: BLE001
+        flashinfer = None
+        notes["peer"] = f"flashinfer-python unavailable: {type(exc).__name__}: {exc}"
+
+    # ------------------------------------------------------------------ decode
+    b, n = args.batch, args.kv_len
+    pool = b * ((n + PS - 1) // PS) + 8
+    indptr, indices, last = paged_layout(np, rng, b, n, pool)
+    k = torch.randn(pool, PS, HKV, D, device="cuda", dtype=torch.float16)
+    v = torch.randn_like(k)
+    q = torch.randn(b, HQ, D, device="cuda", dtype=torch.float16)
+    o, o_peer = torch.empty_like(q), torch.empty_like(q)
+    indices_dev = torch.from_numpy(indices).cuda()
+    w = fc.BatchDecodeWithPagedKVCache("NHD")
+    plan_args = (HQ, HKV, D, PS)
+    w.plan(indptr, indices_dev, last, *plan_args)
+    add("decode run: flashinfer_cy run() (torch tensors)", lambda: w.run(q, (k, v), out=o))
+    step = w.prepare(q, (k, v), o)
+    add("decode run: flashinfer_cy prepared launch()", step.launch)
+    ws = torch.empty(128 << 20, dtype=torch.uint8, device="cuda")
+    pw = None
+    if flashinfer is not None:
+        try:
+            pw = flashinfer.BatchDecodeWithPagedKVCacheWrapper(ws, "NHD")
+            pw.plan(torch.from_numpy(indptr), indices_dev, torch.from_numpy(last), *plan_args,
+                    q_data_type=torch.float16)
+            add(f"decode run: flashinfer-python {flashinfer.__version__}",
+                lambda: pw.run(q, (k, v), out=o_peer))
+            sync()
+            notes["decode max |ours - peer|"] = (o.float() - o_peer.float()).abs().max().item()
+        except Exception as exc:  # noqa: BLE001
+            rows["decode run: flashinfer-python"] = dict(error=f"{type(exc).__name__}: {exc}")
+
+    add("decode plan: flashinfer_cy (host indptr, device page table)",
+        lambda: w.plan(indptr, indices_dev, last, *plan_args))
+    add("decode plan: flashinfer_cy (host indptr and page table)",
+        lambda: w.plan(indptr, indices, last, *plan_args))
+    notes["pinned ring: slots, waits"] = (w.pinned_ring_size, w.pinned_ring_waits)
+    if pw is not None:
+        indptr_t, last_t = torch.from_numpy(indptr), torch.from_numpy(last)
+        add("decode plan: flashinfer-python (CPU indptr, device page table)",
+            lambda: pw.plan(indptr_t, indices_dev, last_t, *plan_args,
+                            q_data_type=torch.float16))
+
+    # ------------------------------------------------------------------ prefill
+    pb, pl = 4, args.prefill_len
+    ppool = pb * ((pl + PS - 1) // PS) + 8
+    p_indptr, p_indices, p_last = paged_layout(np, rng, pb, pl, ppool)
+    qo_indptr = (np.arange(pb + 1) * pl).astype(np.int32)
+    pk = torch.randn(ppool, PS, HKV, D, device="cuda", dtype=torch.float16)
+    pv = torch.randn_like(pk)
+    pq = torch.randn(pb * pl, HQ, D, device="cuda", dtype=torch.float16)
+    po, po_peer = torch.empty_like(pq), torch.empty_like(pq)
+    try:
+        pw_ours = fc.BatchPrefillWithPagedKVCache("NHD")
+        plan = pw_ours.plan(qo_indptr, p_indptr, p_indices, p_last, HQ, HKV, D, PS, causal=True)
+        notes["prefill backend (ours)"] = plan.backend
+        add(f"prefill run: flashinfer_cy run() [{plan.backend}]",
+            lambda: pw_ours.run(pq, (pk, pv), out=po), bursts=30, burst=10)
+    except Exception as exc:  # noqa: BLE001
+        rows["prefill run: flashinfer_cy"] = dict(error=f"{type(exc).__name__}: {exc}")
+    if flashinfer is not None:
+        try:
+            ppw = flashinfer.BatchPrefillWithPagedKVCacheWrapper(ws, "NHD")
+            ppw.plan(torch.from_numpy(qo_indptr), torch.from_numpy(p_indptr),
+                     torch.from_numpy(p_indices).cuda(), torch.from_numpy(p_last), HQ, HKV, D,
+                     PS, causal=True, q_data_type=torch.float16)
+            notes["prefill backend (peer)"] = getattr(ppw, "_backend", "?")
+            add("prefill run: flashinfer-python", lambda: ppw.run(pq, (pk, pv), out=po_peer),
+                bursts=30, burst=10)
+            sync()
+            notes["prefill max |ours - peer|"] = (po.float() - po_peer.float()).abs().max().item()
+        except Exception as exc:  # noqa: BLE001
+            rows["prefill run: flashinfer-python"] = dict(error=f"{type(exc).__name__}: {exc}")
+
+    # ------------------------------------------------------------------ 32-layer decode step
+    try:
+        layer_rows(args, np, rng, torch, fc, flashinfer, rows, add)
+    except Exception as exc:  # noqa: BLE001
+        rows["32-layer step"] = dict(error=f"{type(exc).__name__}: {exc}")
+
+    print(f"# attention f16 NHD, heads {HQ}/{HKV}, head_dim {D}, page {PS}; decode batch {b} "
+          f"kv_len {n}; prefill {pb}x{pl} causal; {torch.cuda.get_device_name()}, torch "
+          f"{torch.__version__}, python {platform.python_version()}")
+    print(f"{'path':66s} {'host us/call':>12s} {'GPU us/call':>11s}")
+    for name, r in rows.items():
+        if "error" in r:
+            print(f"{name:66s} error: {r['error']}")
+            continue
+        g = f"{r['gpu_us']:.2f}" if r.get("gpu_us") is not None else "-"
+        print(f"{name:66s} {r['host_us']:12.2f} {g:>11s}")
+    for key, val in notes.items():
+        print(f"# {key}: {val}")
+    if args.json:
+        args.json.write_text(json.dumps(dict(rows=rows, notes=notes,
+                                             device=torch.cuda.get_device_name()), indent=1))
+    return 0
+
+
+def layer_rows(args, np, rng, torch, fc, flashinfer, rows, add):
+    """rmsnorm -> append KV -> decode -> rmsnorm, ``args.layers`` times per step."""
+    b, layers, n = args.batch, args.layers, 256
+    hidden = HQ * D
+    pages = (n + PS - 1) // PS
+    pool = b * pages
+    indptr, indices, last = paged_layout(np, rng, b, n, pool)
+    kv = [torch.randn(pool, 2, PS, HKV, D, device="cuda", dtype=torch.float16)
+          for _ in range(layers)]
+    x = torch.randn(b, hidden, device="cuda", dtype=torch.float16)
+    h = torch.empty_like(x)
+    att = torch.empty(b, HQ, D, device="cuda", dtype=torch.float16)
+    w1 = torch.randn(hidden, device="cuda", dtype=torch.float16)
+    k_new = torch.randn(b, HKV, D, device="cuda", dtype=torch.float16)
+    v_new = torch.randn_like(k_new)
+    batch_idx = torch.arange(b, dtype=torch.int32, device="cuda")
+    pos = torch.full((b,), n - 1, dtype=torch.int32, device="cuda")
+    t_indptr, t_indices, t_last = (torch.from_numpy(a).cuda() for a in (indptr, indices, last))
+    w = fc.BatchDecodeWithPagedKVCache("NHD", use_cuda_graph=True, max_num_pages=pool)
+    w.plan(indptr, indices, last, HQ, HKV, D, PS)
+    q = h.view(b, HQ, D)
+    steps = [w.prepare(q, kv[i], att) for i in range(layers)]
+
+    def step_ours(prepared):
+        for i in range(layers):
+            fc.rmsnorm(x, w1, 1e-6, out=h)
+            fc.append_paged_kv_cache(k_new, v_new, batch_idx, pos, kv[i][:, 0], kv[i][:, 1],
+                                     t_indices, t_indptr, t_last)
+            if prepared:
+                steps[i].launch()
+            else:
+                w.run(q, kv[i], out=att)
+            fc.rmsnorm(att.view(b, hidden), w1, 1e-6, out=x)
+
+    kw = dict(bursts=20, burst=5)
+    add(f"{layers}-layer step: flashinfer_cy eager run()", lambda: step_ours(False), **kw)
+    add(f"{layers}-layer step: flashinfer_cy eager prepared launch()", lambda: step_ours(True),
+        **kw)
+    try:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            step_ours(False)
+        torch.cuda.current_stream().wait_stream(side)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            step_ours(False)
+        add(f"{layers}-layer step: flashinfer_cy CUDA graph replay", g.replay, **kw)
+    except Exception as exc:  # noqa: BLE001
+        rows[f"{layers}-layer step: graph"] = dict(error=f"{type(exc).__name__}: {exc}")
+    if flashinfer is None:
+        return
+    try:
+        ws = torch.empty(128 << 20, dtype=torch.uint8, device="cuda")
+        pw = flashinfer.BatchDecodeWithPagedKVCacheWrapper(ws, "NHD")
+        pw.plan(torch.from_numpy(indptr), t_indices, torch.from_numpy(last), HQ, HKV, D, PS,
+                q_data_type=torch.float16)
+
+        def step_peer():
+            for i in range(layers):
+                flashinfer.norm.rmsnorm(x, w1, 1e-6, out=h)
+                flashinfer.page.append_paged_kv_cache(k_new, v_new, batch_idx, pos, kv[i],
+                                                      t_indices, t_indptr, t_last, "NHD")
+                pw.run(q, kv[i], out=att)
+                flashinfer.norm.rmsnorm(att.view(b, hidden), w1, 1e-6, out=x)
+
+        add(f"{layers}-layer step: flashinfer-python eager", step_peer, **kw)
+    except Exception as exc:  # noqa: BLE001
+        rows[f"{layers}-layer step: flashinfer-python"] = dict(error=f"{type(exc).__name__}: {exc}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
