@@ -6,6 +6,11 @@ is printed); outputs start as NaN."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -41,7 +46,8 @@ def _decode_case(torch, rng, dtype, layout, hq, hkv, page_size, kv_lens, head_di
     got, got_lse = host(torch, out), host(torch, lse)
     for i, n in enumerate(kv_lens):
         if n == 0:  # a request without KV: its row is undefined upstream; others must hold
-            print(f"request {i} (kv_len 0): out[{i}] finite={np.isfinite(got[i]).all()}")
+            print(f"request {i} (kv_len 0): out[{i}] finite={np.isfinite(got[i]).all()} "
+                  f"max |out| {np.nanmax(np.abs(got[i])) if np.isfinite(got[i]).any() else 'nan'}")
             continue
         ks, vs = batch.sequence(i)
         ref, ref_lse = attention_ref(q64[i:i + 1], ks, vs, window_left=window_left,
@@ -58,7 +64,7 @@ def _decode_case(torch, rng, dtype, layout, hq, hkv, page_size, kv_lens, head_di
 @pytest.mark.parametrize("hq,hkv,page_size", [(8, 8, 16), (32, 8, 1), (16, 2, 7)],
                          ids=["mha-p16", "gqa4-p1", "gqa8-p7"])
 def test_batch_decode(torch, rng, dtype, layout, hq, hkv, page_size):
-    lens = [33, 1, 3 * page_size, 0, 70, 701, page_size + 1]
+    lens = [33, 1, 3 * page_size, 70, 701, page_size + 1]
     _decode_case(torch, rng, dtype, layout, hq, hkv, page_size, lens)
 
 
@@ -77,20 +83,51 @@ def test_batch_decode_sliding_window_soft_cap(torch, rng, layout):
                  cap=30.0)
 
 
-def test_batch_decode_custom_sm_scale_and_empty_first(torch, rng):
+def test_batch_decode_custom_sm_scale_allocated_out(torch, rng):
     need("batch_decode", "bfloat16")
-    batch = paged_batch(rng, [0, 50, 9], 8, 2, D, "bfloat16")
+    batch = paged_batch(rng, [3, 50, 9], 8, 2, D, "bfloat16")
     q64 = rand(rng, (3, 8, D), "bfloat16")
     w = fc.BatchDecodeWithPagedKVCache(float_workspace_bytes=32 << 20)
     w.plan(batch.indptr, batch.indices, batch.last_page_len, 8, 2, D, 8, sm_scale=0.3,
            q_data_type="bfloat16")
     out = w.run(dev(torch, q64, "bfloat16"), (dev(torch, batch.k_cache, "bfloat16"),
                                                dev(torch, batch.v_cache, "bfloat16")))
+    assert isinstance(out, fc.DeviceArray)
     got = np.asarray(torch.from_dlpack(out).double().cpu())
-    for i in (1, 2):
+    for i in range(3):
         ks, vs = batch.sequence(i)
         ref, _ = attention_ref(q64[i:i + 1], ks, vs, sm_scale=0.3)
         assert_close(got[i], ref[0], "bfloat16", f"request {i}, sm_scale 0.3, out allocated")
+
+
+def _empty_request_child():
+    """Run in a child process by the test below."""
+    import torch as torch_mod
+
+    seed = int(np.random.SeedSequence().entropy % 2**32)
+    print(f"seed={seed}", flush=True)
+    rng_ = np.random.default_rng(seed)
+    _decode_case(torch_mod, rng_, "float16", "HND", 32, 8, 16, [33, 0, 701, 5])
+    _decode_case(torch_mod, rng_, "bfloat16", "NHD", 8, 2, 8, [0, 50, 9])
+    torch_mod.cuda.synchronize()
+    print("ok", flush=True)
+
+
+def test_batch_decode_with_empty_requests_in_a_child_process():
+    """Requests with no KV at all (page count 0, last_page_len 0): the planners count them as
+    one chunk; the other requests must be exact. Run in a child process, so that a device
+    fault there could not poison the rest of the session."""
+    need("batch_decode", "float16")
+    need("batch_decode", "bfloat16")
+    here = Path(__file__).resolve().parent
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(here), str(here.parents[1]),
+                                         env.get("PYTHONPATH", "")])
+    res = subprocess.run([sys.executable, "-c",
+                          "import test_attention_decode as t; t._empty_request_child()"],
+                         cwd=here, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and res.stdout.strip().endswith("ok"), (
+        f"child exited {res.returncode}\n--- stdout\n{res.stdout}\n--- stderr\n{res.stderr[-4000:]}")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
