@@ -37,3 +37,24 @@ def bf16_bits_to_f32(bits: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
     u16 = np.asarray(bits, dtype=np.uint16)
     out: npt.NDArray[np.float32] = (u16.astype(np.uint32) << 16).view(np.float32)
     return out
+
+
+def decode_attention_ref(q: npt.ArrayLike, k_cache: npt.ArrayLike, v_cache: npt.ArrayLike,
+                         pages: list[npt.NDArray[np.int32]], lens: list[int]) -> F64:
+    """Decode attention in float64: ``q [batch, Hq, D]`` against each request's pages of
+    NHD caches ``[num_pages, page_size, Hkv, D]`` (first ``lens[b]`` slots), GQA by
+    ``Hq // Hkv``, scale ``1/sqrt(D)``. Returns ``[batch, Hq, D]``."""
+    q64 = np.asarray(q, dtype=np.float64)
+    k64 = np.asarray(k_cache, dtype=np.float64)
+    v64 = np.asarray(v_cache, dtype=np.float64)
+    batch, hq, d = q64.shape
+    group = hq // k64.shape[2]
+    out: F64 = np.zeros_like(q64)
+    for b in range(batch):
+        ks = k64[pages[b]].reshape(-1, k64.shape[2], d)[:lens[b]]  # [len, Hkv, D]
+        vs = v64[pages[b]].reshape(-1, v64.shape[2], d)[:lens[b]]
+        for h in range(hq):
+            s = ks[:, h // group] @ q64[b, h] / np.sqrt(d)
+            p = np.exp(s - s.max())
+            out[b, h] = (p / p.sum()) @ vs[:, h // group]
+    return out
