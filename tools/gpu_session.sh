@@ -55,7 +55,7 @@ stamp "doctor"
 python3 -m flashinfer_cy doctor --require-gpu
 
 stamp "tests"
-python3 -m pytest tests -q -rs -p no:cacheprovider "$@" > "$OUT/pytest.txt" 2>&1
+timeout ${PYTEST_TIMEOUT:-240} python3 -m pytest tests -q -rs -p no:cacheprovider "$@" > "$OUT/pytest.txt" 2>&1
 echo "pytest rc=$?"; tail -30 "$OUT/pytest.txt"
 
 for b in tools/bench_*.py; do
