@@ -5,6 +5,7 @@ ValueError naming the argument) before a kernel module is loaded or CUDA is touc
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -91,8 +92,20 @@ def scalars(window_left, logits_soft_cap, sm_scale, rope_scale, rope_theta, head
     return int(window_left), cap, scale, rope_scale, rope_theta
 
 
-def plan_config(q_data_type, kv_data_type, num_qo_heads, num_kv_heads, head_dim, window_left,
-                logits_soft_cap, sm_scale, rope_scale, rope_theta, *, decode: bool):
+def plan_config(*args, decode: bool):
+    """:func:`_plan_config`, memoized: a decode loop plans the same configuration every
+    step. Typed keys (1 and True differ); invalid arguments raise every time (exceptions
+    are not cached); unhashable ones skip the cache."""
+    try:
+        return _plan_config_cached(*args, decode=decode)
+    except TypeError as exc:
+        if "unhashable" not in str(exc):
+            raise
+    return _plan_config(*args, decode=decode)
+
+
+def _plan_config(q_data_type, kv_data_type, num_qo_heads, num_kv_heads, head_dim, window_left,
+                 logits_soft_cap, sm_scale, rope_scale, rope_theta, *, decode: bool):
     """What every plan() validates: ``(dtype, num_qo_heads, num_kv_heads, head_dim,
     scalars)`` with scalars as :func:`scalars` returns them."""
     dtype = dtype_name(q_data_type, "q_data_type")
@@ -102,6 +115,9 @@ def plan_config(q_data_type, kv_data_type, num_qo_heads, num_kv_heads, head_dim,
     hd = check_head_dim(head_dim)
     sc = scalars(window_left, logits_soft_cap, sm_scale, rope_scale, rope_theta, hd)
     return dtype, hq, hkv, hd, sc
+
+
+_plan_config_cached = functools.lru_cache(maxsize=256, typed=True)(_plan_config)
 
 
 def is_device_array(x) -> bool:
@@ -115,10 +131,15 @@ def is_device_array(x) -> bool:
     return hasattr(x, "__cuda_array_interface__")
 
 
+_I32 = np.dtype(np.int32)
+
+
 def host_index_array(x, name: str) -> np.ndarray:
     """A 1-D C-contiguous int32 numpy array from a host array-like (numpy, list, CPU
     tensor). Device arrays are refused: plan() reads these on the CPU and must never copy
     from the device (that would synchronize)."""
+    if type(x) is np.ndarray and x.dtype == _I32 and x.ndim == 1 and x.flags.c_contiguous:
+        return x  # the common case, checked without a copy
     if x is None:
         raise TypeError(f"{name}: expected a host integer array, got None")
     if is_device_array(x):
@@ -129,74 +150,8 @@ def host_index_array(x, name: str) -> np.ndarray:
         raise TypeError(f"{name}: expected an integer array, got dtype {arr.dtype}")
     if arr.ndim != 1:
         raise ValueError(f"{name}: expected a 1-D array, got shape {arr.shape}")
-    if arr.dtype != np.int32:
+    if arr.dtype != _I32:
         if arr.size and (arr.min() < -_INT32_MAX - 1 or arr.max() > _INT32_MAX):
             raise ValueError(f"{name}: values must fit in int32")
         arr = arr.astype(np.int32)
     return np.ascontiguousarray(arr)
-
-
-def check_indptr(x, name: str, batch_size: int | None = None) -> np.ndarray:
-    arr = host_index_array(x, name)
-    if arr.shape[0] < 2:
-        raise ValueError(f"{name}: expected batch_size + 1 >= 2 entries, got {arr.shape[0]}")
-    if batch_size is not None and arr.shape[0] != batch_size + 1:
-        raise ValueError(f"{name}: expected {batch_size + 1} entries (batch_size + 1), got "
-                         f"{arr.shape[0]}")
-    if arr[0] < 0:
-        raise ValueError(f"{name}: indptr[0] must be >= 0, got {arr[0]}")
-    steps = np.diff(arr)
-    if steps.size and steps.min() < 0:
-        i = int(np.argmax(steps < 0))
-        raise ValueError(f"{name}: must be non-decreasing, but {name}[{i + 1}] = {arr[i + 1]} < "
-                         f"{name}[{i}] = {arr[i]}")
-    return arr
-
-
-def paged_kv_lengths(kv_indptr: np.ndarray, last_page_len, page_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Validate ``last_page_len`` against the page counts; return it and the KV lengths
-    ``max(num_pages - 1, 0) * page_size + last_page_len`` (upstream ``get_seq_lens``)."""
-    batch = kv_indptr.shape[0] - 1
-    lpl = host_index_array(last_page_len, "paged_kv_last_page_len")
-    if lpl.shape[0] != batch:
-        raise ValueError(f"paged_kv_last_page_len: expected {batch} entries (batch_size), got "
-                         f"{lpl.shape[0]}")
-    pages = np.diff(kv_indptr)
-    bad = (lpl < 0) | (lpl > page_size) | ((pages > 0) & (lpl == 0)) | ((pages == 0) & (lpl != 0))
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ValueError(f"paged_kv_last_page_len[{i}] = {lpl[i]} is invalid for a request with "
-                         f"{pages[i]} page(s) of page_size {page_size}: expected 1..page_size when "
-                         f"it has pages, 0 when it has none")
-    kv_lens = np.maximum(pages - 1, 0) * page_size + lpl
-    if kv_lens.size and kv_lens.max() > _INT32_MAX:
-        raise ValueError("KV lengths must fit in int32")
-    return lpl, kv_lens.astype(np.int32)
-
-
-def check_host_indices(indices, kv_indptr: np.ndarray) -> tuple[np.ndarray, int]:
-    """Host page table: used part ``[indptr[0], indptr[-1])`` non-negative. Returns the
-    array and the number of pages the cache must have (max index + 1)."""
-    arr = host_index_array(indices, "paged_kv_indices")
-    need = int(kv_indptr[-1])
-    if arr.shape[0] < need:
-        raise ValueError(f"paged_kv_indices: expected at least paged_kv_indptr[-1] = {need} "
-                         f"entries, got {arr.shape[0]}")
-    used = arr[int(kv_indptr[0]):need]
-    if used.size and used.min() < 0:
-        raise ValueError(f"paged_kv_indices: page ids must be >= 0, got {used.min()}")
-    return arr, (int(used.max()) + 1 if used.size else 0)
-
-
-def check_qo_indptr(qo_indptr, batch_size: int) -> np.ndarray:
-    arr = check_indptr(qo_indptr, "qo_indptr", batch_size)
-    if arr[0] != 0:
-        raise ValueError(f"qo_indptr: must start at 0 (rows of q are packed), got {arr[0]}")
-    return arr
-
-
-def check_ragged_kv_indptr(kv_indptr, batch_size: int) -> np.ndarray:
-    arr = check_indptr(kv_indptr, "kv_indptr", batch_size)
-    if arr[0] != 0:
-        raise ValueError(f"kv_indptr: must start at 0 (rows of k/v are packed), got {arr[0]}")
-    return arr

@@ -10,6 +10,8 @@ the two agree on every variant this package asks for.
 
 from __future__ import annotations
 
+import functools
+
 # URI dtype tokens (flashinfer's filename_safe_dtype_map) of the dtype names we accept.
 DTYPE_TOKENS = {"float16": "f16", "bfloat16": "bf16", "float8_e4m3fn": "e4m3"}
 SUPPORTED_DTYPES = ("float16", "bfloat16")     # what this package validates and tests
@@ -37,7 +39,7 @@ class Variant:
     """One compiled attention module: what its URI encodes. (A plain class rather than a
     dataclass: ``import flashinfer_cy`` stays cheap.)"""
 
-    __slots__ = ("family", "dtype", "head_dim", "use_swa", "use_logits_cap", "backend")
+    __slots__ = ("family", "dtype", "head_dim", "use_swa", "use_logits_cap", "backend", "uri")
 
     def __init__(self, family: str, dtype: str, head_dim: int, use_swa: bool,
                  use_logits_cap: bool, backend: str = "fa2"):
@@ -47,6 +49,10 @@ class Variant:
         self.use_swa = bool(use_swa)
         self.use_logits_cap = bool(use_logits_cap)
         self.backend = backend                # "fa2" or "fa3" (fa3: batch_prefill only)
+        tok = DTYPE_TOKENS[dtype]
+        self.uri = _TEMPLATES[family].format(q=tok, kv=tok, o=tok, d=head_dim, swa=self.use_swa,
+                                             cap=self.use_logits_cap) + (
+            "_sm90" if backend == "fa3" else "")
 
     def _key(self):
         return (self.family, self.dtype, self.head_dim, self.use_swa, self.use_logits_cap,
@@ -62,13 +68,6 @@ class Variant:
         return f"Variant({self.uri!r})"
 
     @property
-    def uri(self) -> str:
-        tok = DTYPE_TOKENS[self.dtype]
-        uri = _TEMPLATES[self.family].format(q=tok, kv=tok, o=tok, d=self.head_dim,
-                                             swa=self.use_swa, cap=self.use_logits_cap)
-        return uri + ("_sm90" if self.backend == "fa3" else "")
-
-    @property
     def in_prebuilt_wheel(self) -> bool:
         return in_prebuilt_wheel(self)
 
@@ -76,13 +75,18 @@ class Variant:
 def variant(family: str, dtype: str, head_dim: int, window_left: int, logits_soft_cap: float,
             backend: str = "fa2") -> Variant:
     """The module a call with these runtime arguments needs (URI flags follow the values)."""
+    return _variant(family, dtype, int(head_dim), window_left >= 0, logits_soft_cap > 0, backend)
+
+
+@functools.lru_cache(maxsize=256)  # one Variant per configuration: plan() asks every step
+def _variant(family, dtype, head_dim, use_swa, use_cap, backend) -> Variant:
     if family not in FAMILIES:
         raise ValueError(f"family: expected one of {FAMILIES}, got {family!r}")
     if backend not in ("fa2", "fa3"):
         raise ValueError(f"backend: expected 'fa2' or 'fa3' here, got {backend!r}")
     if backend == "fa3" and family != "batch_prefill":
         raise ValueError(f"{family} has no FA3 (_sm90) module in flashinfer 0.6.3; use backend='fa2'")
-    return Variant(family, dtype, int(head_dim), window_left >= 0, logits_soft_cap > 0, backend)
+    return Variant(family, dtype, head_dim, use_swa, use_cap, backend)
 
 
 def in_prebuilt_wheel(v: Variant) -> bool:

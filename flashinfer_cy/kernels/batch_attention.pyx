@@ -229,6 +229,8 @@ cdef class _BatchAttention:
     cdef int64_t _max_pages            # graph mode: page-table capacity
     cdef int64_t _max_rows             # graph mode (prefill): q rows capacity
     cdef object _frozen                # graph mode: Plan.frozen_key() of the first plan
+    cdef RunLayout _layout             # argument positions of _layout_of's signature
+    cdef object _layout_of
     cdef object __weakref__
 
     def __init__(self, kv_layout="NHD", *, use_cuda_graph=False, backend="auto", device=0,
@@ -440,7 +442,10 @@ cdef class _BatchAttention:
         p.plan_info = info
         p.n_indices = n_indices
         p.run_b = load_binding(variant, run_symbol)
-        _read_layout(p.run_b, &p.L)
+        if p.run_b is not self._layout_of:  # argument positions, read once per binding
+            _read_layout(p.run_b, &self._layout)
+            self._layout_of = p.run_b
+        p.L = self._layout
         p.meta = self._meta
         k = 0
         cdef list o = [<int64_t>x * 4 for x in offs]
@@ -841,15 +846,17 @@ cdef class BatchDecodeWithPagedKVCache(_BatchAttention):
             q_data_type, kv_data_type, num_qo_heads, num_kv_heads, head_dim, window_left,
             logits_soft_cap, sm_scale, rope_scale, rope_theta, decode=True)
         ps = _A().positive_int(page_size, "page_size")
-        kv_indptr = _A().check_indptr(indptr, "indptr")
+        kv_indptr = _indptr(indptr, "indptr", -1, False)
         batch = kv_indptr.shape[0] - 1
-        lpl, _kv_lens = _A().paged_kv_lengths(kv_indptr, last_page_len, ps)
+        lpl, _kv_lens = _paged_lengths(kv_indptr, last_page_len, ps)
         need = int(kv_indptr[kv_indptr.shape[0] - 1])
         host_idx, dev_idx, min_pages = _page_table(self, indices, kv_indptr, need)
-        variant = _uri.variant("batch_decode", dtype, hd, sc[0], sc[1])
+        variant = _uri.variant("batch_decode", dtype, hd, sc[0], sc[1],
+                               "fa2" if self.backend == "auto" else self.backend)
         caps = _graph_caps(self, batch, need, False)
-        self._check_frozen(_frozen_key("decode", variant.uri, batch, hq, hkv, hd, ps, sc, False,
-                                       batch))
+        if self.use_cuda_graph:
+            self._check_frozen(_frozen_key("decode", variant.uri, batch, hq, hkv, hd, ps, sc,
+                                           False, batch))
         # ---- CUDA from here on
         b = load_binding(variant, "plan")
         stream_h = self._plan_stream(stream)
@@ -919,11 +926,11 @@ cdef class BatchPrefillWithPagedKVCache(_BatchAttention):
         """Plan a prefill batch. Host arrays: ``qo_indptr`` ``[batch+1]`` (rows of q, from
         0), ``paged_kv_indptr`` ``[batch+1]``, ``paged_kv_last_page_len`` ``[batch]``;
         ``paged_kv_indices`` host or CUDA int32. ``causal`` aligns bottom-right."""
-        kv_indptr = _A().check_indptr(paged_kv_indptr, "paged_kv_indptr")
+        kv_indptr = _indptr(paged_kv_indptr, "paged_kv_indptr", -1, False)
         batch = kv_indptr.shape[0] - 1
-        qo = _A().check_qo_indptr(qo_indptr, batch)
+        qo = _indptr(qo_indptr, "qo_indptr", batch, True)
         ps = _A().positive_int(page_size, "page_size")
-        lpl, kv_lens = _A().paged_kv_lengths(kv_indptr, paged_kv_last_page_len, ps)
+        lpl, kv_lens = _paged_lengths(kv_indptr, paged_kv_last_page_len, ps)
         need = int(kv_indptr[kv_indptr.shape[0] - 1])
         host_idx, dev_idx, min_pages = _page_table(self, paged_kv_indices, kv_indptr, need)
         return _plan_prefill(self, PAGED_PREFILL, qo, kv_indptr, kv_lens, lpl, host_idx, dev_idx,
@@ -957,10 +964,9 @@ cdef class BatchPrefillWithRaggedKVCache(_BatchAttention):
              stream=None):
         """Plan a ragged prefill batch from host ``qo_indptr`` and ``kv_indptr`` (token
         offsets, both ``[batch+1]`` from 0)."""
-        kv = _A().check_indptr(kv_indptr, "kv_indptr")
+        kv = _indptr(kv_indptr, "kv_indptr", -1, True)
         batch = kv.shape[0] - 1
-        kv = _A().check_ragged_kv_indptr(kv, batch)
-        qo = _A().check_qo_indptr(qo_indptr, batch)
+        qo = _indptr(qo_indptr, "qo_indptr", batch, True)
         kv_lens = _A().np.diff(kv).astype("int32")
         return _plan_prefill(self, RAGGED_PREFILL, qo, kv, kv_lens, None, None, None, 0, 0,
                              num_qo_heads, num_kv_heads, head_dim, 1, causal, window_left,
@@ -977,11 +983,90 @@ cdef class BatchPrefillWithRaggedKVCache(_BatchAttention):
 
 # ----------------------------------------------------------------------------- plan helpers
 
+cdef object _indptr(object x, str name, int64_t batch, bint from_zero):
+    """A host int32 indptr: batch + 1 >= 2 entries (exactly, when ``batch`` >= 0), first
+    entry >= 0 (0 when ``from_zero``: rows of q / packed k are addressed from 0), and
+    non-decreasing. One pass, no temporaries."""
+    arr = _A().host_index_array(x, name)
+    cdef const int32_t[::1] a = arr
+    cdef Py_ssize_t i, n = a.shape[0]
+    if n < 2:
+        raise ValueError(f"{name}: expected batch_size + 1 >= 2 entries, got {n}")
+    if batch >= 0 and n != batch + 1:
+        raise ValueError(f"{name}: expected {batch + 1} entries (batch_size + 1), got {n}")
+    if a[0] < 0 or (from_zero and a[0] != 0):
+        raise ValueError(f"{name}: must start at {'0' if from_zero else '>= 0'}, got {a[0]}")
+    for i in range(1, n):
+        if a[i] < a[i - 1]:
+            raise ValueError(f"{name}: must be non-decreasing, but {name}[{i}] = {a[i]} < "
+                             f"{name}[{i - 1}] = {a[i - 1]}")
+    return arr
+
+
+cdef tuple _paged_lengths(object kv_indptr, object last_page_len, int64_t page_size):
+    """Check ``last_page_len`` against the page counts (1..page_size for a request with
+    pages, 0 for one without) and return it with the KV lengths
+    ``max(pages - 1, 0) * page_size + last_page_len`` (upstream get_seq_lens)."""
+    lpl = _A().host_index_array(last_page_len, "paged_kv_last_page_len")
+    cdef const int32_t[::1] ip = kv_indptr
+    cdef const int32_t[::1] lp = lpl
+    cdef Py_ssize_t i, batch = ip.shape[0] - 1
+    cdef int64_t pages, n
+    if lp.shape[0] != batch:
+        raise ValueError(f"paged_kv_last_page_len: expected {batch} entries (batch_size), got "
+                         f"{lp.shape[0]}")
+    kv_lens = _A().np.empty(batch, dtype="int32")
+    cdef int32_t[::1] out = kv_lens
+    for i in range(batch):
+        pages = <int64_t>ip[i + 1] - ip[i]
+        if (lp[i] < 1 or lp[i] > page_size) if pages > 0 else lp[i] != 0:
+            raise ValueError(f"paged_kv_last_page_len[{i}] = {lp[i]} is invalid for a request "
+                             f"with {pages} page(s) of page_size {page_size}: expected "
+                             f"1..page_size when it has pages, 0 when it has none")
+        n = (pages - 1) * page_size + lp[i] if pages > 0 else 0
+        if n > 2147483647:
+            raise ValueError(f"request {i}: {n} KV tokens do not fit in int32")
+        out[i] = <int32_t>n
+    return lpl, kv_lens
+
+
+cdef int _check_causal(object qo_indptr, object kv_lens) except -1:
+    """Causal rows align bottom-right: every request needs qo_len <= kv_len."""
+    cdef const int32_t[::1] qo = qo_indptr
+    cdef const int32_t[::1] kv = kv_lens
+    cdef Py_ssize_t i
+    for i in range(kv.shape[0]):
+        if qo[i + 1] - qo[i] > kv[i]:
+            raise ValueError(f"causal: request {i} has {qo[i + 1] - qo[i]} query rows but "
+                             f"{kv[i]} keys; causal attention aligns rows bottom-right and "
+                             f"needs qo_len <= kv_len")
+    return 0
+
+
+cdef tuple _host_indices(object indices, object kv_indptr):
+    """A host page table covering ``[indptr[0], indptr[-1])`` with ids >= 0. Returns it and
+    the number of pages the cache must have (largest id + 1)."""
+    arr = _A().host_index_array(indices, "paged_kv_indices")
+    cdef const int32_t[::1] ip = kv_indptr
+    cdef const int32_t[::1] ix = arr
+    cdef Py_ssize_t i, need = ip[ip.shape[0] - 1]
+    cdef int32_t top = -1
+    if ix.shape[0] < need:
+        raise ValueError(f"paged_kv_indices: expected at least paged_kv_indptr[-1] = {need} "
+                         f"entries, got {ix.shape[0]}")
+    for i in range(ip[0], need):
+        if ix[i] < 0:
+            raise ValueError(f"paged_kv_indices: page ids must be >= 0, got {ix[i]} at {i}")
+        if ix[i] > top:
+            top = ix[i]
+    return arr, <int64_t>top + 1
+
+
 cdef tuple _page_table(_BatchAttention w, object indices, object kv_indptr, int64_t need):
     """(host array or None, device tensor or None, pages the cache needs or 0 if unknown)."""
     if _A().is_device_array(indices):
         return None, w._device_indices(indices, need), 0
-    arr, min_pages = _A().check_host_indices(indices, kv_indptr)
+    arr, min_pages = _host_indices(indices, kv_indptr)
     return arr, None, min_pages
 
 
@@ -1029,11 +1114,8 @@ cdef object _plan_prefill(_BatchAttention w, int kind, object qo, object kv_indp
     batch = qo.shape[0] - 1
     rows = int(qo[qo.shape[0] - 1])
     kv_rows = int(kv_indptr[kv_indptr.shape[0] - 1]) if kind == RAGGED_PREFILL else 0
-    qo_lens = _A().np.diff(qo)
-    if causal and (qo_lens > kv_lens).any():
-        i = int(_A().np.argmax(qo_lens > kv_lens))
-        raise ValueError(f"causal: request {i} has {qo_lens[i]} query rows but {kv_lens[i]} keys; "
-                         f"causal attention aligns rows bottom-right and needs qo_len <= kv_len")
+    if causal:
+        _check_causal(qo, kv_lens)
     planned = rows
     if w.use_cuda_graph:
         if w._max_rows < 0:
@@ -1046,8 +1128,9 @@ cdef object _plan_prefill(_BatchAttention w, int kind, object qo, object kv_indp
     # ---- CUDA from here on (backend "auto" queries the device and probes for FA3)
     backend = choose_backend(w.backend, "batch_prefill", dtype, hd, sc[0], sc[1], w.device)
     variant = _uri.variant("batch_prefill", dtype, hd, sc[0], sc[1], backend)
-    w._check_frozen(_frozen_key(_KIND_NAMES[kind], variant.uri, batch, hq, hkv, hd, page_size,
-                                sc, causal, planned))
+    if w.use_cuda_graph:
+        w._check_frozen(_frozen_key(_KIND_NAMES[kind], variant.uri, batch, hq, hkv, hd,
+                                    page_size, sc, causal, planned))
     b = load_binding(variant, "plan")
     stream_h = w._plan_stream(stream)
     w._begin_plan(stream_h)

@@ -114,6 +114,11 @@ def test_plan_refuses_device_host_arrays():
     raises(decode_plan(indptr=FakeCudaArray()), TypeError, "host")
 
 
+def test_decode_has_no_fa3():
+    raises(decode_plan(fc.BatchDecodeWithPagedKVCache(backend="fa3")), ValueError, "no FA3")
+    reaches_cuda(decode_plan(fc.BatchDecodeWithPagedKVCache(backend="fa2")))
+
+
 def test_graph_mode_needs_page_capacity():
     w = fc.BatchDecodeWithPagedKVCache(use_cuda_graph=True)
     raises(decode_plan(w), ValueError, "max_num_pages")
