@@ -148,9 +148,10 @@ def test_single_decode(torch, rng, dtype, layout):
     assert_close(got_lse, ref_lse[0], dtype, "single_decode lse", LSE_TOL)
 
 
-def test_single_decode_window_needs_its_module(torch, rng):
+def test_single_decode_window_needs_its_module(torch, rng, monkeypatch):
     """A variant the build set lacks is a clear KernelNotFoundError naming the URI and the
-    build command (or, when it exists, a correct result)."""
+    build command (or, when it exists, a correct result). Offline: no wheel download."""
+    monkeypatch.setenv("FLASHINFER_CY_OFFLINE", "1")
     hq, hkv, n = 8, 8, 50
     q64 = rand(rng, (hq, D), "bfloat16")
     k64 = rand(rng, (n, hkv, D), "bfloat16")
