@@ -103,18 +103,22 @@ cdef class DeviceArray(TensorDesc):
     cdef object __weakref__
 
     @staticmethod
-    def empty(shape, dtype, int device=0, stream=None):
+    def empty(shape, dtype, device=0, stream=None):
         """Uninitialised array; ``stream`` orders the allocation (None: stream 0)."""
         cdef void* s = NULL
         cdef void* p = NULL
         cdef DeviceArray a
-        _ensure_cudart()
+        # Arguments first (TypeError/ValueError naming them), then CUDA.
         if stream is not None:
             resolve_stream(stream, &s)
         a = DeviceArray.__new__(DeviceArray)
         TensorDesc.__init__(a, 0, shape, dtype, None, device)
         nbytes = a.nbytes
-        with _DeviceScope(device):
+        if nbytes >= 1 << 63:
+            raise ValueError(f"shape: {a.shape} of {a.dtype} is {nbytes} bytes, more than any "
+                             f"allocation can hold")
+        _ensure_cudart()
+        with _DeviceScope(a.dl.device.device_id):
             _check(rt.MallocAsync(&p, max(<size_t>nbytes, 1), s), f"cudaMallocAsync({nbytes})")
         a._alloc = p
         a._stream = s
@@ -123,7 +127,7 @@ cdef class DeviceArray(TensorDesc):
         return a
 
     @staticmethod
-    def from_numpy(arr, int device=0, stream=None, dtype=None):
+    def from_numpy(arr, device=0, stream=None, dtype=None):
         """Copy a host numpy array to a new DeviceArray (asynchronous on ``stream``).
         ``dtype`` reinterprets same-size items, e.g. uint16 bits as ``"bfloat16"``."""
         import numpy as np

@@ -187,6 +187,7 @@ cdef object _norm_out_of_place(Binding b, object input, object weight, object ep
     cdef TensorSlot* x
     cdef void* handle = NULL
     cdef double eps_v = _as_eps(eps)
+    _pdl_flag(enable_pdl)  # checked before ``out`` may be allocated (CUDA)
     frame_init(&f, 5)
     try:
         x = _pack_input(b, &f, 1, input, max_ndim)
