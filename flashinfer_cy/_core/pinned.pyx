@@ -33,7 +33,7 @@ cdef enum:
     ERR_NOT_READY = 600            # cudaErrorNotReady: event still pending
     ERR_CAPTURE_IMPLICIT = 906     # cudaErrorStreamCaptureImplicit: legacy stream queried
                                    # while another stream captures in global/thread mode
-    STAGING_MIN = 64 * 1024
+    STAGING_MIN = 1024 * 1024       # 256K int32 entries: grows (rarely) only past that
 
 cdef struct PinnedRt:
     int (*HostAlloc)(void** p, size_t n, unsigned int flags) noexcept nogil
