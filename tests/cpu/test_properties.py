@@ -504,3 +504,369 @@ def test_norm_one_changed_argument_matches_the_model(call):
     bad = norm_problems(name, a)
     event(f"wrong: {sorted(bad)}" if bad else "valid")
     check(run_norm(name, a), bad, lambda: norm_expected(name, a), name)
+
+
+# =========================================================================== one broken argument
+# page, gdn, attention: a valid call is drawn at random (it must be accepted), then one
+# argument is replaced by a value that is certainly wrong; the error must name it (or the
+# argument it is checked against, listed with the mutation).
+
+class Spec:
+    """A fake-pointer tensor, kept as parts so that one part can be broken."""
+
+    def __init__(self, shape, dtype, strides=None, offset=0, device=0, device_type="cuda"):
+        self.shape, self.dtype, self.offset = tuple(shape), dtype, offset
+        self.strides = tuple(strides) if strides is not None else contiguous(self.shape)
+        self.device, self.device_type = device, device_type
+
+    def build(self):
+        return T(self.shape, self.dtype, self.strides, self.offset, self.device,
+                 self.device_type)
+
+    def but(self, **over):
+        """A copy with some parts replaced (``strides=None``: packed for the new shape)."""
+        parts = dict(shape=self.shape, dtype=self.dtype, strides=self.strides,
+                     offset=self.offset, device=self.device, device_type=self.device_type)
+        parts.update(over)
+        return Spec(**parts)
+
+    def __repr__(self):
+        return (f"Spec({self.shape}, {self.dtype!r}, strides={self.strides}, "
+                f"offset={self.offset}, device={self.device_type}:{self.device})")
+
+
+def contiguous(shape):
+    out, acc = [], 1
+    for n in reversed(shape):
+        out.insert(0, acc)
+        acc *= max(n, 1)
+    return tuple(out)
+
+
+@st.composite
+def broken_tensor(draw, spec, *, align=None, other_dtypes=None, sizes=None, contiguous_only=False):
+    """A certainly-invalid replacement for the tensor ``spec``: (value, what was done).
+    ``align``: the byte alignment its data pointer and strides must have (None: only the
+    item); ``other_dtypes``: dtypes that are wrong for it; ``sizes``: per dimension, sizes
+    that are wrong for it (omit a dimension that is free); ``contiguous_only``: any
+    non-packed stride is wrong."""
+    kinds = ["junk", "cpu", "device", "ndim"]
+    if other_dtypes:
+        kinds.append("dtype")
+    if sizes and any(sizes.values()):
+        kinds.append("size")
+    big = [i for i, n in enumerate(spec.shape[:-1]) if n > 1]
+    if spec.shape and spec.shape[-1] > 1:
+        kinds.append("last_stride")
+    if big and (align or contiguous_only):
+        kinds.append("lead_stride")
+    item = ITEM[spec.dtype]
+    if align and align > item:
+        kinds.append("misalign")
+    kind = draw(st.sampled_from(kinds))
+    if kind == "junk":
+        return draw(st.sampled_from(TENSOR_JUNK)), kind
+    if kind == "cpu":
+        return spec.but(device_type=draw(st.sampled_from(["cpu", "cuda_host"]))).build(), kind
+    if kind == "device":
+        return spec.but(device=spec.device + draw(st.integers(1, 3))).build(), kind
+    if kind == "ndim":
+        if draw(st.booleans()) or len(spec.shape) <= 1:
+            return spec.but(shape=(1,) + spec.shape, strides=None).build(), kind + "+1"
+        return spec.but(shape=spec.shape[1:], strides=None).build(), kind + "-1"
+    if kind == "dtype":
+        dt = draw(st.sampled_from(other_dtypes))
+        return spec.but(dtype=dt, offset=0, strides=None).build(), f"dtype {dt}"
+    if kind == "size":
+        i = draw(st.sampled_from([i for i in sizes if sizes[i]]))
+        n = draw(st.sampled_from(sizes[i]))
+        shape = list(spec.shape)
+        shape[i] = n
+        return spec.but(shape=shape, strides=None).build(), f"size {i}={n}"
+    if kind == "last_stride":
+        return spec.but(strides=spec.strides[:-1] + (2,)).build(), kind
+    if kind == "lead_stride":
+        i = draw(st.sampled_from(big))
+        step = 1 if contiguous_only else draw(st.sampled_from(
+            [d for d in (1, 2, 3, 4, 5, 6, 7) if (d * item) % align]))
+        new = draw(st.sampled_from([spec.strides[i] + step, -spec.strides[i] or -align]))
+        strides = list(spec.strides)
+        strides[i] = new
+        return spec.but(strides=strides).build(), f"stride {i}={new}"
+    extra = draw(st.sampled_from([b for b in range(item, align, item)]))
+    return spec.but(offset=spec.offset + extra).build(), f"offset +{extra}"
+
+
+def _other(values, *keep):
+    return [v for v in values if v not in keep]
+
+
+def wrong_sizes(valid, lo=0, hi=None):
+    """Sizes other than ``valid`` (a few neighbours and extremes)."""
+    cands = {0, 1, 2, valid - 1, valid + 1, 2 * valid + 3, 96, 4096}
+    return sorted(n for n in cands if n >= lo and n != valid and (hi is None or n <= hi))
+
+
+# ----------------------------------------------------------------------------- page
+
+CACHE_DTYPES = ["float16", "bfloat16", "float8_e4m3fn", "float8_e5m2"]
+INDEX_ARGS = ("batch_indices", "positions", "kv_indices", "kv_indptr", "kv_last_page_len")
+
+
+@st.composite
+def append_case(draw, mla):
+    """Valid append_paged_kv_cache / append_paged_mla_kv_cache arguments (Specs)."""
+    dtype = draw(st.sampled_from(CACHE_DTYPES))
+    item = ITEM[dtype]
+    page = draw(st.integers(1, 32))
+    pages = draw(st.integers(1, 40))
+    nnz = draw(st.integers(0, 40))
+    batch = draw(st.integers(1, 6))
+    n_idx = draw(st.integers(1, 64))
+    fused = draw(st.booleans())  # k/v (or ckv/kpe) as views of one buffer
+    s = {"kv_layout": "NHD", "nnz": nnz, "page": page}
+    if mla:
+        ckv, kpe = (pages, page, 512), (pages, page, 64)
+        if fused:  # [pages, page, 576] buffer: ckv = [..., :512], kpe = [..., 512:]
+            st_ = (page * 576, 576, 1)
+            s["ckv_cache"] = Spec(ckv, dtype, st_)
+            s["kpe_cache"] = Spec(kpe, dtype, st_, offset=512 * item)
+            s["append_ckv"] = Spec((nnz, 512), dtype, (576, 1))
+            s["append_kpe"] = Spec((nnz, 64), dtype, (576, 1), offset=512 * item)
+        else:
+            s["ckv_cache"], s["kpe_cache"] = Spec(ckv, dtype), Spec(kpe, dtype)
+            s["append_ckv"], s["append_kpe"] = Spec((nnz, 512), dtype), Spec((nnz, 64), dtype)
+    else:
+        hd = draw(st.sampled_from([64, 128, 256, 512]))
+        vec = max(16 // item, hd // 32)
+        heads = draw(st.integers(1, min(1024 * vec // hd, 16)))
+        s["kv_layout"] = layout_ = draw(st.sampled_from(["NHD", "HND", "nhd", "Hnd"]))
+        cshape = ((pages, page, heads, hd) if layout_.upper() == "NHD"
+                  else (pages, heads, page, hd))
+        cst = contiguous(cshape)
+        if fused:  # [pages, 2, ...]: k = [:, 0], v = [:, 1]
+            cst = (2 * cst[0],) + cst[1:]
+            s["paged_k_cache"] = Spec(cshape, dtype, cst)
+            s["paged_v_cache"] = Spec(cshape, dtype, cst, offset=math.prod(cshape[1:]) * item)
+            s["append_key"] = Spec((nnz, heads, hd), dtype, (2 * heads * hd, hd, 1))
+            s["append_value"] = Spec((nnz, heads, hd), dtype, (2 * heads * hd, hd, 1),
+                                     offset=heads * hd * item)
+        else:
+            s["paged_k_cache"], s["paged_v_cache"] = Spec(cshape, dtype), Spec(cshape, dtype)
+            s["append_key"] = Spec((nnz, heads, hd), dtype)
+            s["append_value"] = Spec((nnz, heads, hd), dtype)
+    for name, n in (("batch_indices", nnz), ("positions", nnz), ("kv_indices", n_idx),
+                    ("kv_indptr", batch + 1), ("kv_last_page_len", batch)):
+        s[name] = Spec((n,), "int32")
+    return s
+
+
+def append_breakages(s, mla):
+    """(argument, kwargs for broken_tensor, names the error may give) for each tensor."""
+    nnz = s["nnz"]
+    idx = ["int64", "uint8", "float32", "float16", "int8"]
+    if mla:
+        c, k, ac, ak = "ckv_cache", "kpe_cache", "append_ckv", "append_kpe"
+        item = ITEM[s[c].dtype]
+        dt = _other(DTYPES, s[c].dtype)
+        pages, page = s[c].shape[:2]
+        everyone = set(s) - {"nnz", "page", "kv_layout"}  # all checked against ckv_cache
+        out = {
+            c: (dict(align=2 * item, other_dtypes=_other(dt, *CACHE_DTYPES),
+                     sizes={2: wrong_sizes(512)}), everyone),
+            k: (dict(align=2 * item, other_dtypes=dt,
+                     sizes={0: wrong_sizes(pages), 1: wrong_sizes(page), 2: wrong_sizes(64)}),
+                {k}),
+            ac: (dict(align=2 * item, other_dtypes=dt, sizes={1: wrong_sizes(512)}), {ac}),
+            ak: (dict(align=2 * item, other_dtypes=dt,
+                      sizes={0: wrong_sizes(nnz), 1: wrong_sizes(64)}), {ak}),
+        }
+        ref = c
+    else:
+        c, v, ak, av = "paged_k_cache", "paged_v_cache", "append_key", "append_value"
+        dt = _other(DTYPES, s[c].dtype)
+        cache_sizes = {i: wrong_sizes(n) for i, n in enumerate(s[c].shape)}
+        cache_sizes[3] = [n for n in wrong_sizes(s[c].shape[3]) if n not in (64, 128, 256, 512)]
+        everyone = set(s) - {"nnz", "page", "kv_layout"}  # all checked against paged_k_cache
+        out = {
+            c: (dict(align=16, other_dtypes=_other(dt, *CACHE_DTYPES), sizes=cache_sizes),
+                everyone),
+            v: (dict(align=16, other_dtypes=dt,
+                     sizes={i: wrong_sizes(n) for i, n in enumerate(s[v].shape)}), {v}),
+            ak: (dict(align=16, other_dtypes=dt,
+                      sizes={1: wrong_sizes(s[ak].shape[1]), 2: wrong_sizes(s[ak].shape[2])}),
+                 {ak}),
+            av: (dict(align=16, other_dtypes=dt,
+                      sizes={i: wrong_sizes(n) for i, n in enumerate(s[av].shape)}), {av}),
+        }
+        ref = c
+    batch = s["kv_last_page_len"].shape[0]
+    out.update({
+        "batch_indices": (dict(other_dtypes=idx, sizes={0: wrong_sizes(nnz)},
+                               contiguous_only=True), {"batch_indices"}),
+        "positions": (dict(other_dtypes=idx, sizes={0: wrong_sizes(nnz)},
+                           contiguous_only=True), {"positions"}),
+        "kv_indptr": (dict(other_dtypes=idx, sizes={0: wrong_sizes(batch + 1)},
+                           contiguous_only=True), {"kv_indptr"}),
+        "kv_last_page_len": (dict(other_dtypes=idx, sizes={0: wrong_sizes(batch, lo=1)},
+                                  contiguous_only=True), {"kv_last_page_len", "kv_indptr"}),
+        # an empty page table with rows to append; the slot count past 2**32
+        "kv_indices": (dict(other_dtypes=idx, contiguous_only=True,
+                            sizes={0: ([0] if nnz else []) + [U32 // s["page"] + 1]}),
+                       {"kv_indices", ref}),
+    })
+    return out
+
+
+def call_append(mla, args, stream=None):
+    fn = fc.append_paged_mla_kv_cache if mla else fc.append_paged_kv_cache
+    kw = {k: (v.build() if isinstance(v, Spec) else v) for k, v in args.items()
+          if k not in ("nnz", "page") and (k != "kv_layout" or not mla)}
+    return outcome(lambda: fn(**kw, stream=stream))
+
+
+@SETTINGS
+@given(st.booleans(), st.data())
+def test_append_valid_calls_reach_the_kernel(mla, data):
+    s = data.draw(append_case(mla))
+    stream = data.draw(st.sampled_from(GOOD_STREAMS + [None]))
+    check_accepted(call_append(mla, s, stream), (RETURNED,) if s["nnz"] == 0 else (ACCEPTED,))
+
+
+@settings(SETTINGS, max_examples=EXAMPLES * 3)
+@given(st.booleans(), st.data())
+def test_append_one_broken_argument_is_named(mla, data):
+    s = data.draw(append_case(mla))
+    table = append_breakages(s, mla)
+    name = data.draw(st.sampled_from(sorted(table) + ["kv_layout", "stream"]))
+    stream = None
+    if name == "stream":
+        stream, allowed, what = data.draw(st.sampled_from(BAD_STREAMS)), {"stream"}, "stream"
+    elif name == "kv_layout":
+        if mla:  # no layout argument: break the page table instead
+            name = "kv_indptr"
+        else:
+            s["kv_layout"] = data.draw(st.sampled_from([0, None, "XYZ", "NHDX", b"NHD", "N"]))
+            allowed, what = {"kv_layout"}, repr(s["kv_layout"])
+    if name not in ("stream", "kv_layout"):
+        kwargs, allowed = table[name]
+        s[name], what = data.draw(broken_tensor(s[name], **kwargs))
+    event(f"{name}: {what.split(' ')[0]}")
+    check_rejected(call_append(mla, s, stream), allowed, f"({name} {what})")
+
+
+# ----------------------------------------------------------------------------- gdn_prefill
+
+GDN_OPTIONAL = ("initial_state", "alpha", "beta", "output", "output_state", "workspace")
+
+
+def gdn_heads_ok(hq, hk, hv):
+    """GQA (q_heads >= v_heads == k_heads, a multiple) or GVA (v_heads > q_heads ==
+    k_heads, a multiple)."""
+    if min(hq, hk, hv) <= 0:
+        return False
+    if hq >= hv:
+        return hk == hv and hq % hv == 0
+    return hk == hq and hv % hq == 0
+
+
+@st.composite
+def gdn_case(draw):
+    dtype = draw(st.sampled_from(["float16", "bfloat16"]))
+    base = draw(st.integers(1, 4))
+    group = draw(st.sampled_from([1, 2, 3, 4]))
+    hq, hk, hv = draw(st.sampled_from([(base * group, base, base), (base, base, base * group)]))
+    heads = max(hq, hv)
+    seqs = draw(st.integers(0, 6))
+    n = 0 if seqs == 0 else draw(st.integers(1, 40))
+    s = {"q": Spec((n, hq, 128), dtype), "k": Spec((n, hk, 128), dtype),
+         "v": Spec((n, hv, 128), dtype), "cu_seqlens": Spec((seqs + 1,), "int64")}
+    full = {"initial_state": Spec((seqs, heads, 128, 128), "float32"),
+            "alpha": Spec((n, heads), "float32"), "beta": Spec((n, heads), "float32"),
+            "output": Spec((n, heads, 128), dtype),
+            "output_state": Spec((seqs, heads, 128, 128), "float32"),
+            "workspace": Spec((draw(st.sampled_from([0, 64, 4096, 1 << 20])),), "uint8")}
+    for name in GDN_OPTIONAL:
+        if draw(st.booleans()):
+            s[name] = full[name]
+    s["scale"] = draw(st.one_of(st.floats(-1e30, 1e30), st.sampled_from([0.0, 1, -2, 1e-300])))
+    return s, full
+
+
+def call_gdn(s, stream=None):
+    kw = {k: (v.build() if isinstance(v, Spec) else v) for k, v in s.items()}
+    q, k, v, cu = (kw.pop(n) for n in ("q", "k", "v", "cu_seqlens"))
+    return outcome(lambda: fc.gdn_prefill(q, k, v, cu, **kw, stream=stream))
+
+
+@SETTINGS
+@given(gdn_case(), st.sampled_from(GOOD_STREAMS + [None]))
+def test_gdn_valid_calls_reach_the_device_check(case, stream):
+    """Valid: gets as far as asking CUDA for the compute capability (sm_90 only)."""
+    check_accepted(call_gdn(case[0], stream))
+
+
+@settings(SETTINGS, max_examples=EXAMPLES * 3)
+@given(gdn_case(), st.data())
+def test_gdn_one_broken_argument_is_named(case, data):
+    s, full = case
+    n, hq = s["q"].shape[:2]
+    hk, hv = s["k"].shape[1], s["v"].shape[1]
+    heads, seqs = max(hq, hv), s["cu_seqlens"].shape[0] - 1
+    dt16 = _other(DTYPES, s["q"].dtype)
+    f32 = _other(DTYPES, "float32")
+
+    def head_counts(i):  # head counts for q/k/v (dimension 1) that break GQA/GVA
+        hs = [hq, hk, hv]
+        bad = []
+        for c in wrong_sizes(hs[i], hi=64):
+            hs2 = list(hs)
+            hs2[i] = c
+            if not gdn_heads_ok(*hs2):
+                bad.append(c)
+        return bad
+
+    table = {
+        "q": (dict(align=16, other_dtypes=_other(dt16, "bfloat16", "float16"),
+                   sizes={1: head_counts(0), 2: wrong_sizes(128)}, contiguous_only=True),
+              {"q", "k", "v"}),
+        "k": (dict(align=16, other_dtypes=dt16, sizes={0: wrong_sizes(n), 1: head_counts(1),
+                                                         2: wrong_sizes(128)},
+                   contiguous_only=True), {"k", "q, k, v"}),
+        "v": (dict(align=16, other_dtypes=dt16, sizes={0: wrong_sizes(n), 1: head_counts(2),
+                                                         2: wrong_sizes(128)},
+                   contiguous_only=True), {"v", "q, k, v"}),
+        "cu_seqlens": (dict(other_dtypes=_other(DTYPES, "int64"), contiguous_only=True,
+                            sizes={0: [0] + ([1] if n else [])}), {"cu_seqlens"}),
+        "initial_state": (dict(align=16, other_dtypes=f32, contiguous_only=True, sizes={
+            0: wrong_sizes(seqs), 1: wrong_sizes(heads), 2: wrong_sizes(128),
+            3: wrong_sizes(128)}), {"initial_state"}),
+        "output_state": (dict(align=16, other_dtypes=f32, contiguous_only=True, sizes={
+            0: wrong_sizes(seqs), 1: wrong_sizes(heads), 2: wrong_sizes(128),
+            3: wrong_sizes(128)}), {"output_state"}),
+        "alpha": (dict(other_dtypes=f32, contiguous_only=True,
+                       sizes={0: wrong_sizes(n), 1: wrong_sizes(heads)}), {"alpha"}),
+        "beta": (dict(other_dtypes=f32, contiguous_only=True,
+                      sizes={0: wrong_sizes(n), 1: wrong_sizes(heads)}), {"beta"}),
+        "output": (dict(align=16, other_dtypes=dt16, contiguous_only=True,
+                        sizes={0: wrong_sizes(n), 1: wrong_sizes(heads), 2: wrong_sizes(128)}),
+                   {"output"}),
+        "workspace": (dict(align=64, other_dtypes=_other(DTYPES, "uint8"),
+                           contiguous_only=True), {"workspace"}),
+    }
+    name = data.draw(st.sampled_from(sorted(table) + ["scale", "stream"]))
+    stream = None
+    if name == "scale":
+        s["scale"] = data.draw(st.sampled_from(
+            [math.nan, math.inf, -math.inf, 10**400, True, None, "1", b"1", [1.0],
+             np.float32(1.0), complex(1, 0), object()]))
+        allowed, what = {"scale"}, repr(s["scale"])
+    elif name == "stream":
+        stream, allowed, what = data.draw(st.sampled_from(BAD_STREAMS)), {"stream"}, "stream"
+    else:
+        kwargs, allowed = table[name]
+        s[name], what = data.draw(broken_tensor(s.get(name, full.get(name)), **kwargs))
+        if s[name] is None:  # None is "not given" for the optional ones
+            s[name], what = 7, "junk 7"
+    event(f"{name}: {what.split(' ')[0]}")
+    check_rejected(call_gdn(s, stream), allowed, f"({name} {what})")
