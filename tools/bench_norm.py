@@ -31,7 +31,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def host_us(fns: dict, sync, bursts: int, burst: int) -> dict:
+def host_us(fn, sync, bursts: int, burst: int) -> float:
+    """Median host us/call of one fn (see host_us_interleaved)."""
+    return host_us_interleaved({"fn": fn}, sync, bursts, burst)["fn"]
+
+
+def host_us_interleaved(fns: dict, sync, bursts: int, burst: int) -> dict:
     """Median host us/call of each fn. Rows are interleaved burst by burst, so clock and
     thermal drift hit every row alike instead of whichever ran last."""
     for fn in fns.values():
@@ -151,7 +156,7 @@ def main() -> int:
             lambda: flashinfer.norm.rmsnorm(x, w, eps, out=o, enable_pdl=False))
     except Exception as exc:  # noqa: BLE001
         rows["flashinfer-python"] = dict(error=f"{type(exc).__name__}: {exc}")
-    for name, us in host_us(calls, sync, args.bursts, args.burst).items():
+    for name, us in host_us_interleaved(calls, sync, args.bursts, args.burst).items():
         rows[name] = dict(host_us=us, gpu_us=gpu_us(torch, calls[name], 30, args.burst))
     measure_floor()
     if floors:

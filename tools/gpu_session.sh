@@ -8,7 +8,8 @@
 # 0.6.3, which is both the kernel sources and the benchmark peer; platformdirs/filelock/tqdm).
 # Kernel modules: KERNELS=build (default) builds every module the tests use with
 # tools/build_kernels.py on this machine's cores into .kernels-gpu/ (kept while the machine
-# stays warm; --skip-existing reuses them); KERNELS=carried uses the carried .kernels/.
+# stays warm; --skip-existing reuses them) and returns them as $OUT/kernels.tar.xz.part-*;
+# KERNELS=archive unpacks such parts carried in .carry-kernels/; KERNELS=carried uses .kernels/.
 set -uo pipefail
 OUT=${OUT:-$PWD/gpu-out}
 # session.log and pytest.txt are written to $OUT as they go; every other log goes to $LOGS,
@@ -31,6 +32,13 @@ if [ "${KERNELS:-build}" = build ]; then
   python3 tools/build_kernels.py @all --out .kernels-gpu --skip-existing --verify -j "$(nproc)" \
     --work-dir /tmp/fcy-kbuild --status-file "$LOGS/kernel_build_status.txt" > "$LOGS/kernel_build.jsonl" 2> "$LOGS/kernel_build.err"
   echo "build_kernels rc=$?"; tail -3 "$LOGS/kernel_build.err"; cat "$LOGS/kernel_build_status.txt"
+  KDIR=$PWD/.kernels-gpu
+  # Bring the modules back (split under the device tool's 16 MB-per-file limit) so a later
+  # call can carry them instead of rebuilding: KERNELS=archive.
+  tar cf - -C .kernels-gpu . | xz -T0 -6 | split -b 15m - "$OUT/kernels.tar.xz.part-"
+  ls -la "$OUT"/kernels.tar.xz.part-*
+elif [ "${KERNELS}" = archive ]; then
+  mkdir -p .kernels-gpu && cat .carry-kernels/kernels.tar.xz.part-* | xz -d | tar xf - -C .kernels-gpu
   KDIR=$PWD/.kernels-gpu
 else
   KDIR=$PWD/.kernels

@@ -84,8 +84,11 @@ def _variant(family, dtype, head_dim, use_swa, use_cap, backend) -> Variant:
         raise ValueError(f"family: expected one of {FAMILIES}, got {family!r}")
     if backend not in ("fa2", "fa3"):
         raise ValueError(f"backend: expected 'fa2' or 'fa3' here, got {backend!r}")
-    if backend == "fa3" and family != "batch_prefill":
-        raise ValueError(f"{family} has no FA3 (_sm90) module in flashinfer 0.6.3; use backend='fa2'")
+    if backend == "fa3" and family not in ("batch_prefill", "single_prefill"):
+        # Decode has no FA3 kernel at all. Single prefill has one (flashinfer JIT-builds it),
+        # but the prebuilt wheel lacks it: in_prebuilt_wheel() says so and the build
+        # command is offered when the module is missing.
+        raise ValueError(f"{family} has no FA3 (_sm90) kernel in flashinfer 0.6.3; use backend='fa2'")
     return Variant(family, dtype, head_dim, use_swa, use_cap, backend)
 
 

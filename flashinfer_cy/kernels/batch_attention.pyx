@@ -382,7 +382,8 @@ cdef class _BatchAttention:
                            self.device)
             finally:
                 release_slot(&s)
-        host_ptrs = [<uintptr_t>(staging + o * 4) for o in host_offs]
+        cdef uintptr_t base = <uintptr_t>staging  # a char* would become bytes in a comprehension
+        host_ptrs = [base + o * 4 for o in host_offs]
         return offs, host_ptrs
 
     cdef object _device_indices(self, object indices, int64_t need):

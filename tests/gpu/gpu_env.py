@@ -49,3 +49,30 @@ def require_module(uri: str) -> None:
     reason = module_unavailable_reason(uri)
     if reason:
         pytest.skip(reason)
+
+
+def in_child_process(test_fn):
+    """Run the test in a fresh interpreter: a device fault (a sticky CUDA error) then fails
+    this one test instead of every later test in the session. Fixtures still resolve in
+    the parent; the child re-runs the test by node id."""
+    import functools
+    import inspect
+    import os
+    import subprocess
+    import sys
+
+    marker = "FLASHINFER_CY_CHILD_TEST"
+
+    @functools.wraps(test_fn)
+    def wrapper(*args, **kwargs):
+        if os.environ.get(marker) == test_fn.__name__:
+            return test_fn(*args, **kwargs)
+        node = f"{inspect.getsourcefile(test_fn)}::{test_fn.__name__}"
+        env = dict(os.environ, **{marker: test_fn.__name__})
+        r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                            node], env=env, capture_output=True, text=True, timeout=300)
+        if r.returncode != 0:
+            pytest.fail(f"{node} failed in its child process (rc {r.returncode}):\n"
+                        f"{r.stdout[-4000:]}\n{r.stderr[-2000:]}", pytrace=False)
+
+    return wrapper

@@ -20,6 +20,7 @@ import flashinfer_cy as fc
 from flashinfer_cy._core.runtime import device_multiprocessor_count
 from devdata import BITS, download_bits, upload
 from gdn_ref import require_gdn_device
+from gpu_env import in_child_process
 from hang_watchdog import HANG_TIMEOUT_S, create_stream, destroy_stream, wait_for, wedged
 
 D = 128
@@ -170,10 +171,29 @@ def test_stress_gdn_prefill_state_chain_with_gates(stream):
     p.assert_written(state=states[19 % 2])
 
 
+MULTI_STREAM_CONFIGS = [([64, 128, 64], (8, 8, 8)), ([1, 1, 1, 1, 256], (4, 4, 4)),
+                        ([33, 65, 129], (6, 2, 2)), ([128] * 8, GVA)]
+
+
+@in_child_process
+def test_stress_gdn_prefill_multi_stream_one_thread():
+    """The multi-stream problems launched from one thread: separates a threading issue from
+    concurrent kernels on several streams."""
+    problems = [Problem(s, h, workspace_bytes=32 << 20) for s, h in MULTI_STREAM_CONFIGS]
+    wait_for(0, "input uploads")
+    streams = [create_stream() for _ in problems]
+    for p, s in zip(problems, streams):
+        p.launch(s)
+    wait_for(streams, "4 streams, one thread")
+    for p in problems:
+        p.assert_written()
+    for s in streams:
+        destroy_stream(s)
+
+
+@in_child_process
 def test_stress_gdn_prefill_multi_stream():
-    configs = [([64, 128, 64], (8, 8, 8)), ([1, 1, 1, 1, 256], (4, 4, 4)),
-               ([33, 65, 129], (6, 2, 2)), ([128] * 8, GVA)]
-    problems = [Problem(s, h, workspace_bytes=32 << 20) for s, h in configs]
+    problems = [Problem(s, h, workspace_bytes=32 << 20) for s, h in MULTI_STREAM_CONFIGS]
     wait_for(0, "input uploads")
     streams = [create_stream() for _ in problems]
     run_threads([lambda p=p, s=s: p.launch(s) for p, s in zip(problems, streams)],
@@ -207,6 +227,7 @@ def test_stress_gdn_prefill_bf16_gva_all_options(stream):
                     init=True), stream, "bf16 GVA with every option")
 
 
+@in_child_process
 def test_stress_gdn_prefill_qwen3_next_multi_stream_chained():
     """The Qwen3-Next-80B configuration: 4 streams, each a 10-step state chain over the same
     inputs, concurrently. Identical work, so the final states must agree bit for bit."""
