@@ -77,6 +77,9 @@ class PreparedRun:
     the wrapper plans again, the next launch() rebinds (PlanMismatchError if the tensors no
     longer fit)."""
 
+    # Made by ``wrapper.prepare(...)`` only: calling the class raises TypeError (a cdef
+    # class __init__ reports (*args, **kwargs) at run time).
+    def __init__(self, *args: object, **kwargs: object) -> None: ...
     @property
     def out(self) -> TensorLike: ...  # the ``out`` given to prepare(), or a DeviceArray
     @property
