@@ -42,6 +42,18 @@ typedef struct {
 /* Returned by fcy_call when the tensor's device could not be made current. */
 #define FCY_ERR_SET_DEVICE (-100)
 
+#ifdef __cplusplus
+#define FCY_THREAD_LOCAL thread_local
+#else
+#define FCY_THREAD_LOCAL _Thread_local
+#endif
+
+/* The device whose primary context this thread has bound with cudaSetDevice (-1: none).
+ * cudaGetDevice() answers 0 on a fresh thread without binding any context, and kernels
+ * that call the driver API directly (CUTLASS TMA descriptors in gdn / FA3) then fail with
+ * CUDA_ERROR_INVALID_CONTEXT. Seen on H200: 4 Python threads launching gdn_prefill. */
+static FCY_THREAD_LOCAL int fcy_bound_device = -1;
+
 /*
  * Call `fn` with `args` for a tensor living on (device_type, device_id):
  *   - the thread's CUDA current device becomes device_id (several FlashInfer kernels, e.g.
@@ -67,6 +79,10 @@ static inline int fcy_call(const FcyTvmFfi* api, const FcyCudart* rt, TVMFFISafe
     if (cur != device_id) {
       if (rt->SetDevice(device_id) != 0) return FCY_ERR_SET_DEVICE;
       prev_device = cur;
+    } else if (fcy_bound_device != device_id) {
+      /* Same ordinal, but this thread may have no context bound yet: bind it once. */
+      if (rt->SetDevice(device_id) != 0) return FCY_ERR_SET_DEVICE;
+      fcy_bound_device = device_id;
     }
   }
   if (set_stream) {
@@ -76,7 +92,10 @@ static inline int fcy_call(const FcyTvmFfi* api, const FcyCudart* rt, TVMFFISafe
   rc = fn(NULL, args, num_args, result);
   if (set_stream) api->EnvSetStream(device_type, device_id, prev_stream, NULL);
 restore_device:
-  if (prev_device >= 0) rt->SetDevice(prev_device);
+  if (prev_device >= 0) {
+    rt->SetDevice(prev_device);
+    fcy_bound_device = prev_device;
+  }
   return rc;
 }
 

@@ -340,7 +340,7 @@ def test_signature_names_follow_the_bindings(key):
         assert ours[:len(cxx)] == cxx, (export, cxx, ours)
 
 
-def test_import_touches_nothing():
+def test_import_touches_nothing(tmp_path):
     code = ("import sys, flashinfer_cy as fc\n"
             "from flashinfer_cy._core import runtime\n"
             "assert runtime._state['tvm_ffi_path'] is None and runtime._state['cudart_path'] is None\n"
@@ -348,4 +348,5 @@ def test_import_touches_nothing():
             "assert 'torch' not in sys.modules\n"
             "fc.BatchDecodeWithPagedKVCache(); fc.BatchPrefillWithRaggedKVCache()\n"
             "assert runtime._state['cudart_error'] is None and not runtime._modules\n")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+    # cwd outside the checkout: "-c" puts the cwd first on sys.path
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
