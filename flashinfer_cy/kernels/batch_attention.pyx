@@ -760,6 +760,10 @@ cdef class PreparedRun:
     cdef readonly object out
     cdef readonly object lse
 
+    def __init__(self, *args, **kwargs):
+        # Only prepare() fills the frame; an empty one must never reach launch()/repoint().
+        raise TypeError("PreparedRun objects are made by wrapper.prepare(...), not directly")
+
     cdef int _rebind(self) except -1:
         cdef _BatchAttention w = self.wrapper
         cdef Plan p = w.current_plan
@@ -779,6 +783,8 @@ cdef class PreparedRun:
     def launch(self):
         """Run the prepared call; returns ``out``. Asynchronous."""
         cdef TVMFFIAny result
+        if self.frame == NULL:
+            raise TypeError("launch(): this PreparedRun was not made by wrapper.prepare(...)")
         if self.generation != self.wrapper._generation:
             self._rebind()
         if not self.empty:
@@ -788,6 +794,8 @@ cdef class PreparedRun:
 
     def repoint(self, q=None, out=None, lse=None):
         """Point q / out / lse at other memory of the same shape (integer addresses)."""
+        if self.frame == NULL:
+            raise TypeError("repoint(): this PreparedRun was not made by wrapper.prepare(...)")
         cdef RunLayout* L = &self.plan.L
         for value, idx, name in ((q, L.q, "q"), (out, L.o, "out"), (lse, L.lse, "lse")):
             if value is None:
