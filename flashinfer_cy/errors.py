@@ -127,3 +127,7 @@ class ChecksumMismatchError(ArtifactError, ValueError):
 
 class UnsafeMemberError(ArtifactError, ValueError):
     """A wheel member is unsafe to extract (absolute path, ``..``, symlink, oversized...)."""
+
+
+class PlanNotReadyError(FlashInferError, RuntimeError):
+    """``run()`` / ``prepare()`` was called on a wrapper that has no plan yet."""

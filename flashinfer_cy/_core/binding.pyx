@@ -65,7 +65,8 @@ cdef class Binding:
     (and producer stream) the kernel runs on: FlashInfer takes both from one argument.
     """
 
-    def __init__(self, str uri, str symbol, str signature, str device=None):
+    def __init__(self, str uri not None, str symbol not None, str signature not None,
+                 str device=None):
         items = signature.split()
         if len(items) > MAX_ARGS:
             raise ValueError(f"{symbol}: at most {MAX_ARGS} arguments")
@@ -83,6 +84,8 @@ cdef class Binding:
         self.n = len(items)
         if device is None:
             device = next((n for i, n in enumerate(names) if self.kinds[i] == K_TENSOR), None)
+        if device is not None and device not in names:
+            raise ValueError(f"device: {device!r} is not an argument of {symbol} ({signature})")
         self.device_arg = names.index(device) if device is not None else -1
         self._fn = None
 

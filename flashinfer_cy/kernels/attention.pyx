@@ -348,6 +348,9 @@ cdef object _single(str family, object q, object k, object v, bint causal, objec
     cdef void* handle = NULL
     cdef int64_t oshape[3]
     cdef int64_t qo_len, heads, head_dim, kv_len, kv_heads
+    if stream is not None:  # a bad stream= is refused before any module is loaded
+        resolve_stream(stream, &handle)
+        handle = NULL
     cdef bint decode = family == "single_decode"
     cdef int layout = _A().layout_code(kv_layout)
     cdef int ndim_q = 2 if decode else 3
@@ -468,6 +471,8 @@ def single_prefill(q, k, v, *, causal=False, kv_layout="NHD", window_left=-1,
     on sm90 when its ``_sm90`` module is available; the prebuilt wheel has none for single
     prefill), "fa2" or "fa3". Other arguments as :func:`single_decode`; lse is
     ``[qo_len, num_qo_heads]``."""
+    if not isinstance(backend, str):
+        raise TypeError(f"backend: expected 'auto', 'fa2' or 'fa3', got {backend!r}")
     return _single("single_prefill", q, k, v, bool(causal), kv_layout, window_left,
                    logits_soft_cap, sm_scale, rope_scale, rope_theta, out, lse, return_lse,
                    backend, None, stream)

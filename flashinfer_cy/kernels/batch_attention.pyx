@@ -486,7 +486,7 @@ cdef class _BatchAttention:
 
     cdef int _check_current(self, Plan p) except -1:
         if p is None:
-            raise RuntimeError(f"{type(self).__name__}: call plan() before run()")
+            raise _errors.PlanNotReadyError(f"{type(self).__name__}: call plan() before run()")
         if self.current_plan is not p:
             raise _errors.PlanMismatchError(
                 f"stale plan (generation {p.generation}): the wrapper has planned again "
@@ -851,15 +851,16 @@ cdef class BatchDecodeWithPagedKVCache(_BatchAttention):
         cdef PinnedSlot slot = None
         cdef Binding b
         cdef void* stream_h
+        _refuse_bad_stream(stream)
         dtype, hq, hkv, hd, sc = _A().plan_config(
             q_data_type, kv_data_type, num_qo_heads, num_kv_heads, head_dim, window_left,
             logits_soft_cap, sm_scale, rope_scale, rope_theta, decode=True)
         ps = _A().positive_int(page_size, "page_size")
         kv_indptr = _indptr(indptr, "indptr", -1, False)
         batch = kv_indptr.shape[0] - 1
-        lpl, _kv_lens = _paged_lengths(kv_indptr, last_page_len, ps)
+        lpl, _kv_lens = _paged_lengths(kv_indptr, last_page_len, ps, "last_page_len")
         need = int(kv_indptr[kv_indptr.shape[0] - 1])
-        host_idx, dev_idx, min_pages = _page_table(self, indices, kv_indptr, need)
+        host_idx, dev_idx, min_pages = _page_table(self, indices, kv_indptr, need, "indices")
         variant = _uri.variant("batch_decode", dtype, hd, sc[0], sc[1],
                                "fa2" if self.backend == "auto" else self.backend)
         caps = _graph_caps(self, batch, need, False)
@@ -1012,24 +1013,34 @@ cdef object _indptr(object x, str name, int64_t batch, bint from_zero):
     return arr
 
 
-cdef tuple _paged_lengths(object kv_indptr, object last_page_len, int64_t page_size):
+cdef int _refuse_bad_stream(object stream) except -1:
+    """A bad ``stream=`` is refused with the other argument errors, before any module
+    is loaded or CUDA touched."""
+    cdef void* h
+    if stream is not None:
+        resolve_stream(stream, &h)
+    return 0
+
+
+cdef tuple _paged_lengths(object kv_indptr, object last_page_len, int64_t page_size,
+                          str name="paged_kv_last_page_len"):
     """Check ``last_page_len`` against the page counts (1..page_size for a request with
     pages, 0 for one without) and return it with the KV lengths
     ``max(pages - 1, 0) * page_size + last_page_len`` (upstream get_seq_lens)."""
-    lpl = _A().host_index_array(last_page_len, "paged_kv_last_page_len")
+    lpl = _A().host_index_array(last_page_len, name)
     cdef const int32_t[::1] ip = kv_indptr
     cdef const int32_t[::1] lp = lpl
     cdef Py_ssize_t i, batch = ip.shape[0] - 1
     cdef int64_t pages, n
     if lp.shape[0] != batch:
-        raise ValueError(f"paged_kv_last_page_len: expected {batch} entries (batch_size), got "
+        raise ValueError(f"{name}: expected {batch} entries (batch_size), got "
                          f"{lp.shape[0]}")
     kv_lens = _A().np.empty(batch, dtype="int32")
     cdef int32_t[::1] out = kv_lens
     for i in range(batch):
         pages = <int64_t>ip[i + 1] - ip[i]
         if (lp[i] < 1 or lp[i] > page_size) if pages > 0 else lp[i] != 0:
-            raise ValueError(f"paged_kv_last_page_len[{i}] = {lp[i]} is invalid for a request "
+            raise ValueError(f"{name}[{i}] = {lp[i]} is invalid for a request "
                              f"with {pages} page(s) of page_size {page_size}: expected "
                              f"1..page_size when it has pages, 0 when it has none")
         n = (pages - 1) * page_size + lp[i] if pages > 0 else 0
@@ -1052,30 +1063,31 @@ cdef int _check_causal(object qo_indptr, object kv_lens) except -1:
     return 0
 
 
-cdef tuple _host_indices(object indices, object kv_indptr):
+cdef tuple _host_indices(object indices, object kv_indptr, str name="paged_kv_indices"):
     """A host page table covering ``[indptr[0], indptr[-1])`` with ids >= 0. Returns it and
     the number of pages the cache must have (largest id + 1)."""
-    arr = _A().host_index_array(indices, "paged_kv_indices")
+    arr = _A().host_index_array(indices, name)
     cdef const int32_t[::1] ip = kv_indptr
     cdef const int32_t[::1] ix = arr
     cdef Py_ssize_t i, need = ip[ip.shape[0] - 1]
     cdef int32_t top = -1
     if ix.shape[0] < need:
-        raise ValueError(f"paged_kv_indices: expected at least paged_kv_indptr[-1] = {need} "
+        raise ValueError(f"{name}: expected at least paged_kv_indptr[-1] = {need} "
                          f"entries, got {ix.shape[0]}")
     for i in range(ip[0], need):
         if ix[i] < 0:
-            raise ValueError(f"paged_kv_indices: page ids must be >= 0, got {ix[i]} at {i}")
+            raise ValueError(f"{name}: page ids must be >= 0, got {ix[i]} at {i}")
         if ix[i] > top:
             top = ix[i]
     return arr, <int64_t>top + 1
 
 
-cdef tuple _page_table(_BatchAttention w, object indices, object kv_indptr, int64_t need):
+cdef tuple _page_table(_BatchAttention w, object indices, object kv_indptr, int64_t need,
+                       str name="paged_kv_indices"):
     """(host array or None, device tensor or None, pages the cache needs or 0 if unknown)."""
     if _A().is_device_array(indices):
         return None, w._device_indices(indices, need), 0
-    arr, min_pages = _host_indices(indices, kv_indptr)
+    arr, min_pages = _host_indices(indices, kv_indptr, name)
     return arr, None, min_pages
 
 
@@ -1116,6 +1128,7 @@ cdef object _plan_prefill(_BatchAttention w, int kind, object qo, object kv_indp
     cdef PinnedSlot slot
     cdef Binding b
     cdef void* stream_h
+    _refuse_bad_stream(stream)
     dtype, hq, hkv, hd, sc = _A().plan_config(
         q_data_type, kv_data_type, num_qo_heads, num_kv_heads, head_dim, window_left,
         logits_soft_cap, sm_scale, rope_scale, rope_theta, decode=False)
