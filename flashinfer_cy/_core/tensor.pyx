@@ -550,6 +550,11 @@ cdef class TensorDesc:
         if dl_device is not None and tuple(dl_device) != self.__dlpack_device__():
             raise BufferError(f"TensorDesc lives on {self.__dlpack_device__()}, "
                               f"not {tuple(dl_device)}")
+        if max_version is not None and (not isinstance(max_version, tuple)
+                                        or len(max_version) != 2
+                                        or not all(type(v) is int for v in max_version)):
+            raise TypeError(f"max_version: expected a (major, minor) tuple of ints, got "
+                            f"{max_version!r}")
         if max_version is not None and max_version[0] >= 1:
             mv = <DLManagedTensorVersioned*>malloc(sizeof(DLManagedTensorVersioned))
             if mv == NULL:
