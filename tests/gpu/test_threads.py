@@ -151,6 +151,14 @@ def test_rmsnorm_from_eight_threads_is_correct_and_overlaps():
         f"ms): the GIL looks held during the call")
 
 
+def report(what, results, inside, wall):
+    """Print the counts; every thread must have checked at least two results."""
+    print(f"{THREADS} threads: {sum(r[0] for r in results)} {what}, "
+          f"{sum(r[1] for r in results)} checked; {inside / wall:.2f} threads inside a call "
+          f"on average")
+    assert all(r[1] >= 2 for r in results), f"(launches, checks) per thread: {results}"
+
+
 def _download_on(a, dtype, stream):
     """float64 copy of ``a``, waiting for ``stream`` only (not the whole device)."""
     return from_storage(a.numpy(stream=stream), dtype)  # float16, or bfloat16 bits
@@ -201,11 +209,7 @@ def test_append_paged_kv_cache_from_eight_threads():
                 checks += 1
         return launches, checks
 
-    results, inside, wall = run_threads(body)
-    print(f"{THREADS} threads: {sum(r[0] for r in results)} appends, "
-          f"{sum(r[1] for r in results)} checked; {inside / wall:.2f} threads inside a call "
-          f"on average")
-    assert all(r[1] >= 2 for r in results), results
+    report("appends", *run_threads(body))
 
 
 # ------------------------------------------------------------------------------- decode
@@ -248,8 +252,4 @@ def test_batch_decode_from_eight_threads():
             launches += 1
         return launches, checks
 
-    results, inside, wall = run_threads(body)
-    print(f"{THREADS} threads: {sum(r[0] for r in results)} decode runs, "
-          f"{sum(r[1] for r in results)} checked; {inside / wall:.2f} threads inside a call "
-          f"on average")
-    assert all(r[1] >= 2 for r in results), results
+    report("decode runs", *run_threads(body))
