@@ -63,10 +63,10 @@ stamp "doctor"
 python3 -m flashinfer_cy doctor --require-gpu
 
 stamp "tests"
-timeout ${PYTEST_TIMEOUT:-240} python3 -m pytest tests -q -rs -p no:cacheprovider "$@" > "$OUT/pytest.txt" 2>&1
+timeout ${PYTEST_TIMEOUT:-240} python3 -m pytest ${TESTS:-tests} -q -rs -p no:cacheprovider "$@" > "$OUT/pytest.txt" 2>&1
 echo "pytest rc=$?"; tail -30 "$OUT/pytest.txt"
 
-for b in tools/bench_*.py; do
+for b in $( [ "${BENCH:-1}" = 1 ] && ls tools/bench_*.py ); do
   stamp "benchmark $b"
   PYTHONPATH=$PWD:/tmp/fjc FLASHINFER_DISABLE_VERSION_CHECK=1 \
     timeout ${BENCH_TIMEOUT:-150} python3 "$b" ${BENCH_ARGS:-} --json "$LOGS/$(basename "$b" .py).json" 2>&1 | tail -25
@@ -74,6 +74,7 @@ done
 if [ -x tools/sanitize.sh ] && [ "${SANITIZE:-1}" = 1 ]; then
   stamp "compute-sanitizer"
   OUT=$LOGS/sanitizer timeout ${SANITIZE_TIMEOUT:-150} tools/sanitize.sh 2>&1 | tail -15
+  cat "$LOGS/sanitizer/summary.txt"
 fi
 stamp "done"
 cp "$LOGS/session.log" "$OUT/pytest.txt" "$OUT/" 2>/dev/null
