@@ -948,6 +948,7 @@ def test_single_attention_valid_calls_reach_the_module(decode, data):
 @given(st.booleans(), st.data())
 def test_single_attention_one_broken_argument_is_named(decode, data):
     s = data.draw(single_case(decode))
+    stream = None
     q, k = s["q"], s["k"]
     hd = q.shape[-1]
     hq = q.shape[-2]
@@ -976,7 +977,7 @@ def test_single_attention_one_broken_argument_is_named(decode, data):
                      sizes={i: wrong_sizes(n) for i, n in
                             enumerate((hq,) if decode else (q.shape[0], hq))}), {"lse"}),
     }
-    choices = sorted(table) + sorted(ATTN_SCALARS) + ["kv_layout"]
+    choices = sorted(table) + sorted(ATTN_SCALARS) + ["kv_layout", "stream"]
     if not decode:
         choices += ["backend"] + (["causal"] if kv_len < 48 else [])
     name = data.draw(st.sampled_from(choices))
@@ -991,11 +992,13 @@ def test_single_attention_one_broken_argument_is_named(decode, data):
         s[name] = data.draw(st.sampled_from(ATTN_SCALARS[name][1]))
         allowed, what = {name} | ({"rope_scale", "rope_theta"} if name.startswith("rope") else
                                   set()), repr(s[name])
+    elif name == "stream":
+        stream, allowed, what = data.draw(st.sampled_from(BAD_STREAMS)), {"stream"}, "stream"
     elif name == "kv_layout":
         s[name] = data.draw(st.sampled_from(["nhd", "XYZ", 0, None, b"NHD"]))
         allowed, what = {"kv_layout"}, repr(s[name])
     elif name == "backend":
-        s[name] = data.draw(st.sampled_from(["fa4", "", "FA2", "auto "]))  # non-str: xfail below
+        s[name] = data.draw(st.sampled_from(["fa4", "", "FA2", "auto ", 2, b"fa2"]))
         allowed, what = {"backend"}, repr(s[name])
     else:  # causal with more query rows than keys
         s["causal"] = True
@@ -1004,7 +1007,7 @@ def test_single_attention_one_broken_argument_is_named(decode, data):
         s.pop("lse", None)
         allowed, what = {"causal", "q"}, f"causal, qo_len {kv_len + 1} > kv_len {kv_len}"
     event(f"{name}: {what.split(' ')[0]}")
-    check_rejected(call_single(decode, s), allowed, f"({name} {what})")
+    check_rejected(call_single(decode, s, stream), allowed, f"({name} {what})")
 
 
 @st.composite
@@ -1119,19 +1122,15 @@ def test_plan_one_broken_argument_is_named(kind, data):
     else:
         a[name] = data.draw(st.sampled_from(["float32", "int8", None, 5, "fp8"]))
         what = repr(a[name])
-    if kind == "decode":
-        allowed |= {DECODE_PLAN_ALIASES[n] for n in allowed if n in DECODE_PLAN_ALIASES}
     event(f"{real}: {what}")
     check_rejected(call_plan(kind, a), allowed, f"({real} {what})")
 
 
-# Decode plan() errors about these keywords name the prefill wrapper's keyword instead.
+# Decode plan() once named the prefill wrapper's keywords for these (fixed, f5c797b).
 DECODE_PLAN_ALIASES = {"last_page_len": "paged_kv_last_page_len", "indices": "paged_kv_indices"}
 
 
 @needs_attention
-@pytest.mark.xfail(reason="reported: decode plan() names paged_kv_last_page_len / "
-                          "paged_kv_indices for its last_page_len / indices", strict=False)
 @pytest.mark.parametrize("name", sorted(DECODE_PLAN_ALIASES))
 def test_decode_plan_errors_name_its_own_keywords(name):
     a = {"indptr": np.array([0, 1]), "indices": np.array([0], np.int32),
@@ -1142,9 +1141,6 @@ def test_decode_plan_errors_name_its_own_keywords(name):
 
 
 @needs_attention
-@pytest.mark.xfail(reason="reported: a non-str backend hits Cython's typed-argument "
-                          "conversion ('Expected str, got int'), which names no argument",
-                   strict=False)
 @pytest.mark.parametrize("backend", [2, b"fa2"])
 def test_single_prefill_non_str_backend_is_named(backend):
     s = {"q": Spec((3, 8, 128), "float16"), "k": Spec((5, 8, 128), "float16"),
@@ -1153,8 +1149,6 @@ def test_single_prefill_non_str_backend_is_named(backend):
 
 
 @needs_attention
-@pytest.mark.xfail(reason="reported: run() before plan() raises a plain RuntimeError, not a "
-                          "FlashInferError/ValueError", strict=False)
 def test_run_before_plan_is_a_library_error():
     w = fc.BatchDecodeWithPagedKVCache()
     with pytest.raises((TypeError, ValueError, fc.FlashInferError)):
@@ -1162,8 +1156,6 @@ def test_run_before_plan_is_a_library_error():
 
 
 @needs_attention
-@pytest.mark.xfail(reason="reported: single ops and plan() resolve stream= only after the "
-                          "kernel module is loaded", strict=False)
 @pytest.mark.parametrize("which", ["single_decode", "plan"])
 def test_attention_bad_stream_is_refused_before_cuda(which):
     if which == "single_decode":
@@ -1334,8 +1326,7 @@ def _bound(cls, meth):
 
 # BufferError: what the DLPack protocol has an exporter raise (TensorDesc.__dlpack__).
 CLEAN = (TypeError, ValueError, fc.FlashInferError, HostileError, TouchedCuda, BufferError)
-# Known, reported, not crashes: see the xfail tests above.
-KNOWN = [(RuntimeError, "call plan() before run()")]
+KNOWN = []  # (exception type, message part) of reported issues not fixed yet
 
 
 def hostile_child(log_path, examples):
