@@ -29,6 +29,7 @@ pytestmark = [
 
 LAUNCHES = int(os.environ.get("FLASHINFER_CY_SOAK_LAUNCHES", 1_000_000))
 PLANS = int(os.environ.get("FLASHINFER_CY_SOAK_PLANS", 100_000))
+LATE_RSS_BOUND = 1 << 20   # 1 MiB over half a run: < 10 bytes per call
 RSS_BOUND = 8 << 20   # bytes of growth allowed after warm-up
 FD_BOUND = 2          # open descriptors allowed to appear after warm-up
 SYNC_EVERY = 4096
@@ -78,7 +79,13 @@ def soak(name, step, n, warmup, sync):
     print(f"\n{name}: {n} calls in {dt:.1f} s ({dt / n * 1e6:.2f} us each); RSS "
           f"{rss0 / 2**20:.1f} MiB -> {(rss0 + grew) / 2**20:.1f} MiB (+{grew / 1024:.0f} KiB; "
           f"samples {[s // 1024 for s in samples]} KiB); open fds {fd0} -> {fd0 + fd_grew}")
-    assert grew < RSS_BOUND, f"{name}: host RSS grew by {grew / 2**20:.1f} MiB over {n} calls"
+    # A leak grows with the call count; the allocator's one-time arena growth does not (seen
+    # on H200: decode plans stepped 0 -> 8 MiB once at 50k calls, then stayed flat). So the
+    # per-call test is the second half of the run, and the total only has a loose bound.
+    late = grew - samples[len(samples) // 2]
+    assert late < LATE_RSS_BOUND, (f"{name}: host RSS grew by {late / 2**20:.2f} MiB over the "
+                                   f"last {n - n // 2} of {n} calls (a per-call leak)")
+    assert grew < 2 * RSS_BOUND, f"{name}: host RSS grew by {grew / 2**20:.1f} MiB over {n} calls"
     assert fd_grew <= FD_BOUND, f"{name}: {fd_grew} more open file descriptors after {n} calls"
 
 
