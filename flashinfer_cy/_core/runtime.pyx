@@ -429,24 +429,39 @@ cdef class Function:
 
 # ----------------------------------------------------------------------------- devices
 
-cdef int g_cc_major[64]  # compute-capability major per device ordinal; 0 = not asked yet
+# Stable cudaDeviceAttr values (CUDA runtime enum).
 cdef enum:
-    CUDA_DEV_ATTR_CC_MAJOR = 75  # cudaDevAttrComputeCapabilityMajor (stable runtime enum)
+    CUDA_DEV_ATTR_MULTIPROCESSOR_COUNT = 16
+    CUDA_DEV_ATTR_CC_MAJOR = 75
+    MAX_CACHED_DEVICES = 64
+
+cdef int g_cc_major[64]  # per device ordinal; 0 = not asked yet
+cdef int g_sm_count[64]
+
+
+cdef int _device_attribute(int* cache, int attr, int device, str what) except -1:
+    """A positive device attribute, asked once per device through the kernels' libcudart."""
+    cdef int value = 0
+    cdef int (*get_attr)(int*, int, int) noexcept nogil
+    if 0 <= device < MAX_CACHED_DEVICES and cache[device] > 0:
+        return cache[device]
+    _load_cudart()
+    get_attr = <int (*)(int*, int, int) noexcept nogil>cudart_symbol(b"cudaDeviceGetAttribute")
+    if get_attr == NULL or get_attr(&value, attr, device) != 0 or value <= 0:
+        raise _errors.CudaError(f"cannot query the {what} of CUDA device {device}")
+    if 0 <= device < MAX_CACHED_DEVICES:
+        cache[device] = value
+    return value
 
 
 cdef int compute_capability_major(int device) except -1:
-    """Cached compute-capability major of ``device`` (through the kernels' libcudart)."""
-    cdef int value = 0
-    cdef int (*get_attr)(int*, int, int) noexcept nogil
-    if 0 <= device < 64 and g_cc_major[device] > 0:
-        return g_cc_major[device]
-    _load_cudart()
-    get_attr = <int (*)(int*, int, int) noexcept nogil>cudart_symbol(b"cudaDeviceGetAttribute")
-    if get_attr == NULL or get_attr(&value, CUDA_DEV_ATTR_CC_MAJOR, device) != 0:
-        raise _errors.CudaError(f"cannot query the compute capability of CUDA device {device}")
-    if 0 <= device < 64:
-        g_cc_major[device] = value
-    return value
+    return _device_attribute(g_cc_major, CUDA_DEV_ATTR_CC_MAJOR, device, "compute capability")
+
+
+cdef int multiprocessor_count(int device) except -1:
+    """SM count (sizes per-SM workspaces, e.g. gdn_prefill's tensormaps)."""
+    return _device_attribute(g_sm_count, CUDA_DEV_ATTR_MULTIPROCESSOR_COUNT, device,
+                             "multiprocessor count")
 
 
 def device_compute_capability_major(int device):
@@ -465,27 +480,6 @@ def _env_set_stream(int device_type, int device_id, size_t handle):
 def _env_get_stream(int device_type, int device_id):
     ensure_ffi()
     return <size_t>g_ffi.EnvGetStream(device_type, device_id)
-
-
-cdef int g_sm_count[64]  # multiprocessor count per device ordinal; 0 = not asked yet
-cdef enum:
-    CUDA_DEV_ATTR_MULTIPROCESSOR_COUNT = 16  # cudaDevAttrMultiProcessorCount
-
-
-cdef int multiprocessor_count(int device) except -1:
-    """Cached SM count of ``device`` (sizes per-SM workspaces, e.g. gdn_prefill's tensormaps)."""
-    cdef int value = 0
-    cdef int (*get_attr)(int*, int, int) noexcept nogil
-    if 0 <= device < 64 and g_sm_count[device] > 0:
-        return g_sm_count[device]
-    _load_cudart()
-    get_attr = <int (*)(int*, int, int) noexcept nogil>cudart_symbol(b"cudaDeviceGetAttribute")
-    if get_attr == NULL or get_attr(&value, CUDA_DEV_ATTR_MULTIPROCESSOR_COUNT, device) != 0 \
-            or value <= 0:
-        raise _errors.CudaError(f"cannot query the multiprocessor count of CUDA device {device}")
-    if 0 <= device < 64:
-        g_sm_count[device] = value
-    return value
 
 
 def device_multiprocessor_count(int device):

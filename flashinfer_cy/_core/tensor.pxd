@@ -58,6 +58,7 @@ cdef int check_contiguous(TensorSlot* s, str name) except -1
 cdef int check_same_shape(TensorSlot* s, str name, TensorSlot* ref, str ref_name) except -1
 cdef int check_same_device(TensorSlot* s, str name, TensorSlot* ref, str ref_name) except -1
 cdef str describe(TensorSlot* s)
+cdef double finite_float(object value, str name, str expected) except? -1.0
 
 cdef class TensorDesc:
     cdef DLTensor dl

@@ -18,6 +18,7 @@ from cpython.pycapsule cimport (PyCapsule_GetPointer, PyCapsule_IsValid, PyCapsu
 from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF, Py_XDECREF
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
 from libc.stdlib cimport malloc, free
+from libc.math cimport isfinite
 from libc.string cimport memcpy
 
 import numbers
@@ -591,3 +592,17 @@ cdef class TensorDesc:
     def __repr__(self):
         return (f"{type(self).__name__}(ptr={self.ptr:#x}, shape={self.shape}, "
                 f"dtype={self.dtype!r}, strides={self.strides}, device={self.device})")
+
+
+cdef double finite_float(object value, str name, str expected) except? -1.0:
+    """A Python int/float argument as a finite double; TypeError/ValueError name it."""
+    cdef double v
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name}: expected a float, got {type(value).__name__} {value!r}")
+    try:
+        v = value
+    except OverflowError:  # an int beyond the float range
+        v = float("inf")
+    if not isfinite(v):
+        raise ValueError(f"{name}: expected {expected}, got {value!r}")
+    return v

@@ -30,7 +30,8 @@ from flashinfer_cy._core.binding cimport Binding, CallFrame, frame_init, frame_r
 from flashinfer_cy._core.stream cimport resolve_stream
 from flashinfer_cy._core.tensor cimport (
     TensorSlot, to_dltensor, DT_F16, DT_BF16, DT_F32, DT_I64, DT_U8, check_cuda, check_dtype,
-    check_same_dtype, check_ndim, check_dim, check_contiguous, check_same_device, describe)
+    check_same_dtype, check_ndim, check_dim, check_contiguous, check_same_device, describe,
+    finite_float)
 
 from flashinfer_cy import errors as _errors
 from flashinfer_cy._core import runtime as _runtime
@@ -65,18 +66,7 @@ cdef int _pack_as(CallFrame* f, int i, object obj, str name) except -1:
 
 
 cdef double _as_scale(object scale) except? -1.0:
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
-        raise TypeError(f"scale: expected a float, got {type(scale).__name__} {scale!r}")
-    cdef double v
-    try:
-        v = scale
-    except OverflowError:  # an int beyond the float range
-        raise ValueError(f"scale: expected a finite number (0.0 = 1/sqrt(head_size)), "
-                         f"got {scale!r}") from None
-    if not isfinite(v):
-        raise ValueError(f"scale: expected a finite number (0.0 = 1/sqrt(head_size)), "
-                         f"got {scale!r}")
-    return v
+    return finite_float(scale, "scale", "a finite number (0.0 = 1/sqrt(head_size))")
 
 
 cdef int _check_aligned(TensorSlot* s, str name, int64_t align) except -1:

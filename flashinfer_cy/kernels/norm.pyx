@@ -23,7 +23,8 @@ from flashinfer_cy._core.runtime cimport compute_capability_major
 from flashinfer_cy._core.stream cimport resolve_stream
 from flashinfer_cy._core.tensor cimport (
     TensorSlot, DT_F16, DT_BF16, check_cuda, check_dtype, check_same_dtype, check_ndim,
-    check_dim, check_last_contiguous, check_same_shape, check_same_device, describe)
+    check_dim, check_last_contiguous, check_same_shape, check_same_device, describe,
+    finite_float)
 
 from flashinfer_cy._core.array import DeviceArray
 
@@ -42,14 +43,8 @@ cdef int64_t UINT32_LIMIT = 1 << 32  # the kernels take sizes and strides as uin
 
 
 cdef double _as_eps(object eps) except? -1.0:
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
-        raise TypeError(f"eps: expected a float, got {type(eps).__name__} {eps!r}")
-    cdef double v
-    try:
-        v = eps
-    except OverflowError:  # an int beyond the float range
-        raise ValueError(f"eps: expected a finite number > 0, got {eps!r}") from None
-    if not isfinite(v) or v <= 0.0:
+    cdef double v = finite_float(eps, "eps", "a finite number > 0")
+    if v <= 0.0:
         raise ValueError(f"eps: expected a finite number > 0, got {eps!r}")
     return v
 
