@@ -69,10 +69,27 @@ def stream_on(device):
 
 
 def device_of(ptr):
-    from cuda.bindings import driver
+    """The device whose memory ``ptr`` points into.
 
-    err, ordinal = driver.cuPointerGetAttribute(
-        driver.CUpointer_attribute.CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL, ptr)
+    DeviceArray memory is stream-ordered (cudaMallocAsync): it belongs to a device's memory
+    pool, so the pool says where it lives. (On an H200 pair, CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL
+    answered 0 for such memory on device 1 -- whatever device was current -- while a kernel
+    on device 1, with no peer access set up, read and wrote it correctly.) Memory outside
+    any pool (torch tensors) falls back to the ordinal attribute."""
+    from cuda.bindings import driver, runtime
+
+    attr = driver.CUpointer_attribute
+    err, pool = driver.cuPointerGetAttribute(attr.CU_POINTER_ATTRIBUTE_MEMPOOL_HANDLE, ptr)
+    if int(err) == 0 and int(pool) != 0:
+        err, n = runtime.cudaGetDeviceCount()
+        _ok(err, "cudaGetDeviceCount")
+        for d in range(n):
+            err, default_pool = runtime.cudaDeviceGetDefaultMemPool(d)
+            _ok(err, "cudaDeviceGetDefaultMemPool")
+            if int(default_pool) == int(pool):
+                return d
+        raise AssertionError(f"{ptr:#x} is in a memory pool that is no device's default pool")
+    err, ordinal = driver.cuPointerGetAttribute(attr.CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL, ptr)
     _ok(err, "cuPointerGetAttribute")
     return int(ordinal)
 
