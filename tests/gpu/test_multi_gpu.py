@@ -73,8 +73,8 @@ def device_of(ptr):
 
     DeviceArray memory is stream-ordered (cudaMallocAsync): it belongs to a device's memory
     pool, so the pool says where it lives. (On an H200 pair, CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL
-    answered 0 for such memory on device 1 -- whatever device was current -- while a kernel
-    on device 1, with no peer access set up, read and wrote it correctly.) Memory outside
+    answered 0 for such memory on device 1 -- whatever device was current -- while kernels
+    on device 1, with no peer access set up, used it without a fault.) Memory outside
     any pool (torch tensors) falls back to the ordinal attribute."""
     from cuda.bindings import driver, runtime
 
