@@ -49,46 +49,57 @@ cdef struct PinnedRt:
     int (*GetDevice)(int* dev) noexcept nogil
     int (*SetDevice)(int dev) noexcept nogil
     const char* (*GetErrorString)(int err) noexcept nogil
+    int (*MallocAsync)(void** p, size_t n, void* stream) noexcept nogil
+    int (*FreeAsync)(void* p, void* stream) noexcept nogil
+    int (*StreamSynchronize)(void* stream) noexcept nogil
 
 cdef PinnedRt prt
 cdef bint prt_ready = False
 
 
+cdef void* _need(bytes name, list missing):
+    cdef void* p = cudart_symbol(name)
+    if p == NULL:
+        missing.append(name.decode())
+    return p
+
+
 cdef int ensure_pinned_rt() except -1:
+    """Resolve (once) the libcudart calls made off the kernel hot path: page-locked memory,
+    events, stream queries, and DeviceArray's stream-ordered allocations and copies."""
     global prt_ready
     if prt_ready:
         return 0
     _runtime._load_cudart()
-    names = {
-        "HostAlloc": b"cudaHostAlloc", "FreeHost": b"cudaFreeHost",
-        "EventCreateWithFlags": b"cudaEventCreateWithFlags", "EventDestroy": b"cudaEventDestroy",
-        "EventRecord": b"cudaEventRecord", "EventQuery": b"cudaEventQuery",
-        "EventSynchronize": b"cudaEventSynchronize", "StreamWaitEvent": b"cudaStreamWaitEvent",
-        "StreamIsCapturing": b"cudaStreamIsCapturing", "MemcpyAsync": b"cudaMemcpyAsync",
-        "GetDevice": b"cudaGetDevice", "SetDevice": b"cudaSetDevice",
-        "GetErrorString": b"cudaGetErrorString"}
-    missing = [sym.decode() for sym in names.values() if cudart_symbol(sym) == NULL]
+    cdef list missing = []
+    prt.HostAlloc = <int (*)(void**, size_t, unsigned int) noexcept nogil>_need(
+        b"cudaHostAlloc", missing)
+    prt.FreeHost = <int (*)(void*) noexcept nogil>_need(b"cudaFreeHost", missing)
+    prt.EventCreateWithFlags = <int (*)(void**, unsigned int) noexcept nogil>_need(
+        b"cudaEventCreateWithFlags", missing)
+    prt.EventDestroy = <int (*)(void*) noexcept nogil>_need(b"cudaEventDestroy", missing)
+    prt.EventRecord = <int (*)(void*, void*) noexcept nogil>_need(b"cudaEventRecord", missing)
+    prt.EventQuery = <int (*)(void*) noexcept nogil>_need(b"cudaEventQuery", missing)
+    prt.EventSynchronize = <int (*)(void*) noexcept nogil>_need(b"cudaEventSynchronize", missing)
+    prt.StreamWaitEvent = <int (*)(void*, void*, unsigned int) noexcept nogil>_need(
+        b"cudaStreamWaitEvent", missing)
+    prt.StreamIsCapturing = <int (*)(void*, int*) noexcept nogil>_need(
+        b"cudaStreamIsCapturing", missing)
+    prt.MemcpyAsync = <int (*)(void*, const void*, size_t, int, void*) noexcept nogil>_need(
+        b"cudaMemcpyAsync", missing)
+    prt.GetDevice = <int (*)(int*) noexcept nogil>_need(b"cudaGetDevice", missing)
+    prt.SetDevice = <int (*)(int) noexcept nogil>_need(b"cudaSetDevice", missing)
+    prt.GetErrorString = <const char* (*)(int) noexcept nogil>_need(
+        b"cudaGetErrorString", missing)
+    prt.MallocAsync = <int (*)(void**, size_t, void*) noexcept nogil>_need(
+        b"cudaMallocAsync", missing)
+    prt.FreeAsync = <int (*)(void*, void*) noexcept nogil>_need(b"cudaFreeAsync", missing)
+    prt.StreamSynchronize = <int (*)(void*) noexcept nogil>_need(
+        b"cudaStreamSynchronize", missing)
     if missing:
         raise _errors.CudaError(
             f"libcudart.so.13 is not available or lacks {', '.join(missing)} "
             f"({_runtime.runtime_info().get('cudart_error')})")
-    prt.HostAlloc = <int (*)(void**, size_t, unsigned int) noexcept nogil>cudart_symbol(b"cudaHostAlloc")
-    prt.FreeHost = <int (*)(void*) noexcept nogil>cudart_symbol(b"cudaFreeHost")
-    prt.EventCreateWithFlags = <int (*)(void**, unsigned int) noexcept nogil>cudart_symbol(
-        b"cudaEventCreateWithFlags")
-    prt.EventDestroy = <int (*)(void*) noexcept nogil>cudart_symbol(b"cudaEventDestroy")
-    prt.EventRecord = <int (*)(void*, void*) noexcept nogil>cudart_symbol(b"cudaEventRecord")
-    prt.EventQuery = <int (*)(void*) noexcept nogil>cudart_symbol(b"cudaEventQuery")
-    prt.EventSynchronize = <int (*)(void*) noexcept nogil>cudart_symbol(b"cudaEventSynchronize")
-    prt.StreamWaitEvent = <int (*)(void*, void*, unsigned int) noexcept nogil>cudart_symbol(
-        b"cudaStreamWaitEvent")
-    prt.StreamIsCapturing = <int (*)(void*, int*) noexcept nogil>cudart_symbol(
-        b"cudaStreamIsCapturing")
-    prt.MemcpyAsync = <int (*)(void*, const void*, size_t, int, void*) noexcept nogil>cudart_symbol(
-        b"cudaMemcpyAsync")
-    prt.GetDevice = <int (*)(int*) noexcept nogil>cudart_symbol(b"cudaGetDevice")
-    prt.SetDevice = <int (*)(int) noexcept nogil>cudart_symbol(b"cudaSetDevice")
-    prt.GetErrorString = <const char* (*)(int) noexcept nogil>cudart_symbol(b"cudaGetErrorString")
     prt_ready = True
     return 0
 
@@ -100,15 +111,16 @@ cdef int cuda_check(int err, str what) except -1:
     return 0
 
 
-# Events and the legacy stream belong to a device: make it current around each call.
-cdef inline int _enter(int device) noexcept nogil:
+# Events, allocations and the legacy stream belong to a device: make it current around each
+# call. Returns the device to restore afterwards (-1: nothing to restore).
+cdef int _enter(int device) except -2:
     cdef int cur = -1
     if prt.GetDevice(&cur) != 0:
         cur = -1
-    if cur != device:
-        prt.SetDevice(device)
-        return cur
-    return -1
+    if cur == device:
+        return -1
+    cuda_check(prt.SetDevice(device), f"cudaSetDevice({device})")
+    return cur
 
 
 cdef inline void _leave(int prev) noexcept nogil:
@@ -152,10 +164,50 @@ cdef int copy_async(void* dst, const void* src, size_t n, void* stream, int devi
     cdef int err, prev
     if n == 0:
         return 0
+    ensure_pinned_rt()
     prev = _enter(device)
     err = prt.MemcpyAsync(dst, src, n, MEMCPY_DEFAULT, stream)
     _leave(prev)
     return cuda_check(err, "cudaMemcpyAsync")
+
+
+cdef int copy_to_host_sync(void* dst, const void* src, size_t n, void* stream,
+                           int device) except -1:
+    """Device->host copy ordered on ``stream``, then wait for that stream (GIL released)."""
+    cdef int err, prev
+    ensure_pinned_rt()
+    prev = _enter(device)
+    with nogil:
+        err = prt.MemcpyAsync(dst, src, n, MEMCPY_DEFAULT, stream)
+        if err == 0:
+            err = prt.StreamSynchronize(stream)
+    _leave(prev)
+    return cuda_check(err, "device->host copy")
+
+
+cdef int malloc_async(void** p, size_t n, void* stream, int device) except -1:
+    """Stream-ordered allocation of ``n`` bytes on ``device``."""
+    cdef int err, prev
+    ensure_pinned_rt()
+    prev = _enter(device)
+    err = prt.MallocAsync(p, n, stream)
+    _leave(prev)
+    return cuda_check(err, f"cudaMallocAsync({n})")
+
+
+cdef void free_async(void* p, void* stream, int device) noexcept:
+    """Stream-ordered free on the allocation's own device (stream 0 is that device's).
+    Called from destructors: errors are ignored, like cudaFree's at interpreter exit."""
+    cdef int cur = -1
+    if not prt_ready:
+        return
+    if prt.GetDevice(&cur) != 0:
+        cur = -1
+    if cur != device:
+        prt.SetDevice(device)
+    prt.FreeAsync(p, stream)
+    if cur != device and cur >= 0:
+        prt.SetDevice(cur)
 
 
 cdef class Event:
