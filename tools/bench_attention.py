@@ -5,12 +5,18 @@ Rows (same shapes, same kernel modules, float16, NHD, PDL on sm90 for both):
                   flashinfer-python BatchDecodeWithPagedKVCacheWrapper.run
   decode plan     w.plan(...) from host numpy (page table on the device / on the host);
                   flashinfer-python plan() from CPU indptr/lengths, device page table
+  C floor         tools/c_floor/decode_floor.c: the same batch_decode module's run and plan
+                  exports called from C (run packed once; plan alone; plan plus the staging
+                  copy and event any plan that moves the metadata needs), loaded into this
+                  process; its bursts alternate with the Python rows' bursts
   prefill run     paged prefill, causal, backend "auto" (FA3 on sm90 where available)
   32-layer step   per layer: rmsnorm -> append_paged_kv_cache -> decode -> rmsnorm; eager
                   (run / prepared launches) and replayed from a CUDA graph
 
 Timing is tools/bench_norm.py's: host time = median over bursts of calls started right
-after a synchronize; GPU time = CUDA events around a burst of back-to-back calls.
+after a synchronize; GPU time = CUDA events around a burst of back-to-back calls. The decode
+run rows and the decode plan rows are two interleaved groups (floor, ours, peer, burst by
+burst); "vs floor" = median over rounds of (row - floor) in the same round.
 A missing peer (or any failing row) is reported in its row, never fatal.
 
     python tools/bench_attention.py [--batch 32 --kv-len 1024 --json out.json]
@@ -21,13 +27,45 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_norm import gpu_us, host_us  # noqa: E402  (shared timing method)
+from bench_norm import CBurst, gpu_us, host_us, host_us_interleaved  # noqa: E402  (shared method)
 
 HQ, HKV, D, PS = 32, 8, 128, 16
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def decode_floor(batch: int, kv_len: int) -> dict[str, CBurst]:
+    """tools/c_floor/decode_floor.c built as a library and loaded into this process, on the
+    module flashinfer_cy's decode uses: its run / plan-alone / plan floors as CBurst rows,
+    to be interleaved with the Python rows."""
+    import ctypes
+    import importlib.util
+
+    from flashinfer_cy.artifacts import locate_module
+    from flashinfer_cy.kernels.attention_uri import variant
+
+    so = locate_module(variant("batch_decode", "float16", D, -1, 0.0).uri)
+    pkg = Path(importlib.util.find_spec("tvm_ffi").submodule_search_locations[0])
+    lib_path = Path(tempfile.mkdtemp()) / "decode_floor.so"
+    subprocess.run(["cc", "-O2", "-shared", "-fPIC", f"-I{pkg / 'include'}",
+                    f"-I{ROOT / 'include'}", str(ROOT / "tools/c_floor/decode_floor.c"), "-o",
+                    str(lib_path), "-ldl", "-lm"], check=True)
+    lib = ctypes.CDLL(str(lib_path))
+    lib.fcy_decode_floor_init.argtypes = [ctypes.c_char_p, ctypes.c_char_p] + [ctypes.c_int64] * 6
+    lib.fcy_decode_floor_burst.argtypes = [ctypes.c_int, ctypes.c_int]
+    lib.fcy_decode_floor_burst.restype = ctypes.c_double
+    lib.fcy_decode_floor_error.restype = ctypes.c_char_p
+    if lib.fcy_decode_floor_init(str(pkg / "lib" / "libtvm_ffi.so").encode(), str(so).encode(),
+                                 batch, kv_len, PS, HQ, HKV, D) != 0:
+        raise RuntimeError(lib.fcy_decode_floor_error().decode())
+    return {name: CBurst(lambda n, which=which: lib.fcy_decode_floor_burst(which, n))
+            for which, name in enumerate(("run", "plan_kernel", "plan"))}
 
 
 def paged_layout(np, rng, batch, kv_len, pool):
@@ -77,6 +115,9 @@ def main() -> int:
         notes["peer"] = f"flashinfer-python unavailable: {type(exc).__name__}: {exc}"
 
     # ------------------------------------------------------------------ decode
+    # Run and plan rows are timed in two interleaved groups (burst by burst, one process):
+    # the C floor's bursts alternate with ours and the peer's, and "vs floor" is the
+    # median of the per-round differences, so host drift cannot favour either side.
     b, n = args.batch, args.kv_len
     pool = b * ((n + PS - 1) // PS) + 8
     indptr, indices, last = paged_layout(np, rng, b, n, pool)
@@ -88,33 +129,64 @@ def main() -> int:
     w = fc.BatchDecodeWithPagedKVCache("NHD")
     plan_args = (HQ, HKV, D, PS)
     w.plan(indptr, indices_dev, last, *plan_args)
-    add("decode run: flashinfer_cy run() (torch tensors)", lambda: w.run(q, (k, v), out=o))
     step = w.prepare(q, (k, v), o)
-    add("decode run: flashinfer_cy prepared launch()", step.launch)
+    dq, dk, dv, do = (fc.TensorDesc(t.data_ptr(), tuple(t.shape), "float16") for t in (q, k, v, o))
+    s0 = torch.cuda.current_stream().cuda_stream
+    try:
+        floors = decode_floor(b, n)
+    except Exception as exc:  # noqa: BLE001
+        floors = {}
+        notes["C floor"] = f"error: {type(exc).__name__}: {exc}"
+    run_group = {"decode run: C floor (run export, packed once)": floors.get("run"),
+                 "decode run: flashinfer_cy run() (torch tensors)": lambda: w.run(q, (k, v), out=o),
+                 "decode run: flashinfer_cy prepared launch()": step.launch,
+                 "  run(), raw TensorDesc tensors": lambda: w.run(dq, (dk, dv), out=do),
+                 "  run(), torch tensors, explicit stream":
+                     lambda: w.run(q, (k, v), out=o, stream=s0)}
+    plan_group = {"decode plan: C floor (staging copy + plan + event)": floors.get("plan"),
+                  "decode plan: C floor, the plan export alone": floors.get("plan_kernel"),
+                  "decode plan: flashinfer_cy (host indptr, device page table)":
+                      lambda: w.plan(indptr, indices_dev, last, *plan_args),
+                  "decode plan: flashinfer_cy (host indptr and page table)":
+                      lambda: w.plan(indptr, indices, last, *plan_args)}
     ws = torch.empty(128 << 20, dtype=torch.uint8, device="cuda")
-    pw = None
     if flashinfer is not None:
         try:
             pw = flashinfer.BatchDecodeWithPagedKVCacheWrapper(ws, "NHD")
-            pw.plan(torch.from_numpy(indptr), indices_dev, torch.from_numpy(last), *plan_args,
-                    q_data_type=torch.float16)
-            add(f"decode run: flashinfer-python {flashinfer.__version__}",
+            indptr_t, last_t = torch.from_numpy(indptr), torch.from_numpy(last)
+            pw.plan(indptr_t, indices_dev, last_t, *plan_args, q_data_type=torch.float16)
+            run_group[f"decode run: flashinfer-python {flashinfer.__version__}"] = (
                 lambda: pw.run(q, (k, v), out=o_peer))
+            plan_group["decode plan: flashinfer-python (CPU indptr, device page table)"] = (
+                lambda: pw.plan(indptr_t, indices_dev, last_t, *plan_args,
+                                q_data_type=torch.float16))
+            w.run(q, (k, v), out=o)
+            pw.run(q, (k, v), out=o_peer)
             sync()
             notes["decode max |ours - peer|"] = (o.float() - o_peer.float()).abs().max().item()
         except Exception as exc:  # noqa: BLE001
-            rows["decode run: flashinfer-python"] = dict(error=f"{type(exc).__name__}: {exc}")
-
-    add("decode plan: flashinfer_cy (host indptr, device page table)",
-        lambda: w.plan(indptr, indices_dev, last, *plan_args))
-    add("decode plan: flashinfer_cy (host indptr and page table)",
-        lambda: w.plan(indptr, indices, last, *plan_args))
+            rows["decode: flashinfer-python"] = dict(error=f"{type(exc).__name__}: {exc}")
+    for group in (run_group, plan_group):
+        group = {name: fn for name, fn in group.items() if fn is not None}
+        try:
+            per = host_us_interleaved(group, sync, args.bursts, args.burst, raw=True)
+        except Exception as exc:  # noqa: BLE001
+            rows[next(iter(group))] = dict(error=f"{type(exc).__name__}: {exc}")
+            continue
+        floor = next((per[name] for name in group if "C floor" in name), None)
+        for name, fn in group.items():
+            row = dict(host_us=statistics.median(per[name]))
+            if floor is not None and "C floor" not in name:
+                row["vs_floor_us"] = statistics.median([a - f for a, f in zip(per[name], floor)])
+            if not isinstance(fn, CBurst):
+                row["gpu_us"] = gpu_us(torch, fn, 20, args.burst)
+            rows[name] = row
+        peer = next((per[name] for name in group if "flashinfer-python" in name), None)
+        ours = per.get("decode plan: flashinfer_cy (host indptr, device page table)")
+        if peer is not None and ours is not None:  # the plan group
+            notes["decode plan / flashinfer-python plan, median of rounds (target <= 0.25)"] = (
+                f"{statistics.median([a / p for a, p in zip(ours, peer)]):.3f}")
     notes["pinned ring: slots, waits"] = (w.pinned_ring_size, w.pinned_ring_waits)
-    if pw is not None:
-        indptr_t, last_t = torch.from_numpy(indptr), torch.from_numpy(last)
-        add("decode plan: flashinfer-python (CPU indptr, device page table)",
-            lambda: pw.plan(indptr_t, indices_dev, last_t, *plan_args,
-                            q_data_type=torch.float16))
 
     # ------------------------------------------------------------------ prefill
     pb, pl = 4, args.prefill_len
@@ -156,19 +228,33 @@ def main() -> int:
     print(f"# attention f16 NHD, heads {HQ}/{HKV}, head_dim {D}, page {PS}; decode batch {b} "
           f"kv_len {n}; prefill {pb}x{pl} causal; {torch.cuda.get_device_name()}, torch "
           f"{torch.__version__}, python {platform.python_version()}")
-    print(f"{'path':66s} {'host us/call':>12s} {'GPU us/call':>11s}")
+    print(f"{'path':66s} {'host us/call':>12s} {'vs floor':>9s} {'GPU us/call':>11s}")
     for name, r in rows.items():
         if "error" in r:
             print(f"{name:66s} error: {r['error']}")
             continue
         g = f"{r['gpu_us']:.2f}" if r.get("gpu_us") is not None else "-"
-        print(f"{name:66s} {r['host_us']:12.2f} {g:>11s}")
+        f = f"{r['vs_floor_us']:+.2f}" if r.get("vs_floor_us") is not None else ""
+        print(f"{name:66s} {r['host_us']:12.2f} {f:>9s} {g:>11s}")
+    summary(rows, notes)
     for key, val in notes.items():
         print(f"# {key}: {val}")
     if args.json:
         args.json.write_text(json.dumps(dict(rows=rows, notes=notes,
                                              device=torch.cuda.get_device_name()), indent=1))
     return 0
+
+
+def summary(rows, notes):
+    """The issue's run targets from the paired differences above."""
+    def delta(name):
+        return rows.get(name, {}).get("vs_floor_us")
+
+    run = delta("decode run: flashinfer_cy run() (torch tensors)")
+    prepared = delta("decode run: flashinfer_cy prepared launch()")
+    if run is not None and prepared is not None:
+        notes["decode run - C floor (target <= +1)"] = f"{run:+.2f} us"
+        notes["prepared launch - C floor (target <= +0.5)"] = f"{prepared:+.2f} us"
 
 
 def layer_rows(args, np, rng, torch, fc, flashinfer, rows, add):

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import subprocess
@@ -36,23 +35,41 @@ def host_us(fn, sync, bursts: int, burst: int) -> float:
     return host_us_interleaved({"fn": fn}, sync, bursts, burst)["fn"]
 
 
-def host_us_interleaved(fns: dict, sync, bursts: int, burst: int) -> dict:
-    """Median host us/call of each fn. Rows are interleaved burst by burst, so clock and
-    thermal drift hit every row alike instead of whichever ran last."""
+class CBurst:
+    """A row timed in C: ``fn(n)`` runs n calls right after its own device synchronize and
+    returns host us/call (tools/c_floor/*.c through ctypes)."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+
+def host_us_interleaved(fns: dict, sync, bursts: int, burst: int, raw: bool = False) -> dict:
+    """Median host us/call of each fn (or the per-burst lists, ``raw=True``). Rows are
+    interleaved burst by burst, so clock and thermal drift hit every row alike instead of
+    whichever ran last. A :class:`CBurst` row times its burst itself."""
+    def one_burst(fn):
+        if isinstance(fn, CBurst):
+            us = fn.fn(burst)
+            if us < 0:
+                raise RuntimeError("C floor burst failed")
+            return us
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(burst):
+            fn()
+        return (time.perf_counter() - t0) / burst * 1e6
+
     for fn in fns.values():
         for _ in range(3):
-            for _ in range(burst):
-                fn()
-            sync()
+            one_burst(fn)
+        sync()
     per_call = {name: [] for name in fns}
     for _ in range(bursts):
         for name, fn in fns.items():
-            sync()
-            t0 = time.perf_counter()
-            for _ in range(burst):
-                fn()
-            per_call[name].append((time.perf_counter() - t0) / burst * 1e6)
+            per_call[name].append(one_burst(fn))
     sync()
+    if raw:
+        return per_call
     return {name: statistics.median(v) for name, v in per_call.items()}
 
 

@@ -9,7 +9,8 @@
 # Kernel modules: KERNELS=build (default) builds every module the tests use with
 # tools/build_kernels.py on this machine's cores into .kernels-gpu/ (kept while the machine
 # stays warm; --skip-existing reuses them) and returns them as $OUT/kernels.tar.xz.part-*;
-# KERNELS=archive unpacks such parts carried in .carry-kernels/; KERNELS=carried uses .kernels/.
+# KERNELS=archive unpacks such parts carried in .carry-kernels/ (plus any extra-*.tar.xz there);
+# KERNELS=carried uses .kernels/.
 set -uo pipefail
 OUT=${OUT:-$PWD/gpu-out}
 # session.log and pytest.txt are written to $OUT as they go; every other log goes to $LOGS,
@@ -39,6 +40,9 @@ if [ "${KERNELS:-build}" = build ]; then
   ls -la "$OUT"/kernels.tar.xz.part-*
 elif [ "${KERNELS}" = archive ]; then
   mkdir -p .kernels-gpu && cat .carry-kernels/kernels.tar.xz.part-* | xz -d | tar xf - -C .kernels-gpu
+  for x in .carry-kernels/extra-*.tar.xz; do  # modules built later (tools/build_kernels.py)
+    [ -e "$x" ] && xz -d < "$x" | tar xf - -C .kernels-gpu
+  done
   KDIR=$PWD/.kernels-gpu
 else
   KDIR=$PWD/.kernels
@@ -66,7 +70,7 @@ stamp "tests"
 timeout ${PYTEST_TIMEOUT:-240} python3 -m pytest ${TESTS:-tests} -q -rs -p no:cacheprovider "$@" > "$OUT/pytest.txt" 2>&1
 echo "pytest rc=$?"; tail -30 "$OUT/pytest.txt"
 
-for b in $( [ "${BENCH:-1}" = 1 ] && ls tools/bench_*.py ); do
+for b in $( [ "${BENCH:-1}" = 1 ] && ls ${BENCHES:-tools/bench_*.py} ); do
   stamp "benchmark $b"
   PYTHONPATH=$PWD:/tmp/fjc FLASHINFER_DISABLE_VERSION_CHECK=1 \
     timeout ${BENCH_TIMEOUT:-150} python3 "$b" ${BENCH_ARGS:-} --json "$LOGS/$(basename "$b" .py).json" 2>&1 | tail -25

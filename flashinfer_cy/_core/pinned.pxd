@@ -24,7 +24,6 @@ cdef class PinnedSlot:
     cdef bint pending
     cdef int device
     cdef readonly object kernel_desc   # TensorDesc (host) over kernel_ptr
-    cdef readonly object staging       # numpy int32 view over staging_ptr
     cdef int reserve_staging(self, size_t nbytes) except -1
 
 cdef class PinnedRing:

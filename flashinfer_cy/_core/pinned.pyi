@@ -3,8 +3,6 @@
 stream queries planning needs. A ring slot is reused only once the event recorded after its
 host->device copies has completed."""
 
-import numpy as np
-import numpy.typing as npt
 
 from flashinfer_cy._core.tensor import TensorDesc
 
@@ -25,8 +23,6 @@ class PinnedSlot:
     def __new__(cls, kernel_bytes: int, device: int) -> PinnedSlot: ...
     @property
     def kernel_desc(self) -> TensorDesc: ...
-    @property
-    def staging(self) -> npt.NDArray[np.int32]: ...
     @property
     def staging_address(self) -> int: ...
 

@@ -18,7 +18,7 @@ Nothing here synchronizes a stream or the device, except that freeing page-locke
 a slot that is freed first waits for its own event, so a copy never reads freed memory.
 """
 
-from libc.stdint cimport int32_t, int64_t, uintptr_t
+from libc.stdint cimport int64_t, uintptr_t
 
 from flashinfer_cy._core.runtime cimport cudart_symbol
 from flashinfer_cy._core.tensor cimport TensorDesc
@@ -273,7 +273,6 @@ cdef class PinnedSlot:
 
     cdef int reserve_staging(self, size_t nbytes) except -1:
         """Make the staging area at least ``nbytes`` (only called on a free slot)."""
-        import numpy as np
         cdef size_t cap = self.staging_bytes
         if nbytes <= cap:
             return 0
@@ -285,8 +284,6 @@ cdef class PinnedSlot:
             prt.FreeHost(self.staging_ptr)
         self.staging_ptr = p
         self.staging_bytes = cap
-        cdef int32_t[::1] view = <int32_t[:cap // 4]><int32_t*>p
-        self.staging = np.asarray(view)
         return 0
 
     @property

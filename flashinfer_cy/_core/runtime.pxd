@@ -10,6 +10,7 @@ cdef int ensure_ffi() except -1
 cdef int raise_call_error(int rc, str symbol) except -1
 cdef object take_result(TVMFFIAny* result)
 cdef void* cudart_symbol(const char* name) noexcept
+cdef void* env_stream(int32_t device_type, int32_t device_id) except? NULL
 
 cdef class Module:
     cdef void* handle

@@ -477,9 +477,14 @@ def _env_set_stream(int device_type, int device_id, size_t handle):
     return <size_t>prev
 
 
-def _env_get_stream(int device_type, int device_id):
+cdef void* env_stream(int32_t device_type, int32_t device_id) except? NULL:
+    """The thread's TVM-FFI stream for a device (NULL: the legacy default stream)."""
     ensure_ffi()
-    return <size_t>g_ffi.EnvGetStream(device_type, device_id)
+    return g_ffi.EnvGetStream(device_type, device_id)
+
+
+def _env_get_stream(int device_type, int device_id):
+    return <size_t>env_stream(device_type, device_id)
 
 
 def device_multiprocessor_count(int device):

@@ -548,9 +548,15 @@ cdef class TensorDesc:
         cdef DLManagedTensor* m
         if copy:
             raise BufferError("TensorDesc never copies (copy=True requested)")
-        if dl_device is not None and tuple(dl_device) != self.__dlpack_device__():
-            raise BufferError(f"TensorDesc lives on {self.__dlpack_device__()}, "
-                              f"not {tuple(dl_device)}")
+        if dl_device is not None:
+            # A tuple, as the array API says: no len()/iteration of an arbitrary object
+            # (a lying __len__ made tuple() try to allocate 2**62 entries).
+            if type(dl_device) is not tuple or len(dl_device) != 2:
+                raise TypeError(f"dl_device: expected a (device_type, device_id) tuple, got "
+                                f"{type(dl_device).__name__}")
+            if dl_device != self.__dlpack_device__():
+                raise BufferError(f"TensorDesc lives on {self.__dlpack_device__()}, "
+                                  f"not {dl_device}")
         if max_version is not None and (not isinstance(max_version, tuple)
                                         or len(max_version) != 2
                                         or not all(type(v) is int for v in max_version)):

@@ -22,7 +22,7 @@ from flashinfer_cy._abi.tvm_ffi cimport TVMFFIAny
 from flashinfer_cy._core.binding cimport (Binding, CallFrame, frame_init, frame_release,
                                           set_float, set_int, set_none, K_OPT_TENSOR, K_FLOAT,
                                           K_INT, MAX_ARGS)
-from flashinfer_cy._core.runtime cimport compute_capability_major
+from flashinfer_cy._core.runtime cimport compute_capability_major, env_stream
 from flashinfer_cy._core.stream cimport resolve_stream
 from flashinfer_cy._core.tensor cimport (
     TensorSlot, DT_F16, DT_BF16, DT_F32, dtype_key, describe, to_dltensor, check_cuda,
@@ -30,7 +30,6 @@ from flashinfer_cy._core.tensor cimport (
     check_same_device, check_same_shape)
 
 from flashinfer_cy import errors as _errors
-from flashinfer_cy._core import runtime as _runtime
 from flashinfer_cy._core.array import DeviceArray
 from flashinfer_cy.kernels import attention_uri as _uri
 
@@ -297,7 +296,7 @@ cdef int run_stream(Binding b, CallFrame* f, object stream, void** out) except -
     """The stream the call will run on (what Binding.invoke would pick), as a handle."""
     cdef int dev = f.slots[b.device_arg].dl.device.device_id
     if b.pick_stream(f, stream, out) == 0:
-        out[0] = <void*><uintptr_t>_runtime._env_get_stream(kDLCUDA, dev)
+        out[0] = env_stream(kDLCUDA, dev)
     return 0
 
 

@@ -32,14 +32,17 @@ them with plan() yourself (same stream, or synchronize). plan() during a capture
 :class:`~flashinfer_cy.errors.StreamCaptureError` instead of corrupting the capture.
 """
 
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_FORMAT, PyBUF_STRIDES
+from cpython.ref cimport PyObject
 from libc.stdlib cimport malloc, free
 from libc.stdint cimport int32_t, int64_t, uint32_t, uintptr_t
+from libc.string cimport memcpy
 
-from flashinfer_cy._abi.dlpack cimport kDLCUDA, kDLCPU, DLDeviceType
+from flashinfer_cy._abi.dlpack cimport kDLCUDA, kDLCPU, kDLCUDAHost, DLDeviceType
 from flashinfer_cy._abi.tvm_ffi cimport TVMFFIAny
 from flashinfer_cy._core.binding cimport (Binding, CallFrame, frame_init, frame_release,
                                           set_float, set_int, set_bool, set_object, MAX_ARGS)
-from flashinfer_cy._core.runtime cimport Function, Object, ensure_ffi, take_result
+from flashinfer_cy._core.runtime cimport Function, Object, ensure_ffi, take_result, env_stream
 from flashinfer_cy._core.stream cimport resolve_stream
 from flashinfer_cy._core.tensor cimport (
     TensorSlot, TensorDesc, DT_F32, DT_I32, dtype_key, describe, to_dltensor, release_slot,
@@ -53,7 +56,7 @@ from flashinfer_cy.kernels.attention cimport (load_binding, pack_extras, check_q
                                               pdl_default, dtype_key_of, _A)
 
 from flashinfer_cy import errors as _errors
-from flashinfer_cy._core import runtime as _runtime
+from flashinfer_cy.errors import PlanMismatchError
 from flashinfer_cy._core.array import DeviceArray
 from flashinfer_cy.kernels import attention_uri as _uri
 from flashinfer_cy.kernels.attention import choose_backend
@@ -67,6 +70,7 @@ cdef enum Kind:
     RAGGED_PREFILL = 2
 
 _KIND_NAMES = ("decode", "paged_prefill", "ragged_prefill")
+cdef tuple _QKV_NAMES = ("q", "k_cache", "v_cache")
 
 # Argument positions in a run signature, read from the Binding's names (-1: absent).
 cdef struct RunLayout:
@@ -184,6 +188,7 @@ cdef class Plan:
     cdef void* d_indices
     cdef void* d_lpl
     cdef int64_t n_indices
+    cdef object page_table_ref                # the caller's CUDA page table, read in place
     cdef void* stream                         # where the plan's copies were enqueued
     cdef Event copied                         # recorded after them
 
@@ -231,6 +236,7 @@ cdef class _BatchAttention:
     cdef object _frozen                # graph mode: Plan.frozen_key() of the first plan
     cdef RunLayout _layout             # argument positions of _layout_of's signature
     cdef object _layout_of
+    cdef _PlanConfig _cfg              # the last plan()'s scalar configuration
     cdef object __weakref__
 
     def __init__(self, kv_layout="NHD", *, use_cuda_graph=False, backend="auto", device=0,
@@ -320,7 +326,7 @@ cdef class _BatchAttention:
         if stream is not None:
             resolve_stream(stream, &h)
         else:
-            h = <void*><uintptr_t>_runtime._env_get_stream(kDLCUDA, self.device)
+            h = env_stream(kDLCUDA, self.device)
         return h
 
     cdef int _begin_plan(self, void* stream) except -1:
@@ -335,6 +341,8 @@ cdef class _BatchAttention:
                 f"a host->device copy, which a graph cannot replay. Call plan() before "
                 f"capturing (and between replays); capture only run()/launch().")
         self._ensure_resources(stream)
+        if not self._foreign:
+            return 0
         for h in list(self._foreign):
             if capture_status(<void*>h, self.device) != 0:
                 raise _errors.StreamCaptureError(
@@ -345,49 +353,66 @@ cdef class _BatchAttention:
         self._foreign.clear()
         return 0
 
-    cdef tuple _stage(self, PinnedSlot slot, list dev_arrays, list caps, list host_arrays,
-                      void* stream, object dev_indices, int64_t n_dev_indices):
-        """Copy ``dev_arrays`` into the device metadata buffer through ``slot`` (one H2D
-        copy) and place ``host_arrays`` in the slot for the kernel's planner. Returns
-        (device offsets, host pointers). A device page table (``dev_indices``, last
-        segment) is copied device-to-device instead of staged."""
-        cdef int64_t off = 0, end_staged = 0, n
-        cdef list offs = []
-        cdef TensorSlot s
-        for i, a in enumerate(dev_arrays):
-            offs.append(off)
-            n = len(a) if a is not None else n_dev_indices
-            off += _round4(max(n, caps[i]))
+    cdef int _stage(self, PinnedSlot slot, Staging* st, void* stream) except -1:
+        """Lay the segments out (16-byte aligned; graph mode at fixed capacities), memcpy
+        the host ones into ``slot``'s staging area and enqueue one host->device copy into
+        the metadata buffer; a device page table (last segment, src NULL, graph mode only)
+        is copied device-to-device. Leaves ``st.host_words`` of staging after them for the
+        planner."""
+        cdef int64_t off = 0, end_staged = 0
+        cdef int i
+        for i in range(st.n):
+            st.off[i] = off
+            off += _round4(st.len[i] if st.len[i] > st.cap[i] else st.cap[i])
         dev_total = off
-        host_offs = []
-        for a in host_arrays:
-            host_offs.append(off)
-            off += _round4(len(a))
+        st.host_off = off
+        off += _round4(st.host_words)
         slot.reserve_staging(off * 4)
-        st = slot.staging
-        for i, a in enumerate(dev_arrays):
-            if a is not None:
-                st[offs[i]:offs[i] + len(a)] = a
-                end_staged = offs[i] + len(a)
-        for i, a in enumerate(host_arrays):
-            st[host_offs[i]:host_offs[i] + len(a)] = a
+        for i in range(st.n):
+            if st.src[i] != NULL:
+                memcpy(_at(slot.staging_ptr, st.off[i]), st.src[i], st.len[i] * 4)
+                end_staged = st.off[i] + st.len[i]
         self._ensure_meta(dev_total, stream)
-        cdef char* meta = <char*>(<TensorDesc>self._meta).dl.data
-        cdef char* staging = <char*>slot.staging_ptr
-        copy_async(meta, staging, end_staged * 4, stream, self.device)
-        if dev_indices is not None and n_dev_indices > 0:
-            to_dltensor(dev_indices, &s, "paged_kv_indices")
-            try:
-                copy_async(meta + <int64_t>offs[len(offs) - 1] * 4, s.dl.data, n_dev_indices * 4, stream,
-                           self.device)
-            finally:
-                release_slot(&s)
-        cdef uintptr_t base = <uintptr_t>staging  # a char* would become bytes in a comprehension
-        host_ptrs = [base + o * 4 for o in host_offs]
-        return offs, host_ptrs
+        cdef void* meta = (<TensorDesc>self._meta).dl.data
+        copy_async(meta, slot.staging_ptr, end_staged * 4, stream, self.device)
+        i = st.n - 1
+        if st.src[i] == NULL and st.len[i] > 0:
+            copy_async(_at(meta, st.off[i]), st.dev_table, st.len[i] * 4, stream, self.device)
+        return 0
 
-    cdef object _device_indices(self, object indices, int64_t need):
-        """A CUDA int32 page table: validated; returns (object, 0 pages known)."""
+    cdef _PlanConfig _config(self, tuple key, bint decode):
+        """The validated configuration for plan()'s scalar arguments ``key`` = (q dtype,
+        kv dtype, qo heads, kv heads, head dim, page size, window_left, soft cap, sm_scale,
+        rope scale, rope theta): the last one again when ``key`` is the same."""
+        cdef _PlanConfig c = self._cfg
+        if c is not None and _same_args(key, c.key):
+            return c
+        dtype, hq, hkv, hd, sc = _A().plan_config(*key[:5], *key[6:], decode=decode)
+        c = _PlanConfig.__new__(_PlanConfig)
+        c.page_size = _A().positive_int(key[5], "page_size")
+        c.key, c.dtype, c.hq, c.hkv, c.hd, c.sc = key, dtype, hq, hkv, hd, sc
+        self._cfg = c
+        return c
+
+    cdef int _resolve(self, _PlanConfig c, str run_symbol) except -1:
+        """Pick the backend and load the plan/run bindings of ``c`` (once per config)."""
+        if c.run_b is not None:
+            return 0
+        if self.kind == DECODE:
+            backend = "fa2" if self.backend == "auto" else self.backend
+            family = "batch_decode"
+        else:
+            family = "batch_prefill"
+            backend = choose_backend(self.backend, family, c.dtype, c.hd, c.sc[0], c.sc[1],
+                                     self.device)
+        variant = _uri.variant(family, c.dtype, c.hd, c.sc[0], c.sc[1], backend)
+        plan_b = load_binding(variant, "plan")
+        c.run_b = load_binding(variant, run_symbol)
+        c.plan_b, c.variant, c.backend = plan_b, variant, backend
+        return 0
+
+    cdef void* _device_indices(self, object indices, int64_t need) except? NULL:
+        """A CUDA int32 page table: validated; returns its data pointer."""
         cdef TensorSlot s
         to_dltensor(indices, &s, "paged_kv_indices")
         try:
@@ -401,32 +426,41 @@ cdef class _BatchAttention:
             if s.dl.shape[0] < need:
                 raise ValueError(f"paged_kv_indices: expected at least paged_kv_indptr[-1] = "
                                  f"{need} entries, got {s.dl.shape[0]}")
+            return s.dl.data
         finally:
             release_slot(&s)
-        return indices
 
-    cdef Plan _new_plan(self, int kind, object variant, str dtype, int batch, int hq, int hkv,
-                        int hd, int page_size, tuple sc, bint causal, int64_t rows,
-                        int64_t planned_rows, int64_t kv_rows, int64_t min_pages):
+    cdef int _device_table(self, Staging* st, object indices, int64_t need) except -1:
+        """A CUDA page table, checked. run() reads it in place, as upstream does (no copy:
+        keep it unchanged until this plan's runs are done); graph mode copies it into the
+        wrapper's fixed buffer instead (a captured graph must not see it move)."""
+        st.dev_table = self._device_indices(indices, need)
+        st.table_owner = <PyObject*>indices
+        st.table_in_place = not self.use_cuda_graph
+        return 0
+
+    cdef Plan _new_plan(self, int kind, _PlanConfig c, int64_t batch, bint causal,
+                        int64_t rows, int64_t planned_rows, int64_t kv_rows,
+                        int64_t min_pages):
         cdef Plan p = Plan.__new__(Plan)
         p.kind_code = kind
         p.kind = _KIND_NAMES[kind]
-        p.backend = variant.backend
-        p.uri = variant.uri
-        p.dtype = dtype
+        p.backend = c.backend
+        p.uri = c.variant.uri
+        p.dtype = c.dtype
         p.kv_layout = self.kv_layout
         p.layout_code = self.layout_code
         p.device = self.device
         p.batch_size = batch
-        p.num_qo_heads = hq
-        p.num_kv_heads = hkv
-        p.head_dim = hd
-        p.page_size = page_size
-        p.window_left = sc[0]
-        p.logits_soft_cap = sc[1]
-        p.sm_scale = sc[2]
-        p.rope_scale = sc[3]
-        p.rope_theta = sc[4]
+        p.num_qo_heads = c.hq
+        p.num_kv_heads = c.hkv
+        p.head_dim = c.hd
+        p.page_size = c.page_size
+        p.window_left = c.sc[0]
+        p.logits_soft_cap = c.sc[1]
+        p.sm_scale = c.sc[2]
+        p.rope_scale = c.sc[3]
+        p.rope_theta = c.sc[4]
         p.rope_rcp_scale = 1.0 / p.rope_scale   # the kernels take reciprocals (doc P5)
         p.rope_rcp_theta = 1.0 / p.rope_theta
         p.causal = causal
@@ -437,27 +471,29 @@ cdef class _BatchAttention:
         p.min_num_pages = min_pages
         return p
 
-    cdef int _finish_plan(self, Plan p, object variant, str run_symbol, object info,
-                          list offs, void* stream, PinnedSlot slot, int64_t n_indices) except -1:
-        cdef char* meta = <char*>(<TensorDesc>self._meta).dl.data
+    cdef int _finish_plan(self, Plan p, _PlanConfig c, object info, Staging* st,
+                          void* stream, PinnedSlot slot, int64_t n_indices) except -1:
+        cdef void* meta = (<TensorDesc>self._meta).dl.data
+        cdef int k = 0
         p.plan_info = info
         p.n_indices = n_indices
-        p.run_b = load_binding(variant, run_symbol)
+        p.run_b = c.run_b
         if p.run_b is not self._layout_of:  # argument positions, read once per binding
             _read_layout(p.run_b, &self._layout)
             self._layout_of = p.run_b
         p.L = self._layout
         p.meta = self._meta
-        k = 0
-        cdef list o = [<int64_t>x * 4 for x in offs]
         if p.kind_code != DECODE:
-            p.d_qo_indptr = meta + <int64_t>o[k]
+            p.d_qo_indptr = _at(meta, st.off[k])
             k += 1
-        p.d_kv_indptr = meta + <int64_t>o[k]
+        p.d_kv_indptr = _at(meta, st.off[k])
         k += 1
         if p.kind_code != RAGGED_PREFILL:
-            p.d_lpl = meta + <int64_t>o[k]
-            p.d_indices = meta + <int64_t>o[k + 1]
+            p.d_lpl = _at(meta, st.off[k])
+            p.d_indices = _at(meta, st.off[k + 1])
+            if st.table_in_place:
+                p.d_indices = st.dev_table
+                p.page_table_ref = <object>st.table_owner
         p.stream = stream
         p.copied = slot.done
         if self.use_cuda_graph:
@@ -475,6 +511,14 @@ cdef class _BatchAttention:
                     if a != b]
             raise ValueError("in CUDA-graph mode every plan must keep what the captured graph "
                              "baked in; changed: " + "; ".join(diff))
+        return 0
+
+    cdef int _pack_workspaces(self, Binding b, CallFrame* f, PinnedSlot slot) except -1:
+        """Every plan export starts with (float workspace, int workspace, page-locked int
+        workspace mirror)."""
+        b.tensor(f, 0, self._float_ws)
+        b.tensor(f, 1, self._int_ws)
+        b.tensor(f, 2, slot.kernel_desc)
         return 0
 
     cdef object _call_plan(self, Binding b, CallFrame* f, void* stream):
@@ -502,7 +546,7 @@ cdef class _BatchAttention:
         cdef TensorSlot* ks
         cdef TensorSlot* vs
         cdef uint32_t dt = dtype_key_of(p.dtype)
-        cdef int i, kv_ndim = 3 if p.kind_code == RAGGED_PREFILL else 4
+        cdef int i, j, kv_ndim = 3 if p.kind_code == RAGGED_PREFILL else 4
         b.tensor(f, L.q, q)
         if p.kind_code == RAGGED_PREFILL:
             b.tensor(f, L.k, k)
@@ -512,7 +556,11 @@ cdef class _BatchAttention:
         qs = &f.slots[L.q]
         ks = &f.slots[L.k]
         vs = &f.slots[L.v]
-        for name, i in (("q", L.q), ("k_cache", L.k), ("v_cache", L.v)):
+        cdef int which[3]
+        which[0], which[1], which[2] = L.q, L.k, L.v
+        for j in range(3):
+            i = which[j]
+            name = _QKV_NAMES[j]
             check_cuda(&f.slots[i], name)
             if dtype_key(f.slots[i].dl.dtype) != dt:
                 raise _errors.PlanMismatchError(
@@ -534,7 +582,7 @@ cdef class _BatchAttention:
         cdef TensorSlot* qs = &f.slots[L.q]
         cdef TensorSlot* ks = &f.slots[L.k]
         cdef int64_t rows, pages, page, heads, dim, kv_rows
-        M = _errors.PlanMismatchError
+        M = PlanMismatchError
         if qs.dl.device.device_id != p.device:
             raise M(f"q: on cuda:{qs.dl.device.device_id}, the plan is for cuda:{p.device}")
         rows = p.batch_size if p.kind_code == DECODE else p.planned_num_rows
@@ -644,7 +692,10 @@ cdef class _BatchAttention:
             self._pack_outputs(&f, p, out, lse, handle)
             self._order_after_plan(p, handle)
             if qs.dl.shape[0] > 0:
-                p.run_b.invoke(&f, <uintptr_t>handle, &result)
+                # Every argument was checked above (devices included) and the stream is
+                # resolved: call the export directly rather than through Binding.invoke's
+                # generic re-checks, as launch() does.
+                p.run_b.function().call(f.args, f.n, &result, kDLCUDA, p.device, handle, True)
             return (out, lse) if return_lse else out
         finally:
             frame_release(&f)
@@ -844,64 +895,72 @@ cdef class BatchDecodeWithPagedKVCache(_BatchAttention):
              stream=None):
         """Plan a decode step. ``indptr`` ``[batch+1]`` (page offsets into ``indices``) and
         ``last_page_len`` ``[batch]`` are host integer arrays; ``indices`` (the page table)
-        a host array or a CUDA int32 tensor (copied device-to-device). Scalars as
+        a host array or a CUDA int32 tensor (read in place by run(): keep it unchanged until
+        this plan's runs are done; graph mode copies it). Scalars as
         :func:`flashinfer_cy.single_decode`. Returns the :class:`Plan` (also
         ``self.current_plan``)."""
         cdef CallFrame f
-        cdef PinnedSlot slot = None
-        cdef Binding b
+        cdef PinnedSlot slot
+        cdef Staging st
+        cdef HostI32 ip, lp, ix
         cdef void* stream_h
+        cdef int64_t batch, need, min_pages = 0
         _refuse_bad_stream(stream)
-        dtype, hq, hkv, hd, sc = _A().plan_config(
-            q_data_type, kv_data_type, num_qo_heads, num_kv_heads, head_dim, window_left,
-            logits_soft_cap, sm_scale, rope_scale, rope_theta, decode=True)
-        ps = _A().positive_int(page_size, "page_size")
-        kv_indptr = _indptr(indptr, "indptr", -1, False)
-        batch = kv_indptr.shape[0] - 1
-        lpl, _kv_lens = _paged_lengths(kv_indptr, last_page_len, ps, "last_page_len")
-        need = int(kv_indptr[kv_indptr.shape[0] - 1])
-        host_idx, dev_idx, min_pages = _page_table(self, indices, kv_indptr, need, "indices")
-        variant = _uri.variant("batch_decode", dtype, hd, sc[0], sc[1],
-                               "fa2" if self.backend == "auto" else self.backend)
-        caps = _graph_caps(self, batch, need, False)
-        if self.use_cuda_graph:
-            self._check_frozen(_frozen_key("decode", variant.uri, batch, hq, hkv, hd, ps, sc,
-                                           False, batch))
-        # ---- CUDA from here on
-        b = load_binding(variant, "plan")
-        stream_h = self._plan_stream(stream)
-        self._begin_plan(stream_h)
-        slot = self._ring.acquire()
+        cdef _PlanConfig c = self._config(
+            (q_data_type, kv_data_type, num_qo_heads, num_kv_heads, head_dim, page_size,
+             window_left, logits_soft_cap, sm_scale, rope_scale, rope_theta), True)
+        _hosts(True, &ip, &lp, &ix, NULL)
         try:
-            offs, host_ptrs = self._stage(
-                slot, [kv_indptr, lpl, None if dev_idx is not None else host_idx[:need]],
-                caps, [], stream_h, dev_idx, need)
-            frame_init(&f, b.n)
+            _host_i32(indptr, "indptr", &ip)
+            _check_indptr(&ip, "indptr", -1, False)
+            batch = ip.n - 1
+            _host_i32(last_page_len, "last_page_len", &lp)
+            _check_last_page_len(&ip, &lp, c.page_size, "last_page_len")
+            need = ip.p[batch]
+            _staging_init(&st)
+            if _is_device_table(indices):
+                self._device_table(&st, indices, need)
+            else:
+                _host_i32(indices, "indices", &ix)
+                min_pages = _check_host_indices(&ip, &ix, "indices")
+            _seg(&st, ip.p, batch + 1)
+            _seg(&st, lp.p, batch)
+            _table_seg(&st, ix.p, need)
+            _graph_caps(self, &st, batch, need)
+            # ---- CUDA from here on
+            self._resolve(c, "run")
+            if self.use_cuda_graph:
+                self._check_frozen(_frozen_key("decode", c.variant.uri, batch, c.hq, c.hkv,
+                                               c.hd, c.page_size, c.sc, False, batch))
+            stream_h = self._plan_stream(stream)
+            self._begin_plan(stream_h)
+            slot = self._ring.acquire()
             try:
-                b.tensor(&f, 0, self._float_ws)
-                b.tensor(&f, 1, self._int_ws)
-                b.tensor(&f, 2, slot.kernel_desc)
-                _pack_i32(&f, 3, <void*><uintptr_t>(<uintptr_t>slot.staging_ptr + offs[0] * 4),
-                          batch + 1, kDLCPU, 0)
-                set_int(&f, 4, batch)
-                set_int(&f, 5, hq)
-                set_int(&f, 6, hkv)
-                set_int(&f, 7, ps)
-                set_bool(&f, 8, self.use_cuda_graph)
-                set_int(&f, 9, sc[0])
-                set_float(&f, 10, sc[1])
-                set_int(&f, 11, hd)
-                set_int(&f, 12, hd)
-                _pack_empty(&f, 13, slot, dtype)
-                _pack_empty(&f, 14, slot, dtype)
-                info = self._call_plan(b, &f, stream_h)
+                self._stage(slot, &st, stream_h)
+                frame_init(&f, c.plan_b.n)
+                try:
+                    self._pack_workspaces(c.plan_b, &f, slot)
+                    _pack_i32(&f, 3, _at(slot.staging_ptr, st.off[0]), batch + 1, kDLCPU, 0)
+                    set_int(&f, 4, batch)
+                    set_int(&f, 5, c.hq)
+                    set_int(&f, 6, c.hkv)
+                    set_int(&f, 7, c.page_size)
+                    set_bool(&f, 8, self.use_cuda_graph)
+                    set_int(&f, 9, c.sc[0])
+                    set_float(&f, 10, c.sc[1])
+                    set_int(&f, 11, c.hd)
+                    set_int(&f, 12, c.hd)
+                    _pack_empty(&f, 13, slot, c.dtype)
+                    _pack_empty(&f, 14, slot, c.dtype)
+                    info = self._call_plan(c.plan_b, &f, stream_h)
+                finally:
+                    frame_release(&f)
             finally:
-                frame_release(&f)
+                self._ring.commit(slot, stream_h)
         finally:
-            self._ring.commit(slot, stream_h)
-        p = self._new_plan(DECODE, variant, dtype, batch, hq, hkv, hd, ps, sc, False, batch,
-                           batch, 0, min_pages)
-        self._finish_plan(p, variant, "run", info, offs, stream_h, slot, need)
+            _hosts(False, &ip, &lp, &ix, NULL)
+        p = self._new_plan(DECODE, c, batch, False, batch, batch, 0, min_pages)
+        self._finish_plan(p, c, info, &st, stream_h, slot, need)
         return p
 
     def run(self, q, paged_kv_cache, *, out=None, lse=None, return_lse=False,
@@ -936,17 +995,29 @@ cdef class BatchPrefillWithPagedKVCache(_BatchAttention):
         """Plan a prefill batch. Host arrays: ``qo_indptr`` ``[batch+1]`` (rows of q, from
         0), ``paged_kv_indptr`` ``[batch+1]``, ``paged_kv_last_page_len`` ``[batch]``;
         ``paged_kv_indices`` host or CUDA int32. ``causal`` aligns bottom-right."""
-        kv_indptr = _indptr(paged_kv_indptr, "paged_kv_indptr", -1, False)
-        batch = kv_indptr.shape[0] - 1
-        qo = _indptr(qo_indptr, "qo_indptr", batch, True)
-        ps = _A().positive_int(page_size, "page_size")
-        lpl, kv_lens = _paged_lengths(kv_indptr, paged_kv_last_page_len, ps)
-        need = int(kv_indptr[kv_indptr.shape[0] - 1])
-        host_idx, dev_idx, min_pages = _page_table(self, paged_kv_indices, kv_indptr, need)
-        return _plan_prefill(self, PAGED_PREFILL, qo, kv_indptr, kv_lens, lpl, host_idx, dev_idx,
-                             need, min_pages, num_qo_heads, num_kv_heads, head_dim, ps, causal,
-                             window_left, logits_soft_cap, sm_scale, rope_scale, rope_theta,
-                             q_data_type, kv_data_type, stream)
+        cdef HostI32 qo, kv, lp, ix
+        cdef Staging st
+        cdef int64_t min_pages = 0
+        _refuse_bad_stream(stream)
+        _hosts(True, &qo, &kv, &lp, &ix)
+        try:
+            _read_indptrs(qo_indptr, paged_kv_indptr, "paged_kv_indptr", False, &qo, &kv)
+            ps = _A().positive_int(page_size, "page_size")
+            _host_i32(paged_kv_last_page_len, "paged_kv_last_page_len", &lp)
+            _check_last_page_len(&kv, &lp, ps, "paged_kv_last_page_len")
+            _staging_init(&st)
+            if _is_device_table(paged_kv_indices):
+                self._device_table(&st, paged_kv_indices, kv.p[kv.n - 1])
+            else:
+                _host_i32(paged_kv_indices, "paged_kv_indices", &ix)
+                min_pages = _check_host_indices(&kv, &ix, "paged_kv_indices")
+            c = self._config((q_data_type, kv_data_type, num_qo_heads, num_kv_heads, head_dim,
+                              ps, window_left, logits_soft_cap, sm_scale, rope_scale,
+                              rope_theta), False)
+            return _plan_paged_or_ragged(self, PAGED_PREFILL, c, &qo, &kv, &lp, &ix, &st,
+                                         min_pages, bool(causal), stream)
+        finally:
+            _hosts(False, &qo, &kv, &lp, &ix)
 
     def run(self, q, paged_kv_cache, *, out=None, lse=None, return_lse=False,
             enable_pdl=None, plan=None, stream=None):
@@ -974,14 +1045,20 @@ cdef class BatchPrefillWithRaggedKVCache(_BatchAttention):
              stream=None):
         """Plan a ragged prefill batch from host ``qo_indptr`` and ``kv_indptr`` (token
         offsets, both ``[batch+1]`` from 0)."""
-        kv = _indptr(kv_indptr, "kv_indptr", -1, True)
-        batch = kv.shape[0] - 1
-        qo = _indptr(qo_indptr, "qo_indptr", batch, True)
-        kv_lens = _A().np.diff(kv).astype("int32")
-        return _plan_prefill(self, RAGGED_PREFILL, qo, kv, kv_lens, None, None, None, 0, 0,
-                             num_qo_heads, num_kv_heads, head_dim, 1, causal, window_left,
-                             logits_soft_cap, sm_scale, rope_scale, rope_theta, q_data_type,
-                             kv_data_type, stream)
+        cdef HostI32 qo, kv, none
+        cdef Staging st
+        _refuse_bad_stream(stream)
+        _hosts(True, &qo, &kv, &none, NULL)
+        try:
+            _read_indptrs(qo_indptr, kv_indptr, "kv_indptr", True, &qo, &kv)
+            c = self._config((q_data_type, kv_data_type, num_qo_heads, num_kv_heads, head_dim,
+                              1, window_left, logits_soft_cap, sm_scale, rope_scale,
+                              rope_theta), False)
+            _staging_init(&st)
+            return _plan_paged_or_ragged(self, RAGGED_PREFILL, c, &qo, &kv, &none, &none, &st,
+                                         0, bool(causal), stream)
+        finally:
+            _hosts(False, &qo, &kv, NULL, NULL)
 
     def run(self, q, k, v, *, out=None, lse=None, return_lse=False, enable_pdl=None,
             plan=None, stream=None):
@@ -992,25 +1069,12 @@ cdef class BatchPrefillWithRaggedKVCache(_BatchAttention):
 
 
 # ----------------------------------------------------------------------------- plan helpers
+# plan() runs every decode step, so its host path reads the caller's arrays in place
+# (buffer protocol, no memoryview or temporary array), validates them in single passes and
+# memcpy's them into the page-locked staging slot; what it derives from the scalar
+# arguments is kept for the next plan() with the same ones (_PlanConfig).
 
-cdef object _indptr(object x, str name, int64_t batch, bint from_zero):
-    """A host int32 indptr: batch + 1 >= 2 entries (exactly, when ``batch`` >= 0), first
-    entry >= 0 (0 when ``from_zero``: rows of q / packed k are addressed from 0), and
-    non-decreasing. One pass, no temporaries."""
-    arr = _A().host_index_array(x, name)
-    cdef const int32_t[::1] a = arr
-    cdef Py_ssize_t i, n = a.shape[0]
-    if n < 2:
-        raise ValueError(f"{name}: expected batch_size + 1 >= 2 entries, got {n}")
-    if batch >= 0 and n != batch + 1:
-        raise ValueError(f"{name}: expected {batch + 1} entries (batch_size + 1), got {n}")
-    if a[0] < 0 or (from_zero and a[0] != 0):
-        raise ValueError(f"{name}: must start at {'0' if from_zero else '>= 0'}, got {a[0]}")
-    for i in range(1, n):
-        if a[i] < a[i - 1]:
-            raise ValueError(f"{name}: must be non-decreasing, but {name}[{i}] = {a[i]} < "
-                             f"{name}[{i - 1}] = {a[i - 1]}")
-    return arr
+cdef object _ndarray = None   # numpy.ndarray, bound on first use (import stays numpy-free)
 
 
 cdef int _refuse_bad_stream(object stream) except -1:
@@ -1022,80 +1086,269 @@ cdef int _refuse_bad_stream(object stream) except -1:
     return 0
 
 
-cdef tuple _paged_lengths(object kv_indptr, object last_page_len, int64_t page_size,
-                          str name="paged_kv_last_page_len"):
-    """Check ``last_page_len`` against the page counts (1..page_size for a request with
-    pages, 0 for one without) and return it with the KV lengths
-    ``max(pages - 1, 0) * page_size + last_page_len`` (upstream get_seq_lens)."""
-    lpl = _A().host_index_array(last_page_len, name)
-    cdef const int32_t[::1] ip = kv_indptr
-    cdef const int32_t[::1] lp = lpl
-    cdef Py_ssize_t i, batch = ip.shape[0] - 1
-    cdef int64_t pages, n
-    if lp.shape[0] != batch:
-        raise ValueError(f"{name}: expected {batch} entries (batch_size), got "
-                         f"{lp.shape[0]}")
-    kv_lens = _A().np.empty(batch, dtype="int32")
-    cdef int32_t[::1] out = kv_lens
-    for i in range(batch):
-        pages = <int64_t>ip[i + 1] - ip[i]
-        if (lp[i] < 1 or lp[i] > page_size) if pages > 0 else lp[i] != 0:
-            raise ValueError(f"{name}[{i}] = {lp[i]} is invalid for a request "
-                             f"with {pages} page(s) of page_size {page_size}: expected "
-                             f"1..page_size when it has pages, 0 when it has none")
-        n = (pages - 1) * page_size + lp[i] if pages > 0 else 0
-        if n > 2147483647:
-            raise ValueError(f"request {i}: {n} KV tokens do not fit in int32")
-        out[i] = <int32_t>n
-    return lpl, kv_lens
+cdef struct HostI32:
+    Py_buffer view
+    const int32_t* p
+    Py_ssize_t n
+    bint held
 
 
-cdef int _check_causal(object qo_indptr, object kv_lens) except -1:
-    """Causal rows align bottom-right: every request needs qo_len <= kv_len."""
-    cdef const int32_t[::1] qo = qo_indptr
-    cdef const int32_t[::1] kv = kv_lens
-    cdef Py_ssize_t i
-    for i in range(kv.shape[0]):
-        if qo[i + 1] - qo[i] > kv[i]:
-            raise ValueError(f"causal: request {i} has {qo[i + 1] - qo[i]} query rows but "
-                             f"{kv[i]} keys; causal attention aligns rows bottom-right and "
-                             f"needs qo_len <= kv_len")
+cdef inline void _host_init(HostI32* h) noexcept:
+    h.held = False
+    h.p = NULL
+    h.n = 0
+
+
+cdef inline void _host_release(HostI32* h) noexcept:
+    if h.held:
+        PyBuffer_Release(&h.view)
+        h.held = False
+
+
+cdef void _hosts(bint init, HostI32* a, HostI32* b, HostI32* c, HostI32* d) noexcept:
+    """Initialise (``init``) or release up to four host vectors (NULL: none)."""
+    cdef HostI32* all_[4]
+    cdef int i
+    all_[0], all_[1], all_[2], all_[3] = a, b, c, d
+    for i in range(4):
+        if all_[i] != NULL:
+            if init:
+                _host_init(all_[i])
+            else:
+                _host_release(all_[i])
+
+
+cdef int _read_indptrs(object qo_indptr, object kv_indptr, str kv_name, bint kv_from_zero,
+                       HostI32* qo, HostI32* kv) except -1:
+    """The prefill plans' two indptrs: ``kv_indptr`` (any batch), then ``qo_indptr`` (the
+    same batch, rows of q from 0), both checked."""
+    _host_i32(kv_indptr, kv_name, kv)
+    _check_indptr(kv, kv_name, -1, kv_from_zero)
+    _host_i32(qo_indptr, "qo_indptr", qo)
+    _check_indptr(qo, "qo_indptr", kv.n - 1, True)
     return 0
 
 
-cdef tuple _host_indices(object indices, object kv_indptr, str name="paged_kv_indices"):
-    """A host page table covering ``[indptr[0], indptr[-1])`` with ids >= 0. Returns it and
-    the number of pages the cache must have (largest id + 1)."""
-    arr = _A().host_index_array(indices, name)
-    cdef const int32_t[::1] ip = kv_indptr
-    cdef const int32_t[::1] ix = arr
-    cdef Py_ssize_t i, need = ip[ip.shape[0] - 1]
-    cdef int32_t top = -1
-    if ix.shape[0] < need:
+cdef inline bint _is_i32_vector(Py_buffer* v) noexcept:
+    cdef const char* f = v.format
+    if v.ndim != 1 or v.itemsize != 4 or f == NULL:
+        return False
+    if v.shape[0] > 1 and v.strides[0] != 4:
+        return False
+    if f[0] == b'<' or f[0] == b'=' or f[0] == b'@':  # x86-64 / aarch64: little-endian
+        f += 1
+    return f[0] == b'i' and f[1] == 0
+
+
+cdef int _host_i32(object x, str name, HostI32* h) except -1:
+    """``x`` as a host int32 vector, read in place when it already is one (numpy int32,
+    1-D, contiguous); anything else goes through attention_args.host_index_array (which
+    converts with range checks or refuses device arrays with the argument's name)."""
+    global _ndarray
+    if _ndarray is None:
+        _ndarray = _A().np.ndarray
+    if type(x) is not _ndarray:
+        x = _A().host_index_array(x, name)
+    PyObject_GetBuffer(x, &h.view, PyBUF_FORMAT | PyBUF_STRIDES)
+    h.held = True
+    if not _is_i32_vector(&h.view):
+        _host_release(h)
+        x = _A().host_index_array(x, name)  # wrong dtype / layout: convert once
+        PyObject_GetBuffer(x, &h.view, PyBUF_FORMAT | PyBUF_STRIDES)
+        h.held = True
+    h.p = <const int32_t*>h.view.buf
+    h.n = h.view.shape[0]
+    return 0
+
+
+cdef int _check_indptr(HostI32* a, str name, int64_t batch, bint from_zero) except -1:
+    """batch + 1 >= 2 entries (exactly, when ``batch`` >= 0), first entry >= 0 (0 when
+    ``from_zero``: rows of q / packed k are addressed from 0), non-decreasing."""
+    cdef Py_ssize_t i, n = a.n
+    cdef const int32_t* p = a.p
+    if n < 2:
+        raise ValueError(f"{name}: expected batch_size + 1 >= 2 entries, got {n}")
+    if batch >= 0 and n != batch + 1:
+        raise ValueError(f"{name}: expected {batch + 1} entries (batch_size + 1), got {n}")
+    if p[0] < 0 or (from_zero and p[0] != 0):
+        raise ValueError(f"{name}: must start at {'0' if from_zero else '>= 0'}, got {p[0]}")
+    for i in range(1, n):
+        if p[i] < p[i - 1]:
+            raise ValueError(f"{name}: must be non-decreasing, but {name}[{i}] = {p[i]} < "
+                             f"{name}[{i - 1}] = {p[i - 1]}")
+    return 0
+
+
+cdef inline int64_t _kv_len(HostI32* kv, HostI32* lp, int64_t page_size,
+                            Py_ssize_t i) noexcept:
+    """Request i's KV length: ragged (no ``lp``) kv[i+1] - kv[i]; paged
+    ``max(pages - 1, 0) * page_size + last_page_len`` (upstream get_seq_lens)."""
+    cdef int64_t pages = <int64_t>kv.p[i + 1] - kv.p[i]
+    if lp.p == NULL:
+        return pages
+    return (pages - 1) * page_size + lp.p[i] if pages > 0 else 0
+
+
+cdef int _check_last_page_len(HostI32* ip, HostI32* lp, int64_t page_size,
+                              str name) except -1:
+    """``last_page_len``: one entry per request, 1..page_size for a request with pages, 0
+    for one without, and a KV length that fits in int32."""
+    cdef Py_ssize_t i, batch = ip.n - 1
+    cdef int64_t pages
+    if lp.n != batch:
+        raise ValueError(f"{name}: expected {batch} entries (batch_size), got {lp.n}")
+    for i in range(batch):
+        pages = <int64_t>ip.p[i + 1] - ip.p[i]
+        if (lp.p[i] < 1 or lp.p[i] > page_size) if pages > 0 else lp.p[i] != 0:
+            raise ValueError(f"{name}[{i}] = {lp.p[i]} is invalid for a request "
+                             f"with {pages} page(s) of page_size {page_size}: expected "
+                             f"1..page_size when it has pages, 0 when it has none")
+        if _kv_len(ip, lp, page_size, i) > 2147483647:
+            raise ValueError(f"request {i}: {_kv_len(ip, lp, page_size, i)} KV tokens do "
+                             f"not fit in int32")
+    return 0
+
+
+cdef int _check_causal(HostI32* qo, HostI32* kv, HostI32* lp, int64_t page_size) except -1:
+    """Causal rows align bottom-right: every request needs qo_len <= kv_len."""
+    cdef Py_ssize_t i
+    cdef int64_t rows, keys
+    for i in range(qo.n - 1):
+        rows = <int64_t>qo.p[i + 1] - qo.p[i]
+        keys = _kv_len(kv, lp, page_size, i)
+        if rows > keys:
+            raise ValueError(f"causal: request {i} has {rows} query rows but {keys} keys; "
+                             f"causal attention aligns rows bottom-right and needs "
+                             f"qo_len <= kv_len")
+    return 0
+
+
+cdef int64_t _check_host_indices(HostI32* ip, HostI32* ix, str name) except -1:
+    """A host page table covering ``[indptr[0], indptr[-1])`` with ids >= 0. Returns the
+    number of pages the cache must have (largest id + 1)."""
+    cdef Py_ssize_t i, need = ip.p[ip.n - 1]
+    cdef int32_t lo = 0, hi = -1
+    cdef const int32_t* p = ix.p
+    if ix.n < need:
         raise ValueError(f"{name}: expected at least paged_kv_indptr[-1] = {need} "
-                         f"entries, got {ix.shape[0]}")
-    for i in range(ip[0], need):
-        if ix[i] < 0:
-            raise ValueError(f"{name}: page ids must be >= 0, got {ix[i]} at {i}")
-        if ix[i] > top:
-            top = ix[i]
-    return arr, <int64_t>top + 1
+                         f"entries, got {ix.n}")
+    for i in range(ip.p[0], need):  # min/max without branches on the data: vectorizes
+        lo = p[i] if p[i] < lo else lo
+        hi = p[i] if p[i] > hi else hi
+    if lo < 0:
+        for i in range(ip.p[0], need):
+            if p[i] < 0:
+                raise ValueError(f"{name}: page ids must be >= 0, got {p[i]} at {i}")
+    return <int64_t>hi + 1
 
 
-cdef tuple _page_table(_BatchAttention w, object indices, object kv_indptr, int64_t need,
-                       str name="paged_kv_indices"):
-    """(host array or None, device tensor or None, pages the cache needs or 0 if unknown)."""
-    if _A().is_device_array(indices):
-        return None, w._device_indices(indices, need), 0
-    arr, min_pages = _host_indices(indices, kv_indptr, name)
-    return arr, None, min_pages
+cdef bint _is_device_table(object x) except -1:
+    """Whether a page table lives on a GPU, asked through the conversion run() uses
+    (TensorDesc, DLPack exchange API, ...) rather than a Python-level __dlpack_device__()
+    call, which costs microseconds on a torch tensor. What does not convert is a host
+    array-like (list, tuple) for _host_i32 to judge."""
+    cdef TensorSlot s
+    cdef int dev_type
+    global _ndarray
+    if _ndarray is None:
+        _ndarray = _A().np.ndarray
+    tp = type(x)
+    if tp is _ndarray or tp is list or tp is tuple or x is None:
+        return False
+    try:
+        to_dltensor(x, &s, "paged_kv_indices")
+    except TypeError:
+        return False
+    dev_type = s.dl.device.device_type
+    release_slot(&s)
+    return dev_type != kDLCPU and dev_type != kDLCUDAHost
 
 
-cdef list _graph_caps(_BatchAttention w, int batch, int64_t need, bint with_qo):
-    """Per-segment capacities of the device metadata: graph mode fixes them (buffers must
-    not move between replays), otherwise 0 (actual sizes)."""
+cdef bint _same_args(tuple a, tuple b) except -1:
+    """Equal element by element and of the same types (1, 1.0 and True differ)."""
+    cdef Py_ssize_t i
+    if b is None or len(a) != len(b):
+        return False
+    for i in range(len(a)):
+        x = a[i]
+        y = b[i]
+        if x is y:
+            continue
+        if type(x) is not type(y):
+            return False
+        try:
+            if not (x == y):
+                return False
+        except Exception:  # noqa: BLE001 - e.g. an array compared elementwise
+            return False
+    return True
+
+
+cdef class _PlanConfig:
+    """What plan() derives from its scalar arguments (validated dtype, heads, head dim,
+    page size, scalars) and, once the host arrays passed too, the kernel variant and its
+    loaded plan/run bindings. A wrapper keeps the last one: a decode loop plans the same
+    configuration every step."""
+    cdef tuple key
+    cdef str dtype
+    cdef int hq, hkv, hd, page_size
+    cdef tuple sc
+    cdef object variant
+    cdef str backend
+    cdef Binding plan_b
+    cdef Binding run_b
+
+
+# Device metadata segments (qo_indptr?, kv_indptr, last_page_len?, page table?) staged
+# through the pinned slot, plus host-only words after them for the kernel's planner.
+cdef enum:
+    MAX_SEGS = 4
+
+cdef struct Staging:
+    int n
+    const int32_t* src[MAX_SEGS]   # host source; NULL: not staged (device page table)
+    int64_t len[MAX_SEGS]
+    int64_t cap[MAX_SEGS]          # graph mode: fixed capacity (buffers never move)
+    int64_t off[MAX_SEGS]          # int32 offsets, the same in staging and device meta
+    int64_t host_words
+    int64_t host_off
+    void* dev_table                # the caller's CUDA page table (NULL: host table)
+    PyObject* table_owner          # its Python object (borrowed: the caller holds it)
+    bint table_in_place            # read by run() in place instead of copied
+
+
+cdef inline void _staging_init(Staging* st) noexcept:
+    st.n = 0
+    st.host_words = 0
+    st.host_off = 0
+    st.dev_table = NULL
+    st.table_owner = NULL
+    st.table_in_place = False
+
+
+cdef inline void _table_seg(Staging* st, const int32_t* host, int64_t need) noexcept:
+    """The page-table segment: staged from the host table, copied device-to-device from a
+    CUDA table in graph mode (buffers must not move), or left out when run() reads the
+    caller's CUDA table in place."""
+    if st.table_owner == NULL:
+        _seg(st, host, need)
+    else:
+        _seg(st, NULL, 0 if st.table_in_place else need)
+
+
+cdef inline void _seg(Staging* st, const int32_t* src, int64_t n) noexcept:
+    st.src[st.n] = src
+    st.len[st.n] = n
+    st.cap[st.n] = 0
+    st.n += 1
+
+
+cdef int _graph_caps(_BatchAttention w, Staging* st, int64_t batch, int64_t need) except -1:
+    """Graph mode fixes every segment's capacity (buffers must not move between replays):
+    indptrs batch + 1, last_page_len batch, page table max_num_pages."""
+    cdef int i
     if not w.use_cuda_graph:
-        return [0, 0, 0, 0]
+        return 0
     if w.kind != RAGGED_PREFILL:
         if w._max_pages < 0:
             raise ValueError("use_cuda_graph=True needs max_num_pages (the page-table capacity) "
@@ -1103,10 +1356,12 @@ cdef list _graph_caps(_BatchAttention w, int batch, int64_t need, bint with_qo):
         if need > w._max_pages:
             raise ValueError(f"paged_kv_indices: {need} pages exceed max_num_pages "
                              f"{w._max_pages} of this CUDA-graph wrapper")
-    caps = [batch + 1, batch + 1] if with_qo else [batch + 1]
+    for i in range(st.n):
+        st.cap[i] = batch + 1
     if w.kind != RAGGED_PREFILL:
-        caps += [batch, w._max_pages]
-    return caps
+        st.cap[st.n - 2] = batch
+        st.cap[st.n - 1] = w._max_pages
+    return 0
 
 
 cdef void _pack_empty(CallFrame* f, int i, PinnedSlot slot, str dtype) noexcept:
@@ -1117,27 +1372,24 @@ cdef void _pack_empty(CallFrame* f, int i, PinnedSlot slot, str dtype) noexcept:
     f.slots[i].dl.dtype.bits = 16
 
 
-cdef object _plan_prefill(_BatchAttention w, int kind, object qo, object kv_indptr,
-                          object kv_lens, object lpl, object host_idx, object dev_idx,
-                          int64_t need, int64_t min_pages, object num_qo_heads,
-                          object num_kv_heads, object head_dim, int page_size, object causal,
-                          object window_left, object logits_soft_cap, object sm_scale,
-                          object rope_scale, object rope_theta, object q_data_type,
-                          object kv_data_type, object stream):
+cdef inline void* _at(void* base, int64_t words) noexcept:
+    return <void*>(<char*>base + words * 4)
+
+
+cdef object _plan_paged_or_ragged(_BatchAttention w, int kind, _PlanConfig c, HostI32* qo,
+                                  HostI32* kv, HostI32* lp, HostI32* ix, Staging* st_in,
+                                  int64_t min_pages, bint causal, object stream):
+    """The prefill plans after their arrays are checked: schedule, stage, new Plan.
+    ``st_in`` arrives empty but for a device page table (_device_table)."""
     cdef CallFrame f
     cdef PinnedSlot slot
-    cdef Binding b
+    cdef Staging st = st_in[0]
     cdef void* stream_h
-    _refuse_bad_stream(stream)
-    dtype, hq, hkv, hd, sc = _A().plan_config(
-        q_data_type, kv_data_type, num_qo_heads, num_kv_heads, head_dim, window_left,
-        logits_soft_cap, sm_scale, rope_scale, rope_theta, decode=False)
-    causal = bool(causal)
-    batch = qo.shape[0] - 1
-    rows = int(qo[qo.shape[0] - 1])
-    kv_rows = int(kv_indptr[kv_indptr.shape[0] - 1]) if kind == RAGGED_PREFILL else 0
+    cdef int64_t batch = kv.n - 1, rows = qo.p[qo.n - 1], planned, i
+    cdef int64_t need = kv.p[kv.n - 1] if kind != RAGGED_PREFILL else 0
+    cdef int32_t* kv_lens
     if causal:
-        _check_causal(qo, kv_lens)
+        _check_causal(qo, kv, lp, c.page_size)
     planned = rows
     if w.use_cuda_graph:
         if w._max_rows < 0:
@@ -1146,53 +1398,52 @@ cdef object _plan_prefill(_BatchAttention w, int kind, object qo, object kv_indp
             raise ValueError(f"qo_indptr: {rows} rows exceed the CUDA-graph capacity "
                              f"{w._max_rows} (max_total_num_rows)")
         planned = w._max_rows
-    caps = _graph_caps(w, batch, need, True)
+    _seg(&st, qo.p, batch + 1)
+    _seg(&st, kv.p, batch + 1)
+    if kind != RAGGED_PREFILL:
+        _seg(&st, lp.p, batch)
+        _table_seg(&st, ix.p, need)
+    _graph_caps(w, &st, batch, need)
+    st.host_words = batch  # kv_len_arr for the planner
     # ---- CUDA from here on (backend "auto" queries the device and probes for FA3)
-    backend = choose_backend(w.backend, "batch_prefill", dtype, hd, sc[0], sc[1], w.device)
-    variant = _uri.variant("batch_prefill", dtype, hd, sc[0], sc[1], backend)
+    w._resolve(c, "ragged_run" if kind == RAGGED_PREFILL else "paged_run")
     if w.use_cuda_graph:
-        w._check_frozen(_frozen_key(_KIND_NAMES[kind], variant.uri, batch, hq, hkv, hd,
-                                    page_size, sc, causal, planned))
-    b = load_binding(variant, "plan")
+        w._check_frozen(_frozen_key(_KIND_NAMES[kind], c.variant.uri, batch, c.hq, c.hkv,
+                                    c.hd, c.page_size, c.sc, causal, planned))
     stream_h = w._plan_stream(stream)
     w._begin_plan(stream_h)
-    dev = [qo, kv_indptr]
-    if kind != RAGGED_PREFILL:
-        dev += [lpl, None if dev_idx is not None else host_idx[:need]]
     slot = w._ring.acquire()
     try:
-        offs, host_ptrs = w._stage(slot, dev, caps, [kv_lens], stream_h, dev_idx, need)
-        frame_init(&f, b.n)
+        w._stage(slot, &st, stream_h)
+        kv_lens = <int32_t*>_at(slot.staging_ptr, st.host_off)
+        for i in range(batch):
+            kv_lens[i] = <int32_t>_kv_len(kv, lp, c.page_size, i)
+        frame_init(&f, c.plan_b.n)
         try:
-            b.tensor(&f, 0, w._float_ws)
-            b.tensor(&f, 1, w._int_ws)
-            b.tensor(&f, 2, slot.kernel_desc)
-            _pack_i32(&f, 3, <void*><uintptr_t>(<uintptr_t>slot.staging_ptr + offs[0] * 4), batch + 1,
-                      kDLCPU, 0)
-            _pack_i32(&f, 4, <void*><uintptr_t>(<uintptr_t>slot.staging_ptr + offs[1] * 4), batch + 1,
-                      kDLCPU, 0)
-            _pack_i32(&f, 5, <void*><uintptr_t>host_ptrs[0], batch, kDLCPU, 0)
+            w._pack_workspaces(c.plan_b, &f, slot)
+            _pack_i32(&f, 3, _at(slot.staging_ptr, st.off[0]), batch + 1, kDLCPU, 0)
+            _pack_i32(&f, 4, _at(slot.staging_ptr, st.off[1]), batch + 1, kDLCPU, 0)
+            _pack_i32(&f, 5, kv_lens, batch, kDLCPU, 0)
             set_int(&f, 6, planned)
             set_int(&f, 7, batch)
-            set_int(&f, 8, hq)
-            set_int(&f, 9, hkv)
-            set_int(&f, 10, page_size)
+            set_int(&f, 8, c.hq)
+            set_int(&f, 9, c.hkv)
+            set_int(&f, 10, c.page_size)
             set_bool(&f, 11, w.use_cuda_graph)
-            set_int(&f, 12, hd)
-            set_int(&f, 13, hd)
+            set_int(&f, 12, c.hd)
+            set_int(&f, 13, c.hd)
             set_bool(&f, 14, causal)
-            set_int(&f, 15, sc[0])
-            if backend == "fa2":
+            set_int(&f, 15, c.sc[0])
+            if c.backend == "fa2":
                 set_int(&f, 16, -1)      # fixed_split_size: auto
                 set_bool(&f, 17, False)  # disable_split_kv
                 set_int(&f, 18, 0)       # num_colocated_ctas (upstream passes 0)
-            info = w._call_plan(b, &f, stream_h)
+            info = w._call_plan(c.plan_b, &f, stream_h)
         finally:
             frame_release(&f)
     finally:
         w._ring.commit(slot, stream_h)
-    p = w._new_plan(kind, variant, dtype, batch, hq, hkv, hd, page_size, sc, causal, rows,
-                    planned, kv_rows, min_pages)
-    w._finish_plan(p, variant, "ragged_run" if kind == RAGGED_PREFILL else "paged_run", info,
-                   offs, stream_h, slot, need)
+    p = w._new_plan(kind, c, batch, causal, rows, planned,
+                    kv.p[kv.n - 1] if kind == RAGGED_PREFILL else 0, min_pages)
+    w._finish_plan(p, c, info, &st, stream_h, slot, need)
     return p

@@ -105,6 +105,45 @@ def test_decode_plan_rejects(over, exc, words):
     raises(decode_plan(**over), exc, words)
 
 
+@pytest.mark.parametrize("form", ["list", "tuple", "int64", "uint32", "big-endian", "strided",
+                                  "read-only"])
+def test_decode_plan_takes_any_host_integer_vector(form):
+    """int32 C-contiguous numpy is read in place; every other host form is converted."""
+    def conv(a):
+        if form == "list":
+            return a.tolist()
+        if form == "tuple":
+            return tuple(a.tolist())
+        if form == "strided":
+            wide = np.zeros(2 * len(a), dtype=np.int32)
+            wide[::2] = a
+            return wide[::2]
+        if form == "read-only":
+            b = a.astype(np.int32)
+            b.flags.writeable = False
+            return b
+        return a.astype({"int64": np.int64, "uint32": np.uint32, "big-endian": ">i4"}[form])
+
+    reaches_cuda(decode_plan(indptr=conv(INDPTR), indices=conv(INDICES),
+                             last_page_len=conv(LAST)))
+    raises(decode_plan(indptr=conv(np.array([0, 3, 2, 5]))), ValueError, "non-decreasing")
+
+
+def test_repeated_plan_revalidates_changed_scalars():
+    """A wrapper reuses the last plan's validated configuration only for arguments of the
+    same value and type: 8.0 / True / NaN after a good plan are still refused."""
+    w = fc.BatchDecodeWithPagedKVCache()
+    reaches_cuda(decode_plan(w))
+    reaches_cuda(decode_plan(w))
+    raises(decode_plan(w, num_kv_heads=8.0), TypeError, "num_kv_heads")
+    raises(decode_plan(w, window_left=True), TypeError, "window_left")
+    raises(decode_plan(w, logits_soft_cap=float("nan")), ValueError, "finite")
+    raises(decode_plan(w, page_size=np.int64(0)), ValueError, "page_size")
+    raises(decode_plan(w, last_page_len=np.array([7, 0, 17])), ValueError, "1..page_size")
+    reaches_cuda(decode_plan(w, num_kv_heads=np.int64(8)))
+    reaches_cuda(decode_plan(w))
+
+
 def test_plan_refuses_device_host_arrays():
     """plan() reads indptr/lengths on the host and never copies from the device."""
     class FakeCudaArray:

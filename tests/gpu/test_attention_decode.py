@@ -6,6 +6,7 @@ is printed); outputs start as NaN."""
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -98,6 +99,49 @@ def test_batch_decode_custom_sm_scale_allocated_out(torch, rng):
         ks, vs = batch.sequence(i)
         ref, _ = attention_ref(q64[i:i + 1], ks, vs, sm_scale=0.3)
         assert_close(got[i], ref[0], "bfloat16", f"request {i}, sm_scale 0.3, out allocated")
+
+
+def _device_table_case(torch, rng, use_cuda_graph):
+    need("batch_decode", "float16")
+    lens = [40, 17, 200, 1]
+    batch = paged_batch(rng, lens, 16, 2, D, "float16")
+    q64 = rand(rng, (len(lens), 8, D), "float16")
+    kw = dict(use_cuda_graph=True, max_num_pages=len(batch.indices) + 3) if use_cuda_graph \
+        else {}
+    w = fc.BatchDecodeWithPagedKVCache(float_workspace_bytes=32 << 20, **kw)
+    table = torch.from_numpy(batch.indices).cuda()
+    w.plan(batch.indptr, table, batch.last_page_len, 8, 2, D, 16)
+    return w, batch, q64, table, lens
+
+
+def _check_decode(torch, w, batch, q64, lens, what):
+    out = poison(torch, (len(lens), 8, D), "float16")
+    w.run(dev(torch, q64, "float16"), (dev(torch, batch.k_cache, "float16"),
+                                       dev(torch, batch.v_cache, "float16")), out=out)
+    got = host(torch, out)
+    for i in range(len(lens)):
+        ks, vs = batch.sequence(i)
+        ref, _ = attention_ref(q64[i:i + 1], ks, vs)
+        assert_close(got[i], ref[0], "float16", f"request {i}, {what}")
+
+
+def test_batch_decode_device_page_table_kept_alive(torch, rng):
+    """A CUDA page table is read in place by run(): the Plan holds it, so dropping the
+    caller's name and reusing freed memory must not change the result."""
+    w, batch, q64, table, lens = _device_table_case(torch, rng, False)
+    del table
+    gc.collect()
+    torch.cuda.empty_cache()
+    _ = torch.full((len(batch.indices) + 64,), -1, dtype=torch.int32, device="cuda")
+    _check_decode(torch, w, batch, q64, lens, "device page table, caller's name dropped")
+
+
+def test_batch_decode_device_page_table_copied_in_graph_mode(torch, rng):
+    """Graph mode copies a CUDA page table into the wrapper's fixed buffer at plan time:
+    overwriting the caller's table afterwards (same stream) must not reach run()."""
+    w, batch, q64, table, lens = _device_table_case(torch, rng, True)
+    table.fill_(-1)
+    _check_decode(torch, w, batch, q64, lens, "graph mode, caller's table overwritten")
 
 
 def _empty_request_child():

@@ -5,6 +5,7 @@ request, shuffled page tables, LSE. Random data each run (seed printed); outputs
 
 from __future__ import annotations
 
+import gc
 import numpy as np
 import pytest
 
@@ -89,7 +90,8 @@ def test_batch_prefill_paged(torch, rng, dtype, layout, causal, backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_batch_prefill_paged_device_page_table_page_size_1(torch, rng, backend):
-    """Page table handed over as a CUDA int32 tensor (copied device-to-device by plan)."""
+    """Page table handed over as a CUDA int32 tensor (read in place by run; the local name
+    is dropped before run(): the Plan must keep the tensor alive)."""
     need("batch_prefill", "float16", backend=backend)
     qo, kv, qo_indptr = _lens()
     batch = paged_batch(rng, list(kv), 1, HKV, D, "float16")
@@ -97,6 +99,10 @@ def test_batch_prefill_paged_device_page_table_page_size_1(torch, rng, backend):
     w = fc.BatchPrefillWithPagedKVCache(backend=backend, float_workspace_bytes=32 << 20)
     indices = torch.from_numpy(batch.indices).cuda()
     w.plan(qo_indptr, batch.indptr, indices, batch.last_page_len, HQ, HKV, D, 1, causal=True)
+    del indices
+    gc.collect()
+    torch.cuda.empty_cache()
+    _ = torch.full((len(batch.indices) + 64,), -1, dtype=torch.int32, device="cuda")
     out, lse = w.run(dev(torch, q64, "float16"), (dev(torch, batch.k_cache, "float16"),
                                                   dev(torch, batch.v_cache, "float16")),
                      return_lse=True)

@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "flashinfer_cy/ffi_call.h"
+#include "timing.h"
 
 typedef int (*cuda_malloc_t)(void**, size_t);
 typedef int (*cuda_sync_t)(void);
@@ -29,16 +30,6 @@ static void* must(void* p, const char* what) {
   return p;
 }
 
-static double now_us(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
-}
-
-static int cmp_double(const void* a, const void* b) {
-  double x = *(const double*)a, y = *(const double*)b;
-  return (x > y) - (x < y);
-}
 
 int main(int argc, char** argv) {
   if (argc < 5) {

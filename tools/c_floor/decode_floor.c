@@ -1,0 +1,291 @@
+/*
+ * The C floor for batch decode: the `plan` and `run` exports of a batch_decode module called
+ * from C through the same fcy_call sequence flashinfer_cy uses (include/flashinfer_cy/ffi_call.h),
+ * timed like tools/bench_attention.py: bursts of BURST calls after a synchronize, median over
+ * bursts of the host time per call. Three floors:
+ *
+ *   run          the run export with every argument packed once (what a prepared launch does)
+ *   plan_kernel  the plan export alone (its scheduler + its own H2D copy of the schedule)
+ *   plan         what any plan() that also moves indptr / page table / last_page_len to the
+ *                device must do at least: memcpy them into page-locked staging, one
+ *                cudaMemcpyAsync, the plan export, one cudaEventRecord (staging reuse guard)
+ *
+ * Shapes: float16, NHD, page table shuffled, every request kv_len tokens.
+ *
+ * Two ways to use it. tools/bench_attention.py builds it as a shared library and calls
+ * fcy_decode_floor_init / fcy_decode_floor_burst through ctypes, interleaving C-floor
+ * bursts with the Python rows' bursts in one process (the host drifts between runs):
+ *   cc -O2 -shared -fPIC -I<tvm_ffi/include> -I include tools/c_floor/decode_floor.c \
+ *      -o decode_floor.so -ldl -lm
+ * Standalone, it prints "c_floor_<name>_us <median>" lines:
+ *   cc -O2 -I<tvm_ffi/include> -I include tools/c_floor/decode_floor.c -o decode_floor -ldl -lm
+ *   decode_floor <libtvm_ffi.so> <batch_decode.so> <batch> <kv_len> <page> <hq> <hkv> <d>
+ *                [bursts] [burst]
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+#include <time.h>
+
+#include "flashinfer_cy/ffi_call.h"
+#include "timing.h"
+
+#define H2D 1
+
+static char g_err[1024];
+
+static int fail(const char* fmt, const char* what, int code) {
+  snprintf(g_err, sizeof(g_err), fmt, what, code);
+  return -1;
+}
+
+/* dlsym/dlopen result or NULL with g_err set */
+static void* need(void* p, const char* what) {
+  if (!p) snprintf(g_err, sizeof(g_err), "%s: %s", what, dlerror());
+  return p;
+}
+
+
+static struct {
+  int (*Malloc)(void**, size_t);
+  int (*HostAlloc)(void**, size_t, unsigned);
+  int (*MemcpyAsync)(void*, const void*, size_t, int, void*);
+  int (*EventCreateWithFlags)(void**, unsigned);
+  int (*EventRecord)(void*, void*);
+  int (*DeviceSynchronize)(void);
+} cu;
+
+static FcyTvmFfi api;
+static FcyCudart rt;
+
+/* Compact strides are spelled out: the kernels read strides() without a NULL check. */
+static int64_t stride_pool[64];
+static int stride_used = 0;
+
+static void tensor(DLTensor* t, void* data, int ndim, int64_t* shape, DLDataType dt,
+                   int dev_type) {
+  int64_t* strides = stride_pool + stride_used;
+  stride_used += ndim;
+  int64_t acc = 1;
+  for (int i = ndim - 1; i >= 0; --i) {
+    strides[i] = acc;
+    acc *= shape[i];
+  }
+  DLTensor v = {data, {dev_type, 0}, ndim, dt, shape, strides, 0};
+  *t = v;
+}
+
+static void set_tensor(TVMFFIAny* a, DLTensor* t) {
+  a->type_index = kTVMFFIDLTensorPtr;
+  a->v_ptr = t;
+}
+static void set_int(TVMFFIAny* a, int64_t v) { a->type_index = kTVMFFIInt; a->v_int64 = v; }
+static void set_bool(TVMFFIAny* a, int v) { a->type_index = kTVMFFIBool; a->v_int64 = v; }
+static void set_float(TVMFFIAny* a, double v) { a->type_index = kTVMFFIFloat; a->v_float64 = v; }
+
+static struct {
+  TVMFFISafeCallType plan, run;
+  TVMFFIAny plan_args[15], run_args[19], info;
+  int32_t *h_indptr, *h_indices, *h_lpl, *staging;
+  void *d_meta, *event;
+  int64_t batch, n_indices;
+  DLTensor t_float, t_int, t_locked, t_hindptr, t_eq, t_ekv;
+  DLTensor t_q, t_k, t_v, t_o, t_indptr, t_indices, t_lpl;
+  int64_t s_float[1], s_int[1], s_b1[1], s_empty[1], s_b[1], s_pool[1], s_q[3], s_kv[4];
+} F;
+
+static int call(TVMFFISafeCallType fn, TVMFFIAny* args, int n, TVMFFIAny* result) {
+  int rc = fcy_call(&api, &rt, fn, args, n, result, kDLCUDA, 0, NULL, 1);
+  if (rc != 0) {
+    TVMFFIObjectHandle err = NULL;
+    if (rc == -1 && api.ErrorMoveFromRaised) api.ErrorMoveFromRaised(&err);
+    if (err) {
+      /* the cell follows the object header (TVMFFIErrorGetCellPtr is C++-only) */
+      TVMFFIErrorCell* cell = (TVMFFIErrorCell*)((char*)err + sizeof(TVMFFIObject));
+      snprintf(g_err, sizeof(g_err), "kernel call failed: %.*s: %.*s", (int)cell->kind.size,
+               cell->kind.data, (int)cell->message.size, cell->message.data);
+      api.ObjectDecRef(err);
+    } else {
+      snprintf(g_err, sizeof(g_err), "kernel call failed (rc %d)", rc);
+    }
+  }
+  return rc;
+}
+
+static int plan_kernel(void) {
+  TVMFFIAny result;
+  if (call(F.plan, F.plan_args, 15, &result) != 0) return -1;
+  if (result.type_index >= kTVMFFIStaticObjectBegin) api.ObjectDecRef(result.v_obj);
+  return 0;
+}
+
+static int stage(void) {
+  int64_t b = F.batch, n0 = b + 1, n1 = b, n2 = F.n_indices;
+  memcpy(F.staging, F.h_indptr, n0 * 4);
+  memcpy(F.staging + n0, F.h_lpl, n1 * 4);
+  memcpy(F.staging + n0 + n1, F.h_indices, n2 * 4);
+  int err = cu.MemcpyAsync(F.d_meta, F.staging, (n0 + n1 + n2) * 4, H2D, NULL);
+  return err ? fail("%s failed (%d)", "cudaMemcpyAsync", err) : 0;
+}
+
+static int plan_full(void) {
+  if (stage() || plan_kernel()) return -1;
+  int err = cu.EventRecord(F.event, NULL);
+  return err ? fail("%s failed (%d)", "cudaEventRecord", err) : 0;
+}
+
+static int run(void) {
+  TVMFFIAny result;
+  return call(F.run, F.run_args, 19, &result);
+}
+
+static int (*const FLOORS[3])(void) = {run, plan_kernel, plan_full};
+const char* FLOOR_NAMES[3] = {"run", "plan_kernel", "plan"};
+
+const char* fcy_decode_floor_error(void) { return g_err; }
+
+/* Host microseconds per call of floor `which` (0 run, 1 plan_kernel, 2 plan) over `burst`
+ * calls started right after a device synchronize; negative on error (see _error()). */
+double fcy_decode_floor_burst(int which, int burst) {
+  if (which < 0 || which > 2) return -1.0;
+  cu.DeviceSynchronize();
+  double t0 = now_us();
+  for (int i = 0; i < burst; ++i)
+    if (FLOORS[which]() != 0) return -1.0;
+  return (now_us() - t0) / burst;
+}
+
+#define TRY(p, what) do { if (!need((p), (what))) return -1; } while (0)
+#define CU(call_, what) do { int e_ = (call_); if (e_) return fail("%s failed (%d)", what, e_); } while (0)
+
+/* Load the module, allocate the buffers and pack both argument lists once. 0 or -1. */
+int fcy_decode_floor_init(const char* ffi_path, const char* module_path, int64_t batch,
+                          int64_t kv_len, int64_t ps, int64_t hq, int64_t hkv, int64_t d) {
+  void *ffi_lib, *cudart, *mod;
+  TRY(ffi_lib = dlopen(ffi_path, RTLD_NOW | RTLD_GLOBAL), "libtvm_ffi");
+  TRY(cudart = dlopen("libcudart.so.13", RTLD_NOW | RTLD_GLOBAL), "libcudart.so.13");
+  TRY(mod = dlopen(module_path, RTLD_NOW | RTLD_LOCAL), "batch_decode module");
+  memset(&api, 0, sizeof(api));
+  TRY(api.EnvSetStream = dlsym(ffi_lib, "TVMFFIEnvSetStream"), "TVMFFIEnvSetStream");
+  TRY(api.ObjectDecRef = dlsym(ffi_lib, "TVMFFIObjectDecRef"), "TVMFFIObjectDecRef");
+  TRY(api.ErrorMoveFromRaised = dlsym(ffi_lib, "TVMFFIErrorMoveFromRaised"), "ErrorMove");
+  TRY(rt.GetDevice = dlsym(cudart, "cudaGetDevice"), "cudaGetDevice");
+  TRY(rt.SetDevice = dlsym(cudart, "cudaSetDevice"), "cudaSetDevice");
+  TRY(cu.Malloc = dlsym(cudart, "cudaMalloc"), "cudaMalloc");
+  TRY(cu.HostAlloc = dlsym(cudart, "cudaHostAlloc"), "cudaHostAlloc");
+  TRY(cu.MemcpyAsync = dlsym(cudart, "cudaMemcpyAsync"), "cudaMemcpyAsync");
+  TRY(cu.EventCreateWithFlags = dlsym(cudart, "cudaEventCreateWithFlags"), "cudaEventCreate");
+  TRY(cu.EventRecord = dlsym(cudart, "cudaEventRecord"), "cudaEventRecord");
+  TRY(cu.DeviceSynchronize = dlsym(cudart, "cudaDeviceSynchronize"), "cudaDeviceSynchronize");
+  TRY(F.plan = dlsym(mod, "__tvm_ffi_plan"), "__tvm_ffi_plan");
+  TRY(F.run = dlsym(mod, "__tvm_ffi_run"), "__tvm_ffi_run");
+
+  int64_t pages = (kv_len + ps - 1) / ps, pool = batch * pages;
+  F.batch = batch;
+  F.n_indices = pool;
+  /* host metadata: shuffled page table (a fixed LCG permutation), full last pages */
+  F.h_indptr = malloc((batch + 1) * 4);
+  F.h_lpl = malloc(batch * 4);
+  F.h_indices = malloc(pool * 4);
+  for (int64_t i = 0; i <= batch; ++i) F.h_indptr[i] = (int32_t)(i * pages);
+  for (int64_t i = 0; i < batch; ++i) F.h_lpl[i] = (int32_t)(kv_len - (pages - 1) * ps);
+  for (int64_t i = 0; i < pool; ++i) F.h_indices[i] = (int32_t)i;
+  uint64_t s = 12345;
+  for (int64_t i = pool - 1; i > 0; --i) {
+    s = s * 6364136223846793005ull + 1442695040888963407ull;
+    int64_t j = (int64_t)((s >> 33) % (uint64_t)(i + 1));
+    int32_t t = F.h_indices[i]; F.h_indices[i] = F.h_indices[j]; F.h_indices[j] = t;
+  }
+
+  size_t float_ws = 128u << 20, int_ws = 8u << 20;
+  void *d_float, *d_int, *h_locked, *q, *k, *v, *o;
+  size_t kv_bytes = (size_t)pool * ps * hkv * d * 2;
+  CU(cu.Malloc(&d_float, float_ws), "cudaMalloc");
+  CU(cu.Malloc(&d_int, int_ws), "cudaMalloc");
+  CU(cu.Malloc(&F.d_meta, (batch + 1 + batch + pool) * 4), "cudaMalloc");
+  CU(cu.Malloc(&q, batch * hq * d * 2), "cudaMalloc");
+  CU(cu.Malloc(&o, batch * hq * d * 2), "cudaMalloc");
+  CU(cu.Malloc(&k, kv_bytes), "cudaMalloc");
+  CU(cu.Malloc(&v, kv_bytes), "cudaMalloc");
+  CU(cu.HostAlloc(&h_locked, int_ws, 0), "cudaHostAlloc");
+  CU(cu.HostAlloc((void**)&F.staging, (batch + 1 + batch + pool) * 4, 0), "cudaHostAlloc");
+  CU(cu.EventCreateWithFlags(&F.event, 2 /* cudaEventDisableTiming */), "cudaEventCreate");
+  if (stage() != 0) return -1;  /* the device metadata the run reads */
+  CU(cu.DeviceSynchronize(), "cudaDeviceSynchronize");
+
+  DLDataType u8 = {kDLUInt, 8, 1}, i32 = {kDLInt, 32, 1}, f16 = {kDLFloat, 16, 1};
+  F.s_float[0] = (int64_t)float_ws; F.s_int[0] = (int64_t)int_ws; F.s_b1[0] = batch + 1;
+  F.s_empty[0] = 0; F.s_b[0] = batch; F.s_pool[0] = pool;
+  F.s_q[0] = batch; F.s_q[1] = hq; F.s_q[2] = d;
+  F.s_kv[0] = pool; F.s_kv[1] = ps; F.s_kv[2] = hkv; F.s_kv[3] = d;
+  stride_used = 0;
+  tensor(&F.t_float, d_float, 1, F.s_float, u8, kDLCUDA);
+  tensor(&F.t_int, d_int, 1, F.s_int, u8, kDLCUDA);
+  tensor(&F.t_locked, h_locked, 1, F.s_int, u8, kDLCPU);
+  tensor(&F.t_hindptr, F.h_indptr, 1, F.s_b1, i32, kDLCPU);
+  tensor(&F.t_eq, F.staging, 1, F.s_empty, f16, kDLCPU);
+  tensor(&F.t_ekv, F.staging, 1, F.s_empty, f16, kDLCPU);
+  tensor(&F.t_q, q, 3, F.s_q, f16, kDLCUDA);
+  tensor(&F.t_o, o, 3, F.s_q, f16, kDLCUDA);
+  tensor(&F.t_k, k, 4, F.s_kv, f16, kDLCUDA);
+  tensor(&F.t_v, v, 4, F.s_kv, f16, kDLCUDA);
+  tensor(&F.t_indptr, F.d_meta, 1, F.s_b1, i32, kDLCUDA);
+  tensor(&F.t_lpl, (int32_t*)F.d_meta + batch + 1, 1, F.s_b, i32, kDLCUDA);
+  tensor(&F.t_indices, (int32_t*)F.d_meta + 2 * batch + 1, 1, F.s_pool, i32, kDLCUDA);
+
+  TVMFFIAny* p = F.plan_args;
+  memset(F.plan_args, 0, sizeof(F.plan_args));
+  set_tensor(&p[0], &F.t_float); set_tensor(&p[1], &F.t_int); set_tensor(&p[2], &F.t_locked);
+  set_tensor(&p[3], &F.t_hindptr); set_int(&p[4], batch); set_int(&p[5], hq);
+  set_int(&p[6], hkv); set_int(&p[7], ps); set_bool(&p[8], 0); set_int(&p[9], -1);
+  set_float(&p[10], 0.0); set_int(&p[11], d); set_int(&p[12], d);
+  set_tensor(&p[13], &F.t_eq); set_tensor(&p[14], &F.t_ekv);
+
+  if (call(F.plan, F.plan_args, 15, &F.info) != 0) return -1;  /* the Array run() keeps */
+  TVMFFIAny* r = F.run_args;
+  memset(F.run_args, 0, sizeof(F.run_args));
+  set_tensor(&r[0], &F.t_float); set_tensor(&r[1], &F.t_int); r[2] = F.info;
+  set_tensor(&r[3], &F.t_q); set_tensor(&r[4], &F.t_k); set_tensor(&r[5], &F.t_v);
+  set_tensor(&r[6], &F.t_indptr); set_tensor(&r[7], &F.t_indices); set_tensor(&r[8], &F.t_lpl);
+  set_tensor(&r[9], &F.t_o); r[10].type_index = kTVMFFINone; set_int(&r[11], 0 /* NHD */);
+  set_int(&r[12], -1); set_bool(&r[13], 1 /* PDL, as both Python paths on sm90 */);
+  r[14].type_index = kTVMFFINone; set_float(&r[15], 0.0);
+  set_float(&r[16], 1.0 / sqrt((double)d)); set_float(&r[17], 1.0);
+  set_float(&r[18], 1e-4);
+  for (int w = 0; w < 3; ++w)  /* module load, first launches, lazy init */
+    for (int which = 0; which < 3; ++which)
+      if (fcy_decode_floor_burst(which, 20) < 0) return -1;
+  return 0;
+}
+
+int main(int argc, char** argv) {
+  if (argc < 9) {
+    fprintf(stderr, "usage: %s libtvm_ffi.so batch_decode.so batch kv_len page hq hkv d "
+                    "[bursts] [burst]\n", argv[0]);
+    return 2;
+  }
+  int bursts = argc > 9 ? atoi(argv[9]) : 200, burst = argc > 10 ? atoi(argv[10]) : 50;
+  if (fcy_decode_floor_init(argv[1], argv[2], atoll(argv[3]), atoll(argv[4]), atoll(argv[5]),
+                            atoll(argv[6]), atoll(argv[7]), atoll(argv[8])) != 0) {
+    fprintf(stderr, "decode_floor: %s\n", g_err);
+    return 1;
+  }
+  double* per_call = malloc(sizeof(double) * bursts);
+  for (int which = 0; which < 3; ++which) {
+    for (int b = 0; b < bursts; ++b) {
+      per_call[b] = fcy_decode_floor_burst(which, burst);
+      if (per_call[b] < 0) {
+        fprintf(stderr, "decode_floor: %s\n", g_err);
+        return 1;
+      }
+    }
+    qsort(per_call, bursts, sizeof(double), cmp_double);
+    printf("c_floor_%s_us %.3f\n", FLOOR_NAMES[which], per_call[bursts / 2]);
+  }
+  printf("bursts %d burst %d\n", bursts, burst);
+  cu.DeviceSynchronize();
+  return 0;
+}
