@@ -1,7 +1,8 @@
 """Host and GPU cost of paged-KV append (MHA, MLA) and gdn_prefill calls, flashinfer_cy side by
 side with flashinfer-python 0.6.3, in one run. Same method as tools/bench_norm.py (whose
 timing helpers are reused): host time per call from short bursts started after a
-synchronize, GPU time from CUDA events around back-to-back calls; medians.
+synchronize, the rows of one table interleaved burst by burst (so host drift hits ours and
+the peer's alike), GPU time from CUDA events around back-to-back calls; medians.
 
 Rows per workload:
   flashinfer_cy torch          the typed API with torch tensors (outputs passed in)
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_norm import gpu_us, host_us  # noqa: E402
+from bench_norm import gpu_us, host_us_interleaved  # noqa: E402
 
 DECODE = dict(batch=64, append=1, heads=8, head_dim=128, page_size=16, cached=1000)
 PREFILL = dict(batch=4, append=512, heads=8, head_dim=128, page_size=16, cached=0)
@@ -56,14 +57,24 @@ def desc(fc, t):
 
 
 def measure(torch, rows, name, fn, args):
-    sync = torch.cuda.synchronize
+    """Check that ``fn`` runs and register it; time_rows() times a table's rows together."""
     try:
         fn()
-        sync()
-        rows[name] = dict(host_us=host_us(fn, sync, args.bursts, args.burst),
-                          gpu_us=gpu_us(torch, fn, 30, args.burst))
+        torch.cuda.synchronize()
+        rows[name] = dict(fn=fn)
     except Exception as exc:  # noqa: BLE001 - reported, not fatal
         rows[name] = dict(error=f"{type(exc).__name__}: {exc}")
+
+
+def time_rows(torch, rows, args):
+    """Host time of a table's rows interleaved burst by burst (ours and the peer's alike),
+    then each row's GPU time."""
+    fns = {name: r.pop("fn") for name, r in rows.items() if "fn" in r}
+    if not fns:
+        return
+    for name, us in host_us_interleaved(fns, torch.cuda.synchronize, args.bursts,
+                                         args.burst).items():
+        rows[name].update(host_us=us, gpu_us=gpu_us(torch, fns[name], 30, args.burst))
 
 
 def peer_row(torch, rows, call, args):
@@ -205,6 +216,7 @@ def main() -> int:
              lambda: bench_gdn(torch, fc, args))):
         try:
             results[title] = fn()
+            time_rows(torch, results[title], args)
         except Exception as exc:  # noqa: BLE001 - e.g. a missing kernel module
             results[title] = dict(setup=dict(error=f"{type(exc).__name__}: {exc}"))
     print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}, python "
