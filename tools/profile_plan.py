@@ -56,6 +56,7 @@ def main() -> int:
     ap.add_argument("--kv-len", type=int, default=1024)
     ap.add_argument("--host-page-table", action="store_true")
     ap.add_argument("--what", choices=("plan", "run"), default="plan")
+    ap.add_argument("--raw", action="store_true", help="run(): TensorDesc instead of torch")
     ap.add_argument("--summarize", type=Path, help="print a py-spy raw profile's summary")
     ap.add_argument("--top", type=int, default=60)
     ap.add_argument("--under", help="with --summarize: break down this function's callees")
@@ -86,6 +87,9 @@ def main() -> int:
         v = torch.randn_like(k)
         q = torch.randn(args.batch, hq, d, device="cuda", dtype=torch.float16)
         o = torch.empty_like(q)
+        if args.raw:
+            q, k, v, o = (fc.TensorDesc(t.data_ptr(), tuple(t.shape), "float16")
+                          for t in (q, k, v, o))
 
         def call():
             w.run(q, (k, v), out=o)
