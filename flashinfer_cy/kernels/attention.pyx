@@ -347,9 +347,9 @@ cdef object _single(str family, object q, object k, object v, bint causal, objec
     cdef void* handle = NULL
     cdef int64_t oshape[3]
     cdef int64_t qo_len, heads, head_dim, kv_len, kv_heads
-    if stream is not None:  # a bad stream= is refused before any module is loaded
+    cdef bint given = stream is not None
+    if given:  # resolved once, first: a bad stream= is refused before any module is loaded
         resolve_stream(stream, &handle)
-        handle = NULL
     cdef bint decode = family == "single_decode"
     cdef int layout = _A().layout_code(kv_layout)
     cdef int ndim_q = 2 if decode else 3
@@ -412,7 +412,8 @@ cdef object _single(str family, object q, object k, object v, bint causal, objec
         f.n = b.n
         for i in range(3):
             _mark_packed(&f, i)
-        run_stream(b, &f, stream, &handle)
+        if not given:
+            run_stream(b, &f, None, &handle)  # the producer's current stream, or TVM-FFI's
         if out is None:
             out = DeviceArray.empty(tuple(oshape[i] for i in range(ndim_q)), dtype,
                                     qs.dl.device.device_id, <uintptr_t>handle)

@@ -320,14 +320,11 @@ cdef class _BatchAttention:
 
     # -- plan machinery ------------------------------------------------------------------
 
-    cdef void* _plan_stream(self, object stream) except? NULL:
-        cdef void* h = NULL
+    cdef void* _plan_stream(self, bint given, void* handle) except? NULL:
+        """The stream plan() enqueues on: ``stream=`` (resolved by _stream_arg) or the
+        thread's TVM-FFI stream for the device."""
         ensure_ffi()
-        if stream is not None:
-            resolve_stream(stream, &h)
-        else:
-            h = env_stream(kDLCUDA, self.device)
-        return h
+        return handle if given else env_stream(kDLCUDA, self.device)
 
     cdef int _begin_plan(self, void* stream) except -1:
         """Refuse to plan inside a capture; order the plan stream after every run that used
@@ -905,7 +902,8 @@ cdef class BatchDecodeWithPagedKVCache(_BatchAttention):
         cdef HostI32 ip, lp, ix
         cdef void* stream_h
         cdef int64_t batch, need, min_pages = 0
-        _refuse_bad_stream(stream)
+        cdef void* given_h
+        cdef bint given = _stream_arg(stream, &given_h)
         cdef _PlanConfig c = self._config(
             (q_data_type, kv_data_type, num_qo_heads, num_kv_heads, head_dim, page_size,
              window_left, logits_soft_cap, sm_scale, rope_scale, rope_theta), True)
@@ -932,7 +930,7 @@ cdef class BatchDecodeWithPagedKVCache(_BatchAttention):
             if self.use_cuda_graph:
                 self._check_frozen(_frozen_key("decode", c.variant.uri, batch, c.hq, c.hkv,
                                                c.hd, c.page_size, c.sc, False, batch))
-            stream_h = self._plan_stream(stream)
+            stream_h = self._plan_stream(given, given_h)
             self._begin_plan(stream_h)
             slot = self._ring.acquire()
             try:
@@ -998,7 +996,8 @@ cdef class BatchPrefillWithPagedKVCache(_BatchAttention):
         cdef HostI32 qo, kv, lp, ix
         cdef Staging st
         cdef int64_t min_pages = 0
-        _refuse_bad_stream(stream)
+        cdef void* given_h
+        cdef bint given = _stream_arg(stream, &given_h)
         _hosts(True, &qo, &kv, &lp, &ix)
         try:
             _read_indptrs(qo_indptr, paged_kv_indptr, "paged_kv_indptr", False, &qo, &kv)
@@ -1015,7 +1014,7 @@ cdef class BatchPrefillWithPagedKVCache(_BatchAttention):
                               ps, window_left, logits_soft_cap, sm_scale, rope_scale,
                               rope_theta), False)
             return _plan_paged_or_ragged(self, PAGED_PREFILL, c, &qo, &kv, &lp, &ix, &st,
-                                         min_pages, bool(causal), stream)
+                                         min_pages, bool(causal), given, given_h)
         finally:
             _hosts(False, &qo, &kv, &lp, &ix)
 
@@ -1047,7 +1046,8 @@ cdef class BatchPrefillWithRaggedKVCache(_BatchAttention):
         offsets, both ``[batch+1]`` from 0)."""
         cdef HostI32 qo, kv, none
         cdef Staging st
-        _refuse_bad_stream(stream)
+        cdef void* given_h
+        cdef bint given = _stream_arg(stream, &given_h)
         _hosts(True, &qo, &kv, &none, NULL)
         try:
             _read_indptrs(qo_indptr, kv_indptr, "kv_indptr", True, &qo, &kv)
@@ -1056,7 +1056,7 @@ cdef class BatchPrefillWithRaggedKVCache(_BatchAttention):
                               rope_theta), False)
             _staging_init(&st)
             return _plan_paged_or_ragged(self, RAGGED_PREFILL, c, &qo, &kv, &none, &none, &st,
-                                         0, bool(causal), stream)
+                                         0, bool(causal), given, given_h)
         finally:
             _hosts(False, &qo, &kv, NULL, NULL)
 
@@ -1077,13 +1077,14 @@ cdef class BatchPrefillWithRaggedKVCache(_BatchAttention):
 cdef object _ndarray = None   # numpy.ndarray, bound on first use (import stays numpy-free)
 
 
-cdef int _refuse_bad_stream(object stream) except -1:
-    """A bad ``stream=`` is refused with the other argument errors, before any module
-    is loaded or CUDA touched."""
-    cdef void* h
-    if stream is not None:
-        resolve_stream(stream, &h)
-    return 0
+cdef bint _stream_arg(object stream, void** handle) except -1:
+    """Resolve plan()'s ``stream=`` once, first, so that a bad one is refused with the
+    other argument errors, before any module is loaded or CUDA touched. True when given."""
+    handle[0] = NULL
+    if stream is None:
+        return False
+    resolve_stream(stream, handle)
+    return True
 
 
 cdef struct HostI32:
@@ -1378,7 +1379,8 @@ cdef inline void* _at(void* base, int64_t words) noexcept:
 
 cdef object _plan_paged_or_ragged(_BatchAttention w, int kind, _PlanConfig c, HostI32* qo,
                                   HostI32* kv, HostI32* lp, HostI32* ix, Staging* st_in,
-                                  int64_t min_pages, bint causal, object stream):
+                                  int64_t min_pages, bint causal, bint given_stream,
+                                  void* given_h):
     """The prefill plans after their arrays are checked: schedule, stage, new Plan.
     ``st_in`` arrives empty but for a device page table (_device_table)."""
     cdef CallFrame f
@@ -1410,7 +1412,7 @@ cdef object _plan_paged_or_ragged(_BatchAttention w, int kind, _PlanConfig c, Ho
     if w.use_cuda_graph:
         w._check_frozen(_frozen_key(_KIND_NAMES[kind], c.variant.uri, batch, c.hq, c.hkv,
                                     c.hd, c.page_size, c.sc, causal, planned))
-    stream_h = w._plan_stream(stream)
+    stream_h = w._plan_stream(given_stream, given_h)
     w._begin_plan(stream_h)
     slot = w._ring.acquire()
     try:

@@ -41,6 +41,9 @@ def get_seq_lens(kv_indptr, kv_last_page_len, page_size: int):
     if (pages < 0).any():
         raise ValueError("kv_indptr: must be non-decreasing")
     lens = np.maximum(pages - 1, 0) * page_size + np.where(pages > 0, last, 0)
+    if lens.size and lens.max() >= 2**31:
+        b = int(np.argmax(lens >= 2**31))
+        raise ValueError(f"request {b}: {int(lens[b])} KV tokens do not fit in int32")
     return lens.astype(np.int32)
 
 
@@ -76,9 +79,13 @@ def get_batch_indices_positions(append_indptr, seq_lens, nnz: int | None = None)
         nnz = total
     if nnz != total:
         raise ValueError(f"nnz: expected append_indptr[-1] = {total}, got {nnz}")
+    # Both limits before anything of size ``total`` is allocated (a wrong 2**40 would
+    # otherwise ask numpy for terabytes first).
+    if total >= 2**31:
+        raise ValueError(f"append_indptr: {total} rows do not fit in int32")
+    if lens.size and lens.max() >= 2**31:
+        raise ValueError("seq_lens: lengths must fit in int32")
     batch_indices = np.repeat(np.arange(lens.shape[0], dtype=np.int64), counts)
     row_in_request = np.arange(total, dtype=np.int64) - np.repeat(indptr[:-1], counts)
     positions = np.repeat(lens - counts, counts) + row_in_request
-    if lens.size and lens.max() >= 2**31:
-        raise ValueError("seq_lens: lengths must fit in int32")
     return batch_indices.astype(np.int32), positions.astype(np.int32)

@@ -310,6 +310,10 @@ def test_upstream_docstring_batch_round_trip():
     (lambda: fc.get_seq_lens([0, 1], [1, 1], 16), ValueError, "expected 3 entries"),
     (lambda: fc.get_seq_lens([0, 2, 1], [1, 1], 16), ValueError, "non-decreasing"),
     (lambda: fc.get_seq_lens([0, 1], [1], 0), ValueError, "page_size"),
+    # int32 limits: refused before anything of that size is allocated, never wrapped
+    (lambda: fc.get_batch_indices_positions([0, 2**40], [2**40]), ValueError, "int32"),
+    (lambda: fc.get_batch_indices_positions([0, 2], [2**31]), ValueError, "int32"),
+    (lambda: fc.get_seq_lens([0, 2**27], [16], 16), ValueError, "int32"),
 ])
 def test_host_helpers_reject_inconsistent_tables(call, exc, words):
     raises(call, exc, words)
