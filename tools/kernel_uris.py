@@ -168,8 +168,9 @@ def format_uri(family: str, kwargs: dict) -> str:
 # ---------------------------------------------------------------------------------------
 
 def attention_uri(family: str, dtype: str = "f16", head_dim: int = 128, swa: bool = False,
-                  cap: bool = False, backend: str = "fa2") -> str:
-    kwargs = dict(dtype_q=dtype, dtype_kv=dtype, dtype_o=dtype, dtype_idx="i32",
+                  cap: bool = False, backend: str = "fa2", kv: str | None = None) -> str:
+    """An attention module URI; ``kv`` is the KV cache's dtype token (default: ``dtype``)."""
+    kwargs = dict(dtype_q=dtype, dtype_kv=kv or dtype, dtype_o=dtype, dtype_idx="i32",
                   head_dim_qk=head_dim, head_dim_vo=head_dim, pos_encoding_mode=0,
                   use_sliding_window=swa, use_logits_soft_cap=cap,
                   use_fp16_qk_reduction=False, backend=backend)
@@ -182,6 +183,9 @@ def _test_preset() -> list:
         uris += [attention_uri("batch_decode", dtype), attention_uri("single_decode", dtype),
                  attention_uri("single_prefill", dtype), attention_uri("batch_prefill", dtype),
                  attention_uri("batch_prefill", dtype, backend="fa3")]
+        # fp8 (e4m3) KV cache with 16-bit q: FA2 only
+        uris += [attention_uri("batch_decode", dtype, kv="e4m3"),
+                 attention_uri("batch_prefill", dtype, kv="e4m3")]
     uris += [attention_uri("batch_decode", "f16", head_dim=64),
              attention_uri("batch_decode", "f16", swa=True, cap=True)]
     return uris

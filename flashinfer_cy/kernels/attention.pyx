@@ -25,7 +25,7 @@ from flashinfer_cy._core.binding cimport (Binding, CallFrame, frame_init, frame_
 from flashinfer_cy._core.runtime cimport compute_capability_major, env_stream
 from flashinfer_cy._core.stream cimport resolve_stream
 from flashinfer_cy._core.tensor cimport (
-    TensorSlot, DT_F16, DT_BF16, DT_F32, dtype_key, describe, to_dltensor, check_cuda,
+    TensorSlot, DT_F16, DT_BF16, DT_F32, DT_E4M3, dtype_key, describe, to_dltensor, check_cuda,
     check_dtype, check_same_dtype, check_ndim, check_contiguous, check_last_contiguous,
     check_same_device, check_same_shape)
 
@@ -199,19 +199,25 @@ cdef int pack_extras(Binding b, CallFrame* f, int start, str backend, double log
 
 
 cdef uint32_t dtype_key_of(str dtype) noexcept:
-    return DT_BF16 if dtype == "bfloat16" else DT_F16
+    """The tensor dtype key of an attention dtype name (float16, bfloat16, float8_e4m3fn)."""
+    if dtype == "bfloat16":
+        return DT_BF16
+    return DT_E4M3 if dtype == "float8_e4m3fn" else DT_F16
 
 
 cdef int check_vec_aligned(TensorSlot* s, str name) except -1:
     """The kernels move 16-byte vectors: row starts must be 16-byte aligned, i.e. the data
-    pointer and every stride but the last a multiple of 8 two-byte elements."""
+    pointer and every stride but the last a multiple of 16 bytes (8 two-byte elements,
+    16 one-byte fp8 elements)."""
     cdef int i
+    cdef int64_t per_vec = 16 // (s.dl.dtype.bits // 8 if s.dl.dtype.bits >= 8 else 1)
     if (<uintptr_t>s.dl.data) % 16:
         raise ValueError(f"{name}: data pointer {<uintptr_t>s.dl.data:#x} must be 16-byte aligned")
     for i in range(s.dl.ndim - 1):
-        if s.dl.shape[i] > 1 and (s.dl.strides[i] % 8 or s.dl.strides[i] <= 0):
+        if s.dl.shape[i] > 1 and (s.dl.strides[i] % per_vec or s.dl.strides[i] <= 0):
             raise ValueError(f"{name}: stride {s.dl.strides[i]} of dimension {i} must be a "
-                             f"positive multiple of 8 elements (16 bytes), got {describe(s)}")
+                             f"positive multiple of {per_vec} elements (16 bytes), got "
+                             f"{describe(s)}")
     return 0
 
 

@@ -10,13 +10,14 @@ import math
 
 import numpy as np
 
-from flashinfer_cy.kernels.attention_uri import HEAD_DIMS, SUPPORTED_DTYPES
+from flashinfer_cy.kernels.attention_uri import FP8_KV, HEAD_DIMS, SUPPORTED_DTYPES
 
 LAYOUTS = {"NHD": 0, "HND": 1}
 DECODE_GROUP_SIZES = (1, 2, 3, 4, 8)   # DISPATCH_GQA_GROUP_SIZE of the CUDA-core decode kernels
 _INT32_MAX = 2**31 - 1
 _DTYPE_ALIASES = {"float16": "float16", "half": "float16", "f16": "float16", "fp16": "float16",
                   "bfloat16": "bfloat16", "bf16": "bfloat16"}
+_FP8_ALIASES = {"float8_e4m3fn": FP8_KV, "e4m3": FP8_KV, "float8_e4m3": FP8_KV}
 
 
 def dtype_name(dtype, name: str) -> str:
@@ -26,6 +27,21 @@ def dtype_name(dtype, name: str) -> str:
     if key is None:
         raise TypeError(f"{name}: expected one of {SUPPORTED_DTYPES}, got {dtype!r}")
     return key
+
+
+def kv_dtype_name(kv_data_type, q_dtype: str) -> str:
+    """The KV cache's dtype: ``q_dtype`` when None, else q's own dtype or float8_e4m3fn
+    (FlashInfer's FA2 kernels read an e4m3 cache with 16-bit q; no scale is applied)."""
+    if kv_data_type is None:
+        return q_dtype
+    raw = kv_data_type if isinstance(kv_data_type, str) else getattr(
+        kv_data_type, "name", None) or str(kv_data_type)
+    name = raw.lower().rpartition(".")[2]
+    kv = _DTYPE_ALIASES.get(name) or _FP8_ALIASES.get(name)
+    if kv is None or (kv != q_dtype and kv != FP8_KV):
+        raise TypeError(f"kv_data_type: expected q_data_type ({q_dtype}) or {FP8_KV}, got "
+                        f"{kv_data_type!r}")
+    return kv
 
 
 def layout_code(kv_layout) -> int:
@@ -106,15 +122,14 @@ def plan_config(*args, decode: bool):
 
 def _plan_config(q_data_type, kv_data_type, num_qo_heads, num_kv_heads, head_dim, window_left,
                  logits_soft_cap, sm_scale, rope_scale, rope_theta, *, decode: bool):
-    """What every plan() validates: ``(dtype, num_qo_heads, num_kv_heads, head_dim,
-    scalars)`` with scalars as :func:`scalars` returns them."""
+    """What every plan() validates: ``(dtype, kv_dtype, num_qo_heads, num_kv_heads,
+    head_dim, scalars)`` with scalars as :func:`scalars` returns them."""
     dtype = dtype_name(q_data_type, "q_data_type")
-    if kv_data_type is not None and dtype_name(kv_data_type, "kv_data_type") != dtype:
-        raise TypeError(f"kv_data_type: must equal q_data_type ({dtype}), got {kv_data_type!r}")
+    kv_dtype = kv_dtype_name(kv_data_type, dtype)
     hq, hkv = check_heads(num_qo_heads, num_kv_heads, decode=decode)
     hd = check_head_dim(head_dim)
     sc = scalars(window_left, logits_soft_cap, sm_scale, rope_scale, rope_theta, hd)
-    return dtype, hq, hkv, hd, sc
+    return dtype, kv_dtype, hq, hkv, hd, sc
 
 
 _plan_config_cached = functools.lru_cache(maxsize=256, typed=True)(_plan_config)

@@ -14,7 +14,8 @@ import functools
 
 # URI dtype tokens (flashinfer's filename_safe_dtype_map) of the dtype names we accept.
 DTYPE_TOKENS = {"float16": "f16", "bfloat16": "bf16", "float8_e4m3fn": "e4m3"}
-SUPPORTED_DTYPES = ("float16", "bfloat16")     # what this package validates and tests
+SUPPORTED_DTYPES = ("float16", "bfloat16")     # q / output dtypes this package supports
+FP8_KV = "float8_e4m3fn"                       # the one KV dtype that may differ from q's
 HEAD_DIMS = (64, 128, 256)                     # FA2 and FA3 grids of the wheel (qk == vo)
 
 FAMILIES = ("single_decode", "batch_decode", "single_prefill", "batch_prefill")
@@ -39,24 +40,27 @@ class Variant:
     """One compiled attention module: what its URI encodes. (A plain class rather than a
     dataclass: ``import flashinfer_cy`` stays cheap.)"""
 
-    __slots__ = ("family", "dtype", "head_dim", "use_swa", "use_logits_cap", "backend", "uri")
+    __slots__ = ("family", "dtype", "head_dim", "use_swa", "use_logits_cap", "backend",
+                 "kv_dtype", "uri")
 
     def __init__(self, family: str, dtype: str, head_dim: int, use_swa: bool,
-                 use_logits_cap: bool, backend: str = "fa2"):
+                 use_logits_cap: bool, backend: str = "fa2", kv_dtype: str | None = None):
         self.family = family
-        self.dtype = dtype                    # q = kv = o dtype name
+        self.dtype = dtype                    # q = o dtype name
+        self.kv_dtype = kv_dtype or dtype     # dtype, or float8_e4m3fn (FA2 fp8 KV cache)
         self.head_dim = head_dim              # head_dim_qk == head_dim_vo
         self.use_swa = bool(use_swa)
         self.use_logits_cap = bool(use_logits_cap)
         self.backend = backend                # "fa2" or "fa3" (fa3: batch_prefill only)
         tok = DTYPE_TOKENS[dtype]
-        self.uri = _TEMPLATES[family].format(q=tok, kv=tok, o=tok, d=head_dim, swa=self.use_swa,
+        self.uri = _TEMPLATES[family].format(q=tok, kv=DTYPE_TOKENS[self.kv_dtype], o=tok,
+                                             d=head_dim, swa=self.use_swa,
                                              cap=self.use_logits_cap) + (
             "_sm90" if backend == "fa3" else "")
 
     def _key(self):
-        return (self.family, self.dtype, self.head_dim, self.use_swa, self.use_logits_cap,
-                self.backend)
+        return (self.family, self.dtype, self.kv_dtype, self.head_dim, self.use_swa,
+                self.use_logits_cap, self.backend)
 
     def __eq__(self, other):
         return isinstance(other, Variant) and self._key() == other._key()
@@ -73,13 +77,15 @@ class Variant:
 
 
 def variant(family: str, dtype: str, head_dim: int, window_left: int, logits_soft_cap: float,
-            backend: str = "fa2") -> Variant:
-    """The module a call with these runtime arguments needs (URI flags follow the values)."""
-    return _variant(family, dtype, int(head_dim), window_left >= 0, logits_soft_cap > 0, backend)
+            backend: str = "fa2", kv_dtype: str | None = None) -> Variant:
+    """The module a call with these runtime arguments needs (URI flags follow the values);
+    ``kv_dtype`` defaults to ``dtype``."""
+    return _variant(family, dtype, int(head_dim), window_left >= 0, logits_soft_cap > 0, backend,
+                    kv_dtype or dtype)
 
 
 @functools.lru_cache(maxsize=256)  # one Variant per configuration: plan() asks every step
-def _variant(family, dtype, head_dim, use_swa, use_cap, backend) -> Variant:
+def _variant(family, dtype, head_dim, use_swa, use_cap, backend, kv_dtype) -> Variant:
     if family not in FAMILIES:
         raise ValueError(f"family: expected one of {FAMILIES}, got {family!r}")
     if backend not in ("fa2", "fa3"):
@@ -89,7 +95,10 @@ def _variant(family, dtype, head_dim, use_swa, use_cap, backend) -> Variant:
         # but the prebuilt wheel lacks it: in_prebuilt_wheel() says so and the build
         # command is offered when the module is missing.
         raise ValueError(f"{family} has no FA3 (_sm90) kernel in flashinfer 0.6.3; use backend='fa2'")
-    return Variant(family, dtype, head_dim, use_swa, use_cap, backend)
+    if kv_dtype != dtype and not (kv_dtype == FP8_KV and backend == "fa2"):
+        raise ValueError(f"kv_data_type: {kv_dtype} with q {dtype} has no {backend.upper()} "
+                         f"kernel in flashinfer 0.6.3 (fp8 KV: {FP8_KV} with backend 'fa2')")
+    return Variant(family, dtype, head_dim, use_swa, use_cap, backend, kv_dtype)
 
 
 def in_prebuilt_wheel(v: Variant) -> bool:
@@ -98,6 +107,8 @@ def in_prebuilt_wheel(v: Variant) -> bool:
     64/128/256; every swa/cap combination; posenc 0, no fp16-qk reduction, int32 indices."""
     if v.dtype not in SUPPORTED_DTYPES or v.head_dim not in HEAD_DIMS:
         return False
+    if v.kv_dtype != v.dtype:  # FA2 builds (f16|bf16 q, e4m3 KV) for all four families
+        return v.kv_dtype == FP8_KV and v.backend == "fa2"
     if v.backend == "fa3":
         return v.family == "batch_prefill"
     return True

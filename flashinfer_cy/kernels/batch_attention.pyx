@@ -156,6 +156,7 @@ cdef class Plan:
     cdef readonly str backend
     cdef readonly str uri
     cdef readonly str dtype
+    cdef readonly str kv_dtype                # dtype, or float8_e4m3fn (fp8 KV cache)
     cdef readonly str kv_layout
     cdef readonly int device
     cdef readonly int batch_size
@@ -208,7 +209,7 @@ cdef class Plan:
         return (f"<Plan {self.kind} {self.backend} gen={self.generation} batch={self.batch_size} "
                 f"heads={self.num_qo_heads}/{self.num_kv_heads} head_dim={self.head_dim} "
                 f"page_size={self.page_size} rows={self.total_num_rows} {self.dtype} "
-                f"{self.kv_layout}>")
+                f"kv {self.kv_dtype} {self.kv_layout}>")
 
 
 # ------------------------------------------------------------------------------- wrappers
@@ -384,10 +385,10 @@ cdef class _BatchAttention:
         cdef _PlanConfig c = self._cfg
         if c is not None and _same_args(key, c.key):
             return c
-        dtype, hq, hkv, hd, sc = _A().plan_config(*key[:5], *key[6:], decode=decode)
+        dtype, kv_dtype, hq, hkv, hd, sc = _A().plan_config(*key[:5], *key[6:], decode=decode)
         c = _PlanConfig.__new__(_PlanConfig)
         c.page_size = _A().positive_int(key[5], "page_size")
-        c.key, c.dtype, c.hq, c.hkv, c.hd, c.sc = key, dtype, hq, hkv, hd, sc
+        c.key, c.dtype, c.kv_dtype, c.hq, c.hkv, c.hd, c.sc = key, dtype, kv_dtype, hq, hkv, hd, sc
         self._cfg = c
         return c
 
@@ -395,14 +396,14 @@ cdef class _BatchAttention:
         """Pick the backend and load the plan/run bindings of ``c`` (once per config)."""
         if c.run_b is not None:
             return 0
-        if self.kind == DECODE:
+        family = "batch_decode" if self.kind == DECODE else "batch_prefill"
+        if self.kind == DECODE or c.kv_dtype != c.dtype:
+            # decode is FA2 only; so is an fp8 KV cache with 16-bit q (FA3's fp8 is all-fp8)
             backend = "fa2" if self.backend == "auto" else self.backend
-            family = "batch_decode"
         else:
-            family = "batch_prefill"
             backend = choose_backend(self.backend, family, c.dtype, c.hd, c.sc[0], c.sc[1],
                                      self.device)
-        variant = _uri.variant(family, c.dtype, c.hd, c.sc[0], c.sc[1], backend)
+        variant = _uri.variant(family, c.dtype, c.hd, c.sc[0], c.sc[1], backend, c.kv_dtype)
         plan_b = load_binding(variant, "plan")
         c.run_b = load_binding(variant, run_symbol)
         c.plan_b, c.variant, c.backend = plan_b, variant, backend
@@ -445,6 +446,7 @@ cdef class _BatchAttention:
         p.backend = c.backend
         p.uri = c.variant.uri
         p.dtype = c.dtype
+        p.kv_dtype = c.kv_dtype
         p.kv_layout = self.kv_layout
         p.layout_code = self.layout_code
         p.device = self.device
@@ -542,7 +544,9 @@ cdef class _BatchAttention:
         cdef TensorSlot* qs
         cdef TensorSlot* ks
         cdef TensorSlot* vs
-        cdef uint32_t dt = dtype_key_of(p.dtype)
+        cdef uint32_t dts[3]
+        dts[0] = dtype_key_of(p.dtype)
+        dts[1] = dts[2] = dtype_key_of(p.kv_dtype)
         cdef int i, j, kv_ndim = 3 if p.kind_code == RAGGED_PREFILL else 4
         b.tensor(f, L.q, q)
         if p.kind_code == RAGGED_PREFILL:
@@ -559,10 +563,11 @@ cdef class _BatchAttention:
             i = which[j]
             name = _QKV_NAMES[j]
             check_cuda(&f.slots[i], name)
-            if dtype_key(f.slots[i].dl.dtype) != dt:
+            if dtype_key(f.slots[i].dl.dtype) != dts[j]:
                 raise _errors.PlanMismatchError(
-                    f"{name}: dtype {describe(&f.slots[i])} but the plan is for {p.dtype}")
-            check_qkv_tensor(&f.slots[i], name, dt)
+                    f"{name}: dtype {describe(&f.slots[i])} but the plan is for "
+                    f"{p.dtype if j == 0 else p.kv_dtype}")
+            check_qkv_tensor(&f.slots[i], name, dts[j])
         check_ndim(qs, "q", 3)
         check_ndim(ks, "k_cache", kv_ndim)
         check_same_device(ks, "k_cache", qs, "q")
@@ -949,7 +954,7 @@ cdef class BatchDecodeWithPagedKVCache(_BatchAttention):
                     set_int(&f, 11, c.hd)
                     set_int(&f, 12, c.hd)
                     _pack_empty(&f, 13, slot, c.dtype)
-                    _pack_empty(&f, 14, slot, c.dtype)
+                    _pack_empty(&f, 14, slot, c.kv_dtype)
                     info = self._call_plan(c.plan_b, &f, stream_h)
                 finally:
                     frame_release(&f)
@@ -1292,6 +1297,7 @@ cdef class _PlanConfig:
     configuration every step."""
     cdef tuple key
     cdef str dtype
+    cdef str kv_dtype
     cdef int hq, hkv, hd, page_size
     cdef tuple sc
     cdef object variant
@@ -1368,9 +1374,10 @@ cdef int _graph_caps(_BatchAttention w, Staging* st, int64_t batch, int64_t need
 cdef void _pack_empty(CallFrame* f, int i, PinnedSlot slot, str dtype) noexcept:
     """Decode plan's ``empty_q_data``/``empty_kv_data``: a host tensor of shape [0] whose
     only meaning is its dtype (never dereferenced)."""
+    cdef uint32_t key = dtype_key_of(dtype)
     _pack_i32(f, i, slot.staging_ptr, 0, kDLCPU, 0)
-    f.slots[i].dl.dtype.code = 4 if dtype == "bfloat16" else 2
-    f.slots[i].dl.dtype.bits = 16
+    f.slots[i].dl.dtype.code = key >> 16
+    f.slots[i].dl.dtype.bits = (key >> 8) & 0xFF
 
 
 cdef inline void* _at(void* base, int64_t words) noexcept:

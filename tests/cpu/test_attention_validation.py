@@ -70,6 +70,9 @@ def test_decode_plan_good_input_reaches_the_module():
     reaches_cuda(decode_plan(indptr=[0, 2, 2, 5], indices=list(INDICES), last_page_len=[7, 0, 16]))
     reaches_cuda(decode_plan(q_data_type="bfloat16", window_left=100, logits_soft_cap=30.0))
     reaches_cuda(decode_plan(indptr=np.array([0, 2, 2, 5], dtype=np.int64)))
+    for q_type in ("float16", "bfloat16"):  # fp8 KV cache, by name or alias
+        for kv_type in ("float8_e4m3fn", "e4m3"):
+            reaches_cuda(decode_plan(q_data_type=q_type, kv_data_type=kv_type))
 
 
 @pytest.mark.parametrize("over, exc, words", [
@@ -100,6 +103,9 @@ def test_decode_plan_good_input_reaches_the_module():
     (dict(rope_theta=-1.0), ValueError, "rope"),
     (dict(q_data_type="float32"), TypeError, "q_data_type"),
     (dict(kv_data_type="bfloat16"), TypeError, "kv_data_type"),
+    (dict(kv_data_type="float8_e5m2"), TypeError, "kv_data_type"),
+    (dict(q_data_type="float8_e4m3fn"), TypeError, "q_data_type"),
+    (dict(q_data_type="float8_e4m3fn", kv_data_type="float8_e4m3fn"), TypeError, "q_data_type"),
 ])
 def test_decode_plan_rejects(over, exc, words):
     raises(decode_plan(**over), exc, words)
@@ -215,6 +221,10 @@ def test_prefill_plans_good_input_reaches_the_module():
     reaches_cuda(paged_plan(causal=True, num_qo_heads=12, num_kv_heads=4))  # group 3 is fine
     reaches_cuda(ragged_plan())
     reaches_cuda(ragged_plan(causal=True))
+    reaches_cuda(paged_plan(kv_data_type="float8_e4m3fn"))  # fp8 KV: FA2
+    reaches_cuda(ragged_plan(kv_data_type="float8_e4m3fn", q_data_type="bfloat16"))
+    # "auto" with an fp8 KV cache picks FA2 without asking the device
+    reaches_cuda(paged_plan(fc.BatchPrefillWithPagedKVCache(), kv_data_type="float8_e4m3fn"))
     # "auto" asks the device (compute capability) before anything else
     reaches_cuda(ragged_plan(fc.BatchPrefillWithRaggedKVCache()))
 
@@ -232,6 +242,8 @@ def test_prefill_plans_good_input_reaches_the_module():
      "request 0 has 3 query rows but 2 keys"),
     (ragged_plan, dict(q_data_type="float8_e4m3fn"), TypeError, "q_data_type"),
     (ragged_plan, dict(head_dim=512), ValueError, "head dims"),
+    (lambda **o: paged_plan(fc.BatchPrefillWithPagedKVCache(backend="fa3"), **o),
+     dict(kv_data_type="float8_e4m3fn"), ValueError, "fp8 KV"),
 ])
 def test_prefill_plan_rejects(make, over, exc, words):
     raises(make(**over), exc, words)
@@ -303,6 +315,13 @@ def test_uris_agree_with_the_builder(family):
         assert spec.kwargs.get("backend", "fa2") == backend
         tok = attention_uri.DTYPE_TOKENS[dtype]
         assert ku.attention_uri(family, tok, hd, win >= 0, cap > 0, backend) == v.uri
+        if backend == "fa2":  # and with an fp8 (e4m3) KV cache
+            v8 = attention_uri.variant(family, dtype, hd, win, cap, backend, "float8_e4m3fn")
+            spec = ku.parse_uri(v8.uri)
+            assert spec.kwargs["dtype_kv"] == "e4m3" and spec.kwargs["dtype_q"] == tok
+            assert ku.attention_uri(family, tok, hd, win >= 0, cap > 0, backend,
+                                    kv="e4m3") == v8.uri
+            assert v8.in_prebuilt_wheel
 
 
 def test_doc_example_uris():
@@ -322,6 +341,11 @@ def test_prebuilt_wheel_grid():
     assert not ok(V("batch_decode", "float16", 96, False, False, "fa2"))
     with pytest.raises(ValueError, match="no FA3"):
         attention_uri.variant("batch_decode", "float16", 128, -1, 0.0, "fa3")
+    # fp8 KV with 16-bit q: FA2 only (FA3's fp8 kernels take fp8 q too)
+    with pytest.raises(ValueError, match="kv_data_type"):
+        attention_uri.variant("batch_prefill", "float16", 128, -1, 0.0, "fa3", "float8_e4m3fn")
+    with pytest.raises(ValueError, match="kv_data_type"):
+        attention_uri.variant("batch_prefill", "float16", 128, -1, 0.0, "fa2", "bfloat16")
     msg = attention_uri.missing_module_message(V("single_prefill", "float16", 128, False, False,
                                                  "fa3"), "why")
     assert "not in the prebuilt" in msg and "python tools/build_kernels.py --out .kernels single_" in msg

@@ -180,6 +180,9 @@ def test_presets():
             rule_single_prefill("fa2", dt, dt, dt, 128, 128, 0, False, False, False),
             rule_batch_prefill("fa2", dt, dt, dt, "i32", 128, 128, 0, False, False, False),
             rule_batch_prefill("fa3", dt, dt, dt, "i32", 128, 128, 0, False, False, False),
+            # fp8 (e4m3) KV cache with 16-bit q: FA2
+            rule_batch_decode(dt, "e4m3", dt, "i32", 128, 128, 0, False, False),
+            rule_batch_prefill("fa2", dt, "e4m3", dt, "i32", 128, 128, 0, False, False, False),
         ]
     expected += [rule_batch_decode("f16", "f16", "f16", "i32", 64, 64, 0, False, False),
                  rule_batch_decode("f16", "f16", "f16", "i32", 128, 128, 0, True, True)]

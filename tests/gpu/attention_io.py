@@ -37,11 +37,11 @@ def poison(torch, shape, dtype):
     return torch.full(shape, float("nan"), dtype=getattr(torch, dtype), device="cuda")
 
 
-def need(family, dtype, head_dim=128, window_left=-1, cap=0.0, backend="fa2"):
+def need(family, dtype, head_dim=128, window_left=-1, cap=0.0, backend="fa2", kv_dtype=None):
     """Skip unless the module for this variant is on disk already (never starts a wheel
     download: the GPU machine is offline and retries would only burn time); returns its
     URI."""
-    uri = variant(family, dtype, head_dim, window_left, cap, backend).uri
+    uri = variant(family, dtype, head_dim, window_left, cap, backend, kv_dtype).uri
     from flashinfer_cy.artifacts import where_is
 
     step, path = where_is(uri)
