@@ -409,32 +409,53 @@ cdef class _BatchAttention:
         c.plan_b, c.variant, c.backend = plan_b, variant, backend
         return 0
 
-    cdef void* _device_indices(self, object indices, int64_t need) except? NULL:
-        """A CUDA int32 page table: validated; returns its data pointer."""
-        cdef TensorSlot s
-        to_dltensor(indices, &s, "paged_kv_indices")
-        try:
-            check_cuda(&s, "paged_kv_indices")
-            check_dtype(&s, "paged_kv_indices", DT_I32)
-            check_ndim(&s, "paged_kv_indices", 1)
-            check_contiguous(&s, "paged_kv_indices")
-            if s.dl.device.device_id != self.device:
-                raise ValueError(f"paged_kv_indices: on cuda:{s.dl.device.device_id}, the "
-                                 f"wrapper is for cuda:{self.device}")
-            if s.dl.shape[0] < need:
-                raise ValueError(f"paged_kv_indices: expected at least paged_kv_indptr[-1] = "
-                                 f"{need} entries, got {s.dl.shape[0]}")
-            return s.dl.data
-        finally:
-            release_slot(&s)
+    cdef int64_t _page_table(self, Staging* st, object x, HostI32* ip, HostI32* ix,
+                             str name) except -1:
+        """The page table covering ``[ip[0], ip[-1])``. A CUDA int32 tensor is checked and
+        recorded in ``st``: run() reads it in place, as upstream does (keep it unchanged
+        until this plan's runs are done); graph mode copies it into the wrapper's fixed
+        buffer (a captured graph must not see it move). Anything else is read into ``ix`` as
+        a host vector. Returns the pages the cache must have (0: unknown, a CUDA table).
 
-    cdef int _device_table(self, Staging* st, object indices, int64_t need) except -1:
-        """A CUDA page table, checked. run() reads it in place, as upstream does (no copy:
-        keep it unchanged until this plan's runs are done); graph mode copies it into the
-        wrapper's fixed buffer instead (a captured graph must not see it move)."""
-        st.dev_table = self._device_indices(indices, need)
-        st.table_owner = <PyObject*>indices
-        st.table_in_place = not self.use_cuda_graph
+        Where it lives is asked through the conversion run() uses (TensorDesc, DLPack
+        exchange API, ...), once, rather than a Python-level __dlpack_device__() call (a
+        few microseconds on a torch tensor)."""
+        cdef TensorSlot s
+        cdef int64_t need = ip.p[ip.n - 1]
+        global _ndarray
+        if _ndarray is None:
+            _ndarray = _A().np.ndarray
+        tp = type(x)
+        if not (tp is _ndarray or tp is list or tp is tuple or x is None):
+            try:
+                to_dltensor(x, &s, "paged_kv_indices")
+            except TypeError:  # not a tensor: a host array-like for _host_i32 to judge
+                pass
+            else:
+                try:
+                    if s.dl.device.device_type != kDLCPU and \
+                            s.dl.device.device_type != kDLCUDAHost:
+                        self._check_device_table(&s, need)
+                        st.dev_table = s.dl.data
+                        st.table_owner = <PyObject*>x
+                        st.table_in_place = not self.use_cuda_graph
+                        return 0
+                finally:
+                    release_slot(&s)
+        _host_i32(x, name, ix)
+        return _check_host_indices(ip, ix, name)
+
+    cdef int _check_device_table(self, TensorSlot* s, int64_t need) except -1:
+        check_cuda(s, "paged_kv_indices")
+        check_dtype(s, "paged_kv_indices", DT_I32)
+        check_ndim(s, "paged_kv_indices", 1)
+        check_contiguous(s, "paged_kv_indices")
+        if s.dl.device.device_id != self.device:
+            raise ValueError(f"paged_kv_indices: on cuda:{s.dl.device.device_id}, the "
+                             f"wrapper is for cuda:{self.device}")
+        if s.dl.shape[0] < need:
+            raise ValueError(f"paged_kv_indices: expected at least paged_kv_indptr[-1] = "
+                             f"{need} entries, got {s.dl.shape[0]}")
         return 0
 
     cdef Plan _new_plan(self, int kind, _PlanConfig c, int64_t batch, bint causal,
@@ -921,11 +942,7 @@ cdef class BatchDecodeWithPagedKVCache(_BatchAttention):
             _check_last_page_len(&ip, &lp, c.page_size, "last_page_len")
             need = ip.p[batch]
             _staging_init(&st)
-            if _is_device_table(indices):
-                self._device_table(&st, indices, need)
-            else:
-                _host_i32(indices, "indices", &ix)
-                min_pages = _check_host_indices(&ip, &ix, "indices")
+            min_pages = self._page_table(&st, indices, &ip, &ix, "indices")
             _seg(&st, ip.p, batch + 1)
             _seg(&st, lp.p, batch)
             _table_seg(&st, ix.p, need)
@@ -1010,11 +1027,7 @@ cdef class BatchPrefillWithPagedKVCache(_BatchAttention):
             _host_i32(paged_kv_last_page_len, "paged_kv_last_page_len", &lp)
             _check_last_page_len(&kv, &lp, ps, "paged_kv_last_page_len")
             _staging_init(&st)
-            if _is_device_table(paged_kv_indices):
-                self._device_table(&st, paged_kv_indices, kv.p[kv.n - 1])
-            else:
-                _host_i32(paged_kv_indices, "paged_kv_indices", &ix)
-                min_pages = _check_host_indices(&kv, &ix, "paged_kv_indices")
+            min_pages = self._page_table(&st, paged_kv_indices, &kv, &ix, "paged_kv_indices")
             c = self._config((q_data_type, kv_data_type, num_qo_heads, num_kv_heads, head_dim,
                               ps, window_left, logits_soft_cap, sm_scale, rope_scale,
                               rope_theta), False)
@@ -1248,28 +1261,6 @@ cdef int64_t _check_host_indices(HostI32* ip, HostI32* ix, str name) except -1:
     return <int64_t>hi + 1
 
 
-cdef bint _is_device_table(object x) except -1:
-    """Whether a page table lives on a GPU, asked through the conversion run() uses
-    (TensorDesc, DLPack exchange API, ...) rather than a Python-level __dlpack_device__()
-    call, which costs microseconds on a torch tensor. What does not convert is a host
-    array-like (list, tuple) for _host_i32 to judge."""
-    cdef TensorSlot s
-    cdef int dev_type
-    global _ndarray
-    if _ndarray is None:
-        _ndarray = _A().np.ndarray
-    tp = type(x)
-    if tp is _ndarray or tp is list or tp is tuple or x is None:
-        return False
-    try:
-        to_dltensor(x, &s, "paged_kv_indices")
-    except TypeError:
-        return False
-    dev_type = s.dl.device.device_type
-    release_slot(&s)
-    return dev_type != kDLCPU and dev_type != kDLCUDAHost
-
-
 cdef bint _same_args(tuple a, tuple b) except -1:
     """Equal element by element and of the same types (1, 1.0 and True differ)."""
     cdef Py_ssize_t i
@@ -1389,7 +1380,7 @@ cdef object _plan_paged_or_ragged(_BatchAttention w, int kind, _PlanConfig c, Ho
                                   int64_t min_pages, bint causal, bint given_stream,
                                   void* given_h):
     """The prefill plans after their arrays are checked: schedule, stage, new Plan.
-    ``st_in`` arrives empty but for a device page table (_device_table)."""
+    ``st_in`` arrives empty but for a device page table (_page_table)."""
     cdef CallFrame f
     cdef PinnedSlot slot
     cdef Staging st = st_in[0]

@@ -143,6 +143,19 @@ def test_decode_plan_takes_any_host_integer_vector(form):
     raises(decode_plan(indptr=conv(np.array([0, 3, 2, 5]))), ValueError, "non-decreasing")
 
 
+def test_plan_takes_a_cuda_page_table_checked_on_the_host():
+    """A CUDA int32 page table is described (not copied, not read) and checked before any
+    module loads; a host one of another form still goes the host way."""
+    reaches_cuda(decode_plan(indices=T((5,), "int32")))
+    reaches_cuda(paged_plan(paged_kv_indices=T((8,), "int32")))
+    raises(decode_plan(indices=T((5,), "float16")), TypeError, "paged_kv_indices")
+    raises(decode_plan(indices=T((5, 1), "int32")), ValueError, "paged_kv_indices")
+    raises(decode_plan(indices=T((4,), "int32")), ValueError, "at least")
+    raises(decode_plan(indices=fc.TensorDesc(PTR, (5,), "int32", device=1)), ValueError,
+           "cuda:1")
+    raises(decode_plan(indices=None), TypeError, "indices")
+
+
 def test_repeated_plan_revalidates_changed_scalars():
     """A wrapper reuses the last plan's validated configuration only for arguments of the
     same value and type: 8.0 / True / NaN after a good plan are still refused."""
