@@ -5,7 +5,6 @@ ValueError naming the argument) before a kernel module is loaded or CUDA is touc
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
@@ -20,10 +19,15 @@ _DTYPE_ALIASES = {"float16": "float16", "half": "float16", "f16": "float16", "fp
 _FP8_ALIASES = {"float8_e4m3fn": FP8_KV, "e4m3": FP8_KV, "float8_e4m3": FP8_KV}
 
 
+def _spelled(dtype) -> str:
+    """A dtype's bare lower-case name: from a string, a numpy dtype or a torch dtype."""
+    raw = dtype if isinstance(dtype, str) else getattr(dtype, "name", None) or str(dtype)
+    return raw.lower().rpartition(".")[2]  # "torch.bfloat16" -> "bfloat16"
+
+
 def dtype_name(dtype, name: str) -> str:
     """'float16' / 'bfloat16' from a string, numpy dtype or torch dtype (by name)."""
-    raw = dtype if isinstance(dtype, str) else getattr(dtype, "name", None) or str(dtype)
-    key = _DTYPE_ALIASES.get(raw.lower().rpartition(".")[2])
+    key = _DTYPE_ALIASES.get(_spelled(dtype))
     if key is None:
         raise TypeError(f"{name}: expected one of {SUPPORTED_DTYPES}, got {dtype!r}")
     return key
@@ -34,9 +38,7 @@ def kv_dtype_name(kv_data_type, q_dtype: str) -> str:
     (FlashInfer's FA2 kernels read an e4m3 cache with 16-bit q; no scale is applied)."""
     if kv_data_type is None:
         return q_dtype
-    raw = kv_data_type if isinstance(kv_data_type, str) else getattr(
-        kv_data_type, "name", None) or str(kv_data_type)
-    name = raw.lower().rpartition(".")[2]
+    name = _spelled(kv_data_type)
     kv = _DTYPE_ALIASES.get(name) or _FP8_ALIASES.get(name)
     if kv is None or (kv != q_dtype and kv != FP8_KV):
         raise TypeError(f"kv_data_type: expected q_data_type ({q_dtype}) or {FP8_KV}, got "
@@ -108,22 +110,11 @@ def scalars(window_left, logits_soft_cap, sm_scale, rope_scale, rope_theta, head
     return int(window_left), cap, scale, rope_scale, rope_theta
 
 
-def plan_config(*args, decode: bool):
-    """:func:`_plan_config`, memoized: a decode loop plans the same configuration every
-    step. Typed keys (1 and True differ); invalid arguments raise every time (exceptions
-    are not cached); unhashable ones skip the cache."""
-    try:
-        return _plan_config_cached(*args, decode=decode)
-    except TypeError as exc:
-        if "unhashable" not in str(exc):
-            raise
-    return _plan_config(*args, decode=decode)
-
-
-def _plan_config(q_data_type, kv_data_type, num_qo_heads, num_kv_heads, head_dim, window_left,
+def plan_config(q_data_type, kv_data_type, num_qo_heads, num_kv_heads, head_dim, window_left,
                  logits_soft_cap, sm_scale, rope_scale, rope_theta, *, decode: bool):
     """What every plan() validates: ``(dtype, kv_dtype, num_qo_heads, num_kv_heads,
-    head_dim, scalars)`` with scalars as :func:`scalars` returns them."""
+    head_dim, scalars)`` with scalars as :func:`scalars` returns them. Not memoized here:
+    each wrapper keeps its last validated configuration (batch_attention._PlanConfig)."""
     dtype = dtype_name(q_data_type, "q_data_type")
     kv_dtype = kv_dtype_name(kv_data_type, dtype)
     hq, hkv = check_heads(num_qo_heads, num_kv_heads, decode=decode)
@@ -131,8 +122,6 @@ def _plan_config(q_data_type, kv_data_type, num_qo_heads, num_kv_heads, head_dim
     sc = scalars(window_left, logits_soft_cap, sm_scale, rope_scale, rope_theta, hd)
     return dtype, kv_dtype, hq, hkv, hd, sc
 
-
-_plan_config_cached = functools.lru_cache(maxsize=256, typed=True)(_plan_config)
 
 
 def is_device_array(x) -> bool:
