@@ -84,7 +84,7 @@ def variant(family: str, dtype: str, head_dim: int, window_left: int, logits_sof
                     kv_dtype or dtype)
 
 
-@functools.lru_cache(maxsize=256)  # one Variant per configuration: plan() asks every step
+@functools.lru_cache(maxsize=256)  # one Variant per configuration: single ops ask every call
 def _variant(family, dtype, head_dim, use_swa, use_cap, backend, kv_dtype) -> Variant:
     if family not in FAMILIES:
         raise ValueError(f"family: expected one of {FAMILIES}, got {family!r}")

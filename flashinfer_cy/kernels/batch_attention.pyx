@@ -533,6 +533,28 @@ cdef class _BatchAttention:
                              "baked in; changed: " + "; ".join(diff))
         return 0
 
+    cdef PinnedSlot _open_plan(self, _PlanConfig c, str run_symbol, str kind_name,
+                               int64_t batch, bint causal, int64_t planned, bint given,
+                               void* given_h, Staging* st, void** stream):
+        """Every plan()'s CUDA part before its own export call: load the bindings, keep what
+        a captured graph baked in (graph mode), pick the plan stream (``stream[0]``) and
+        order it after runs on other streams, take a free pinned slot and stage the metadata
+        through it. The caller commits the returned slot; a failure here commits it too."""
+        cdef PinnedSlot slot
+        self._resolve(c, run_symbol)
+        if self.use_cuda_graph:
+            self._check_frozen(_frozen_key(kind_name, c.variant.uri, batch, c.hq, c.hkv, c.hd,
+                                           c.page_size, c.sc, causal, planned))
+        stream[0] = self._plan_stream(given, given_h)
+        self._begin_plan(stream[0])
+        slot = self._ring.acquire()
+        try:
+            self._stage(slot, st, stream[0])
+        except BaseException:
+            self._ring.commit(slot, stream[0])
+            raise
+        return slot
+
     cdef int _pack_workspaces(self, Binding b, CallFrame* f, PinnedSlot slot) except -1:
         """Every plan export starts with (float workspace, int workspace, page-locked int
         workspace mirror)."""
@@ -948,15 +970,9 @@ cdef class BatchDecodeWithPagedKVCache(_BatchAttention):
             _table_seg(&st, ix.p, need)
             _graph_caps(self, &st, batch, need)
             # ---- CUDA from here on
-            self._resolve(c, "run")
-            if self.use_cuda_graph:
-                self._check_frozen(_frozen_key("decode", c.variant.uri, batch, c.hq, c.hkv,
-                                               c.hd, c.page_size, c.sc, False, batch))
-            stream_h = self._plan_stream(given, given_h)
-            self._begin_plan(stream_h)
-            slot = self._ring.acquire()
+            slot = self._open_plan(c, "run", "decode", batch, False, batch, given, given_h,
+                                   &st, &stream_h)
             try:
-                self._stage(slot, &st, stream_h)
                 frame_init(&f, c.plan_b.n)
                 try:
                     self._pack_workspaces(c.plan_b, &f, slot)
@@ -1406,15 +1422,10 @@ cdef object _plan_paged_or_ragged(_BatchAttention w, int kind, _PlanConfig c, Ho
     _graph_caps(w, &st, batch, need)
     st.host_words = batch  # kv_len_arr for the planner
     # ---- CUDA from here on (backend "auto" queries the device and probes for FA3)
-    w._resolve(c, "ragged_run" if kind == RAGGED_PREFILL else "paged_run")
-    if w.use_cuda_graph:
-        w._check_frozen(_frozen_key(_KIND_NAMES[kind], c.variant.uri, batch, c.hq, c.hkv,
-                                    c.hd, c.page_size, c.sc, causal, planned))
-    stream_h = w._plan_stream(given_stream, given_h)
-    w._begin_plan(stream_h)
-    slot = w._ring.acquire()
+    slot = w._open_plan(c, "ragged_run" if kind == RAGGED_PREFILL else "paged_run",
+                        _KIND_NAMES[kind], batch, causal, planned, given_stream, given_h, &st,
+                        &stream_h)
     try:
-        w._stage(slot, &st, stream_h)
         kv_lens = <int32_t*>_at(slot.staging_ptr, st.host_off)
         for i in range(batch):
             kv_lens[i] = <int32_t>_kv_len(kv, lp, c.page_size, i)
