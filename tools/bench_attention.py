@@ -28,16 +28,14 @@ import argparse
 import json
 import platform
 import statistics
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_norm import CBurst, gpu_us, host_us, host_us_interleaved  # noqa: E402  (shared method)
+from bench_norm import (CBurst, build_c_floor, gpu_us, host_us,  # noqa: E402 (shared method)
+                        host_us_interleaved)
 
 HQ, HKV, D, PS = 32, 8, 128, 16
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def decode_floor(batch: int, kv_len: int) -> dict[str, CBurst]:
@@ -45,23 +43,18 @@ def decode_floor(batch: int, kv_len: int) -> dict[str, CBurst]:
     module flashinfer_cy's decode uses: its run / plan-alone / plan floors as CBurst rows,
     to be interleaved with the Python rows."""
     import ctypes
-    import importlib.util
 
     from flashinfer_cy.artifacts import locate_module
     from flashinfer_cy.kernels.attention_uri import variant
 
     so = locate_module(variant("batch_decode", "float16", D, -1, 0.0).uri)
-    pkg = Path(importlib.util.find_spec("tvm_ffi").submodule_search_locations[0])
-    lib_path = Path(tempfile.mkdtemp()) / "decode_floor.so"
-    subprocess.run(["cc", "-O2", "-shared", "-fPIC", f"-I{pkg / 'include'}",
-                    f"-I{ROOT / 'include'}", str(ROOT / "tools/c_floor/decode_floor.c"), "-o",
-                    str(lib_path), "-ldl", "-lm"], check=True)
+    lib_path, ffi_path = build_c_floor("decode_floor", shared=True)
     lib = ctypes.CDLL(str(lib_path))
     lib.fcy_decode_floor_init.argtypes = [ctypes.c_char_p, ctypes.c_char_p] + [ctypes.c_int64] * 6
     lib.fcy_decode_floor_burst.argtypes = [ctypes.c_int, ctypes.c_int]
     lib.fcy_decode_floor_burst.restype = ctypes.c_double
     lib.fcy_decode_floor_error.restype = ctypes.c_char_p
-    if lib.fcy_decode_floor_init(str(pkg / "lib" / "libtvm_ffi.so").encode(), str(so).encode(),
+    if lib.fcy_decode_floor_init(str(ffi_path).encode(), str(so).encode(),
                                  batch, kv_len, PS, HQ, HKV, D) != 0:
         raise RuntimeError(lib.fcy_decode_floor_error().decode())
     return {name: CBurst(lambda n, which=which: lib.fcy_decode_floor_burst(which, n))

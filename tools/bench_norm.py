@@ -86,16 +86,23 @@ def gpu_us(torch, fn, reps: int, burst: int) -> float:
     return statistics.median(out)
 
 
-def c_floor(norm_so: str, rows: int, hidden: int, bursts: int, burst: int) -> float | None:
+def build_c_floor(name: str, shared: bool = False) -> tuple[Path, Path]:
+    """Compile tools/c_floor/<name>.c against the installed apache-tvm-ffi headers (an
+    executable, or with ``shared`` a library for ctypes). Returns (its path, the
+    libtvm_ffi.so it must be given)."""
     import importlib.util
 
-    spec = importlib.util.find_spec("tvm_ffi")
-    inc = Path(spec.submodule_search_locations[0]) / "include"
-    lib = Path(spec.submodule_search_locations[0]) / "lib" / "libtvm_ffi.so"
-    exe = Path(tempfile.mkdtemp()) / "rmsnorm_floor"
-    subprocess.run(["cc", "-O2", f"-I{inc}", f"-I{ROOT / 'include'}",
-                    str(ROOT / "tools/c_floor/rmsnorm_floor.c"), "-o", str(exe), "-ldl"],
+    pkg = Path(importlib.util.find_spec("tvm_ffi").submodule_search_locations[0])
+    out = Path(tempfile.mkdtemp()) / (name + (".so" if shared else ""))
+    subprocess.run(["cc", "-O2", *(["-shared", "-fPIC"] if shared else []),
+                    f"-I{pkg / 'include'}", f"-I{ROOT / 'include'}",
+                    str(ROOT / "tools/c_floor" / f"{name}.c"), "-o", str(out), "-ldl", "-lm"],
                    check=True)
+    return out, pkg / "lib" / "libtvm_ffi.so"
+
+
+def c_floor(norm_so: str, rows: int, hidden: int, bursts: int, burst: int) -> float | None:
+    exe, lib = build_c_floor("rmsnorm_floor")
     res = subprocess.run([str(exe), str(lib), norm_so, str(rows), str(hidden), str(bursts),
                           str(burst)], check=True, capture_output=True, text=True)
     return float(res.stdout.split()[1])
