@@ -75,6 +75,14 @@ for b in $( [ "${BENCH:-1}" = 1 ] && ls ${BENCHES:-tools/bench_*.py} ); do
   PYTHONPATH=$PWD:/tmp/fjc FLASHINFER_DISABLE_VERSION_CHECK=1 \
     timeout ${BENCH_TIMEOUT:-150} python3 "$b" ${BENCH_ARGS:-} --json "$LOGS/$(basename "$b" .py).json" 2>&1 | tail -25
 done
+if [ "${PROFILE:-0}" = 1 ]; then  # where run()'s host time goes (py-spy, native frames)
+  for mode in torch raw; do
+    stamp "py-spy: decode run(), $mode tensors"
+    timeout 60 py-spy record --native -r 250 -f raw -o "$LOGS/profile_run_$mode.txt" -- \
+      python3 tools/profile_plan.py --seconds 16 --what run $( [ $mode = raw ] && echo --raw ) 2>&1 | tail -2
+    python3 tools/profile_plan.py --summarize "$LOGS/profile_run_$mode.txt" --top 45
+  done
+fi
 if [ -x tools/sanitize.sh ] && [ "${SANITIZE:-1}" = 1 ]; then
   stamp "compute-sanitizer"
   OUT=$LOGS/sanitizer timeout ${SANITIZE_TIMEOUT:-150} tools/sanitize.sh 2>&1 | tail -15
