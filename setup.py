@@ -32,6 +32,7 @@ MODULES = [
     "flashinfer_cy._core.tensor",
     "flashinfer_cy._core.stream",
     "flashinfer_cy._core.binding",
+    "flashinfer_cy._core.checked_frame",
     "flashinfer_cy._core.array",
     "flashinfer_cy.kernels.norm",
     "flashinfer_cy._core.pinned",

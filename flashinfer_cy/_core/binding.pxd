@@ -24,6 +24,7 @@ cdef struct CallFrame:
     int n
 
 cdef void frame_init(CallFrame* f, int n) noexcept
+cdef int producer_stream(TensorSlot* s, void** handle) except -1
 cdef void frame_release(CallFrame* f) noexcept
 
 cdef class Binding:
@@ -40,6 +41,7 @@ cdef class Binding:
     cdef int tensor(self, CallFrame* f, int i, object obj) except -1
     cdef int opt_tensor(self, CallFrame* f, int i, object obj) except -1
     cdef int pick_stream(self, CallFrame* f, object stream, void** handle) except -1
+    cdef int stream_slot(self, CallFrame* f) noexcept
     cdef int invoke(self, CallFrame* f, object stream, TVMFFIAny* result) except -1
 
 cdef inline void set_int(CallFrame* f, int i, int64_t v) noexcept:

@@ -48,6 +48,17 @@ cdef void frame_release(CallFrame* f) noexcept:
         release_slot(&f.slots[i])
 
 
+cdef int producer_stream(TensorSlot* s, void** handle) except -1:
+    """The stream ``s``'s producer names (its current stream, or CAI v3's "stream");
+    returns 1, or -1 with the producer's Python exception set."""
+    if s.api != NULL:
+        if s.api.current_work_stream(kDLCUDA, s.dl.device.device_id, handle) != 0:
+            return -1
+        return 1
+    handle[0] = s.producer_stream
+    return 1
+
+
 cdef int set_object(CallFrame* f, int i, Object obj) except -1:
     if obj is None or obj.handle == NULL:
         raise TypeError("expected a live flashinfer_cy Object (e.g. a plan), got None")
@@ -123,25 +134,25 @@ cdef class Binding:
         CUDA Array Interface v3 ``stream``); else the thread's TVM-FFI stream
         (``flashinfer_cy.use_stream``), which defaults to the legacy default stream."""
         cdef int i
-        cdef TensorSlot* s
         if stream is not None:
             resolve_stream(stream, handle)
             return 1
         if self.device_arg < 0 or f.slots[self.device_arg].dl.device.device_type != kDLCUDA:
             return 0
+        i = self.stream_slot(f)
+        if i < 0:
+            return 0
+        return producer_stream(&f.slots[i], handle)
+
+    cdef int stream_slot(self, CallFrame* f) noexcept:
+        """The first device-tensor argument whose producer names a stream, or -1."""
+        cdef int i
         for i in range(self.n):
             if (self.kinds[i] == K_TENSOR or self.kinds[i] == K_OPT_TENSOR) and \
-                    f.args[i].type_index == kTVMFFIDLTensorPtr:
-                s = &f.slots[i]
-                if s.api != NULL:
-                    if s.api.current_work_stream(kDLCUDA, s.dl.device.device_id,
-                                                 handle) != 0:
-                        return -1
-                    return 1
-                if s.has_producer_stream:
-                    handle[0] = s.producer_stream
-                    return 1
-        return 0
+                    f.args[i].type_index == kTVMFFIDLTensorPtr and \
+                    (f.slots[i].api != NULL or f.slots[i].has_producer_stream):
+                return i
+        return -1
 
     cdef int invoke(self, CallFrame* f, object stream, TVMFFIAny* result) except -1:
         cdef int i, kind, t, set_stream

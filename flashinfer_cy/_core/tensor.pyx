@@ -75,6 +75,10 @@ cdef int parse_dtype(object dtype, DLDataType* out) except -1:
 # --------------------------------------------------------------------------- conversion
 
 cdef dict _exchange_api_of_type = {}   # type -> address of its DLPackExchangeAPI, or 0
+# The last type asked about and its answer: a call's tensors are nearly always of one type.
+# Borrowed: the dict above holds every type it has seen, so the pointer stays valid.
+cdef PyObject* _last_type = NULL
+cdef uintptr_t _last_api = 0
 cdef dict _dlpack_versioned_ok = {}    # type -> whether __dlpack__(max_version=...) works
 
 
@@ -249,9 +253,15 @@ cdef int to_dltensor(object obj, TensorSlot* slot, str name) except -1:
         return 0
     if obj is None:
         raise TypeError(f"{name}: expected a tensor, got None")
+    global _last_type, _last_api
     cdef type tp = type(obj)
-    cached = _exchange_api_of_type.get(tp)
-    api = <uintptr_t>cached if cached is not None else _lookup_exchange_api(tp)
+    if <PyObject*>tp == _last_type:
+        api = _last_api
+    else:
+        cached = _exchange_api_of_type.get(tp)
+        api = <uintptr_t>cached if cached is not None else _lookup_exchange_api(tp)
+        _last_type = <PyObject*>tp  # after the lookup stored tp in the dict
+        _last_api = api
     if api != 0:
         return _from_exchange(obj, slot, <const DLPackExchangeAPI*>api, name)
     if hasattr(tp, "__dlpack__"):

@@ -43,6 +43,7 @@ from flashinfer_cy._abi.tvm_ffi cimport TVMFFIAny
 from flashinfer_cy._core.binding cimport (Binding, CallFrame, frame_init, frame_release,
                                           set_float, set_int, set_bool, set_object, MAX_ARGS)
 from flashinfer_cy._core.runtime cimport Function, Object, ensure_ffi, take_result, env_stream
+from flashinfer_cy._core.checked_frame cimport CheckedFrame
 from flashinfer_cy._core.stream cimport resolve_stream
 from flashinfer_cy._core.tensor cimport (
     TensorSlot, TensorDesc, DT_F32, DT_I32, dtype_key, describe, to_dltensor, release_slot,
@@ -238,6 +239,7 @@ cdef class _BatchAttention:
     cdef RunLayout _layout             # argument positions of _layout_of's signature
     cdef object _layout_of
     cdef _PlanConfig _cfg              # the last plan()'s scalar configuration
+    cdef CheckedFrame _last_run        # the last run()'s checked frame (checked_frame.pyx)
     cdef object __weakref__
 
     def __init__(self, kv_layout="NHD", *, use_cuda_graph=False, backend="auto", device=0,
@@ -523,6 +525,7 @@ cdef class _BatchAttention:
         self._generation += 1
         p.generation = self._generation
         self.current_plan = p
+        self._last_run = None  # checked against the previous plan
         return 0
 
     cdef int _check_frozen(self, tuple key) except -1:
@@ -579,27 +582,28 @@ cdef class _BatchAttention:
                 f"(generation {self._generation}) and the workspaces now hold that plan")
         return 0
 
-    cdef int _pack_tensors(self, CallFrame* f, Plan p, object q, object kv, object k,
+    cdef int _describe_qkv(self, CallFrame* f, Plan p, object q, object kv, object k,
                            object v) except -1:
-        """q, k, v into their slots, checked on their own (device, dtype, rank, layout)."""
+        """q, k, v into their slots (a 5-D paged cache split into k and v views)."""
         cdef RunLayout* L = &p.L
-        cdef Binding b = p.run_b
-        cdef TensorSlot* qs
-        cdef TensorSlot* ks
-        cdef TensorSlot* vs
+        p.run_b.tensor(f, L.q, q)
+        if p.kind_code == RAGGED_PREFILL:
+            p.run_b.tensor(f, L.k, k)
+            p.run_b.tensor(f, L.v, v)
+        else:
+            split_kv_pair(f, L.k, L.v, kv, p.run_b)
+        return 0
+
+    cdef int _check_qkv(self, CallFrame* f, Plan p) except -1:
+        """q, k, v checked on their own (device, dtype, rank, layout)."""
+        cdef RunLayout* L = &p.L
+        cdef TensorSlot* qs = &f.slots[L.q]
+        cdef TensorSlot* ks = &f.slots[L.k]
+        cdef TensorSlot* vs = &f.slots[L.v]
         cdef uint32_t dts[3]
         dts[0] = dtype_key_of(p.dtype)
         dts[1] = dts[2] = dtype_key_of(p.kv_dtype)
         cdef int i, j, kv_ndim = 3 if p.kind_code == RAGGED_PREFILL else 4
-        b.tensor(f, L.q, q)
-        if p.kind_code == RAGGED_PREFILL:
-            b.tensor(f, L.k, k)
-            b.tensor(f, L.v, v)
-        else:
-            split_kv_pair(f, L.k, L.v, kv, b)
-        qs = &f.slots[L.q]
-        ks = &f.slots[L.k]
-        vs = &f.slots[L.v]
         cdef int which[3]
         which[0], which[1], which[2] = L.q, L.k, L.v
         for j in range(3):
@@ -621,6 +625,11 @@ cdef class _BatchAttention:
                 raise ValueError(f"v_cache: strides must equal k_cache's, got {describe(vs)} vs "
                                  f"{describe(ks)}")
         return 0
+
+    cdef int _pack_tensors(self, CallFrame* f, Plan p, object q, object kv, object k,
+                           object v) except -1:
+        self._describe_qkv(f, p, q, kv, k, v)
+        return self._check_qkv(f, p)
 
     cdef int _check_against_plan(self, CallFrame* f, Plan p) except -1:
         cdef RunLayout* L = &p.L
@@ -659,16 +668,19 @@ cdef class _BatchAttention:
 
     cdef int _pack_outputs(self, CallFrame* f, Plan p, object out, object lse,
                            void* stream) except -1:
+        p.run_b.tensor(f, p.L.o, out)
+        p.run_b.opt_tensor(f, p.L.lse, lse)
+        return self._check_outputs(f, p)
+
+    cdef int _check_outputs(self, CallFrame* f, Plan p) except -1:
         cdef RunLayout* L = &p.L
         cdef TensorSlot* qs = &f.slots[L.q]
         cdef int64_t shape[3]
         cdef int i
         for i in range(3):
             shape[i] = qs.dl.shape[i]
-        p.run_b.tensor(f, L.o, out)
         check_out(&f.slots[L.o], "out", qs, "q", 3, shape)
-        p.run_b.opt_tensor(f, L.lse, lse)
-        if lse is not None:
+        if f.args[L.lse].type_index == 7:  # kTVMFFIDLTensorPtr: an lse was given
             check_lse(&f.slots[L.lse], shape[0], shape[1], qs)
         return 0
 
@@ -719,27 +731,53 @@ cdef class _BatchAttention:
         cdef TensorSlot* qs
         cdef void* handle = NULL
         cdef Plan p = self.current_plan if plan is None else plan
+        cdef CheckedFrame kept = self._last_run
+        cdef bint pdl
+        cdef RunLayout* L
         self._check_current(p)
+        L = &p.L
+        pdl = pdl_default(p.device) if enable_pdl is None else bool(enable_pdl)
         frame_init(&f, p.run_b.n)
         try:
-            self._pack_tensors(&f, p, q, kv, k, v)
-            self._check_against_plan(&f, p)
-            self._pack_plan_args(&f, p, pdl_default(p.device) if enable_pdl is None
-                                 else bool(enable_pdl))
-            run_stream(p.run_b, &f, stream, &handle)
-            qs = &f.slots[p.L.q]
-            if out is None:
-                out = DeviceArray.empty((qs.dl.shape[0], qs.dl.shape[1], qs.dl.shape[2]),
-                                        p.dtype, p.device, <uintptr_t>handle)
-            if lse is None and return_lse:
-                lse = DeviceArray.empty((qs.dl.shape[0], qs.dl.shape[1]), "float32", p.device,
-                                        <uintptr_t>handle)
-            self._pack_outputs(&f, p, out, lse, handle)
+            self._describe_qkv(&f, p, q, kv, k, v)
+            outputs_given = out is not None and (lse is not None or not return_lse)
+            if outputs_given:
+                p.run_b.tensor(&f, L.o, out)
+                p.run_b.opt_tensor(&f, L.lse, lse)
+            else:
+                kept = None  # something is allocated below: the full path
+            if kept is not None and kept.key is p and kept.flags == pdl and \
+                    kept.same_tensors(&f):
+                # The last run() checked tensors that looked exactly like these against
+                # this plan and packed the rest: reuse all of it (checked_frame.pyx).
+                kept.load_into(&f)
+                kept.pick_stream(&f, stream, p.device, &handle)
+            else:
+                kept = None
+                self._check_qkv(&f, p)
+                self._check_against_plan(&f, p)
+                self._pack_plan_args(&f, p, pdl)
+                run_stream(p.run_b, &f, stream, &handle)
+                if not outputs_given:
+                    qs = &f.slots[L.q]
+                    if out is None:
+                        out = DeviceArray.empty(
+                            (qs.dl.shape[0], qs.dl.shape[1], qs.dl.shape[2]), p.dtype,
+                            p.device, <uintptr_t>handle)
+                    if lse is None and return_lse:
+                        lse = DeviceArray.empty((qs.dl.shape[0], qs.dl.shape[1]), "float32",
+                                                p.device, <uintptr_t>handle)
+                    p.run_b.tensor(&f, L.o, out)
+                    p.run_b.opt_tensor(&f, L.lse, lse)
+                self._check_outputs(&f, p)
+                if not (p.backend == "fa3" and p.kind_code == RAGGED_PREFILL
+                        and p.layout_code == 1):  # _hnd_as_nhd rewrote k/v: not comparable
+                    self._last_run = CheckedFrame.keep(&f, _caller_slots(L), p, pdl,
+                                                       p.run_b.stream_slot(&f))
             self._order_after_plan(p, handle)
-            if qs.dl.shape[0] > 0:
-                # Every argument was checked above (devices included) and the stream is
-                # resolved: call the export directly rather than through Binding.invoke's
-                # generic re-checks, as launch() does.
+            if f.slots[L.q].dl.shape[0] > 0:
+                # Every argument was checked (now or by the kept frame's run) and the
+                # stream is resolved: call the export directly, as launch() does.
                 p.run_b.function().call(f.args, f.n, &result, kDLCUDA, p.device, handle, True)
             return (out, lse) if return_lse else out
         finally:
@@ -803,6 +841,12 @@ cdef class _BatchAttention:
     @property
     def generation(self):
         return self._generation
+
+
+cdef inline uint32_t _caller_slots(RunLayout* L) noexcept:
+    """The slots a run() fills from its caller's tensors (the rest come from the plan)."""
+    cdef uint32_t one = 1
+    return (one << L.q) | (one << L.k) | (one << L.v) | (one << L.o) | (one << L.lse)
 
 
 cdef void _hnd_as_nhd(CallFrame* f, int i) noexcept:
