@@ -162,11 +162,138 @@ def scenario_gdn_other_arch():
         raise AssertionError("sm_100 was accepted")
 
 
+# ------------------------------------------------------------------- batch decode
+# Against fake_batch_decode.cc (the module) and fake_cudart.c (libcudart.so.13 first on
+# LD_LIBRARY_PATH): plan() stages through the pinned ring, run() packs the plan's device
+# metadata; the stand-in computes the attention on the host, checked against float64.
+
+DECODE_VARIANTS = [(dtype, window, cap) for dtype in ("float16", "bfloat16")
+                   for window, cap in ((-1, 0.0), (5, 0.0), (-1, 20.0))]
+
+
+def decode_uris():
+    from flashinfer_cy.kernels import attention_uri
+
+    return [attention_uri.variant("batch_decode", dtype, 128, window, cap, "fa2").uri
+            for dtype, window, cap in DECODE_VARIANTS]
+
+
+def cudart_counts():
+    import ctypes
+
+    counts = (ctypes.c_long * 8)()
+    ctypes.CDLL("libcudart.so.13").fake_cudart_counts(counts)
+    names = ("host_alloc", "malloc", "memcpy", "event_record", "event_query", "event_sync",
+             "stream_wait", "stream_sync")
+    return dict(zip(names, counts))
+
+
+def scenario_decode():
+    from attention_refs import LSE_TOL, assert_close, attention_ref, paged_batch
+    from devdata import download, poison, upload
+
+    rng = np.random.default_rng(11)
+    hq, hkv, d = 8, 2, 128
+    for dtype, window, cap in DECODE_VARIANTS:
+        for layout, page_size in (("NHD", 4), ("HND", 5)):
+            kv_lens = list(rng.permutation([1, 7, 0, 12, page_size, 2 * page_size + 1]))
+            b = paged_batch(rng, kv_lens, page_size, hkv, d, dtype, layout)
+            q64 = rng.standard_normal((len(kv_lens), hq, d))
+            q, kc, vc = upload(q64, dtype), upload(b.k_cache, dtype), upload(b.v_cache, dtype)
+            w = fc.BatchDecodeWithPagedKVCache(layout)
+            before = cudart_counts()
+            w.plan(b.indptr, b.indices, b.last_page_len, hq, hkv, d, page_size,
+                   q_data_type=dtype, window_left=window, logits_soft_cap=cap)
+            out, lse = poison(q64.shape, dtype), poison(q64.shape[:2], "float32")
+            w.run(q, (kc, vc), out=out, lse=lse)
+            w.prepare(q, (kc, vc), out).launch()
+            after = cudart_counts()
+            what = f"{dtype} {layout} window {window} cap {cap}"
+            assert after["stream_sync"] == before["stream_sync"], f"{what}: a synchronize"
+            assert after["event_sync"] == before["event_sync"], f"{what}: an event wait"
+            qr = download(q, dtype)
+            for i in range(len(kv_lens)):
+                got, got_lse = download(out, dtype)[i], download(lse, "float32")[i]
+                if kv_lens[i] == 0:  # no key: out 0, lse -inf (FlashInfer's convention)
+                    assert np.all(got == 0) and np.all(got_lse == -np.inf), what
+                    continue
+                k, v = b.sequence(i)  # values already rounded to dtype
+                ref, ref_lse = attention_ref(qr[i:i + 1], k, v, window_left=window,
+                                             logits_soft_cap=cap)
+                assert_close(got, ref[0], dtype, f"{what} out[{i}]")
+                assert_close(got_lse, ref_lse[0], dtype, f"{what} lse[{i}]", LSE_TOL)
+            stale = w.current_plan
+            w.plan(b.indptr, b.indices, b.last_page_len, hq, hkv, d, page_size,
+                   q_data_type=dtype, window_left=window, logits_soft_cap=cap)
+            try:
+                w.run(q, (kc, vc), out=out, plan=stale)
+            except fc.PlanMismatchError as exc:
+                assert "stale plan" in str(exc), exc
+            else:
+                raise AssertionError("a stale plan was run")
+
+
+def scenario_decode_repeated_runs():
+    """run() keeps its last checked frame: later runs with tensors that look the same reuse
+    it, so new data pointers must reach the kernel and anything that no longer fits the
+    plan must still be refused."""
+    from attention_refs import assert_close, attention_ref, paged_batch
+    from devdata import download, poison, upload
+
+    rng = np.random.default_rng(12)
+    dtype, hq, hkv, d, ps = "float16", 4, 2, 128, 4
+    b = paged_batch(rng, [3, 9, 5], ps, hkv, d, dtype)
+    kc, vc = upload(b.k_cache, dtype), upload(b.v_cache, dtype)
+    w = fc.BatchDecodeWithPagedKVCache()
+    w.plan(b.indptr, b.indices, b.last_page_len, hq, hkv, d, ps)
+
+    def expect(q, out, what):
+        qr = download(q, dtype)
+        for i in range(3):
+            ref, _ = attention_ref(qr[i:i + 1], *b.sequence(i))
+            assert_close(download(out, dtype)[i], ref[0], dtype, f"{what} out[{i}]")
+
+    for step in range(3):  # new q and out buffers each step, same shapes
+        q = upload(rng.standard_normal((3, hq, d)), dtype)
+        out = poison((3, hq, d), dtype)
+        w.run(q, (kc, vc), out=out)
+        expect(q, out, f"step {step}")
+    lse = poison((3, hq), "float32")
+    w.run(q, (kc, vc), out=out, lse=lse)  # lse given: another frame
+    assert np.all(np.isfinite(download(lse, "float32"))), "lse not written"
+    w.run(q, (kc, vc), out=out)
+
+    def refused(exc_type, words, **tensors):
+        args = dict(q=q, kv=(kc, vc), out=out) | tensors
+        try:
+            w.run(args["q"], args["kv"], out=args["out"])
+        except exc_type as exc:
+            assert all(word in str(exc) for word in words), exc
+        else:
+            raise AssertionError(f"accepted: {tensors}")
+
+    raw_q = download(q, dtype)
+    spare = aligned((3 * hq * d + 8,), np.uint16)
+    shifted = cuda_view(spare, dtype, (3, hq, d), (hq * d, d, 1), byte_offset=2)
+    refused(ValueError, ["q", "16-byte aligned"], q=shifted)
+    refused(fc.PlanMismatchError, ["q", "bfloat16"],
+            q=cuda_view(spare, "bfloat16", (3, hq, d), (hq * d, d, 1)))
+    refused(ValueError, ["out", "shape"], out=poison((3, hq, 64), dtype))
+    refused(fc.PlanMismatchError, ["k_cache"], kv=(upload(b.k_cache[:2], dtype),
+                                                   upload(b.v_cache[:2], dtype)))
+    w.run(q, (kc, vc), out=out)  # and the good call still works after each refusal
+    expect(q, out, "after the refusals")
+    assert np.array_equal(download(q, dtype), raw_q)
+    w.plan(b.indptr[:3], b.indices[:b.indptr[2]], b.last_page_len[:2], hq, hkv, d, ps)
+    refused(fc.PlanMismatchError, ["batch_size"])  # a new plan: the kept frame is stale
+
+
 if __name__ == "__main__":
     kernel_dir, scenario = Path(sys.argv[1]), sys.argv[2]
-    # No CUDA runtime: calls then leave the current device alone (there is none to set).
-    runtime._load_cudart = lambda: None
-    for uri in ("page", "gdn_prefill_sm90"):
-        fc.load_module_path(kernel_dir / uri / f"{uri}.so", uri=uri)
+    if not scenario.startswith("decode"):  # those find theirs via FLASHINFER_CY_KERNEL_DIR
+        # No CUDA runtime: calls then leave the current device alone (none to set).
+        runtime._load_cudart = lambda: None
+        for uri in ("page", "gdn_prefill_sm90"):
+            fc.load_module_path(kernel_dir / uri / f"{uri}.so", uri=uri)
     globals()[f"scenario_{scenario}"]()
     print("ok")

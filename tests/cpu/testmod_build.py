@@ -29,3 +29,14 @@ def compile_module(src: Path, out: Path, extra: list[str] | None = None) -> Path
            "-o", str(out), *(extra or [])]
     subprocess.run(cmd, check=True)
     return out
+
+
+def compile_c_library(src: Path, out: Path) -> Path:
+    """A plain C shared library (the fake libcudart.so.13)."""
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.fail("a C compiler is needed to build the stand-in libcudart")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([cc, "-std=c11", "-O1", "-fPIC", "-shared", str(src), "-o", str(out)],
+                   check=True)
+    return out

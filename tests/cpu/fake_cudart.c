@@ -1,0 +1,90 @@
+/* A CPU stand-in for the libcudart.so.13 calls flashinfer_cy makes itself (_core/pinned.pyx,
+ * _core/runtime.pyx): "device" memory is host memory, copies are memcpy, events are always
+ * complete, no stream is ever capturing, and device 0 is an sm_90 part with 132 SMs.
+ *
+ * Built as libcudart.so.13 by the CPU tests and put first on LD_LIBRARY_PATH of a driver
+ * subprocess, so the batch-attention plan/run path (pinned staging ring, events, stream
+ * ordering, DeviceArray workspaces) runs end to end without a GPU. Counters let a test see
+ * how often each call was made (fake_cudart_counts). */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { OK = 0, ERR_INVALID_VALUE = 1, ERR_INVALID_DEVICE = 101 };
+enum { ATTR_SM_COUNT = 16, ATTR_CC_MAJOR = 75, ATTR_CC_MINOR = 76 };
+
+static _Thread_local int current_device = 0;
+
+/* calls made, by kind: see fake_cudart_counts() */
+enum { N_HOST_ALLOC, N_MALLOC, N_MEMCPY, N_EVENT_RECORD, N_EVENT_QUERY, N_EVENT_SYNC,
+       N_STREAM_WAIT, N_STREAM_SYNC, N_COUNTS };
+static long counts[N_COUNTS];
+
+static void* aligned(size_t n) {
+  void* p = NULL;
+  return posix_memalign(&p, 256, n ? n : 1) == 0 ? p : NULL;
+}
+
+int cudaGetDevice(int* device) { *device = current_device; return OK; }
+
+int cudaSetDevice(int device) {
+  if (device != 0) return ERR_INVALID_DEVICE;
+  current_device = device;
+  return OK;
+}
+
+int cudaDeviceGetAttribute(int* value, int attr, int device) {
+  if (device != 0) return ERR_INVALID_DEVICE;
+  *value = attr == ATTR_SM_COUNT ? 132 : attr == ATTR_CC_MAJOR ? 9 : attr == ATTR_CC_MINOR ? 0 : 1;
+  return OK;
+}
+
+int cudaHostAlloc(void** ptr, size_t size, unsigned int flags) {
+  (void)flags;
+  counts[N_HOST_ALLOC]++;
+  *ptr = aligned(size);
+  return *ptr ? OK : 2; /* cudaErrorMemoryAllocation */
+}
+
+int cudaFreeHost(void* ptr) { free(ptr); return OK; }
+
+int cudaMallocAsync(void** ptr, size_t size, void* stream) {
+  (void)stream;
+  counts[N_MALLOC]++;
+  *ptr = aligned(size);
+  return *ptr ? OK : 2;
+}
+
+int cudaFreeAsync(void* ptr, void* stream) { (void)stream; free(ptr); return OK; }
+
+int cudaMemcpyAsync(void* dst, const void* src, size_t n, int kind, void* stream) {
+  (void)kind; (void)stream;
+  counts[N_MEMCPY]++;
+  memmove(dst, src, n);
+  return OK;
+}
+
+int cudaEventCreateWithFlags(void** event, unsigned int flags) {
+  (void)flags;
+  *event = malloc(1);
+  return *event ? OK : 2;
+}
+
+int cudaEventDestroy(void* event) { free(event); return OK; }
+int cudaEventRecord(void* event, void* stream) { (void)event; (void)stream; counts[N_EVENT_RECORD]++; return OK; }
+int cudaEventQuery(void* event) { (void)event; counts[N_EVENT_QUERY]++; return OK; }
+int cudaEventSynchronize(void* event) { (void)event; counts[N_EVENT_SYNC]++; return OK; }
+
+int cudaStreamWaitEvent(void* stream, void* event, unsigned int flags) {
+  (void)stream; (void)event; (void)flags;
+  counts[N_STREAM_WAIT]++;
+  return OK;
+}
+
+int cudaStreamIsCapturing(void* stream, int* status) { (void)stream; *status = 0; return OK; }
+int cudaStreamSynchronize(void* stream) { (void)stream; counts[N_STREAM_SYNC]++; return OK; }
+
+const char* cudaGetErrorString(int err) { return err == OK ? "no error" : "fake cudart error"; }
+
+/* host_alloc, malloc, memcpy, event_record, event_query, event_sync, stream_wait, stream_sync */
+void fake_cudart_counts(long* out) { memcpy(out, counts, sizeof(counts)); }
