@@ -67,8 +67,10 @@ stamp "doctor"
 python3 -m flashinfer_cy doctor --require-gpu
 
 stamp "tests"
-timeout ${PYTEST_TIMEOUT:-240} python3 -m pytest ${TESTS:-tests} -q -rs -p no:cacheprovider "$@" > "$OUT/pytest.txt" 2>&1
-echo "pytest rc=$?"; tail -30 "$OUT/pytest.txt"
+# faulthandler_timeout: a test stuck in-process dumps every thread's Python stack.
+timeout ${PYTEST_TIMEOUT:-240} python3 -m pytest ${TESTS:-tests} -q -rs -p no:cacheprovider \
+  -o faulthandler_timeout=120 --durations=12 "$@" > "$OUT/pytest.txt" 2>&1
+echo "pytest rc=$?"; tail -45 "$OUT/pytest.txt"
 
 for b in $( [ "${BENCH:-1}" = 1 ] && ls ${BENCHES:-tools/bench_*.py} ); do
   stamp "benchmark $b"

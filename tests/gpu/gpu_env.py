@@ -69,10 +69,36 @@ def in_child_process(test_fn):
             return test_fn(*args, **kwargs)
         node = f"{inspect.getsourcefile(test_fn)}::{test_fn.__name__}"
         env = dict(os.environ, **{marker: test_fn.__name__})
-        r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                            node], env=env, capture_output=True, text=True, timeout=300)
-        if r.returncode != 0:
-            pytest.fail(f"{node} failed in its child process (rc {r.returncode}):\n"
-                        f"{r.stdout[-4000:]}\n{r.stderr[-2000:]}", pytrace=False)
+        child = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-x", "-p",
+                                  "no:cacheprovider", node], env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        try:
+            out, err = child.communicate(timeout=CHILD_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            stacks = native_stacks(child.pid)  # where it is stuck, before it is killed
+            child.kill()
+            out, err = child.communicate()
+            pytest.fail(f"HANG DETECTED: {node} did not finish in {CHILD_TIMEOUT_S} s in its "
+                        f"child process; its threads were at:\n{stacks}\n{out[-3000:]}\n"
+                        f"{err[-2000:]}", pytrace=False)
+        if child.returncode != 0:
+            pytest.fail(f"{node} failed in its child process (rc {child.returncode}):\n"
+                        f"{out[-4000:]}\n{err[-2000:]}", pytrace=False)
 
     return wrapper
+
+
+CHILD_TIMEOUT_S = 150  # the slowest child test takes seconds; a hang must not eat the run
+
+
+def native_stacks(pid: int) -> str:
+    """Every thread's Python and native stack of process ``pid`` (py-spy, where installed)."""
+    import shutil
+    import subprocess
+
+    spy = shutil.which("py-spy")
+    if spy is None:
+        return "(py-spy is not installed: no stacks)"
+    r = subprocess.run([spy, "dump", "--native", "--pid", str(pid)], capture_output=True,
+                       text=True, timeout=60)
+    return (r.stdout + r.stderr)[-12000:]

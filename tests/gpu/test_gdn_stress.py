@@ -11,6 +11,7 @@ for bit with each other or with a serial run."""
 
 from __future__ import annotations
 
+import faulthandler
 import threading
 
 import numpy as np
@@ -119,6 +120,7 @@ def run_threads(jobs, what):
     for t in threads:
         t.join(HANG_TIMEOUT_S)
         if t.is_alive():
+            faulthandler.dump_traceback(all_threads=True)  # where each thread is, to stderr
             pytest.fail(f"HANG DETECTED: a {what} launch thread is blocked after "
                         f"{HANG_TIMEOUT_S:.0f} s", pytrace=False)
     if errors:
