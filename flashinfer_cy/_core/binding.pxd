@@ -1,4 +1,4 @@
-from libc.stdint cimport int32_t, int64_t
+from libc.stdint cimport int32_t, int64_t, uint32_t
 from flashinfer_cy._abi.tvm_ffi cimport TVMFFIAny
 from flashinfer_cy._core.runtime cimport Function, Object
 from flashinfer_cy._core.tensor cimport TensorSlot
@@ -26,6 +26,8 @@ cdef struct CallFrame:
 cdef void frame_init(CallFrame* f, int n) noexcept
 cdef int producer_stream(TensorSlot* s, void** handle) except -1
 cdef void frame_release(CallFrame* f) noexcept
+cdef void frame_init_masked(CallFrame* f, int n, uint32_t mask) noexcept
+cdef void frame_release_masked(CallFrame* f, uint32_t mask) noexcept
 
 cdef class Binding:
     cdef readonly str uri

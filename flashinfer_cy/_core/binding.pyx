@@ -12,7 +12,7 @@ picks the stream, and makes one GIL-free call. Adding a kernel is adding a table
 validator, never copying the call sequence.
 """
 
-from libc.stdint cimport int32_t, int64_t, uintptr_t
+from libc.stdint cimport int32_t, int64_t, uint32_t, uintptr_t
 from libc.math cimport isfinite
 
 from flashinfer_cy._abi.dlpack cimport kDLCUDA, kDLCPU, kDLCUDAHost, DLTensor, DLDeviceType
@@ -43,9 +43,27 @@ cdef void frame_init(CallFrame* f, int n) noexcept:
 
 
 cdef void frame_release(CallFrame* f) noexcept:
+    frame_release_masked(f, 0xFFFFFFFF)
+
+
+cdef void frame_init_masked(CallFrame* f, int n, uint32_t mask) noexcept:
+    """frame_init for the slots whose bit is set in ``mask`` only (a hot path that fills
+    the others from a CheckedFrame never touches them)."""
+    cdef int i
+    f.n = n
+    for i in range(n):
+        if (mask >> i) & 1:
+            f.args[i].type_index = _UNSET
+            f.args[i].zero_padding = 0
+            f.args[i].v_int64 = 0
+            f.slots[i].keep = NULL
+
+
+cdef void frame_release_masked(CallFrame* f, uint32_t mask) noexcept:
     cdef int i
     for i in range(f.n):
-        release_slot(&f.slots[i])
+        if (mask >> i) & 1 and f.slots[i].keep != NULL:
+            release_slot(&f.slots[i])
 
 
 cdef int producer_stream(TensorSlot* s, void** handle) except -1:

@@ -62,6 +62,14 @@ cdef class CheckedFrame:
             s.keep = NULL
             m.frame.args[i].v_ptr = &s.dl
         m.variable = variable
+        m.n_var = m.n_fixed = 0
+        for i in range(f.n):
+            if (variable >> i) & 1:
+                m.var_idx[m.n_var] = i
+                m.n_var += 1
+            else:
+                m.fixed_idx[m.n_fixed] = i
+                m.n_fixed += 1
         m.key = key
         m.flags = flags
         m.stream_slot = stream_slot
@@ -71,12 +79,11 @@ cdef class CheckedFrame:
         """Whether ``f``'s variable slots describe what the kept ones did (data pointers
         aside, which need only the same 16-byte alignment), from the same kind of producer
         (so the stream is picked from the same slot)."""
-        cdef int i, d
+        cdef int i, j, d
         cdef TensorSlot* a
         cdef TensorSlot* b
-        for i in range(self.frame.n):
-            if not (self.variable >> i) & 1:
-                continue
+        for j in range(self.n_var):
+            i = self.var_idx[j]
             if f.args[i].type_index != self.frame.args[i].type_index:
                 return False
             if f.args[i].type_index != kTVMFFIDLTensorPtr:
@@ -97,10 +104,9 @@ cdef class CheckedFrame:
     cdef void load_into(self, CallFrame* f) noexcept:
         """Every argument of ``f`` but its variable slots from the kept frame (pointing into
         the kept slots: hold this object until the call returns)."""
-        cdef int i
-        for i in range(self.frame.n):
-            if not (self.variable >> i) & 1:
-                f.args[i] = self.frame.args[i]
+        cdef int j
+        for j in range(self.n_fixed):
+            f.args[self.fixed_idx[j]] = self.frame.args[self.fixed_idx[j]]
 
     cdef int pick_stream(self, CallFrame* f, object stream, int device, void** handle) except -1:
         """The stream Binding.pick_stream would choose for the loaded frame ``f`` (whose

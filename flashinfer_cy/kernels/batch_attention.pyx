@@ -41,6 +41,7 @@ from libc.string cimport memcpy
 from flashinfer_cy._abi.dlpack cimport kDLCUDA, kDLCPU, kDLCUDAHost, DLDeviceType
 from flashinfer_cy._abi.tvm_ffi cimport TVMFFIAny
 from flashinfer_cy._core.binding cimport (Binding, CallFrame, frame_init, frame_release,
+                                          frame_init_masked, frame_release_masked,
                                           set_float, set_int, set_bool, set_object, MAX_ARGS)
 from flashinfer_cy._core.runtime cimport Function, Object, ensure_ffi, take_result, env_stream
 from flashinfer_cy._core.checked_frame cimport CheckedFrame
@@ -734,10 +735,12 @@ cdef class _BatchAttention:
         cdef CheckedFrame kept = self._last_run
         cdef bint pdl
         cdef RunLayout* L
+        cdef uint32_t caller, ready
         self._check_current(p)
         L = &p.L
         pdl = pdl_default(p.device) if enable_pdl is None else bool(enable_pdl)
-        frame_init(&f, p.run_b.n)
+        caller = ready = _caller_slots(L)
+        frame_init_masked(&f, p.run_b.n, caller)  # the plan's slots: only if not kept
         try:
             self._describe_qkv(&f, p, q, kv, k, v)
             outputs_given = out is not None and (lse is not None or not return_lse)
@@ -754,6 +757,8 @@ cdef class _BatchAttention:
                 kept.pick_stream(&f, stream, p.device, &handle)
             else:
                 kept = None
+                frame_init_masked(&f, p.run_b.n, ~caller)
+                ready = 0xFFFFFFFF
                 self._check_qkv(&f, p)
                 self._check_against_plan(&f, p)
                 self._pack_plan_args(&f, p, pdl)
@@ -781,7 +786,7 @@ cdef class _BatchAttention:
                 p.run_b.function().call(f.args, f.n, &result, kDLCUDA, p.device, handle, True)
             return (out, lse) if return_lse else out
         finally:
-            frame_release(&f)
+            frame_release_masked(&f, ready)
 
     cdef object _prepare(self, object q, object kv, object k, object v, object out,
                          object lse, object enable_pdl, object stream):
