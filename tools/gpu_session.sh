@@ -9,7 +9,8 @@
 # Kernel modules: KERNELS=build (default) builds every module the tests use with
 # tools/build_kernels.py on this machine's cores into .kernels-gpu/ (kept while the machine
 # stays warm; --skip-existing reuses them) and returns them as $OUT/kernels.tar.xz.part-*;
-# KERNELS=archive unpacks such parts carried in .carry-kernels/ (plus any extra-*.tar.xz there);
+# KERNELS=archive unpacks such parts carried in .carry-kernels/ (plus any extra-*.tar.xz there;
+# EXTRA_URIS="uri ..." builds more and returns them as $OUT/extra-new.tar.xz);
 # KERNELS=carried uses .kernels/.
 set -uo pipefail
 OUT=${OUT:-$PWD/gpu-out}
@@ -44,6 +45,14 @@ elif [ "${KERNELS}" = archive ]; then
     [ -e "$x" ] && xz -d < "$x" | tar xf - -C .kernels-gpu
   done
   KDIR=$PWD/.kernels-gpu
+  if [ -n "${EXTRA_URIS:-}" ]; then  # modules the archives lack, built here and returned
+    stamp "build extra kernel modules: $EXTRA_URIS"
+    python3 tools/build_kernels.py $EXTRA_URIS --out .kernels-extra --verify -j "$(nproc)" \
+      --work-dir /tmp/fcy-kbuild > "$LOGS/extra_build.jsonl" 2> "$LOGS/extra_build.err"
+    echo "build_kernels rc=$?"; tail -5 "$LOGS/extra_build.err"
+    cp -r .kernels-extra/. .kernels-gpu/
+    tar cf - -C .kernels-extra . | xz -T0 -6 > "$OUT/extra-new.tar.xz"
+  fi
 else
   KDIR=$PWD/.kernels
 fi

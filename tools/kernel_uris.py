@@ -185,8 +185,10 @@ def _test_preset() -> list:
                  attention_uri("batch_prefill", dtype, backend="fa3")]
         # fp8 (e4m3) KV cache with 16-bit q: FA2 only
         uris += [attention_uri("batch_decode", dtype, kv="e4m3"),
-                 attention_uri("batch_prefill", dtype, kv="e4m3")]
-    uris += [attention_uri("batch_decode", "f16", head_dim=64),
+                 attention_uri("batch_prefill", dtype, kv="e4m3"),
+                 attention_uri("single_decode", dtype, kv="e4m3")]
+    uris += [attention_uri("single_prefill", "f16", kv="e4m3"),
+             attention_uri("batch_decode", "f16", head_dim=64),
              attention_uri("batch_decode", "f16", swa=True, cap=True)]
     return uris
 

@@ -25,7 +25,8 @@ from flashinfer_cy._core.binding cimport (Binding, CallFrame, frame_init, frame_
 from flashinfer_cy._core.runtime cimport compute_capability_major, env_stream
 from flashinfer_cy._core.stream cimport resolve_stream
 from flashinfer_cy._core.tensor cimport (
-    TensorSlot, DT_F16, DT_BF16, DT_F32, DT_E4M3, dtype_key, describe, to_dltensor, check_cuda,
+    TensorSlot, DT_F16, DT_BF16, DT_F32, DT_E4M3, dtype_key, dtype_name, describe, to_dltensor,
+    check_cuda,
     check_dtype, check_same_dtype, check_ndim, check_contiguous, check_last_contiguous,
     check_same_device, check_same_shape)
 
@@ -382,8 +383,15 @@ cdef object _single(str family, object q, object k, object v, bint causal, objec
             to_dltensor(t, &f.slots[i], name)
         ks = &f.slots[1]
         vs = &f.slots[2]
-        for name, i in (("q", 0), ("k", 1), ("v", 2)):
-            check_qkv_tensor(&f.slots[i], name, dtype_key(qs.dl.dtype))
+        # k/v: q's dtype, or an fp8 (e4m3) KV cache (FA2 modules with dtype_kv_e4m3)
+        kv_key = DT_E4M3 if dtype_key(ks.dl.dtype) == DT_E4M3 else dtype_key(qs.dl.dtype)
+        kv_dtype = _uri.FP8_KV if kv_key == DT_E4M3 else dtype
+        check_qkv_tensor(qs, "q", dtype_key(qs.dl.dtype))
+        for name, i in (("k", 1), ("v", 2)):
+            if dtype_key(f.slots[i].dl.dtype) != kv_key:
+                raise TypeError(f"{name}: expected dtype {dtype_name(kv_key)} (q's dtype, or "
+                                f"{_uri.FP8_KV} for both k and v), got {describe(&f.slots[i])}")
+            check_qkv_tensor(&f.slots[i], name, kv_key)
             check_same_device(&f.slots[i], name, qs, "q")
         check_ndim(ks, "k", 3)
         check_same_shape(vs, "v", ks, "k")
@@ -411,9 +419,12 @@ cdef object _single(str family, object q, object k, object v, bint causal, objec
             _describe(&f, 5, lse, "lse")
             check_lse(&f.slots[5], heads if decode else qo_len, -1 if decode else heads, qs)
         # Resolve the module (CUDA may be touched from here on).
-        chosen = "fa2" if decode else choose_backend(
+        if kv_dtype != dtype and backend == "fa3":
+            raise ValueError(f"backend: fa3 has no {_uri.FP8_KV} KV kernel in flashinfer 0.6.3; "
+                             f"use 'fa2' or 'auto' with an fp8 k/v")
+        chosen = "fa2" if decode or kv_dtype != dtype else choose_backend(
             backend, family, dtype, head_dim, win, cap, qs.dl.device.device_id)
-        var = _uri.variant(family, dtype, head_dim, win, cap, chosen)
+        var = _uri.variant(family, dtype, head_dim, win, cap, chosen, kv_dtype)
         b = load_binding(var, "run")
         f.n = b.n
         for i in range(3):
@@ -457,7 +468,8 @@ def single_decode(q, k, v, *, kv_layout="NHD", window_left=-1, logits_soft_cap=0
     """Decode attention of one request: ``q [num_qo_heads, head_dim]`` against
     ``k``/``v`` ``[kv_len, num_kv_heads, head_dim]`` (NHD) or ``[num_kv_heads, kv_len,
     head_dim]`` (HND), all packed. float16/bfloat16, head_dim 64/128/256, GQA group size
-    1/2/3/4/8. ``window_left >= 0`` attends only to the last ``window_left + 1`` keys;
+    1/2/3/4/8. k/v have q's dtype, or both ``float8_e4m3fn`` (an fp8 KV cache; fold a
+    dequantization scale of k into ``sm_scale`` and of v into the output). ``window_left >= 0`` attends only to the last ``window_left + 1`` keys;
     ``logits_soft_cap > 0`` applies ``cap * tanh(s / cap)``; ``sm_scale`` defaults to
     ``1/sqrt(head_dim)``. Returns ``out`` (allocated when omitted), or ``(out, lse)`` with
     ``return_lse`` (lse: float32 ``[num_qo_heads]``, base-2 log-sum-exp). Asynchronous on
@@ -475,8 +487,8 @@ def single_prefill(q, k, v, *, causal=False, kv_layout="NHD", window_left=-1,
     ``qo_len <= kv_len``. q/k/v may be strided views (last dimension packed, 16-byte aligned
     rows); ``out`` ``[qo_len, num_qo_heads, head_dim]`` is packed. ``backend``: "auto" (FA3
     on sm90 when its ``_sm90`` module is available; the prebuilt wheel has none for single
-    prefill), "fa2" or "fa3". Other arguments as :func:`single_decode`; lse is
-    ``[qo_len, num_qo_heads]``."""
+    prefill), "fa2" or "fa3"; an fp8 (``float8_e4m3fn``) k/v runs on FA2. Other arguments
+    as :func:`single_decode`; lse is ``[qo_len, num_qo_heads]``."""
     if not isinstance(backend, str):
         raise TypeError(f"backend: expected 'auto', 'fa2' or 'fa3', got {backend!r}")
     return _single("single_prefill", q, k, v, bool(causal), kv_layout, window_left,

@@ -311,6 +311,32 @@ def test_single_prefill_validation():
            TypeError, "out")
 
 
+def test_single_ops_take_an_fp8_kv_cache(monkeypatch):
+    asked = []
+
+    def record(uri):
+        asked.append(uri)
+        raise TouchedCuda(uri)
+
+    monkeypatch.setattr(runtime, "load_module", record)
+    k8 = T((40, 4, D), "float8_e4m3fn")
+    for q_dtype in ("float16", "bfloat16"):
+        reaches_cuda(lambda: fc.single_decode(T((16, D), q_dtype), k8, k8))
+        reaches_cuda(lambda: fc.single_prefill(T((10, 16, D), q_dtype), k8, k8, causal=True))
+    # fp8 KV has FA2 kernels only: "auto" goes there without asking for an FA3 module
+    assert [u.split("_dtype_kv_")[1][:4] for u in asked] == ["e4m3"] * 4, asked
+    assert not any(u.endswith("_sm90") for u in asked), asked
+    raises(lambda: fc.single_prefill(T((10, 16, D)), k8, k8, backend="fa3"), ValueError, "fa3")
+    raises(lambda: fc.single_decode(T((16, D)), k8, T((40, 4, D))), TypeError,
+           "v: expected dtype float8_e4m3fn")
+    raises(lambda: fc.single_decode(T((16, D)), T((40, 4, D)), k8), TypeError,
+           "v: expected dtype float16")
+    raises(lambda: fc.single_decode(T((16, D), "float8_e4m3fn"), k8, k8), TypeError, "q")
+    # 16-byte rows of one-byte elements: strides in multiples of 16
+    odd = T((40, 4, D), "float8_e4m3fn", strides=(4 * D + 8, D, 1))
+    raises(lambda: fc.single_prefill(T((10, 16, D)), odd, odd), ValueError, "multiple of 16")
+
+
 # ------------------------------------------------------------------------------ URIs and ABI
 
 def _kernel_uris():

@@ -1,7 +1,7 @@
 """An fp8 (float8_e4m3fn) KV cache with float16/bfloat16 q (FlashInfer's FA2 variants with
-``dtype_kv_e4m3``): batch decode and batch prefill (paged and ragged) against a float64
-reference computed on the same e4m3-rounded keys and values. Fresh random data every run;
-outputs start as NaN."""
+``dtype_kv_e4m3``): batch decode, batch prefill (paged and ragged), single decode and single
+prefill, against a float64 reference computed on the same e4m3-rounded keys and values.
+Fresh random data every run; outputs start as NaN."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import flashinfer_cy as fc
 from flashinfer_cy.errors import PlanMismatchError
 from attention_io import dev, host, need, poison, rng, torch  # noqa: F401 (fixtures)
-from attention_refs import assert_close, attention_ref, paged_batch, rand
+from attention_refs import LSE_TOL, assert_close, attention_ref, paged_batch, rand
 
 D, FP8 = 128, "float8_e4m3fn"
 FP8_MAX = 440.0  # below e4m3fn's 448: nothing saturates to NaN
@@ -94,3 +94,30 @@ def test_batch_prefill_ragged_fp8_kv(torch, rng):
         rows, keys = slice(qo_indptr[i], qo_indptr[i + 1]), slice(kv_indptr[i], kv_indptr[i + 1])
         ref, _ = attention_ref(q64[rows], k64[keys], v64[keys])
         assert_close(got[rows], ref, "bfloat16", f"request {i}, ragged fp8 KV")
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_single_decode_fp8_kv(torch, rng, dtype):
+    need("single_decode", dtype, kv_dtype=FP8)
+    kv_len, hq, hkv = 777, 32, 8
+    k8, k64 = fp8(torch, rand(rng, (kv_len, hkv, D), "float16"))
+    v8, v64 = fp8(torch, rand(rng, (kv_len, hkv, D), "float16"))
+    q64 = rand(rng, (hq, D), dtype)
+    out, lse = poison(torch, (hq, D), dtype), poison(torch, (hq,), "float32")
+    fc.single_decode(dev(torch, q64, dtype), k8, v8, out=out, lse=lse)
+    ref, ref_lse = attention_ref(q64[None], k64, v64)
+    assert_close(host(torch, out), ref[0], dtype, f"single decode, {dtype} q, fp8 KV")
+    assert_close(host(torch, lse), ref_lse[0], dtype, "single decode lse", LSE_TOL)
+
+
+def test_single_prefill_fp8_kv_causal_hnd(torch, rng):
+    need("single_prefill", "float16", kv_dtype=FP8)
+    qo_len, kv_len, hq, hkv = 37, 300, 16, 4
+    k8, k64 = fp8(torch, rand(rng, (hkv, kv_len, D), "float16"))  # HND
+    v8, v64 = fp8(torch, rand(rng, (hkv, kv_len, D), "float16"))
+    q64 = rand(rng, (qo_len, hq, D), "float16")
+    out = poison(torch, (qo_len, hq, D), "float16")
+    fc.single_prefill(dev(torch, q64, "float16"), k8, v8, causal=True, kv_layout="HND",
+                      out=out)  # "auto": fp8 KV runs on FA2
+    ref, _ = attention_ref(q64, k64.transpose(1, 0, 2), v64.transpose(1, 0, 2), causal=True)
+    assert_close(host(torch, out), ref, "float16", "single prefill, causal, HND fp8 KV")
