@@ -43,10 +43,29 @@ class CBurst:
         self.fn = fn
 
 
+class LoopBurst:
+    """A row whose call is written in the timed loop's body, as in a user's decode loop
+    (``for ...: w.run(q, (k, v), out=o)``), instead of behind a lambda: ``fn(n)`` runs the
+    loop. ``call(1)`` is one call (for GPU timing)."""
+
+    def __init__(self, expr: str, **names):
+        params = ", ".join(names)
+        src = (f"def factory({params}):\n    def loop(n):\n        for _ in range(n):\n"
+               f"            {expr}\n    return loop\n")
+        scope: dict = {}
+        exec(src, scope)  # noqa: S102 - a fixed expression from this benchmark
+        self.fn = scope["factory"](**names)
+        self.expr = expr
+
+    def __call__(self):
+        self.fn(1)
+
+
 def host_us_interleaved(fns: dict, sync, bursts: int, burst: int, raw: bool = False) -> dict:
     """Median host us/call of each fn (or the per-burst lists, ``raw=True``). Rows are
     interleaved burst by burst, so clock and thermal drift hit every row alike instead of
-    whichever ran last. A :class:`CBurst` row times its burst itself."""
+    whichever ran last. A :class:`CBurst` row times its burst itself; a :class:`LoopBurst`
+    row runs its own loop."""
     def one_burst(fn):
         if isinstance(fn, CBurst):
             us = fn.fn(burst)
@@ -55,8 +74,11 @@ def host_us_interleaved(fns: dict, sync, bursts: int, burst: int, raw: bool = Fa
             return us
         sync()
         t0 = time.perf_counter()
-        for _ in range(burst):
-            fn()
+        if isinstance(fn, LoopBurst):
+            fn.fn(burst)
+        else:
+            for _ in range(burst):
+                fn()
         return (time.perf_counter() - t0) / burst * 1e6
 
     for fn in fns.values():

@@ -243,9 +243,13 @@ cdef int to_dltensor(object obj, TensorSlot* slot, str name) except -1:
     """Describe ``obj`` in ``slot`` without copying; raise TypeError naming ``name``."""
     cdef TensorDesc desc
     cdef uintptr_t api
+    global _last_type, _last_api
     slot.keep = NULL
     slot.api = NULL
     slot.has_producer_stream = 0
+    cdef type tp = type(obj)
+    if <PyObject*>tp == _last_type and _last_api != 0:  # e.g. torch.Tensor, again
+        return _from_exchange(obj, slot, <const DLPackExchangeAPI*>_last_api, name)
     if isinstance(obj, TensorDesc):
         desc = <TensorDesc>obj
         slot.dl = desc.dl
@@ -253,8 +257,6 @@ cdef int to_dltensor(object obj, TensorSlot* slot, str name) except -1:
         return 0
     if obj is None:
         raise TypeError(f"{name}: expected a tensor, got None")
-    global _last_type, _last_api
-    cdef type tp = type(obj)
     if <PyObject*>tp == _last_type:
         api = _last_api
     else:

@@ -736,6 +736,7 @@ cdef class _BatchAttention:
         cdef bint pdl
         cdef RunLayout* L
         cdef uint32_t caller, ready
+        cdef bint outputs_given
         self._check_current(p)
         L = &p.L
         pdl = pdl_default(p.device) if enable_pdl is None else bool(enable_pdl)
