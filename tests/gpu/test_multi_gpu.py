@@ -182,6 +182,19 @@ def test_batch_decode_wrapper_on_device_1(rng):
     for r in range(2):
         ref = attention_ref(q64[r:r + 1], *batch.sequence(r))[0][0]
         np.testing.assert_allclose(got[r], ref, err_msg=f"request {r}", **ATOL["float16"])
+    # Repeated runs with caller outputs: the second reuses the first's checked frame
+    # (new q and out buffers, same shapes), still on device 1.
+    kv = (d1(batch.k_cache), d1(batch.v_cache))
+    for step in range(2):
+        q64 = rand(rng, (2, 8, 128), "float16")
+        out = d1(np.full((2, 8, 128), np.nan))
+        w.run(d1(q64), kv, out=out)
+        assert current_devices() == before
+        got = out.numpy().astype(np.float64)
+        for r in range(2):
+            ref = attention_ref(q64[r:r + 1], *batch.sequence(r))[0][0]
+            np.testing.assert_allclose(got[r], ref, err_msg=f"step {step} request {r}",
+                                       **ATOL["float16"])
 
 
 def test_torch_tensors_on_device_1_use_its_current_stream(rng):
