@@ -279,14 +279,17 @@ cdef int split_kv_pair(CallFrame* f, int ik, int iv, object kv_cache, Binding b)
     if k.dl.ndim != 5 or k.dl.shape[1] != 2:
         raise ValueError(f"paged_kv_cache: expected a (k_cache, v_cache) tuple or one tensor of "
                          f"shape [num_pages, 2, ...], got {describe(k)}")
-    b.tensor(f, iv, kv_cache)
     v = &f.slots[iv]
+    v[0] = k[0]  # one conversion describes both halves; k's slot owns what it holds
+    v.keep = NULL
+    f.args[iv].type_index = 7  # kTVMFFIDLTensorPtr
+    f.args[iv].v_ptr = &v.dl
+    v.dl.data = <void*>(<char*>k.dl.data + k.dl.strides[1] * (k.dl.dtype.bits // 8))
     for i in range(2, 5):  # drop dimension 1, in place in both slots
         k.shape[i - 1] = k.dl.shape[i]
         k.strides[i - 1] = k.dl.strides[i]
     k.shape[0] = k.dl.shape[0]
     k.strides[0] = k.dl.strides[0]
-    v.dl.data = <void*>(<char*>v.dl.data + v.dl.strides[1] * (v.dl.dtype.bits // 8))
     for i in range(4):
         v.shape[i] = k.shape[i]
         v.strides[i] = k.strides[i]

@@ -207,6 +207,9 @@ def scenario_decode():
             out, lse = poison(q64.shape, dtype), poison(q64.shape[:2], "float32")
             w.run(q, (kc, vc), out=out, lse=lse)
             w.prepare(q, (kc, vc), out).launch()
+            # one [pages, 2, ...] tensor: k = [:, 0], v = [:, 1]
+            out5 = poison(q64.shape, dtype)
+            w.run(q, upload(np.stack([b.k_cache, b.v_cache], axis=1), dtype), out=out5)
             after = cudart_counts()
             what = f"{dtype} {layout} window {window} cap {cap}"
             assert after["stream_sync"] == before["stream_sync"], f"{what}: a synchronize"
@@ -214,6 +217,7 @@ def scenario_decode():
             qr = download(q, dtype)
             for i in range(len(kv_lens)):
                 got, got_lse = download(out, dtype)[i], download(lse, "float32")[i]
+                assert np.array_equal(download(out5, dtype)[i], got), f"{what}: 5-D cache"
                 if kv_lens[i] == 0:  # no key: out 0, lse -inf (FlashInfer's convention)
                     assert np.all(got == 0) and np.all(got_lse == -np.inf), what
                     continue
