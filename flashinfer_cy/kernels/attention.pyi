@@ -26,8 +26,10 @@ def choose_backend(
     window_left: int,
     logits_soft_cap: float,
     device: int,
+    kv_dtype: str | None = None,
 ) -> Literal["fa2", "fa3"]:
-    """"fa2" or "fa3"; "auto" follows upstream (FA3 on sm90 when its module exists)."""
+    """"fa2" or "fa3"; "auto" follows upstream (FA3 on sm90 when its module exists; FA2
+    for decode and for an fp8 KV cache)."""
 
 # Overloads: the result is ``out`` (the object passed, or a new DeviceArray), or
 # ``(out, lse)`` with ``return_lse=True`` (lse float32, base-2 log-sum-exp, passed or new).

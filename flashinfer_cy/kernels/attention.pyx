@@ -140,15 +140,17 @@ cdef Binding load_binding(object variant, str symbol):
 
 
 def choose_backend(str requested, str family, str dtype, int head_dim, int window_left,
-                   double logits_soft_cap, int device):
+                   double logits_soft_cap, int device, str kv_dtype=None):
     """"fa2" or "fa3". ``auto`` follows upstream (FA3 on sm90 when the variant has an FA3
-    module: batch prefill, 16-bit, head dim 64/128/256) and falls back to FA2 when that
-    module cannot be found."""
+    module: prefill, 16-bit q and KV, head dim 64/128/256) and falls back to FA2 when that
+    module cannot be found. Decode, and an fp8 KV cache with 16-bit q (FA3's fp8 kernels
+    take fp8 q too), are FA2 only; an explicit request is returned as given."""
     if requested not in _uri.BACKENDS:
         raise ValueError(f"backend: expected one of {_uri.BACKENDS}, got {requested!r}")
     if requested != "auto":
         return requested
-    if family not in ("batch_prefill", "single_prefill"):
+    if family not in ("batch_prefill", "single_prefill") or (
+            kv_dtype is not None and kv_dtype != dtype):
         return "fa2"
     key = (family, dtype, head_dim, window_left >= 0, logits_soft_cap > 0, device)
     usable = _fa3_usable.get(key)
@@ -425,8 +427,8 @@ cdef object _single(str family, object q, object k, object v, bint causal, objec
         if kv_dtype != dtype and backend == "fa3":
             raise ValueError(f"backend: fa3 has no {_uri.FP8_KV} KV kernel in flashinfer 0.6.3; "
                              f"use 'fa2' or 'auto' with an fp8 k/v")
-        chosen = "fa2" if decode or kv_dtype != dtype else choose_backend(
-            backend, family, dtype, head_dim, win, cap, qs.dl.device.device_id)
+        chosen = choose_backend(backend, family, dtype, head_dim, win, cap,
+                                qs.dl.device.device_id, kv_dtype)
         var = _uri.variant(family, dtype, head_dim, win, cap, chosen, kv_dtype)
         b = load_binding(var, "run")
         f.n = b.n
@@ -472,7 +474,8 @@ def single_decode(q, k, v, *, kv_layout="NHD", window_left=-1, logits_soft_cap=0
     ``k``/``v`` ``[kv_len, num_kv_heads, head_dim]`` (NHD) or ``[num_kv_heads, kv_len,
     head_dim]`` (HND), all packed. float16/bfloat16, head_dim 64/128/256, GQA group size
     1/2/3/4/8. k/v have q's dtype, or both ``float8_e4m3fn`` (an fp8 KV cache; fold a
-    dequantization scale of k into ``sm_scale`` and of v into the output). ``window_left >= 0`` attends only to the last ``window_left + 1`` keys;
+    dequantization scale of k into ``sm_scale`` and of v into the output).
+    ``window_left >= 0`` attends only to the last ``window_left + 1`` keys;
     ``logits_soft_cap > 0`` applies ``cap * tanh(s / cap)``; ``sm_scale`` defaults to
     ``1/sqrt(head_dim)``. Returns ``out`` (allocated when omitted), or ``(out, lse)`` with
     ``return_lse`` (lse: float32 ``[num_qo_heads]``, base-2 log-sum-exp). Asynchronous on

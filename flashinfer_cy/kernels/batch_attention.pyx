@@ -400,12 +400,8 @@ cdef class _BatchAttention:
         if c.run_b is not None:
             return 0
         family = "batch_decode" if self.kind == DECODE else "batch_prefill"
-        if self.kind == DECODE or c.kv_dtype != c.dtype:
-            # decode is FA2 only; so is an fp8 KV cache with 16-bit q (FA3's fp8 is all-fp8)
-            backend = "fa2" if self.backend == "auto" else self.backend
-        else:
-            backend = choose_backend(self.backend, family, c.dtype, c.hd, c.sc[0], c.sc[1],
-                                     self.device)
+        backend = choose_backend(self.backend, family, c.dtype, c.hd, c.sc[0], c.sc[1],
+                                 self.device, c.kv_dtype)
         variant = _uri.variant(family, c.dtype, c.hd, c.sc[0], c.sc[1], backend, c.kv_dtype)
         plan_b = load_binding(variant, "plan")
         c.run_b = load_binding(variant, run_symbol)
