@@ -33,13 +33,7 @@ cdef int _UNSET = -1
 
 
 cdef void frame_init(CallFrame* f, int n) noexcept:
-    cdef int i
-    f.n = n
-    for i in range(n):
-        f.args[i].type_index = _UNSET
-        f.args[i].zero_padding = 0
-        f.args[i].v_int64 = 0
-        f.slots[i].keep = NULL
+    frame_init_masked(f, n, 0xFFFFFFFF)
 
 
 cdef void frame_release(CallFrame* f) noexcept:

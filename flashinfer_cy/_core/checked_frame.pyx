@@ -25,7 +25,7 @@ from flashinfer_cy._abi.tvm_ffi cimport kTVMFFIDLTensorPtr
 from flashinfer_cy._core.binding cimport producer_stream
 from flashinfer_cy._core.runtime cimport env_stream
 from flashinfer_cy._core.stream cimport resolve_stream
-from flashinfer_cy._core.tensor cimport TensorSlot, dtype_key
+from flashinfer_cy._core.tensor cimport TensorSlot, dtype_key, own_shape
 
 
 cdef class CheckedFrame:
@@ -43,7 +43,7 @@ cdef class CheckedFrame:
         live only as long as its call)."""
         cdef CheckedFrame m = CheckedFrame.__new__(CheckedFrame)
         cdef TensorSlot* s
-        cdef int i, d
+        cdef int i
         m.frame = <CallFrame*>malloc(sizeof(CallFrame))
         if m.frame == NULL:
             raise MemoryError()
@@ -54,11 +54,7 @@ cdef class CheckedFrame:
                 continue
             s = &m.frame.slots[i]
             s[0] = f.slots[i]
-            for d in range(s.dl.ndim):
-                s.shape[d] = f.slots[i].dl.shape[d]
-                s.strides[d] = f.slots[i].dl.strides[d]
-            s.dl.shape = s.shape
-            s.dl.strides = s.strides
+            own_shape(s)
             s.keep = NULL
             m.frame.args[i].v_ptr = &s.dl
         m.variable = variable

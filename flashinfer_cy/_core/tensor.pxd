@@ -40,6 +40,7 @@ cdef struct TensorSlot:
 
 cdef int to_dltensor(object obj, TensorSlot* slot, str name) except -1
 cdef void release_slot(TensorSlot* slot) noexcept
+cdef void own_shape(TensorSlot* s) noexcept
 
 cdef inline uint32_t dtype_key(DLDataType t) noexcept nogil:
     return (<uint32_t>t.code << 16) | (<uint32_t>t.bits << 8) | <uint32_t>t.lanes

@@ -91,6 +91,19 @@ cdef inline void _fill_contiguous_strides(TensorSlot* s) noexcept:
     s.dl.strides = s.strides
 
 
+cdef void own_shape(TensorSlot* s) noexcept:
+    """Copy shape/strides into the slot itself (a producer's arrays may not outlive it)."""
+    cdef int i
+    if s.dl.shape != s.shape:
+        for i in range(s.dl.ndim):
+            s.shape[i] = s.dl.shape[i]
+        s.dl.shape = s.shape
+    if s.dl.strides != s.strides:
+        for i in range(s.dl.ndim):
+            s.strides[i] = s.dl.strides[i]
+        s.dl.strides = s.strides
+
+
 cdef inline void _normalize(TensorSlot* s) noexcept:
     if s.dl.byte_offset != 0:
         s.dl.data = <void*>(<char*>s.dl.data + s.dl.byte_offset)

@@ -50,7 +50,7 @@ from flashinfer_cy._core.tensor cimport (
     TensorSlot, TensorDesc, DT_F32, DT_I32, dtype_key, describe, to_dltensor, release_slot,
     check_cuda,
     check_dtype, check_ndim, check_contiguous, check_same_device, check_same_dtype,
-    check_same_shape, SRC_DESC)
+    check_same_shape, own_shape, SRC_DESC)
 from flashinfer_cy._core.pinned cimport (PinnedRing, PinnedSlot, Event, ensure_pinned_rt,
                                          capture_status, wait_event, record_event, copy_async)
 from flashinfer_cy.kernels.attention cimport (load_binding, pack_extras, check_qkv_tensor,
@@ -663,8 +663,7 @@ cdef class _BatchAttention:
                     f"{p.min_num_pages - 1}")
         return 0
 
-    cdef int _pack_outputs(self, CallFrame* f, Plan p, object out, object lse,
-                           void* stream) except -1:
+    cdef int _pack_outputs(self, CallFrame* f, Plan p, object out, object lse) except -1:
         p.run_b.tensor(f, p.L.o, out)
         p.run_b.opt_tensor(f, p.L.lse, lse)
         return self._check_outputs(f, p)
@@ -774,7 +773,7 @@ cdef class _BatchAttention:
                 self._check_outputs(&f, p)
                 if not (p.backend == "fa3" and p.kind_code == RAGGED_PREFILL
                         and p.layout_code == 1):  # _hnd_as_nhd rewrote k/v: not comparable
-                    self._last_run = CheckedFrame.keep(&f, _caller_slots(L), p, pdl,
+                    self._last_run = CheckedFrame.keep(&f, caller, p, pdl,
                                                        p.run_b.stream_slot(&f))
             self._order_after_plan(p, handle)
             if f.slots[L.q].dl.shape[0] > 0:
@@ -812,10 +811,10 @@ cdef class _BatchAttention:
         if out is None:
             out = DeviceArray.empty((qs.dl.shape[0], qs.dl.shape[1], qs.dl.shape[2]), p.dtype,
                                     p.device, <uintptr_t>handle)
-        self._pack_outputs(r.frame, p, out, lse, handle)
+        self._pack_outputs(r.frame, p, out, lse)
         for i in range(r.frame.n):
             if r.frame.args[i].type_index == 7:  # kTVMFFIDLTensorPtr
-                _own_shape(&r.frame.slots[i])
+                own_shape(&r.frame.slots[i])
         r.keep = [q, kv, k, v, out, lse]
         r.out = out
         r.lse = lse
@@ -858,22 +857,9 @@ cdef void _hnd_as_nhd(CallFrame* f, int i) noexcept:
     cdef TensorSlot* s = &f.slots[i]
     cdef int64_t t
     if s.dl.shape != s.shape:
-        _own_shape(s)
+        own_shape(s)
     t = s.shape[0]; s.shape[0] = s.shape[1]; s.shape[1] = t
     t = s.strides[0]; s.strides[0] = s.strides[1]; s.strides[1] = t
-
-
-cdef void _own_shape(TensorSlot* s) noexcept:
-    """Copy shape/strides into the slot itself (a producer's arrays may not outlive it)."""
-    cdef int i
-    if s.dl.shape != s.shape:
-        for i in range(s.dl.ndim):
-            s.shape[i] = s.dl.shape[i]
-        s.dl.shape = s.shape
-    if s.dl.strides != s.strides:
-        for i in range(s.dl.ndim):
-            s.strides[i] = s.dl.strides[i]
-        s.dl.strides = s.strides
 
 
 # ------------------------------------------------------------------------------- prepared
