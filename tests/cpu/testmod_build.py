@@ -20,23 +20,25 @@ def tvm_ffi_include() -> Path:
     return Path(spec.submodule_search_locations[0]) / "include"
 
 
-def compile_module(src: Path, out: Path, extra: list[str] | None = None) -> Path:
-    cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
-    if cxx is None:
-        pytest.fail("a C++ compiler is needed to build the TVM-FFI test module")
+def _shared_library(lang: str, flags: list[str], src: Path, out: Path,
+                    extra: list[str] | None = None) -> Path:
+    """Compile ``src`` into the shared library ``out`` with $CXX / $CC or the usual names
+    (``extra`` after the output, where libraries go)."""
+    env, names = {"C++": ("CXX", ("c++", "g++")), "C": ("CC", ("cc", "gcc"))}[lang]
+    compiler = os.environ.get(env) or next(filter(None, map(shutil.which, names)), None)
+    if compiler is None:
+        pytest.fail(f"a {lang} compiler is needed to build {src.name}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [cxx, "-std=c++17", "-O1", "-fPIC", "-shared", f"-I{tvm_ffi_include()}", str(src),
-           "-o", str(out), *(extra or [])]
-    subprocess.run(cmd, check=True)
+    subprocess.run([compiler, *flags, "-O1", "-fPIC", "-shared", str(src), "-o", str(out),
+                    *(extra or [])], check=True)
     return out
+
+
+def compile_module(src: Path, out: Path, extra: list[str] | None = None) -> Path:
+    """A TVM-FFI module (the test module, the stand-in kernels)."""
+    return _shared_library("C++", ["-std=c++17", f"-I{tvm_ffi_include()}"], src, out, extra)
 
 
 def compile_c_library(src: Path, out: Path) -> Path:
-    """A plain C shared library (the fake libcudart.so.13)."""
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.fail("a C compiler is needed to build the stand-in libcudart")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run([cc, "-std=c11", "-O1", "-fPIC", "-shared", str(src), "-o", str(out)],
-                   check=True)
-    return out
+    """A plain C shared library (the stand-in libcudart.so.13)."""
+    return _shared_library("C", ["-std=c11"], src, out)
