@@ -12,9 +12,11 @@ class Binding:
     ``signature`` is space-separated ``name:KIND`` items; KIND is one of T (device tensor),
     T? (optional device tensor), H (host tensor), I (int), F (float), B (bool), D (dtype),
     A (object handle). ``device`` names the tensor whose device and producer stream the
-    kernel runs on (default: the first T argument)."""
+    kernel runs on (default: the first T argument). ``serialize``: calls take turns between
+    threads (for launchers that are not thread-safe; see runtime.serialize_calls)."""
 
-    def __init__(self, uri: str, symbol: str, signature: str, device: str | None = None) -> None: ...
+    def __init__(self, uri: str, symbol: str, signature: str, device: str | None = None,
+                 serialize: bool = False) -> None: ...
     @property
     def uri(self) -> str: ...
     @property

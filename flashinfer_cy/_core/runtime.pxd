@@ -1,3 +1,4 @@
+from cpython.pythread cimport PyThread_type_lock
 from libc.stdint cimport int32_t, int64_t
 from flashinfer_cy._abi.tvm_ffi cimport TVMFFIAny, TVMFFISafeCallType, TVMFFIObjectHandle
 from flashinfer_cy._abi.ffi_call cimport FcyTvmFfi, FcyCudart
@@ -22,9 +23,11 @@ cdef class Function:
     cdef TVMFFISafeCallType fn
     cdef readonly str name
     cdef readonly Module module
+    cdef PyThread_type_lock serial    # held around each call, for exports that need it
     cdef int call(self, const TVMFFIAny* args, int32_t n, TVMFFIAny* result,
                   int32_t device_type, int32_t device_id, void* stream,
                   bint set_stream) except -1
+    cdef int _serialize(self) except -1
 
 cdef class Object:
     cdef TVMFFIObjectHandle handle

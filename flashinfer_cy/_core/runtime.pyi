@@ -55,10 +55,17 @@ class Function:
     def name(self) -> str: ...
     @property
     def module(self) -> Module: ...
+    @property
+    def serialized(self) -> bool:
+        """Whether calls of this export take turns between threads."""
     def __call__(self, *args: Any, stream: StreamLike | None = None) -> Any: ...
 
 def load_module_path(path: str | os.PathLike[str], uri: str | None = None) -> Module:
     """dlopen a kernel module file (RTLD_NOW | RTLD_LOCAL), once per path."""
+
+def serialize_calls(uri: str, symbol: str) -> None:
+    """Calls of export ``symbol`` of module ``uri`` take turns between threads (a per-export
+    lock; the GIL stays released), now and for Functions loaded later."""
 
 def load_module(uri: str) -> Module:
     """The kernel module for ``uri``, located through flashinfer_cy.artifacts."""

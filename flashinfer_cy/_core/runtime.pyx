@@ -16,6 +16,8 @@ import threading
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.exc cimport PyErr_Occurred
+from cpython.pythread cimport (PyThread_allocate_lock, PyThread_free_lock,
+                               PyThread_acquire_lock, PyThread_release_lock, WAIT_LOCK)
 from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.string cimport memset
 
@@ -52,6 +54,9 @@ _lock = threading.RLock()
 _state = {"tvm_ffi_path": None, "tvm_ffi_version": None, "cudart_path": None,
           "cudart_error": None}
 _modules = {}
+# (module uri, symbol) of exports whose calls must not overlap between threads (see
+# serialize_calls); their Function objects hold a lock around every call.
+_serialized = set()
 
 
 def _tvm_ffi_candidates():
@@ -356,6 +361,8 @@ cdef class Module:
         f.fn = <TVMFFISafeCallType>p
         f.name = name
         f.module = self
+        if (self.uri, name) in _serialized:
+            f._serialize()
         self._functions[name] = f
         return f
 
@@ -391,6 +398,20 @@ def load_module_path(path, uri=None):
         return m
 
 
+def serialize_calls(str uri, str symbol):
+    """Make calls of export ``symbol`` of module ``uri`` take turns between threads (each
+    call holds a per-export lock; the GIL stays released). For kernel launchers that are
+    not safe to enter from several threads at once: the kernels they queue still run
+    concurrently on their streams. Applies to the Function now and to any loaded later."""
+    with _lock:
+        _serialized.add((uri, symbol))
+        mod = _modules.get(("uri", uri))
+        if mod is not None:
+            fn = (<Module>mod)._functions.get(symbol)
+            if fn is not None:
+                (<Function>fn)._serialize()
+
+
 def load_module(str uri):
     """The kernel module for ``uri`` (``norm``, ``page``, an attention URI...), located
     through :func:`flashinfer_cy.artifacts.locate_module` on first use."""
@@ -407,14 +428,35 @@ cdef class Function:
     """One ``__tvm_ffi_<name>`` export. The typed kernel APIs call :meth:`call` from Cython;
     ``__call__`` is the generic (slower, any-argument) path, mainly for tests and tools."""
 
+    def __dealloc__(self):
+        if self.serial != NULL:
+            PyThread_free_lock(self.serial)
+
+    cdef int _serialize(self) except -1:
+        if self.serial == NULL:
+            self.serial = PyThread_allocate_lock()
+            if self.serial == NULL:
+                raise MemoryError("cannot allocate a lock")
+        return 0
+
+    @property
+    def serialized(self):
+        """Whether calls of this export are serialized between threads."""
+        return self.serial != NULL
+
     cdef int call(self, const TVMFFIAny* args, int32_t n, TVMFFIAny* result,
                   int32_t device_type, int32_t device_id, void* stream,
                   bint set_stream) except -1:
         cdef int rc
         cdef TVMFFISafeCallType fn = self.fn
+        cdef PyThread_type_lock serial = self.serial
         with nogil:
+            if serial != NULL:  # taken without the GIL: other threads keep running Python
+                PyThread_acquire_lock(serial, WAIT_LOCK)
             rc = fcy_call(&g_ffi, &g_cudart, fn, args, n, result, device_type, device_id,
                           stream, set_stream)
+            if serial != NULL:
+                PyThread_release_lock(serial)
         if rc != 0:
             raise_call_error(rc, self.name)
         return 0

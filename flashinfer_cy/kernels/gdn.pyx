@@ -38,10 +38,18 @@ from flashinfer_cy._core import runtime as _runtime
 from flashinfer_cy._core.array import DeviceArray
 
 # ABI table: (module, symbol, arguments in order) -- csrc/gdn_prefill_launcher.cu
+# serialize: the launcher is not safe to enter from several threads at once. Its CUTLASS
+# path sets a process-wide "initialized" flag without synchronisation and calls
+# cudaFuncSetAttribute on the shared kernel function before every launch
+# (flat/hopper/device/device_universal.hpp, cutlass/cluster_launch.hpp); flashinfer-python
+# itself, called from 4 threads at once, failed with "initialize failed" and then an illegal
+# instruction on the GPU (H100). So the host calls take turns; the kernels still overlap on
+# their streams. This does not cure the rare GPU hang of concurrent chains on several
+# streams (docs/api.md, gdn_prefill, "Threads and streams").
 GDN_PREFILL = Binding(
     "gdn_prefill_sm90", "gdn_prefill",
     "output:T output_state:T q:T k:T v:T cu_seqlens:T input_state:T? alpha:T? beta:T? "
-    "scale:F workspace_buffer:T", device="q")
+    "scale:F workspace_buffer:T", device="q", serialize=True)
 
 # The kernel's tile and its state layout are compiled for 128 (TileShape 64x64x128, the
 # state copied as a fixed 128x128 block): a smaller head_size passes upstream's checks but

@@ -10,6 +10,7 @@
 #include <tvm/ffi/optional.h>
 #include <tvm/ffi/string.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <stdexcept>
@@ -100,6 +101,21 @@ void raise_with_stream(TensorView x) {
 // released the GIL.
 void sleep_ms(int64_t ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
 
+// How many calls of overlap_probe were inside it at once, at most (read and reset by
+// max_overlap): 1 when the caller serializes the export, more when threads overlap.
+static std::atomic<int64_t> g_inside{0}, g_most_inside{0};
+void overlap_probe(int64_t ms) {
+  int64_t now = ++g_inside;
+  int64_t most = g_most_inside.load();
+  while (now > most && !g_most_inside.compare_exchange_weak(most, now)) {
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  --g_inside;
+}
+int64_t max_overlap() { return g_most_inside.exchange(0); }
+
+TVM_FFI_DLL_EXPORT_TYPED_FUNC(overlap_probe, overlap_probe);
+TVM_FFI_DLL_EXPORT_TYPED_FUNC(max_overlap, max_overlap);
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(echo_int, echo_int);
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(echo_float, echo_float);
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(echo_bool, echo_bool);

@@ -359,6 +359,32 @@ def test_eight_threads_call_concurrently_and_overlap(testmod):
     assert elapsed < 1.0, f"calls did not overlap: {elapsed:.2f}s for 8 x 200 ms sleeps"
 
 
+def test_serialized_export_takes_turns_between_threads(testmod):
+    """serialize_calls (Binding(..., serialize=True)): calls of one export never overlap
+    between threads; other exports are not affected."""
+    from flashinfer_cy._core.runtime import serialize_calls
+
+    probe, most, sleep = (f(testmod, n) for n in ("overlap_probe", "max_overlap", "sleep_ms"))
+
+    def four_threads():
+        most()
+        threads = [threading.Thread(target=lambda: [probe(5) for _ in range(6)])
+                   for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return most()
+
+    assert not probe.serialized
+    assert four_threads() > 1, "the unserialized probe never overlapped: this test cannot fail"
+    serialize_calls("testmod", "overlap_probe")
+    assert probe.serialized and not sleep.serialized
+    assert four_threads() == 1
+    b = fc.Binding("testmod", "echo_int", "x:I", serialize=True)  # as declared in a table
+    assert b.load().serialized and b(7) == 7
+
+
 def _rss_mb() -> float:
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
