@@ -75,6 +75,11 @@ export PEER_PYTHONPATH=/tmp/fjc
 stamp "doctor"
 python3 -m flashinfer_cy doctor --require-gpu
 
+if [ -n "${BEFORE_TESTS:-}" ]; then  # a diagnosis to run first, e.g. a tools/probe_*.py
+  stamp "before tests: $BEFORE_TESTS"
+  timeout ${BEFORE_TIMEOUT:-150} bash -c "$BEFORE_TESTS"; echo "before-tests rc=$?"
+fi
+
 stamp "tests"
 # faulthandler_timeout: a test stuck in-process dumps every thread's Python stack.
 timeout ${PYTEST_TIMEOUT:-240} python3 -m pytest ${TESTS:-tests} -q -rs -p no:cacheprovider \
