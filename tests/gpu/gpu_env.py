@@ -51,17 +51,27 @@ def require_module(uri: str) -> None:
         pytest.skip(reason)
 
 
-def in_child_process(test_fn):
+def in_child_process(test_fn=None, *, timeout=None, known_gpu_hang=None):
     """Run the test in a fresh interpreter: a device fault (a sticky CUDA error) then fails
     this one test instead of every later test in the session. Fixtures still resolve in
-    the parent; the child re-runs the test by node id."""
+    the parent; the child re-runs the test by node id. ``timeout``: seconds before the
+    child counts as hung (default CHILD_TIMEOUT_S).
+
+    ``known_gpu_hang``: the reason a kernel outside this project is known to hang now and
+    then in this test. When the child reports streams that never drained (hang_watchdog's
+    "streams still busy"), the test is an expected failure with that reason; any other
+    failure, a host-side hang included, still fails."""
     import functools
     import inspect
     import os
     import subprocess
     import sys
 
+    if test_fn is None:
+        return functools.partial(in_child_process, timeout=timeout,
+                                 known_gpu_hang=known_gpu_hang)
     marker = "FLASHINFER_CY_CHILD_TEST"
+    limit = timeout or CHILD_TIMEOUT_S
 
     @functools.wraps(test_fn)
     def wrapper(*args, **kwargs):
@@ -72,20 +82,30 @@ def in_child_process(test_fn):
         child = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-x", "-p",
                                   "no:cacheprovider", node], env=env, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True)
+        stacks = None
         try:
-            out, err = child.communicate(timeout=CHILD_TIMEOUT_S)
+            out, err = child.communicate(timeout=limit)
         except subprocess.TimeoutExpired:
             stacks = native_stacks(child.pid)  # where it is stuck, before it is killed
             child.kill()
             out, err = child.communicate()
-            pytest.fail(f"HANG DETECTED: {node} did not finish in {CHILD_TIMEOUT_S} s in its "
-                        f"child process; its threads were at:\n{stacks}\n{out[-3000:]}\n"
+        if known_gpu_hang and "streams still busy" in out:
+            # A context with a kernel that never finishes cannot be torn down: the child
+            # reported the hang, then blocked at exit until it was killed.
+            pytest.xfail(f"{known_gpu_hang}: {_hang_line(out)}")
+        if stacks is not None:
+            pytest.fail(f"HANG DETECTED: {node} did not finish in {limit} s in its child "
+                        f"process; its threads were at:\n{stacks}\n{out[-3000:]}\n"
                         f"{err[-2000:]}", pytrace=False)
         if child.returncode != 0:
             pytest.fail(f"{node} failed in its child process (rc {child.returncode}):\n"
                         f"{out[-4000:]}\n{err[-2000:]}", pytrace=False)
 
     return wrapper
+
+
+def _hang_line(out: str) -> str:
+    return next((line for line in out.splitlines() if "streams still busy" in line), "")
 
 
 # The slowest child test takes seconds (about 3 s, torch import included). A hang must be

@@ -229,10 +229,24 @@ def test_stress_gdn_prefill_bf16_gva_all_options(stream):
                     init=True), stream, "bf16 GVA with every option")
 
 
-@in_child_process
+# FlashInfer 0.6.3's gdn kernel itself: on an H100, now and then one kernel of the 4
+# concurrent chains never finishes. Seen through flashinfer-python too (its own
+# chunk_gated_delta_rule on 4 torch streams, CUDA_MODULE_LOADING=EAGER, warmed up, every
+# thread bound to the context: 1 hang in 3 fresh processes), and through this binding with
+# or without its launcher lock, lazy or eager module loading, our own or CuPy memory: 6
+# hangs in 108 fresh processes (2 in 9 full suites before that). The single-stream cases
+# here never hung.
+# Reproduce: tools/repeat_until_hang.sh with tools/probe_gdn_streams.py (docs/api.md).
+UPSTREAM_MULTI_STREAM_HANG = ("FlashInfer 0.6.3's gdn_prefill kernel intermittently never "
+                              "finishes when chains run concurrently on several streams")
+
+
+@in_child_process(timeout=45, known_gpu_hang=UPSTREAM_MULTI_STREAM_HANG)
 def test_stress_gdn_prefill_qwen3_next_multi_stream_chained():
     """The Qwen3-Next-80B configuration: 4 streams, each a 10-step state chain over the same
-    inputs, concurrently. Identical work, so the final states must agree bit for bit."""
+    inputs, concurrently. Identical work, so the final states must agree bit for bit. The
+    kernel's known multi-stream hang is an expected failure (UPSTREAM_MULTI_STREAM_HANG);
+    wrong or unwritten results, errors and host-side hangs fail."""
     seqs = [61, 128, 251, 511]
     problems = [Problem(seqs, GVA, alpha=True, beta=True) for _ in range(4)]
     spares = [poisoned(p.state.shape, "float32") for p in problems]
@@ -247,7 +261,7 @@ def test_stress_gdn_prefill_qwen3_next_multi_stream_chained():
 
     run_threads([lambda a=a: chain(*a) for a in zip(problems, spares, streams)],
                 "Qwen3-Next chained")
-    wait_for(streams, "4 concurrent 10-step chains")
+    wait_for(streams, "4 concurrent 10-step chains", timeout=20)  # < the child's 45 s
     finals = spares  # step 9 writes states[1]
     for p, final in zip(problems, finals):
         p.assert_written(state=final)
