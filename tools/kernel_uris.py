@@ -186,9 +186,9 @@ def _test_preset() -> list:
         # fp8 (e4m3) KV cache with 16-bit q: FA2 only
         uris += [attention_uri("batch_decode", dtype, kv="e4m3"),
                  attention_uri("batch_prefill", dtype, kv="e4m3"),
-                 attention_uri("single_decode", dtype, kv="e4m3")]
-    uris += [attention_uri("single_prefill", "f16", kv="e4m3"),
-             attention_uri("batch_decode", "f16", head_dim=64),
+                 attention_uri("single_decode", dtype, kv="e4m3"),
+                 attention_uri("single_prefill", dtype, kv="e4m3")]
+    uris += [attention_uri("batch_decode", "f16", head_dim=64),
              attention_uri("batch_decode", "f16", swa=True, cap=True)]
     return uris
 

@@ -184,9 +184,9 @@ def test_presets():
             rule_batch_decode(dt, "e4m3", dt, "i32", 128, 128, 0, False, False),
             rule_batch_prefill("fa2", dt, "e4m3", dt, "i32", 128, 128, 0, False, False, False),
             rule_single_decode(dt, "e4m3", dt, 128, 128, 0, False, False),
+            rule_single_prefill("fa2", dt, "e4m3", dt, 128, 128, 0, False, False, False),
         ]
-    expected += [rule_single_prefill("fa2", "f16", "e4m3", "f16", 128, 128, 0, False, False, False),
-                 rule_batch_decode("f16", "f16", "f16", "i32", 64, 64, 0, False, False),
+    expected += [rule_batch_decode("f16", "f16", "f16", "i32", 64, 64, 0, False, False),
                  rule_batch_decode("f16", "f16", "f16", "i32", 128, 128, 0, True, True)]
     assert test == expected
     everything = kernel_uris.expand(["@all"])

@@ -110,14 +110,15 @@ def test_single_decode_fp8_kv(torch, rng, dtype):
     assert_close(host(torch, lse), ref_lse[0], dtype, "single decode lse", LSE_TOL)
 
 
-def test_single_prefill_fp8_kv_causal_hnd(torch, rng):
-    need("single_prefill", "float16", kv_dtype=FP8)
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_single_prefill_fp8_kv_causal_hnd(torch, rng, dtype):
+    need("single_prefill", dtype, kv_dtype=FP8)
     qo_len, kv_len, hq, hkv = 37, 300, 16, 4
     k8, k64 = fp8(torch, rand(rng, (hkv, kv_len, D), "float16"))  # HND
     v8, v64 = fp8(torch, rand(rng, (hkv, kv_len, D), "float16"))
-    q64 = rand(rng, (qo_len, hq, D), "float16")
-    out = poison(torch, (qo_len, hq, D), "float16")
-    fc.single_prefill(dev(torch, q64, "float16"), k8, v8, causal=True, kv_layout="HND",
+    q64 = rand(rng, (qo_len, hq, D), dtype)
+    out = poison(torch, (qo_len, hq, D), dtype)
+    fc.single_prefill(dev(torch, q64, dtype), k8, v8, causal=True, kv_layout="HND",
                       out=out)  # "auto": fp8 KV runs on FA2
     ref, _ = attention_ref(q64, k64.transpose(1, 0, 2), v64.transpose(1, 0, 2), causal=True)
-    assert_close(host(torch, out), ref, "float16", "single prefill, causal, HND fp8 KV")
+    assert_close(host(torch, out), ref, dtype, f"single prefill, causal, HND fp8 KV, {dtype} q")
