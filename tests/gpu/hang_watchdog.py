@@ -20,6 +20,19 @@ def wedged() -> bool:
     return bool(_wedged_by)
 
 
+def leave_if_wedged(status: int) -> None:
+    """End the process now, with ``status`` (at least 1), if a kernel never finished:
+    tearing down a CUDA context that still runs a kernel blocks forever, so a normal exit
+    would hang after the test report is printed. Called last thing by pytest."""
+    if _wedged_by:
+        import os
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status or 1)
+
+
 def require_responsive_device() -> None:
     if _wedged_by:
         pytest.skip(f"the GPU is still busy with a hung kernel from {_wedged_by[0]}")
