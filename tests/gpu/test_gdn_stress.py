@@ -233,8 +233,8 @@ def test_stress_gdn_prefill_bf16_gva_all_options(stream):
 # concurrent chains never finishes. Seen through flashinfer-python too (its own
 # chunk_gated_delta_rule on 4 torch streams, CUDA_MODULE_LOADING=EAGER, warmed up, every
 # thread bound to the context: 1 hang in 3 fresh processes), and through this binding with
-# or without its launcher lock, lazy or eager module loading, our own or CuPy memory: 6
-# hangs in 108 fresh processes (2 in 9 full suites before that). The single-stream cases
+# or without its launcher lock, lazy or eager module loading, our own or CuPy memory: 8
+# hangs in 123 fresh processes (2 in 9 full suites before that). The single-stream cases
 # here never hung.
 # Reproduce: tools/repeat_until_hang.sh with tools/probe_gdn_streams.py (docs/api.md).
 UPSTREAM_MULTI_STREAM_HANG = ("FlashInfer 0.6.3's gdn_prefill kernel intermittently never "
