@@ -423,10 +423,8 @@ cdef object _single(str family, object q, object k, object v, bint causal, objec
         if lse is not None:
             _describe(&f, 5, lse, "lse")
             check_lse(&f.slots[5], heads if decode else qo_len, -1 if decode else heads, qs)
-        # Resolve the module (CUDA may be touched from here on).
-        if kv_dtype != dtype and backend == "fa3":
-            raise ValueError(f"backend: fa3 has no {_uri.FP8_KV} KV kernel in flashinfer 0.6.3; "
-                             f"use 'fa2' or 'auto' with an fp8 k/v")
+        # Resolve the module (CUDA may be touched from here on; _uri.variant refuses an fp8
+        # k/v with backend="fa3" before that).
         chosen = choose_backend(backend, family, dtype, head_dim, win, cap,
                                 qs.dl.device.device_id, kv_dtype)
         var = _uri.variant(family, dtype, head_dim, win, cap, chosen, kv_dtype)

@@ -96,8 +96,10 @@ def _variant(family, dtype, head_dim, use_swa, use_cap, backend, kv_dtype) -> Va
         # command is offered when the module is missing.
         raise ValueError(f"{family} has no FA3 (_sm90) kernel in flashinfer 0.6.3; use backend='fa2'")
     if kv_dtype != dtype and not (kv_dtype == FP8_KV and backend == "fa2"):
-        raise ValueError(f"kv_data_type: {kv_dtype} with q {dtype} has no {backend.upper()} "
-                         f"kernel in flashinfer 0.6.3 (fp8 KV: {FP8_KV} with backend 'fa2')")
+        # Worded for every caller: a plan's kv_data_type, a single op's k/v dtype, backend=.
+        raise ValueError(f"backend: {backend} has no kernel for a {kv_dtype} KV cache with "
+                         f"{dtype} q in flashinfer 0.6.3 (fp8 KV: kv_data_type {FP8_KV} "
+                         f"runs on backend 'fa2' or 'auto')")
     return Variant(family, dtype, head_dim, use_swa, use_cap, backend, kv_dtype)
 
 
