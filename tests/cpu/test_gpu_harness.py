@@ -1,5 +1,5 @@
 """The GPU suite's hang handling, exercised without a GPU: tests/gpu/gpu_env.in_child_process
-(only a known GPU hang is an expected failure) and hang_watchdog.leave_if_wedged (a process
+(only a known GPU hang is an expected failure) and hang_watchdog's pytest hooks (a session
 whose CUDA teardown would block still exits after its report). Each case is a small pytest
 session in a subprocess, on test files written here."""
 
@@ -12,15 +12,11 @@ from pathlib import Path
 
 GPU_TESTS = Path(__file__).resolve().parent.parent / "gpu"
 
+# tests/gpu/conftest.py's hooks, without its GPU-only fixture (these sessions run anywhere).
 CONFTEST = f"""
 import sys
 sys.path.insert(0, {str(GPU_TESTS)!r})
-from hang_watchdog import leave_if_wedged
-_status = [0]
-def pytest_sessionfinish(session, exitstatus):
-    _status[0] = int(exitstatus)
-def pytest_unconfigure(config):
-    leave_if_wedged(_status[0])
+from hang_watchdog import pytest_sessionfinish, pytest_unconfigure
 """
 
 CHILD_CASES = """

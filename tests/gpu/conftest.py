@@ -2,18 +2,7 @@ import numpy as np
 import pytest
 
 from gpu_env import require_gpu
-from hang_watchdog import leave_if_wedged
-
-_exit_status = [0]
-
-
-def pytest_sessionfinish(session, exitstatus):
-    _exit_status[0] = int(exitstatus)
-
-
-def pytest_unconfigure(config):
-    # After the report: a hung kernel would block the interpreter's exit (CUDA teardown).
-    leave_if_wedged(_exit_status[0])
+from hang_watchdog import pytest_sessionfinish, pytest_unconfigure  # noqa: F401 (hooks)
 
 
 @pytest.fixture(autouse=True)

@@ -20,17 +20,24 @@ def wedged() -> bool:
     return bool(_wedged_by)
 
 
-def leave_if_wedged(status: int) -> None:
-    """End the process now, with ``status`` (at least 1), if a kernel never finished:
-    tearing down a CUDA context that still runs a kernel blocks forever, so a normal exit
-    would hang after the test report is printed. Called last thing by pytest."""
+# pytest hooks, imported by tests/gpu/conftest.py: the session's exit status is kept, and
+# after the report a session whose kernel never finished leaves at once (tearing down a
+# CUDA context that still runs a kernel blocks forever, so a normal exit would hang).
+_exit_status = [0]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _exit_status[0] = int(exitstatus)
+
+
+def pytest_unconfigure(config):
     if _wedged_by:
         import os
         import sys
 
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(status or 1)
+        os._exit(_exit_status[0] or 1)
 
 
 def require_responsive_device() -> None:
