@@ -477,8 +477,8 @@ cdef enum:
     CUDA_DEV_ATTR_CC_MAJOR = 75
     MAX_CACHED_DEVICES = 64
 
-cdef int g_cc_major[64]  # per device ordinal; 0 = not asked yet
-cdef int g_sm_count[64]
+cdef int g_cc_major[MAX_CACHED_DEVICES]  # per device ordinal; 0 = not asked yet
+cdef int g_sm_count[MAX_CACHED_DEVICES]
 
 
 cdef int _device_attribute(int* cache, int attr, int device, str what) except -1:
