@@ -39,6 +39,8 @@ cdef struct TensorSlot:
     int source
 
 cdef int to_dltensor(object obj, TensorSlot* slot, str name) except -1
+cdef int redescribe(object obj, TensorSlot* slot, int source,
+                    const DLPackExchangeAPI* api) except -1
 cdef void release_slot(TensorSlot* slot) noexcept
 cdef void own_shape(TensorSlot* s) noexcept
 

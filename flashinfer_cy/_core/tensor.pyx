@@ -15,6 +15,7 @@ byte offset is folded into ``data`` (TensorView::data_ptr ignores byte_offset).
 
 from cpython.pycapsule cimport (PyCapsule_GetPointer, PyCapsule_IsValid, PyCapsule_New,
                                 PyCapsule_GetName)
+from cpython.object cimport Py_TYPE
 from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF, Py_XDECREF
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
 from libc.stdlib cimport malloc, free
@@ -123,8 +124,8 @@ cdef uintptr_t _lookup_exchange_api(type tp) except? 0:
     return <uintptr_t>api
 
 
-cdef int _from_exchange(object obj, TensorSlot* slot, const DLPackExchangeAPI* api,
-                        str name) except -1:
+cdef inline int _from_exchange(object obj, TensorSlot* slot, const DLPackExchangeAPI* api,
+                               str name) except -1:
     if api.dltensor_from_py_object_no_sync(<void*>obj, &slot.dl) != 0:
         return -1  # the producer has set a Python exception
     slot.source = SRC_EXCHANGE
@@ -253,23 +254,42 @@ cdef int _parse_cai(object cai, TensorSlot* slot, str name) except -1:
 
 
 cdef int to_dltensor(object obj, TensorSlot* slot, str name) except -1:
-    """Describe ``obj`` in ``slot`` without copying; raise TypeError naming ``name``."""
-    cdef TensorDesc desc
-    cdef uintptr_t api
-    global _last_type, _last_api
+    """Describe ``obj`` in ``slot`` without copying; raise TypeError naming ``name``.
+    The two producers of a hot loop (the last exchange-API type, e.g. torch.Tensor, and
+    this library's descriptors) are answered here; every other kind of producer below."""
+    cdef PyObject* tp = <PyObject*>Py_TYPE(obj)
     slot.keep = NULL
     slot.api = NULL
     slot.has_producer_stream = 0
-    cdef type tp = type(obj)
-    if <PyObject*>tp == _last_type and _last_api != 0:  # e.g. torch.Tensor, again
+    if tp == _last_type and _last_api != 0:
         return _from_exchange(obj, slot, <const DLPackExchangeAPI*>_last_api, name)
     if isinstance(obj, TensorDesc):
-        desc = <TensorDesc>obj
-        slot.dl = desc.dl
+        slot.dl = (<TensorDesc>obj).dl
         slot.source = SRC_DESC
         return 0
+    return _from_other_producer(obj, slot, name)
+
+
+cdef int redescribe(object obj, TensorSlot* slot, int source,
+                    const DLPackExchangeAPI* api) except -1:
+    """to_dltensor for an object whose exact type was seen before as ``source`` (SRC_DESC,
+    or SRC_EXCHANGE through ``api``): the type lookups are skipped, nothing else."""
+    slot.keep = NULL
+    slot.has_producer_stream = 0
+    if source == SRC_EXCHANGE:
+        return _from_exchange(obj, slot, api, None)
+    slot.api = NULL
+    slot.dl = (<TensorDesc>obj).dl
+    slot.source = SRC_DESC
+    return 0
+
+
+cdef int _from_other_producer(object obj, TensorSlot* slot, str name) except -1:
+    cdef uintptr_t api
+    global _last_type, _last_api
     if obj is None:
         raise TypeError(f"{name}: expected a tensor, got None")
+    cdef type tp = type(obj)
     if <PyObject*>tp == _last_type:
         api = _last_api
     else:

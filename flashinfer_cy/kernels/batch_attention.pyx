@@ -181,6 +181,7 @@ cdef class Plan:
     cdef readonly object plan_info            # runtime.Array (owned)
     cdef int kind_code
     cdef int layout_code
+    cdef bint pdl_auto                        # enable_pdl=None: FlashInfer's default here
     cdef double rope_rcp_scale
     cdef double rope_rcp_theta
     cdef Binding run_b
@@ -233,6 +234,8 @@ cdef class _BatchAttention:
     cdef int64_t _meta_cap
     cdef int64_t _generation
     cdef dict _foreign                 # streams (handle -> None) that ran the current plan
+    cdef void* _foreign_last           # ... the one of them the last run() used
+    cdef bint _has_foreign_last
     cdef Event _xevent
     cdef int64_t _max_pages            # graph mode: page-table capacity
     cdef int64_t _max_rows             # graph mode (prefill): q rows capacity
@@ -352,6 +355,7 @@ cdef class _BatchAttention:
             record_event(self._xevent.ev, <void*>h, self.device)
             wait_event(stream, self._xevent.ev, self.device)
         self._foreign.clear()
+        self._has_foreign_last = False
         return 0
 
     cdef int _stage(self, PinnedSlot slot, Staging* st, void* stream) except -1:
@@ -488,6 +492,7 @@ cdef class _BatchAttention:
         p.planned_num_rows = planned_rows
         p.total_kv_rows = kv_rows
         p.min_num_pages = min_pages
+        p.pdl_auto = pdl_default(self.device)
         return p
 
     cdef int _finish_plan(self, Plan p, _PlanConfig c, object info, Staging* st,
@@ -713,17 +718,20 @@ cdef class _BatchAttention:
         """A run on another stream than the plan's waits (GPU-side) for the plan's copies,
         and is remembered so the next plan waits for it."""
         cdef uintptr_t h = <uintptr_t>stream
-        if stream == p.stream or h in self._foreign:
-            return 0
-        if capture_status(stream, self.device) == 0:
-            wait_event(stream, p.copied.ev, self.device)
-        self._foreign[h] = None
+        if stream == p.stream or (self._has_foreign_last and stream == self._foreign_last):
+            return 0  # a decode loop's every step after its first
+        if h not in self._foreign:
+            if capture_status(stream, self.device) == 0:
+                wait_event(stream, p.copied.ev, self.device)
+            self._foreign[h] = None
+        self._foreign_last = stream
+        self._has_foreign_last = True
         return 0
 
     cdef object _run(self, object q, object kv, object k, object v, object out, object lse,
                      bint return_lse, object enable_pdl, object stream, Plan plan):
         cdef CallFrame f
-        cdef TVMFFIAny result
+        cdef PyObject* objs[MAX_ARGS]
         cdef TensorSlot* qs
         cdef void* handle = NULL
         cdef Plan p = self.current_plan if plan is None else plan
@@ -731,58 +739,64 @@ cdef class _BatchAttention:
         cdef bint pdl
         cdef RunLayout* L
         cdef uint32_t caller, ready
-        cdef bint outputs_given
+        cdef bint outputs_given = out is not None and (lse is not None or not return_lse)
         self._check_current(p)
         L = &p.L
-        pdl = pdl_default(p.device) if enable_pdl is None else bool(enable_pdl)
+        pdl = p.pdl_auto if enable_pdl is None else bool(enable_pdl)
         caller = ready = _caller_slots(L)
-        frame_init_masked(&f, p.run_b.n, caller)  # the plan's slots: only if not kept
+        if outputs_given and kept is not None and kept.key is p and kept.flags == pdl:
+            # The last run() checked tensors against this plan and packed the rest; if
+            # these look exactly like those, all of it holds (checked_frame.pyx).
+            try:
+                if not _caller_objects(objs, p, q, kv, k, v, out, lse):
+                    frame_init_masked(&f, p.run_b.n, caller)
+                    split_kv_pair(&f, L.k, L.v, kv, p.run_b)
+                if kept.reuse(&f, objs, p.run_b):
+                    kept.pick_stream(&f, stream, p.device, &handle)
+                    self._launch(p, &f, handle)
+                    return (out, lse) if return_lse else out
+            finally:
+                frame_release_masked(&f, caller)
+        frame_init_masked(&f, p.run_b.n, 0xFFFFFFFF)
+        ready = 0xFFFFFFFF
         try:
             self._describe_qkv(&f, p, q, kv, k, v)
-            outputs_given = out is not None and (lse is not None or not return_lse)
-            if outputs_given:
+            self._check_qkv(&f, p)
+            self._check_against_plan(&f, p)
+            self._pack_plan_args(&f, p, pdl)
+            if outputs_given:  # before the stream is picked: it may come from out
                 p.run_b.tensor(&f, L.o, out)
                 p.run_b.opt_tensor(&f, L.lse, lse)
-            else:
-                kept = None  # something is allocated below: the full path
-            if kept is not None and kept.key is p and kept.flags == pdl and \
-                    kept.same_tensors(&f):
-                # The last run() checked tensors that looked exactly like these against
-                # this plan and packed the rest: reuse all of it (checked_frame.pyx).
-                kept.load_into(&f)
-                kept.pick_stream(&f, stream, p.device, &handle)
-            else:
-                kept = None
-                frame_init_masked(&f, p.run_b.n, ~caller)
-                ready = 0xFFFFFFFF
-                self._check_qkv(&f, p)
-                self._check_against_plan(&f, p)
-                self._pack_plan_args(&f, p, pdl)
-                run_stream(p.run_b, &f, stream, &handle)
-                if not outputs_given:
-                    qs = &f.slots[L.q]
-                    if out is None:
-                        out = DeviceArray.empty(
-                            (qs.dl.shape[0], qs.dl.shape[1], qs.dl.shape[2]), p.dtype,
-                            p.device, <uintptr_t>handle)
-                    if lse is None and return_lse:
-                        lse = DeviceArray.empty((qs.dl.shape[0], qs.dl.shape[1]), "float32",
-                                                p.device, <uintptr_t>handle)
-                    p.run_b.tensor(&f, L.o, out)
-                    p.run_b.opt_tensor(&f, L.lse, lse)
-                self._check_outputs(&f, p)
-                if not (p.backend == "fa3" and p.kind_code == RAGGED_PREFILL
-                        and p.layout_code == 1):  # _hnd_as_nhd rewrote k/v: not comparable
-                    self._last_run = CheckedFrame.keep(&f, caller, p, pdl,
-                                                       p.run_b.stream_slot(&f))
-            self._order_after_plan(p, handle)
-            if f.slots[L.q].dl.shape[0] > 0:
-                # Every argument was checked (now or by the kept frame's run) and the
-                # stream is resolved: call the export directly, as launch() does.
-                p.run_b.function().call(f.args, f.n, &result, kDLCUDA, p.device, handle, True)
+            run_stream(p.run_b, &f, stream, &handle)
+            if not outputs_given:  # allocated on that stream
+                qs = &f.slots[L.q]
+                if out is None:
+                    out = DeviceArray.empty((qs.dl.shape[0], qs.dl.shape[1], qs.dl.shape[2]),
+                                            p.dtype, p.device, <uintptr_t>handle)
+                if lse is None and return_lse:
+                    lse = DeviceArray.empty((qs.dl.shape[0], qs.dl.shape[1]), "float32",
+                                            p.device, <uintptr_t>handle)
+                p.run_b.tensor(&f, L.o, out)
+                p.run_b.opt_tensor(&f, L.lse, lse)
+            self._check_outputs(&f, p)
+            if not (p.backend == "fa3" and p.kind_code == RAGGED_PREFILL
+                    and p.layout_code == 1):  # _hnd_as_nhd rewrote k/v: not comparable
+                _caller_objects(objs, p, q, kv, k, v, out, lse)
+                self._last_run = CheckedFrame.keep(&f, caller, objs, p, pdl,
+                                                   p.run_b.stream_slot(&f))
+            self._launch(p, &f, handle)
             return (out, lse) if return_lse else out
         finally:
             frame_release_masked(&f, ready)
+
+    cdef int _launch(self, Plan p, CallFrame* f, void* stream) except -1:
+        """Call the run export with a frame whose every argument was checked (now or by
+        the kept frame's run), on the resolved ``stream``, as launch() does."""
+        cdef TVMFFIAny result
+        self._order_after_plan(p, stream)
+        if f.slots[p.L.q].dl.shape[0] > 0:
+            p.run_b.function().call(f.args, f.n, &result, kDLCUDA, p.device, stream, True)
+        return 0
 
     cdef object _prepare(self, object q, object kv, object k, object v, object out,
                          object lse, object enable_pdl, object stream):
@@ -801,7 +815,7 @@ cdef class _BatchAttention:
         r.plan = p
         self._pack_tensors(r.frame, p, q, kv, k, v)
         self._check_against_plan(r.frame, p)
-        r.pdl = pdl_default(p.device) if enable_pdl is None else bool(enable_pdl)
+        r.pdl = p.pdl_auto if enable_pdl is None else bool(enable_pdl)
         self._pack_plan_args(r.frame, p, r.pdl)
         if stream is None:
             run_stream(p.run_b, r.frame, None, &handle)
@@ -848,6 +862,25 @@ cdef inline uint32_t _caller_slots(RunLayout* L) noexcept:
     """The slots a run() fills from its caller's tensors (the rest come from the plan)."""
     cdef uint32_t one = 1
     return (one << L.q) | (one << L.k) | (one << L.v) | (one << L.o) | (one << L.lse)
+
+
+cdef bint _caller_objects(PyObject** objs, Plan p, object q, object kv, object k, object v,
+                          object out, object lse) except -1:
+    """The objects run() describes into its caller slots, by slot (CheckedFrame.reuse).
+    A single 5-D paged cache is split into k and v views by split_kv_pair: their slots
+    get NULL, and False is returned."""
+    cdef RunLayout* L = &p.L
+    cdef bint pair = True
+    if p.kind_code != RAGGED_PREFILL:
+        pair = type(kv) is tuple and len(<tuple>kv) == 2
+        k = (<tuple>kv)[0] if pair else None
+        v = (<tuple>kv)[1] if pair else None
+    objs[L.q] = <PyObject*>q
+    objs[L.k] = <PyObject*>k if pair else NULL
+    objs[L.v] = <PyObject*>v if pair else NULL
+    objs[L.o] = <PyObject*>out
+    objs[L.lse] = <PyObject*>lse
+    return pair
 
 
 cdef void _hnd_as_nhd(CallFrame* f, int i) noexcept:

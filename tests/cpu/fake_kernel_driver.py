@@ -241,8 +241,11 @@ def scenario_decode_repeated_runs():
     """run() keeps its last checked frame: later runs with tensors that look the same reuse
     it, so new data pointers must reach the kernel and anything that no longer fits the
     plan must still be refused."""
+    from dataclasses import replace
+
     from attention_refs import assert_close, attention_ref, paged_batch
     from devdata import download, poison, upload
+    from refs import from_storage, to_storage
 
     rng = np.random.default_rng(12)
     dtype, hq, hkv, d, ps = "float16", 4, 2, 128, 4
@@ -251,10 +254,11 @@ def scenario_decode_repeated_runs():
     w = fc.BatchDecodeWithPagedKVCache()
     w.plan(b.indptr, b.indices, b.last_page_len, hq, hkv, d, ps)
 
-    def expect(q, out, what):
-        qr = download(q, dtype)
+    def expect(q, out, what, batch=b):
+        qr = download(q, dtype) if isinstance(q, fc.DeviceArray) else from_storage(
+            q.owner, dtype)
         for i in range(3):
-            ref, _ = attention_ref(qr[i:i + 1], *b.sequence(i))
+            ref, _ = attention_ref(qr[i:i + 1], *batch.sequence(i))
             assert_close(download(out, dtype)[i], ref[0], dtype, f"{what} out[{i}]")
 
     for step in range(3):  # new q and out buffers each step, same shapes
@@ -262,6 +266,21 @@ def scenario_decode_repeated_runs():
         out = poison((3, hq, d), dtype)
         w.run(q, (kc, vc), out=out)
         expect(q, out, f"step {step}")
+    # The same q described by another producer type (a TensorDesc, not a DeviceArray):
+    # still reused, and the kernel reads the new pointer.
+    q_desc = cuda_view(put(to_storage(rng.standard_normal((3, hq, d)), dtype)), dtype)
+    w.run(q_desc, (kc, vc), out=out)
+    expect(q_desc, out, "q as a TensorDesc")
+    # One 5-D cache [pages, 2, ...] split into k and v views, then another of that shape
+    # (another layer's; here with k and v swapped): each run reads the cache it is given.
+    for name, batch in (("5-D cache", b), ("5-D cache, swapped",
+                                          replace(b, k_cache=b.v_cache, v_cache=b.k_cache))):
+        kv5 = upload(np.stack([batch.k_cache, batch.v_cache], axis=1), dtype)
+        for step in range(2):
+            q = upload(rng.standard_normal((3, hq, d)), dtype)
+            out = poison((3, hq, d), dtype)
+            w.run(q, kv5, out=out)
+            expect(q, out, f"{name}, step {step}", batch)
     lse = poison((3, hq), "float32")
     w.run(q, (kc, vc), out=out, lse=lse)  # lse given: another frame
     assert np.all(np.isfinite(download(lse, "float32"))), "lse not written"
