@@ -80,6 +80,9 @@ def main() -> int:
     ap.add_argument("--bursts", type=int, default=100)
     ap.add_argument("--burst", type=int, default=50)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--decode-run-only", action="store_true",
+                    help="only the decode run rows against the C floor, host time, no peer: "
+                         "for comparing two builds (tools/ab_decode_overhead.sh)")
     args = ap.parse_args()
 
     import numpy as np
@@ -104,6 +107,8 @@ def main() -> int:
             rows[name] = dict(error=f"{type(exc).__name__}: {exc}")
 
     try:
+        if args.decode_run_only:
+            raise ImportError("not asked for (--decode-run-only)")
         import flashinfer
     except Exception as exc:  # noqa: BLE001
         flashinfer = None
@@ -164,7 +169,7 @@ def main() -> int:
             notes["decode max |ours - peer|"] = (o.float() - o_peer.float()).abs().max().item()
         except Exception as exc:  # noqa: BLE001
             rows["decode: flashinfer-python"] = dict(error=f"{type(exc).__name__}: {exc}")
-    for group in (run_group, plan_group):
+    for group in (run_group,) if args.decode_run_only else (run_group, plan_group):
         group = {name: fn for name, fn in group.items() if fn is not None}
         try:
             per = host_us_interleaved(group, sync, args.bursts, args.burst, raw=True)
@@ -176,7 +181,7 @@ def main() -> int:
             row = dict(host_us=statistics.median(per[name]))
             if floor is not None and "C floor" not in name:
                 row["vs_floor_us"] = statistics.median([a - f for a, f in zip(per[name], floor)])
-            if not isinstance(fn, CBurst):
+            if not isinstance(fn, CBurst) and not args.decode_run_only:
                 row["gpu_us"] = gpu_us(torch, fn, 20, args.burst)
             rows[name] = row
         peer = next((per[name] for name in group if "flashinfer-python" in name), None)
@@ -185,6 +190,8 @@ def main() -> int:
             notes["decode plan / flashinfer-python plan, median of rounds (target <= 0.25)"] = (
                 f"{statistics.median([a / p for a, p in zip(ours, peer)]):.3f}")
     notes["pinned ring: slots, waits"] = (w.pinned_ring_size, w.pinned_ring_waits)
+    if args.decode_run_only:
+        return report(args, rows, notes, f"decode batch {b} kv_len {n}", torch)
 
     # ------------------------------------------------------------------ prefill
     pb, pl = 4, args.prefill_len
@@ -223,9 +230,14 @@ def main() -> int:
     except Exception as exc:  # noqa: BLE001
         rows["32-layer step"] = dict(error=f"{type(exc).__name__}: {exc}")
 
-    print(f"# attention f16 NHD, heads {HQ}/{HKV}, head_dim {D}, page {PS}; decode batch {b} "
-          f"kv_len {n}; prefill {pb}x{pl} causal; {torch.cuda.get_device_name()}, torch "
-          f"{torch.__version__}, python {platform.python_version()}")
+    return report(args, rows, notes, f"decode batch {b} kv_len {n}; prefill {pb}x{pl} causal",
+                  torch)
+
+
+def report(args, rows, notes, shapes, torch) -> int:
+    print(f"# attention f16 NHD, heads {HQ}/{HKV}, head_dim {D}, page {PS}; {shapes}; "
+          f"{torch.cuda.get_device_name()}, torch {torch.__version__}, python "
+          f"{platform.python_version()}")
     print(f"{'path':66s} {'host us/call':>12s} {'vs floor':>9s} {'GPU us/call':>11s}")
     for name, r in rows.items():
         if "error" in r:

@@ -28,15 +28,17 @@ cdef enum TensorSource:
 
 # One tensor argument of one call: the DLTensor handed to the kernel plus the storage it
 # may point into. Lives on the caller's C stack for the duration of the call.
+# What every call reads comes first (two cache lines); the shape/strides storage, used only
+# by producers that give no arrays of their own and by kept frames, last.
 cdef struct TensorSlot:
     DLTensor dl
-    int64_t shape[MAX_NDIM]
-    int64_t strides[MAX_NDIM]
     PyObject* keep                  # owned ref (a DLPack capsule) dropped by release_slot
     const DLPackExchangeAPI* api    # set for SRC_EXCHANGE: asked for the current stream
     void* producer_stream           # CAI v3 "stream", when the producer gave one
     int has_producer_stream
     int source
+    int64_t shape[MAX_NDIM]
+    int64_t strides[MAX_NDIM]
 
 cdef int to_dltensor(object obj, TensorSlot* slot, str name) except -1
 cdef int redescribe(object obj, TensorSlot* slot, int source,

@@ -864,22 +864,29 @@ cdef inline uint32_t _caller_slots(RunLayout* L) noexcept:
     return (one << L.q) | (one << L.k) | (one << L.v) | (one << L.o) | (one << L.lse)
 
 
-cdef bint _caller_objects(PyObject** objs, Plan p, object q, object kv, object k, object v,
-                          object out, object lse) except -1:
-    """The objects run() describes into its caller slots, by slot (CheckedFrame.reuse).
-    A single 5-D paged cache is split into k and v views by split_kv_pair: their slots
-    get NULL, and False is returned."""
+cdef extern from "Python.h":
+    PyObject* tuple_item "PyTuple_GET_ITEM"(object t, Py_ssize_t i)  # borrowed, unchecked
+
+
+cdef inline bint _caller_objects(PyObject** objs, Plan p, object q, object kv, object k,
+                                 object v, object out, object lse) noexcept:
+    """The objects run() describes into its caller slots, by slot (CheckedFrame.reuse),
+    borrowed from the caller. A single 5-D paged cache is split into k and v views by
+    split_kv_pair: their slots get NULL, and False is returned."""
     cdef RunLayout* L = &p.L
     cdef bint pair = True
-    if p.kind_code != RAGGED_PREFILL:
-        pair = type(kv) is tuple and len(<tuple>kv) == 2
-        k = (<tuple>kv)[0] if pair else None
-        v = (<tuple>kv)[1] if pair else None
     objs[L.q] = <PyObject*>q
-    objs[L.k] = <PyObject*>k if pair else NULL
-    objs[L.v] = <PyObject*>v if pair else NULL
     objs[L.o] = <PyObject*>out
     objs[L.lse] = <PyObject*>lse
+    if p.kind_code == RAGGED_PREFILL:
+        objs[L.k] = <PyObject*>k
+        objs[L.v] = <PyObject*>v
+    elif type(kv) is tuple and len(<tuple>kv) == 2:
+        objs[L.k] = tuple_item(kv, 0)
+        objs[L.v] = tuple_item(kv, 1)
+    else:
+        objs[L.k] = objs[L.v] = NULL
+        pair = False
     return pair
 
 
