@@ -43,9 +43,13 @@ cdef int _classify(type tp) except -1:
 
 cdef int resolve_stream(object stream, void** out) except -1:
     cdef object value
-    if type(stream) is int:
-        value = stream
-    elif isinstance(stream, bool) or isinstance(stream, float):
+    if type(stream) is int:  # a raw handle, the form a hot loop passes: no Python compares
+        try:
+            out[0] = <void*><uintptr_t>(<unsigned long long>stream)
+        except OverflowError:
+            raise ValueError(f"stream: a handle must be >= 0 and < 2**64, got {stream}") from None
+        return 0
+    if isinstance(stream, bool) or isinstance(stream, float):
         raise TypeError(f"stream: expected a stream or an int handle, got {stream!r}")
     else:
         tp = type(stream)
