@@ -107,7 +107,7 @@ step() {
 
 NORM_K="raw and (rmsnorm_2d or qk_rmsnorm or fused_add) or zero_tokens or out_omitted or enable_pdl or misaligned"
 PAGE_K="(append_writes and 5 and (float16 or float8) and not bfloat16) or mla or strided or most_heads or nothing_to_append"
-ATTN_K="(single_decode and NHD and float16 and not window) or (batch_decode and (gqa4-p1-NHD-float16 or mha-p16-HND-bfloat16)) or (single_prefill and causal-NHD-float16) or (batch_prefill_paged and float16-NHD-causal-fa2) or (batch_prefill_ragged and float16-HND-full-fa2)"
+ATTN_K="(single_decode and NHD and float16 and not window) or (batch_decode and (gqa4-p1-NHD-float16 or mha-p16-HND-bfloat16)) or repeated_runs or (single_prefill and causal-NHD-float16) or (batch_prefill_paged and float16-NHD-causal-fa2) or (batch_prefill_ragged and float16-HND-full-fa2)"
 
 step memcheck-norm memcheck "" -- tests/gpu/test_norm.py -k "$NORM_K"
 step memcheck-page memcheck "" -- tests/gpu/test_page.py -k "$PAGE_K"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import os
+from dataclasses import replace
 import subprocess
 import sys
 from pathlib import Path
@@ -76,6 +77,36 @@ def test_batch_decode_combined_cache_and_strided_q(torch, rng):
 
 def test_batch_decode_head_dim_64(torch, rng):
     _decode_case(torch, rng, "float16", "HND", 16, 4, 16, [40, 17, 200], head_dim=64)
+
+
+@pytest.mark.parametrize("layout", ["NHD", "HND"])
+def test_batch_decode_repeated_runs_read_each_calls_tensors(torch, rng, layout):
+    """A decode loop's steady state: a run whose tensors look like the last run's reuses its
+    checks and packed arguments (the kept frame). Every step must still read that step's q,
+    cache and out: layers alternate (another cache of the same shape, here with k and v
+    swapped), as a (k, v) tuple and as one 5-D tensor, each form twice in a row."""
+    dtype, hq, hkv, ps = "float16", 16, 4, 16
+    need("batch_decode", dtype)
+    lens = [37, 5, 64, 300]
+    b0 = paged_batch(rng, lens, ps, hkv, D, dtype, layout)
+    b1 = replace(b0, k_cache=b0.v_cache, v_cache=b0.k_cache)
+    w = fc.BatchDecodeWithPagedKVCache(layout, float_workspace_bytes=32 << 20)
+    w.plan(b0.indptr, b0.indices, b0.last_page_len, hq, hkv, D, ps, q_data_type=dtype)
+    forms = []
+    for combined in (False, True):
+        for b in (b0, b1):
+            k, v = dev(torch, b.k_cache, dtype), dev(torch, b.v_cache, dtype)
+            forms.append((b, torch.stack([k, v], dim=1) if combined else (k, v)))
+    for step in range(2 * len(forms)):
+        b, kv = forms[step % len(forms)]
+        q64 = rand(rng, (len(lens), hq, D), dtype)
+        out = poison(torch, (len(lens), hq, D), dtype)
+        assert w.run(dev(torch, q64, dtype), kv, out=out) is out
+        got = host(torch, out)
+        for i in range(len(lens)):
+            ref, _ = attention_ref(q64[i:i + 1], *b.sequence(i))
+            assert_close(got[i], ref[0], dtype, f"step {step} ({layout}, "
+                         f"{'5-D' if step % 4 >= 2 else 'tuple'}, layer {step % 2}) request {i}")
 
 
 @pytest.mark.parametrize("layout", ["NHD", "HND"])
