@@ -142,12 +142,11 @@ cdef class CheckedFrame:
                 return 0  # the kept call had None here
             a = &f.slots[i]
             k = &self.frame.slots[i]
-            if o == NULL:
-                pass
-            elif <PyObject*>Py_TYPE(<object>o) == self.var_type[j]:
-                redescribe(<object>o, a, k.source, k.api)
-            else:
-                b.tensor(f, i, <object>o)
+            if o != NULL:  # (NULL: described by the caller)
+                if <PyObject*>Py_TYPE(<object>o) == self.var_type[j]:
+                    redescribe(<object>o, a, k.source, k.api)
+                else:
+                    b.tensor(f, i, <object>o)
             if not _same_slot(a, k):
                 return 0
             f.args[i].type_index = kTVMFFIDLTensorPtr

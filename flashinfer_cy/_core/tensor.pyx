@@ -124,6 +124,13 @@ cdef uintptr_t _lookup_exchange_api(type tp) except? 0:
     return <uintptr_t>api
 
 
+cdef inline int _from_desc(object obj, TensorSlot* slot) noexcept:
+    """A TensorDesc / DeviceArray (the caller checked the type): a struct copy."""
+    slot.dl = (<TensorDesc>obj).dl
+    slot.source = SRC_DESC
+    return 0
+
+
 cdef inline int _from_exchange(object obj, TensorSlot* slot, const DLPackExchangeAPI* api,
                                str name) except -1:
     if api.dltensor_from_py_object_no_sync(<void*>obj, &slot.dl) != 0:
@@ -264,9 +271,7 @@ cdef int to_dltensor(object obj, TensorSlot* slot, str name) except -1:
     if tp == _last_type and _last_api != 0:
         return _from_exchange(obj, slot, <const DLPackExchangeAPI*>_last_api, name)
     if isinstance(obj, TensorDesc):
-        slot.dl = (<TensorDesc>obj).dl
-        slot.source = SRC_DESC
-        return 0
+        return _from_desc(obj, slot)
     return _from_other_producer(obj, slot, name)
 
 
@@ -275,13 +280,11 @@ cdef int redescribe(object obj, TensorSlot* slot, int source,
     """to_dltensor for an object whose exact type was seen before as ``source`` (SRC_DESC,
     or SRC_EXCHANGE through ``api``): the type lookups are skipped, nothing else."""
     slot.keep = NULL
+    slot.api = NULL
     slot.has_producer_stream = 0
     if source == SRC_EXCHANGE:
         return _from_exchange(obj, slot, api, None)
-    slot.api = NULL
-    slot.dl = (<TensorDesc>obj).dl
-    slot.source = SRC_DESC
-    return 0
+    return _from_desc(obj, slot)
 
 
 cdef int _from_other_producer(object obj, TensorSlot* slot, str name) except -1:

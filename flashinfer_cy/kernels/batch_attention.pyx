@@ -738,12 +738,12 @@ cdef class _BatchAttention:
         cdef CheckedFrame kept = self._last_run
         cdef bint pdl
         cdef RunLayout* L
-        cdef uint32_t caller, ready
+        cdef uint32_t caller
         cdef bint outputs_given = out is not None and (lse is not None or not return_lse)
         self._check_current(p)
         L = &p.L
         pdl = p.pdl_auto if enable_pdl is None else bool(enable_pdl)
-        caller = ready = _caller_slots(L)
+        caller = _caller_slots(L)
         if outputs_given and kept is not None and kept.key is p and kept.flags == pdl:
             # The last run() checked tensors against this plan and packed the rest; if
             # these look exactly like those, all of it holds (checked_frame.pyx).
@@ -757,11 +757,9 @@ cdef class _BatchAttention:
                     return (out, lse) if return_lse else out
             finally:
                 frame_release_masked(&f, caller)
-        frame_init_masked(&f, p.run_b.n, 0xFFFFFFFF)
-        ready = 0xFFFFFFFF
+        frame_init(&f, p.run_b.n)
         try:
-            self._describe_qkv(&f, p, q, kv, k, v)
-            self._check_qkv(&f, p)
+            self._pack_tensors(&f, p, q, kv, k, v)
             self._check_against_plan(&f, p)
             self._pack_plan_args(&f, p, pdl)
             if outputs_given:  # before the stream is picked: it may come from out
@@ -787,7 +785,7 @@ cdef class _BatchAttention:
             self._launch(p, &f, handle)
             return (out, lse) if return_lse else out
         finally:
-            frame_release_masked(&f, ready)
+            frame_release(&f)
 
     cdef int _launch(self, Plan p, CallFrame* f, void* stream) except -1:
         """Call the run export with a frame whose every argument was checked (now or by
