@@ -11,6 +11,10 @@ Rows (same shapes, same kernel modules, float16, NHD, PDL on sm90 for both):
                   exports called from C (run packed once; plan alone; plan plus the staging
                   copy and event any plan that moves the metadata needs), loaded into this
                   process; its bursts alternate with the Python rows' bursts
+  C floor, torch  the run export from C after describing q, k, v and out through torch's
+  exchange calls  DLPack exchange API and asking it for its current stream, each call: the
+                  least any consumer of torch tensors pays per run. "vs torch floor" is a
+                  row's paired difference from it, the cost of the Python layer alone
   prefill run     paged prefill, causal, backend "auto" (FA3 on sm90 where available)
   32-layer step   per layer: rmsnorm -> append_paged_kv_cache -> decode -> rmsnorm; eager
                   (run / prepared launches) and replayed from a CUDA graph
@@ -40,10 +44,11 @@ from bench_norm import (CBurst, LoopBurst, build_c_floor, gpu_us, host_us,  # no
 HQ, HKV, D, PS = 32, 8, 128, 16
 
 
-def decode_floor(batch: int, kv_len: int) -> dict[str, CBurst]:
+def decode_floor(batch: int, kv_len: int, exchange=None) -> dict[str, CBurst]:
     """tools/c_floor/decode_floor.c built as a library and loaded into this process, on the
     module flashinfer_cy's decode uses: its run / plan-alone / plan floors as CBurst rows,
-    to be interleaved with the Python rows."""
+    to be interleaved with the Python rows. ``exchange`` (torch tensors q, k, v, out) adds
+    the "run_exchange" floor, which describes them through torch's exchange API."""
     import ctypes
 
     from flashinfer_cy.artifacts import locate_module
@@ -59,8 +64,23 @@ def decode_floor(batch: int, kv_len: int) -> dict[str, CBurst]:
     if lib.fcy_decode_floor_init(str(ffi_path).encode(), str(so).encode(),
                                  batch, kv_len, PS, HQ, HKV, D) != 0:
         raise RuntimeError(lib.fcy_decode_floor_error().decode())
-    return {name: CBurst(lambda n, which=which: lib.fcy_decode_floor_burst(which, n))
-            for which, name in enumerate(("run", "plan_kernel", "plan"))}
+    floors = {name: CBurst(lambda n, which=which: lib.fcy_decode_floor_burst(which, n))
+              for which, name in enumerate(("run", "plan_kernel", "plan"))}
+    if exchange is not None:
+        # The same library again, through PyDLL: these calls keep the GIL, which the
+        # exchange API's calls into Python objects need.
+        plib = ctypes.PyDLL(str(lib_path))
+        get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
+        get_pointer.restype = ctypes.c_void_p
+        get_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+        xapi = get_pointer(type(exchange[0]).__dlpack_c_exchange_api__, b"dlpack_exchange_api")
+        plib.fcy_decode_floor_set_exchange.argtypes = [ctypes.c_void_p] + [ctypes.py_object] * 4
+        if plib.fcy_decode_floor_set_exchange(xapi, *exchange) != 0:
+            raise RuntimeError(lib.fcy_decode_floor_error().decode())
+        plib.fcy_decode_floor_burst.argtypes = [ctypes.c_int, ctypes.c_int]
+        plib.fcy_decode_floor_burst.restype = ctypes.c_double
+        floors["run_exchange"] = CBurst(lambda n: plib.fcy_decode_floor_burst(3, n))
+    return floors
 
 
 def paged_layout(np, rng, batch, kv_len, pool):
@@ -132,18 +152,23 @@ def main() -> int:
     step = w.prepare(q, (k, v), o)
     dq, dk, dv, do = (fc.TensorDesc(t.data_ptr(), tuple(t.shape), "float16") for t in (q, k, v, o))
     s0 = torch.cuda.current_stream().cuda_stream
+    o_floor = torch.empty_like(q)  # run_exchange's output: o stays the rows' own
     try:
-        floors = decode_floor(b, n)
+        floors = decode_floor(b, n, exchange=(q, k, v, o_floor))
     except Exception as exc:  # noqa: BLE001
         floors = {}
         notes["C floor"] = f"error: {type(exc).__name__}: {exc}"
     run_group = {"decode run: C floor (run export, packed once)": floors.get("run"),
+                 TORCH_FLOOR: floors.get("run_exchange"),
                  "decode run: flashinfer_cy run() (torch tensors)": lambda: w.run(q, (k, v), out=o),
                  "decode run: flashinfer_cy prepared launch()": step.launch,
                  "  run(), raw TensorDesc tensors": lambda: w.run(dq, (dk, dv), out=do),
                  "  run(), torch tensors, explicit stream":
                      lambda: w.run(q, (k, v), out=o, stream=s0),
-                 LOOP_RUN: LoopBurst("w.run(q, (k, v), out=o)", w=w, q=q, k=k, v=v, o=o)}
+                 LOOP_RUN: LoopBurst("w.run(q, (k, v), out=o)", w=w, q=q, k=k, v=v, o=o),
+                 LOOP_PREPARED: LoopBurst("step.launch()", step=step),
+                 # what a Python frame between the loop and the call costs here
+                 "  prepared launch() through a lambda": lambda: step.launch()}
     plan_group = {"decode plan: C floor (staging copy + plan + event)": floors.get("plan"),
                   "decode plan: C floor, the plan export alone": floors.get("plan_kernel"),
                   "decode plan: flashinfer_cy (host indptr, device page table)":
@@ -177,10 +202,14 @@ def main() -> int:
             rows[next(iter(group))] = dict(error=f"{type(exc).__name__}: {exc}")
             continue
         floor = next((per[name] for name in group if "C floor" in name), None)
+        torch_floor = per.get(TORCH_FLOOR)
         for name, fn in group.items():
             row = dict(host_us=statistics.median(per[name]))
-            if floor is not None and "C floor" not in name:
+            if floor is not None and ("C floor" not in name or name == TORCH_FLOOR):
                 row["vs_floor_us"] = statistics.median([a - f for a, f in zip(per[name], floor)])
+            if torch_floor is not None and "C floor" not in name:
+                row["vs_torch_floor_us"] = statistics.median(
+                    [a - f for a, f in zip(per[name], torch_floor)])
             if not isinstance(fn, CBurst) and not args.decode_run_only:
                 row["gpu_us"] = gpu_us(torch, fn, 20, args.burst)
             rows[name] = row
@@ -238,14 +267,16 @@ def report(args, rows, notes, shapes, torch) -> int:
     print(f"# attention f16 NHD, heads {HQ}/{HKV}, head_dim {D}, page {PS}; {shapes}; "
           f"{torch.cuda.get_device_name()}, torch {torch.__version__}, python "
           f"{platform.python_version()}")
-    print(f"{'path':66s} {'host us/call':>12s} {'vs floor':>9s} {'GPU us/call':>11s}")
+    print(f"{'path':66s} {'host us/call':>12s} {'vs floor':>9s} {'vs torch floor':>14s} "
+          f"{'GPU us/call':>11s}")
     for name, r in rows.items():
         if "error" in r:
             print(f"{name:66s} error: {r['error']}")
             continue
         g = f"{r['gpu_us']:.2f}" if r.get("gpu_us") is not None else "-"
-        f = f"{r['vs_floor_us']:+.2f}" if r.get("vs_floor_us") is not None else ""
-        print(f"{name:66s} {r['host_us']:12.2f} {f:>9s} {g:>11s}")
+        f, t = (f"{r[key]:+.2f}" if r.get(key) is not None else ""
+                for key in ("vs_floor_us", "vs_torch_floor_us"))
+        print(f"{name:66s} {r['host_us']:12.2f} {f:>9s} {t:>14s} {g:>11s}")
     summary(rows, notes)
     for key, val in notes.items():
         print(f"# {key}: {val}")
@@ -255,9 +286,11 @@ def report(args, rows, notes, shapes, torch) -> int:
     return 0
 
 
+TORCH_FLOOR = "decode run: C floor, torch tensors described each call"
 # The same calls written in the timed loop's body (no lambda between the loop and the call).
 LOOP_RUN = "  run(), torch tensors, call in the loop body"
 LOOP_PEER = "  flashinfer-python run(), call in the loop body"
+LOOP_PREPARED = "  prepared launch(), call in the loop body"
 
 
 def summary(rows, notes):
@@ -273,6 +306,17 @@ def summary(rows, notes):
         notes["prepared launch - C floor (target <= +0.5)"] = f"{prepared:+.2f} us"
     if looped is not None:
         notes["decode run in the loop body - C floor (target <= +1)"] = f"{looped:+.2f} us"
+    if delta(LOOP_PREPARED) is not None:
+        notes["prepared launch in the loop body - C floor (target <= +0.5)"] = (
+            f"{delta(LOOP_PREPARED):+.2f} us")
+    exchange = delta(TORCH_FLOOR)
+    if exchange is not None:
+        notes["torch's exchange calls alone (C floor, torch tensors - C floor)"] = (
+            f"{exchange:+.2f} us")
+    own = rows.get(LOOP_RUN, {}).get("vs_torch_floor_us")
+    if own is not None:
+        notes["decode run in the loop body - C floor with torch's exchange calls "
+              "(the Python layer alone)"] = f"{own:+.2f} us"
 
 
 def layer_rows(args, np, rng, torch, fc, flashinfer, rows, add):

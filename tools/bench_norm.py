@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -62,10 +63,13 @@ class LoopBurst:
 
 
 def host_us_interleaved(fns: dict, sync, bursts: int, burst: int, raw: bool = False) -> dict:
-    """Median host us/call of each fn (or the per-burst lists, ``raw=True``). Rows are
+    """Median host us/call of each fn (or the per-round lists, ``raw=True``). Rows are
     interleaved burst by burst, so clock and thermal drift hit every row alike instead of
-    whichever ran last. A :class:`CBurst` row times its burst itself; a :class:`LoopBurst`
-    row runs its own loop."""
+    whichever ran last, and in a new (seeded) order each round, so what one row leaves
+    behind (caches, the GPU's queue) does not always land on the same next row. A :class:`CBurst` row times its burst itself; every other row runs
+    a loop of its own (a plain callable ``fn`` as ``LoopBurst("fn()")``), so no two rows share
+    a call site: CPython specializes a call site for the callee it sees, and rows taking
+    turns at one site would each time the site's switch to their callee."""
     def one_burst(fn):
         if isinstance(fn, CBurst):
             us = fn.fn(burst)
@@ -74,20 +78,21 @@ def host_us_interleaved(fns: dict, sync, bursts: int, burst: int, raw: bool = Fa
             return us
         sync()
         t0 = time.perf_counter()
-        if isinstance(fn, LoopBurst):
-            fn.fn(burst)
-        else:
-            for _ in range(burst):
-                fn()
+        fn.fn(burst)
         return (time.perf_counter() - t0) / burst * 1e6
 
+    fns = {name: fn if isinstance(fn, (CBurst, LoopBurst)) else LoopBurst("fn()", fn=fn)
+           for name, fn in fns.items()}
     for fn in fns.values():
         for _ in range(3):
             one_burst(fn)
         sync()
     per_call = {name: [] for name in fns}
-    for _ in range(bursts):
-        for name, fn in fns.items():
+    order = list(fns.items())
+    shuffle = random.Random(0).shuffle
+    for _ in range(bursts):  # each round in a new order: no row always follows the same one
+        shuffle(order)
+        for name, fn in order:
             per_call[name].append(one_burst(fn))
     sync()
     if raw:

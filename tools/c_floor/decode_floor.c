@@ -9,6 +9,11 @@
  *   plan         what any plan() that also moves indptr / page table / last_page_len to the
  *                device must do at least: memcpy them into page-locked staging, one
  *                cudaMemcpyAsync, the plan export, one cudaEventRecord (staging reuse guard)
+ *   run_exchange what any consumer of a framework's tensors pays at least on each run: q, k,
+ *                v and out described through the framework's DLPack exchange API
+ *                (dltensor_from_py_object_no_sync), its current work stream asked for, then
+ *                the run export on that stream. It calls into Python objects, so it needs
+ *                the GIL and fcy_decode_floor_set_exchange; only the library form has it.
  *
  * Shapes: float16, NHD, page table shuffled, every request kv_len tokens.
  *
@@ -36,9 +41,15 @@
 #define H2D 1
 
 static char g_err[1024];
+static int g_ready = 0;  /* fcy_decode_floor_init packed everything (the floors may run) */
 
 static int fail(const char* fmt, const char* what, int code) {
   snprintf(g_err, sizeof(g_err), fmt, what, code);
+  return -1;
+}
+
+static int fail_msg(const char* what) {
+  snprintf(g_err, sizeof(g_err), "%s", what);
   return -1;
 }
 
@@ -97,8 +108,9 @@ static struct {
   int64_t s_float[1], s_int[1], s_b1[1], s_empty[1], s_b[1], s_pool[1], s_q[3], s_kv[4];
 } F;
 
-static int call(TVMFFISafeCallType fn, TVMFFIAny* args, int n, TVMFFIAny* result) {
-  int rc = fcy_call(&api, &rt, fn, args, n, result, kDLCUDA, 0, NULL, 1);
+static int call_on(TVMFFISafeCallType fn, TVMFFIAny* args, int n, TVMFFIAny* result,
+                   void* stream) {
+  int rc = fcy_call(&api, &rt, fn, args, n, result, kDLCUDA, 0, stream, 1);
   if (rc != 0) {
     TVMFFIObjectHandle err = NULL;
     if (rc == -1 && api.ErrorMoveFromRaised) api.ErrorMoveFromRaised(&err);
@@ -113,6 +125,10 @@ static int call(TVMFFISafeCallType fn, TVMFFIAny* args, int n, TVMFFIAny* result
     }
   }
   return rc;
+}
+
+static int call(TVMFFISafeCallType fn, TVMFFIAny* args, int n, TVMFFIAny* result) {
+  return call_on(fn, args, n, result, NULL);
 }
 
 static int plan_kernel(void) {
@@ -142,15 +158,61 @@ static int run(void) {
   return call(F.run, F.run_args, 19, &result);
 }
 
-static int (*const FLOORS[3])(void) = {run, plan_kernel, plan_full};
-const char* FLOOR_NAMES[3] = {"run", "plan_kernel", "plan"};
+/* run_exchange's producer and the objects it describes on every call. */
+static struct {
+  const DLPackExchangeAPI* api;
+  void* objs[4];   /* q, k, v, out: borrowed PyObject*, the caller keeps them alive */
+  DLTensor dl[4];  /* filled by the producer each call; shapes point into its tensors */
+  TVMFFIAny args[19];
+} X;
+
+/* Slots of q, k, v and out in the run export's arguments (see fcy_decode_floor_init). */
+static const int EXCHANGE_SLOTS[4] = {3, 4, 5, 9};
+
+/* run_exchange's producer API and tensors (the shapes of the packed q, k, v, out; the
+ * page pool at least as large). The other arguments are the packed run's. 0 or -1. */
+int fcy_decode_floor_set_exchange(const DLPackExchangeAPI* xapi, void* q, void* k, void* v,
+                                  void* o) {
+  if (xapi == NULL || xapi->dltensor_from_py_object_no_sync == NULL ||
+      xapi->current_work_stream == NULL)
+    return fail_msg("exchange API: NULL, or no dltensor_from_py_object_no_sync / "
+                    "current_work_stream");
+  if (!g_ready) return fail_msg("fcy_decode_floor_init has not succeeded");
+  void* objs[4] = {q, k, v, o};
+  X.api = xapi;
+  memcpy(X.args, F.run_args, sizeof(X.args));
+  for (int i = 0; i < 4; ++i) {
+    X.objs[i] = objs[i];
+    set_tensor(&X.args[EXCHANGE_SLOTS[i]], &X.dl[i]);
+  }
+  return 0;
+}
+
+static int run_exchange(void) {
+  TVMFFIAny result;
+  void* stream = NULL;
+  if (X.api == NULL)
+    return fail_msg("run_exchange: fcy_decode_floor_set_exchange was not called");
+  for (int i = 0; i < 4; ++i)
+    if (X.api->dltensor_from_py_object_no_sync(X.objs[i], &X.dl[i]) != 0)
+      return fail("%s failed for tensor %d", "dltensor_from_py_object_no_sync", i);
+  if (X.api->current_work_stream(kDLCUDA, 0, &stream) != 0)
+    return fail_msg("current_work_stream failed");
+  return call_on(F.run, X.args, 19, &result, stream);
+}
+
+#define N_FLOORS 4
+static int (*const FLOORS[N_FLOORS])(void) = {run, plan_kernel, plan_full, run_exchange};
+const char* FLOOR_NAMES[N_FLOORS] = {"run", "plan_kernel", "plan", "run_exchange"};
 
 const char* fcy_decode_floor_error(void) { return g_err; }
 
-/* Host microseconds per call of floor `which` (0 run, 1 plan_kernel, 2 plan) over `burst`
- * calls started right after a device synchronize; negative on error (see _error()). */
+/* Host microseconds per call of floor `which` (0 run, 1 plan_kernel, 2 plan, 3 run_exchange:
+ * GIL held) over `burst` calls started right after a device synchronize; negative on error
+ * (see _error()). */
 double fcy_decode_floor_burst(int which, int burst) {
-  if (which < 0 || which > 2) return -1.0;
+  if (which < 0 || which >= N_FLOORS) return fail("%s %d", "no such floor:", which), -1.0;
+  if (!g_ready) return fail_msg("fcy_decode_floor_init has not succeeded"), -1.0;
   cu.DeviceSynchronize();
   double t0 = now_us();
   for (int i = 0; i < burst; ++i)
@@ -255,9 +317,10 @@ int fcy_decode_floor_init(const char* ffi_path, const char* module_path, int64_t
   r[14].type_index = kTVMFFINone; set_float(&r[15], 0.0);
   set_float(&r[16], 1.0 / sqrt((double)d)); set_float(&r[17], 1.0);
   set_float(&r[18], 1e-4);
+  g_ready = 1;
   for (int w = 0; w < 3; ++w)  /* module load, first launches, lazy init */
     for (int which = 0; which < 3; ++which)
-      if (fcy_decode_floor_burst(which, 20) < 0) return -1;
+      if (fcy_decode_floor_burst(which, 20) < 0) return g_ready = 0, -1;
   return 0;
 }
 
@@ -274,7 +337,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   double* per_call = malloc(sizeof(double) * bursts);
-  for (int which = 0; which < 3; ++which) {
+  for (int which = 0; which < 3; ++which) {  /* run_exchange needs Python objects */
     for (int b = 0; b < bursts; ++b) {
       per_call[b] = fcy_decode_floor_burst(which, burst);
       if (per_call[b] < 0) {
