@@ -2,9 +2,9 @@
 
 Rows (same shapes, same kernel modules, float16, NHD, PDL on sm90 for both):
   decode run      w.run(q, (k, v), out=o) with torch tensors; the prepared launch;
-                  flashinfer-python BatchDecodeWithPagedKVCacheWrapper.run; each called
-                  through a lambda, and (rows "call in the loop body") written in the timed
-                  loop itself as a decode loop would
+                  flashinfer-python BatchDecodeWithPagedKVCacheWrapper.run; each written in
+                  the timed loop itself as a decode loop would, and (rows "through a
+                  lambda") behind one more Python call, which shows what a frame costs
   decode plan     w.plan(...) from host numpy (page table on the device / on the host);
                   flashinfer-python plan() from CPU indptr/lengths, device page table
   C floor         tools/c_floor/decode_floor.c: the same batch_decode module's run and plan
@@ -158,16 +158,18 @@ def main() -> int:
     except Exception as exc:  # noqa: BLE001
         floors = {}
         notes["C floor"] = f"error: {type(exc).__name__}: {exc}"
+    # Each call is written in its row's timed loop, as a decode loop calls it (LoopBurst);
+    # the rows "through a lambda" show what one Python frame between loop and call costs.
     run_group = {"decode run: C floor (run export, packed once)": floors.get("run"),
                  TORCH_FLOOR: floors.get("run_exchange"),
-                 "decode run: flashinfer_cy run() (torch tensors)": lambda: w.run(q, (k, v), out=o),
-                 "decode run: flashinfer_cy prepared launch()": step.launch,
-                 "  run(), raw TensorDesc tensors": lambda: w.run(dq, (dk, dv), out=do),
+                 RUN: LoopBurst("w.run(q, (k, v), out=o)", w=w, q=q, k=k, v=v, o=o),
+                 PREPARED: LoopBurst("step.launch()", step=step),
+                 "  run(), raw TensorDesc tensors":
+                     LoopBurst("w.run(q, (k, v), out=o)", w=w, q=dq, k=dk, v=dv, o=do),
                  "  run(), torch tensors, explicit stream":
-                     lambda: w.run(q, (k, v), out=o, stream=s0),
-                 LOOP_RUN: LoopBurst("w.run(q, (k, v), out=o)", w=w, q=q, k=k, v=v, o=o),
-                 LOOP_PREPARED: LoopBurst("step.launch()", step=step),
-                 # what a Python frame between the loop and the call costs here
+                     LoopBurst("w.run(q, (k, v), out=o, stream=s)", w=w, q=q, k=k, v=v, o=o,
+                               s=s0),
+                 "  run() through a lambda": lambda: w.run(q, (k, v), out=o),
                  "  prepared launch() through a lambda": lambda: step.launch()}
     plan_group = {"decode plan: C floor (staging copy + plan + event)": floors.get("plan"),
                   "decode plan: C floor, the plan export alone": floors.get("plan_kernel"),
@@ -181,10 +183,10 @@ def main() -> int:
             pw = flashinfer.BatchDecodeWithPagedKVCacheWrapper(ws, "NHD")
             indptr_t, last_t = torch.from_numpy(indptr), torch.from_numpy(last)
             pw.plan(indptr_t, indices_dev, last_t, *plan_args, q_data_type=torch.float16)
-            run_group[f"decode run: flashinfer-python {flashinfer.__version__}"] = (
+            run_group[f"decode run: flashinfer-python {flashinfer.__version__}"] = LoopBurst(
+                "pw.run(q, (k, v), out=o)", pw=pw, q=q, k=k, v=v, o=o_peer)
+            run_group["  flashinfer-python run() through a lambda"] = (
                 lambda: pw.run(q, (k, v), out=o_peer))
-            run_group[LOOP_PEER] = LoopBurst("pw.run(q, (k, v), out=o)", pw=pw, q=q, k=k, v=v,
-                                             o=o_peer)
             plan_group["decode plan: flashinfer-python (CPU indptr, device page table)"] = (
                 lambda: pw.plan(indptr_t, indices_dev, last_t, *plan_args,
                                 q_data_type=torch.float16))
@@ -236,7 +238,8 @@ def main() -> int:
         plan = pw_ours.plan(qo_indptr, p_indptr, p_indices, p_last, HQ, HKV, D, PS, causal=True)
         notes["prefill backend (ours)"] = plan.backend
         add(f"prefill run: flashinfer_cy run() [{plan.backend}]",
-            lambda: pw_ours.run(pq, (pk, pv), out=po), bursts=30, burst=10)
+            LoopBurst("w.run(q, (k, v), out=o)", w=pw_ours, q=pq, k=pk, v=pv, o=po),
+            bursts=30, burst=10)
     except Exception as exc:  # noqa: BLE001
         rows["prefill run: flashinfer_cy"] = dict(error=f"{type(exc).__name__}: {exc}")
     if flashinfer is not None:
@@ -246,7 +249,8 @@ def main() -> int:
                      torch.from_numpy(p_indices).cuda(), torch.from_numpy(p_last), HQ, HKV, D,
                      PS, causal=True, q_data_type=torch.float16)
             notes["prefill backend (peer)"] = getattr(ppw, "_backend", "?")
-            add("prefill run: flashinfer-python", lambda: ppw.run(pq, (pk, pv), out=po_peer),
+            add("prefill run: flashinfer-python",
+                LoopBurst("w.run(q, (k, v), out=o)", w=ppw, q=pq, k=pk, v=pv, o=po_peer),
                 bursts=30, burst=10)
             sync()
             notes["prefill max |ours - peer|"] = (po.float() - po_peer.float()).abs().max().item()
@@ -287,36 +291,25 @@ def report(args, rows, notes, shapes, torch) -> int:
 
 
 TORCH_FLOOR = "decode run: C floor, torch tensors described each call"
-# The same calls written in the timed loop's body (no lambda between the loop and the call).
-LOOP_RUN = "  run(), torch tensors, call in the loop body"
-LOOP_PEER = "  flashinfer-python run(), call in the loop body"
-LOOP_PREPARED = "  prepared launch(), call in the loop body"
+RUN = "decode run: flashinfer_cy run() (torch tensors)"
+PREPARED = "decode run: flashinfer_cy prepared launch()"
 
 
 def summary(rows, notes):
     """The issue's run targets from the paired differences above."""
-    def delta(name):
-        return rows.get(name, {}).get("vs_floor_us")
+    def delta(name, key="vs_floor_us"):
+        return rows.get(name, {}).get(key)
 
-    run = delta("decode run: flashinfer_cy run() (torch tensors)")
-    looped = delta(LOOP_RUN)
-    prepared = delta("decode run: flashinfer_cy prepared launch()")
-    if run is not None and prepared is not None:
-        notes["decode run - C floor (target <= +1)"] = f"{run:+.2f} us"
-        notes["prepared launch - C floor (target <= +0.5)"] = f"{prepared:+.2f} us"
-    if looped is not None:
-        notes["decode run in the loop body - C floor (target <= +1)"] = f"{looped:+.2f} us"
-    if delta(LOOP_PREPARED) is not None:
-        notes["prepared launch in the loop body - C floor (target <= +0.5)"] = (
-            f"{delta(LOOP_PREPARED):+.2f} us")
-    exchange = delta(TORCH_FLOOR)
-    if exchange is not None:
+    for name, target, what in ((RUN, "+1", "decode run"), (PREPARED, "+0.5", "prepared launch"),
+                               ("  run() through a lambda", "+1", "decode run, lambda")):
+        if delta(name) is not None:
+            notes[f"{what} - C floor (target <= {target})"] = f"{delta(name):+.2f} us"
+    if delta(TORCH_FLOOR) is not None:
         notes["torch's exchange calls alone (C floor, torch tensors - C floor)"] = (
-            f"{exchange:+.2f} us")
-    own = rows.get(LOOP_RUN, {}).get("vs_torch_floor_us")
-    if own is not None:
-        notes["decode run in the loop body - C floor with torch's exchange calls "
-              "(the Python layer alone)"] = f"{own:+.2f} us"
+            f"{delta(TORCH_FLOOR):+.2f} us")
+    if delta(RUN, "vs_torch_floor_us") is not None:
+        notes["decode run - C floor with torch's exchange calls (the Python layer alone)"] = (
+            f"{delta(RUN, 'vs_torch_floor_us'):+.2f} us")
 
 
 def layer_rows(args, np, rng, torch, fc, flashinfer, rows, add):

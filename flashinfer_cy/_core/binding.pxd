@@ -1,4 +1,5 @@
 from libc.stdint cimport int32_t, int64_t, uint32_t
+from flashinfer_cy._abi.dlpack cimport kDLCUDA
 from flashinfer_cy._abi.tvm_ffi cimport TVMFFIAny
 from flashinfer_cy._core.runtime cimport Function, Object
 from flashinfer_cy._core.tensor cimport TensorSlot
@@ -24,7 +25,6 @@ cdef struct CallFrame:
     int n
 
 cdef void frame_init(CallFrame* f, int n) noexcept
-cdef int producer_stream(TensorSlot* s, void** handle) except -1
 cdef void frame_release(CallFrame* f) noexcept
 cdef void frame_init_masked(CallFrame* f, int n, uint32_t mask) noexcept
 cdef void frame_release_masked(CallFrame* f, uint32_t mask) noexcept
@@ -63,3 +63,15 @@ cdef inline void set_none(CallFrame* f, int i) noexcept:
     f.args[i].v_int64 = 0
 
 cdef int set_object(CallFrame* f, int i, Object obj) except -1
+
+
+cdef inline int producer_stream(TensorSlot* s, void** handle) except -1:
+    """The stream ``s``'s producer names (its current stream, or CAI v3's "stream");
+    returns 1, or -1 with the producer's Python exception set. Inline: run()'s steady state
+    asks it on every call (checked_frame.pxd)."""
+    if s.api != NULL:
+        if s.api.current_work_stream(kDLCUDA, s.dl.device.device_id, handle) != 0:
+            return -1
+        return 1
+    handle[0] = s.producer_stream
+    return 1

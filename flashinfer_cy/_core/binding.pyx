@@ -74,17 +74,6 @@ cdef void frame_release_masked(CallFrame* f, uint32_t mask) noexcept:
             release_slot(&f.slots[i])
 
 
-cdef int producer_stream(TensorSlot* s, void** handle) except -1:
-    """The stream ``s``'s producer names (its current stream, or CAI v3's "stream");
-    returns 1, or -1 with the producer's Python exception set."""
-    if s.api != NULL:
-        if s.api.current_work_stream(kDLCUDA, s.dl.device.device_id, handle) != 0:
-            return -1
-        return 1
-    handle[0] = s.producer_stream
-    return 1
-
-
 cdef int set_object(CallFrame* f, int i, Object obj) except -1:
     if obj is None or obj.handle == NULL:
         raise TypeError("expected a live flashinfer_cy Object (e.g. a plan), got None")

@@ -41,10 +41,9 @@ cdef struct TensorSlot:
     int64_t strides[MAX_NDIM]
 
 cdef int to_dltensor(object obj, TensorSlot* slot, str name) except -1
-cdef int redescribe(object obj, TensorSlot* slot, int source,
-                    const DLPackExchangeAPI* api) except -1
 cdef void release_slot(TensorSlot* slot) noexcept
 cdef void own_shape(TensorSlot* s) noexcept
+cdef void fill_contiguous_strides(TensorSlot* s) noexcept
 
 cdef inline uint32_t dtype_key(DLDataType t) noexcept nogil:
     return (<uint32_t>t.code << 16) | (<uint32_t>t.bits << 8) | <uint32_t>t.lanes
@@ -70,3 +69,32 @@ cdef class TensorDesc:
     cdef int64_t _shape[MAX_NDIM]
     cdef int64_t _strides[MAX_NDIM]
     cdef readonly object owner
+
+
+cdef inline void normalize_slot(TensorSlot* s) noexcept:
+    """A producer's DLTensor as the kernels read it: byte_offset folded into data, strides
+    spelled out (FlashInfer reads strides() without a NULL check)."""
+    if s.dl.byte_offset != 0:
+        s.dl.data = <void*>(<char*>s.dl.data + s.dl.byte_offset)
+        s.dl.byte_offset = 0
+    if s.dl.strides == NULL and s.dl.ndim > 0:
+        fill_contiguous_strides(s)
+
+
+cdef inline int describe_as_kept(PyObject* obj, TensorSlot* a, const TensorSlot* kept) noexcept:
+    """to_dltensor for ``obj`` whose exact type the slot ``kept`` was described from (as
+    SRC_EXCHANGE through kept's producer API, or SRC_DESC: a struct copy), without any type
+    lookup. 0, or -1 with the producer's Python exception set. Inline: run()'s steady
+    state calls it for every tensor (checked_frame.pxd). ``a.keep`` is left alone:
+    nothing is held."""
+    a.api = kept.api
+    a.has_producer_stream = 0
+    a.producer_stream = NULL
+    a.source = kept.source
+    if kept.source == SRC_EXCHANGE:
+        if kept.api.dltensor_from_py_object_no_sync(<void*>obj, &a.dl) != 0:
+            return -1
+        normalize_slot(a)
+    else:
+        a.dl = (<TensorDesc>obj).dl
+    return 0

@@ -83,7 +83,7 @@ cdef uintptr_t _last_api = 0
 cdef dict _dlpack_versioned_ok = {}    # type -> whether __dlpack__(max_version=...) works
 
 
-cdef inline void _fill_contiguous_strides(TensorSlot* s) noexcept:
+cdef void fill_contiguous_strides(TensorSlot* s) noexcept:
     cdef int i
     cdef int64_t acc = 1
     for i in range(s.dl.ndim - 1, -1, -1):
@@ -103,14 +103,6 @@ cdef void own_shape(TensorSlot* s) noexcept:
         for i in range(s.dl.ndim):
             s.strides[i] = s.dl.strides[i]
         s.dl.strides = s.strides
-
-
-cdef inline void _normalize(TensorSlot* s) noexcept:
-    if s.dl.byte_offset != 0:
-        s.dl.data = <void*>(<char*>s.dl.data + s.dl.byte_offset)
-        s.dl.byte_offset = 0
-    if s.dl.strides == NULL and s.dl.ndim > 0:
-        _fill_contiguous_strides(s)
 
 
 cdef uintptr_t _lookup_exchange_api(type tp) except? 0:
@@ -137,7 +129,7 @@ cdef inline int _from_exchange(object obj, TensorSlot* slot, const DLPackExchang
         return -1  # the producer has set a Python exception
     slot.source = SRC_EXCHANGE
     slot.api = api
-    _normalize(slot)
+    normalize_slot(slot)
     return 0
 
 
@@ -174,7 +166,7 @@ cdef int _from_dlpack(object obj, TensorSlot* slot, str name) except -1:
     slot.source = SRC_DLPACK
     if slot.dl.ndim > MAX_NDIM:
         raise ValueError(f"{name}: at most {MAX_NDIM} dimensions are supported")
-    _normalize(slot)
+    normalize_slot(slot)
     return 0
 
 
@@ -239,7 +231,7 @@ cdef int _parse_cai(object cai, TensorSlot* slot, str name) except -1:
     itemsize = slot.dl.dtype.bits // 8
     if strides is None:
         slot.dl.strides = NULL
-        _fill_contiguous_strides(slot)
+        fill_contiguous_strides(slot)
     else:
         for i in range(nd):
             if strides[i] % itemsize:
@@ -273,18 +265,6 @@ cdef int to_dltensor(object obj, TensorSlot* slot, str name) except -1:
     if isinstance(obj, TensorDesc):
         return _from_desc(obj, slot)
     return _from_other_producer(obj, slot, name)
-
-
-cdef int redescribe(object obj, TensorSlot* slot, int source,
-                    const DLPackExchangeAPI* api) except -1:
-    """to_dltensor for an object whose exact type was seen before as ``source`` (SRC_DESC,
-    or SRC_EXCHANGE through ``api``): the type lookups are skipped, nothing else."""
-    slot.keep = NULL
-    slot.api = NULL
-    slot.has_producer_stream = 0
-    if source == SRC_EXCHANGE:
-        return _from_exchange(obj, slot, api, None)
-    return _from_desc(obj, slot)
 
 
 cdef int _from_other_producer(object obj, TensorSlot* slot, str name) except -1:

@@ -44,7 +44,7 @@ from flashinfer_cy._core.binding cimport (Binding, CallFrame, frame_init, frame_
                                           frame_init_masked, frame_release_masked,
                                           set_float, set_int, set_bool, set_object, MAX_ARGS)
 from flashinfer_cy._core.runtime cimport Function, Object, ensure_ffi, take_result, env_stream
-from flashinfer_cy._core.checked_frame cimport CheckedFrame
+from flashinfer_cy._core.checked_frame cimport CheckedFrame, kept_stream, reuse_frame
 from flashinfer_cy._core.stream cimport resolve_stream
 from flashinfer_cy._core.tensor cimport (
     TensorSlot, TensorDesc, DT_F32, DT_I32, dtype_key, describe, to_dltensor, release_slot,
@@ -739,6 +739,7 @@ cdef class _BatchAttention:
         cdef bint pdl
         cdef RunLayout* L
         cdef uint32_t caller
+        cdef uint32_t held = 0
         cdef bint outputs_given = out is not None and (lse is not None or not return_lse)
         self._check_current(p)
         L = &p.L
@@ -750,13 +751,15 @@ cdef class _BatchAttention:
             try:
                 if not _caller_objects(objs, p, q, kv, k, v, out, lse):
                     frame_init_masked(&f, p.run_b.n, caller)
+                    held = caller
                     split_kv_pair(&f, L.k, L.v, kv, p.run_b)
-                if kept.reuse(&f, objs, p.run_b):
-                    kept.pick_stream(&f, stream, p.device, &handle)
+                if reuse_frame(kept, &f, objs, p.run_b, &held):
+                    kept_stream(kept, &f, stream, p.device, &handle)
                     self._launch(p, &f, handle)
                     return (out, lse) if return_lse else out
             finally:
-                frame_release_masked(&f, caller)
+                if held:
+                    frame_release_masked(&f, held)
         frame_init(&f, p.run_b.n)
         try:
             self._pack_tensors(&f, p, q, kv, k, v)
@@ -868,7 +871,7 @@ cdef extern from "Python.h":
 
 cdef inline bint _caller_objects(PyObject** objs, Plan p, object q, object kv, object k,
                                  object v, object out, object lse) noexcept:
-    """The objects run() describes into its caller slots, by slot (CheckedFrame.reuse),
+    """The objects run() describes into its caller slots, by slot (reuse_frame),
     borrowed from the caller. A single 5-D paged cache is split into k and v views by
     split_kv_pair: their slots get NULL, and False is returned."""
     cdef RunLayout* L = &p.L
