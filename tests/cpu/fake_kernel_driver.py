@@ -271,6 +271,24 @@ def scenario_decode_repeated_runs():
     q_desc = cuda_view(put(to_storage(rng.standard_normal((3, hq, d)), dtype)), dtype)
     w.run(q_desc, (kc, vc), out=out)
     expect(q_desc, out, "q as a TensorDesc")
+
+    class DLPackOnly:  # a producer known only through __dlpack__: described the long way
+        def __init__(self, array):
+            self.array = array
+
+        def __dlpack__(self, **kwargs):
+            return self.array.__dlpack__(**kwargs)
+
+        def __dlpack_device__(self):
+            return self.array.__dlpack_device__()
+
+    q = upload(rng.standard_normal((3, hq, d)), dtype)
+    refs = sys.getrefcount(q)
+    for step in range(4):  # each call's capsule (which holds q) is released after it
+        out = poison((3, hq, d), dtype)
+        w.run(DLPackOnly(q), (kc, vc), out=out)
+        expect(q, out, f"q through __dlpack__ only, step {step}")
+    assert sys.getrefcount(q) == refs, (refs, sys.getrefcount(q))
     # One 5-D cache [pages, 2, ...] split into k and v views, then another of that shape
     # (another layer's; here with k and v swapped): each run reads the cache it is given.
     for name, batch in (("5-D cache", b), ("5-D cache, swapped",
