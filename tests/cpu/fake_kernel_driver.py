@@ -244,7 +244,7 @@ def scenario_decode_repeated_runs():
     from dataclasses import replace
 
     from attention_refs import assert_close, attention_ref, paged_batch
-    from devdata import download, poison, upload
+    from devdata import OnlyDLPack, download, poison, upload
     from refs import from_storage, to_storage
 
     rng = np.random.default_rng(12)
@@ -271,22 +271,13 @@ def scenario_decode_repeated_runs():
     q_desc = cuda_view(put(to_storage(rng.standard_normal((3, hq, d)), dtype)), dtype)
     w.run(q_desc, (kc, vc), out=out)
     expect(q_desc, out, "q as a TensorDesc")
-
-    class DLPackOnly:  # a producer known only through __dlpack__: described the long way
-        def __init__(self, array):
-            self.array = array
-
-        def __dlpack__(self, **kwargs):
-            return self.array.__dlpack__(**kwargs)
-
-        def __dlpack_device__(self):
-            return self.array.__dlpack_device__()
-
+    # A producer known only through __dlpack__ is described the long way (a capsule held
+    # for the call) inside the reuse of the kept frame.
     q = upload(rng.standard_normal((3, hq, d)), dtype)
     refs = sys.getrefcount(q)
     for step in range(4):  # each call's capsule (which holds q) is released after it
         out = poison((3, hq, d), dtype)
-        w.run(DLPackOnly(q), (kc, vc), out=out)
+        w.run(OnlyDLPack(q), (kc, vc), out=out)
         expect(q, out, f"q through __dlpack__ only, step {step}")
     assert sys.getrefcount(q) == refs, (refs, sys.getrefcount(q))
     # One 5-D cache [pages, 2, ...] split into k and v views, then another of that shape

@@ -40,3 +40,17 @@ def download_bits(a: fc.DeviceArray, dtype: str) -> np.ndarray:
 def poison(shape, dtype: str) -> fc.DeviceArray:
     """NaN everywhere, so an output the kernel does not write cannot pass."""
     return upload(np.full(shape, np.nan), dtype)
+
+
+class OnlyDLPack:
+    """A producer that speaks only __dlpack__ (as JAX arrays do), wrapping any array that
+    has it: flashinfer_cy describes it through a DLPack capsule."""
+
+    def __init__(self, array):
+        self._array = array
+
+    def __dlpack__(self, **kwargs):
+        return self._array.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self):
+        return self._array.__dlpack_device__()

@@ -10,6 +10,7 @@ import pytest
 
 import flashinfer_cy as fc
 from backends import available_backends, make_backend
+from devdata import OnlyDLPack
 from gpu_env import require_module
 from refs import TOL, rmsnorm_ref, round_to
 
@@ -236,19 +237,6 @@ class OnlyCAI:
         if stream is not None:
             cai["stream"] = stream
         self.__cuda_array_interface__ = cai
-
-
-class OnlyDLPack:
-    """A producer that speaks only __dlpack__ (as JAX arrays do)."""
-
-    def __init__(self, t):
-        self._t = t
-
-    def __dlpack__(self, **kw):
-        return self._t.__dlpack__(**kw)
-
-    def __dlpack_device__(self):
-        return self._t.__dlpack_device__()
 
 
 @pytest.mark.parametrize("wrap", [OnlyCAI, OnlyDLPack])
