@@ -81,20 +81,33 @@ cdef inline void normalize_slot(TensorSlot* s) noexcept:
         fill_contiguous_strides(s)
 
 
+cdef inline int from_exchange(PyObject* obj, TensorSlot* s,
+                              const DLPackExchangeAPI* api) noexcept:
+    """``obj`` described through its type's DLPack exchange API (no copy, nothing held).
+    0, or -1 with the producer's Python exception set."""
+    if api.dltensor_from_py_object_no_sync(<void*>obj, &s.dl) != 0:
+        return -1
+    s.source = SRC_EXCHANGE
+    s.api = api
+    normalize_slot(s)
+    return 0
+
+
+cdef inline void from_desc(PyObject* obj, TensorSlot* s) noexcept:
+    """A TensorDesc / DeviceArray (the caller checked the type): a struct copy."""
+    s.dl = (<TensorDesc>obj).dl
+    s.source = SRC_DESC
+
+
 cdef inline int describe_as_kept(PyObject* obj, TensorSlot* a, const TensorSlot* kept) noexcept:
     """to_dltensor for ``obj`` whose exact type the slot ``kept`` was described from (as
-    SRC_EXCHANGE through kept's producer API, or SRC_DESC: a struct copy), without any type
-    lookup. 0, or -1 with the producer's Python exception set. Inline: run()'s steady
-    state calls it for every tensor (checked_frame.pxd). ``a.keep`` is left alone:
-    nothing is held."""
-    a.api = kept.api
+    SRC_EXCHANGE through kept's producer API, or SRC_DESC), without any type lookup. 0, or
+    -1 with the producer's Python exception set. Inline: run()'s steady state calls it for
+    every tensor (checked_frame.pxd). ``a.keep`` is left alone: nothing is held."""
+    a.api = NULL
     a.has_producer_stream = 0
     a.producer_stream = NULL
-    a.source = kept.source
     if kept.source == SRC_EXCHANGE:
-        if kept.api.dltensor_from_py_object_no_sync(<void*>obj, &a.dl) != 0:
-            return -1
-        normalize_slot(a)
-    else:
-        a.dl = (<TensorDesc>obj).dl
+        return from_exchange(obj, a, kept.api)
+    from_desc(obj, a)
     return 0

@@ -116,23 +116,6 @@ cdef uintptr_t _lookup_exchange_api(type tp) except? 0:
     return <uintptr_t>api
 
 
-cdef inline int _from_desc(object obj, TensorSlot* slot) noexcept:
-    """A TensorDesc / DeviceArray (the caller checked the type): a struct copy."""
-    slot.dl = (<TensorDesc>obj).dl
-    slot.source = SRC_DESC
-    return 0
-
-
-cdef inline int _from_exchange(object obj, TensorSlot* slot, const DLPackExchangeAPI* api,
-                               str name) except -1:
-    if api.dltensor_from_py_object_no_sync(<void*>obj, &slot.dl) != 0:
-        return -1  # the producer has set a Python exception
-    slot.source = SRC_EXCHANGE
-    slot.api = api
-    normalize_slot(slot)
-    return 0
-
-
 cdef int _from_dlpack(object obj, TensorSlot* slot, str name) except -1:
     cdef type tp = type(obj)
     cdef DLManagedTensorVersioned* mv
@@ -261,9 +244,10 @@ cdef int to_dltensor(object obj, TensorSlot* slot, str name) except -1:
     slot.api = NULL
     slot.has_producer_stream = 0
     if tp == _last_type and _last_api != 0:
-        return _from_exchange(obj, slot, <const DLPackExchangeAPI*>_last_api, name)
+        return from_exchange(<PyObject*>obj, slot, <const DLPackExchangeAPI*>_last_api)
     if isinstance(obj, TensorDesc):
-        return _from_desc(obj, slot)
+        from_desc(<PyObject*>obj, slot)
+        return 0
     return _from_other_producer(obj, slot, name)
 
 
@@ -281,7 +265,7 @@ cdef int _from_other_producer(object obj, TensorSlot* slot, str name) except -1:
         _last_type = <PyObject*>tp  # after the lookup stored tp in the dict
         _last_api = api
     if api != 0:
-        return _from_exchange(obj, slot, <const DLPackExchangeAPI*>api, name)
+        return from_exchange(<PyObject*>obj, slot, <const DLPackExchangeAPI*>api)
     if hasattr(tp, "__dlpack__"):
         return _from_dlpack(obj, slot, name)
     cai = getattr(obj, "__cuda_array_interface__", None)

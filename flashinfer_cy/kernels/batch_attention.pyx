@@ -584,9 +584,10 @@ cdef class _BatchAttention:
                 f"(generation {self._generation}) and the workspaces now hold that plan")
         return 0
 
-    cdef int _describe_qkv(self, CallFrame* f, Plan p, object q, object kv, object k,
+    cdef int _pack_tensors(self, CallFrame* f, Plan p, object q, object kv, object k,
                            object v) except -1:
-        """q, k, v into their slots (a 5-D paged cache split into k and v views)."""
+        """q, k, v into their slots (a 5-D paged cache split into k and v views), checked
+        on their own (device, dtype, rank, layout)."""
         cdef RunLayout* L = &p.L
         p.run_b.tensor(f, L.q, q)
         if p.kind_code == RAGGED_PREFILL:
@@ -594,11 +595,6 @@ cdef class _BatchAttention:
             p.run_b.tensor(f, L.v, v)
         else:
             split_kv_pair(f, L.k, L.v, kv, p.run_b)
-        return 0
-
-    cdef int _check_qkv(self, CallFrame* f, Plan p) except -1:
-        """q, k, v checked on their own (device, dtype, rank, layout)."""
-        cdef RunLayout* L = &p.L
         cdef TensorSlot* qs = &f.slots[L.q]
         cdef TensorSlot* ks = &f.slots[L.k]
         cdef TensorSlot* vs = &f.slots[L.v]
@@ -627,11 +623,6 @@ cdef class _BatchAttention:
                 raise ValueError(f"v_cache: strides must equal k_cache's, got {describe(vs)} vs "
                                  f"{describe(ks)}")
         return 0
-
-    cdef int _pack_tensors(self, CallFrame* f, Plan p, object q, object kv, object k,
-                           object v) except -1:
-        self._describe_qkv(f, p, q, kv, k, v)
-        return self._check_qkv(f, p)
 
     cdef int _check_against_plan(self, CallFrame* f, Plan p) except -1:
         cdef RunLayout* L = &p.L
@@ -668,9 +659,12 @@ cdef class _BatchAttention:
                     f"{p.min_num_pages - 1}")
         return 0
 
-    cdef int _pack_outputs(self, CallFrame* f, Plan p, object out, object lse) except -1:
+    cdef int _describe_outputs(self, CallFrame* f, Plan p, object out, object lse) except -1:
         p.run_b.tensor(f, p.L.o, out)
-        p.run_b.opt_tensor(f, p.L.lse, lse)
+        return p.run_b.opt_tensor(f, p.L.lse, lse)
+
+    cdef int _pack_outputs(self, CallFrame* f, Plan p, object out, object lse) except -1:
+        self._describe_outputs(f, p, out, lse)
         return self._check_outputs(f, p)
 
     cdef int _check_outputs(self, CallFrame* f, Plan p) except -1:
@@ -766,8 +760,7 @@ cdef class _BatchAttention:
             self._check_against_plan(&f, p)
             self._pack_plan_args(&f, p, pdl)
             if outputs_given:  # before the stream is picked: it may come from out
-                p.run_b.tensor(&f, L.o, out)
-                p.run_b.opt_tensor(&f, L.lse, lse)
+                self._describe_outputs(&f, p, out, lse)
             run_stream(p.run_b, &f, stream, &handle)
             if not outputs_given:  # allocated on that stream
                 qs = &f.slots[L.q]
@@ -777,8 +770,7 @@ cdef class _BatchAttention:
                 if lse is None and return_lse:
                     lse = DeviceArray.empty((qs.dl.shape[0], qs.dl.shape[1]), "float32",
                                             p.device, <uintptr_t>handle)
-                p.run_b.tensor(&f, L.o, out)
-                p.run_b.opt_tensor(&f, L.lse, lse)
+                self._describe_outputs(&f, p, out, lse)
             self._check_outputs(&f, p)
             if not (p.backend == "fa3" and p.kind_code == RAGGED_PREFILL
                     and p.layout_code == 1):  # _hnd_as_nhd rewrote k/v: not comparable
