@@ -82,7 +82,10 @@ def decode_floor(batch: int, kv_len: int, exchange=None) -> dict[str, CBurst]:
             raise RuntimeError(lib.fcy_decode_floor_error().decode())
         plib.fcy_decode_floor_burst.argtypes = [ctypes.c_int, ctypes.c_int]
         plib.fcy_decode_floor_burst.restype = ctypes.c_double
-        floors["run_exchange"] = CBurst(lambda n: plib.fcy_decode_floor_burst(3, n))
+        # The C side borrows the four tensors: the row holds them for as long as it lives
+        # (a temporary ``out`` given here crashed the first burst once it was collected).
+        floors["run_exchange"] = CBurst(lambda n, held=tuple(exchange):
+                                        plib.fcy_decode_floor_burst(3, n))
     return floors
 
 

@@ -56,3 +56,20 @@ def test_decode_floor_set_exchange_checks_its_api(decode_floor_lib):
     empty = (ctypes.c_void_p * 16)()
     assert decode_floor_lib.fcy_decode_floor_set_exchange(ctypes.addressof(empty), *objs) == -1
     assert b"dltensor_from_py_object_no_sync" in decode_floor_lib.fcy_decode_floor_error()
+
+
+def test_call_shape_stand_in_keeps_the_wrappers_signatures():
+    """tools/probe_call_shape.py times no-ops with run()'s and launch()'s call shapes: they
+    build, and a stand-in that drifted from the wrapper's signature would time another call."""
+    import inspect
+
+    pytest.importorskip("Cython", reason="the probe compiles its stand-in with Cython")
+    import flashinfer_cy as fc
+    from flashinfer_cy.kernels.batch_attention import PreparedRun
+    from probe_call_shape import build_call_shape
+
+    nop = build_call_shape().NoOp
+    for stand_in, real in ((nop.run, fc.BatchDecodeWithPagedKVCache.run),
+                           (nop.launch, PreparedRun.launch)):
+        assert inspect.signature(stand_in) == inspect.signature(real), real.__qualname__
+    assert nop().run(1, (2, 3), out=4) == 4
