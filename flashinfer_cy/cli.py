@@ -18,9 +18,13 @@ OK, WARN, FAIL = "ok", "warn", "FAIL"
 
 
 class Report:
-    def __init__(self, out=sys.stdout):
-        self.out = out
+    def __init__(self, out=None):
+        self._out = out  # None: sys.stdout as it is when a line is printed (redirect_stdout, capsys)
         self.failed = False
+
+    @property
+    def out(self):
+        return self._out or sys.stdout
 
     def line(self, status: str, what: str, detail: str = "") -> None:
         if status == FAIL:
@@ -126,7 +130,9 @@ def cmd_doctor(args) -> int:
         from flashinfer_cy.artifacts import cli as artifacts_cli
 
         print("kernel modules (where each would come from):")
-        artifacts_cli.print_sources(["norm", "page", "gdn_prefill_sm90"])
+        errors = artifacts_cli.print_sources(["norm", "page", "gdn_prefill_sm90"])
+        if errors:  # e.g. an unusable FLASHINFER_CY_KERNEL_WHEEL: loading them would fail too
+            rep.line(FAIL, "kernel sources", f"{errors} module(s) cannot be located (see 'error:' above)")
     except Exception as exc:  # noqa: BLE001
         rep.line(WARN, "kernel sources", f"{type(exc).__name__}: {exc}")
     if have_gpu:

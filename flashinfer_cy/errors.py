@@ -129,5 +129,20 @@ class UnsafeMemberError(ArtifactError, ValueError):
     """A wheel member is unsafe to extract (absolute path, ``..``, symlink, oversized...)."""
 
 
+class CorruptWheelError(ArtifactError):
+    """A wheel's zip structure or compressed data is broken (bad deflate stream, bad CRC,
+    unknown compression method...). Names the wheel and the member."""
+
+
+class CacheAccessError(ArtifactError, OSError):
+    """A file of the kernel cache could not be read or written (permissions, read-only file
+    system, disk full, a directory where a file belongs...). Names the path; never retried."""
+
+
+class SettingsError(ArtifactError, ValueError):
+    """An environment variable of the artifact layer has a value it cannot use (names the
+    variable)."""
+
+
 class PlanNotReadyError(FlashInferError, RuntimeError):
     """``run()`` / ``prepare()`` was called on a wrapper that has no plan yet."""

@@ -46,7 +46,11 @@ def locate_module_ex(uri: str, *, download: bool = True, progress=None) -> tuple
 
 
 def where_is(uri: str) -> tuple[str, Path | None]:
-    """``(step, path or None)`` that would supply ``uri``; touches no network and writes nothing."""
+    """``(step, path or None)`` that would supply ``uri``; touches no network and writes nothing.
+
+    Raises the :class:`~flashinfer_cy.errors.ArtifactError` that :func:`locate_module` would for
+    an unusable ``FLASHINFER_CY_KERNEL_WHEEL`` (or a malformed setting), so the two agree.
+    """
     from .resolve import where_is as _where_is
 
     return _where_is(uri)

@@ -11,6 +11,7 @@ The core wires them into ``python -m flashinfer_cy``::
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -41,22 +42,42 @@ def _fail(exc: Exception) -> int:
     return 1
 
 
+def _reports_errors(handler):
+    """One ``error: ...`` line and exit status 1 instead of a traceback, for what a user can act
+    on: this library's errors, bad settings (ValueError) and file system trouble (a read-only or
+    foreign cache, a full disk: the OSError names the path)."""
+
+    @functools.wraps(handler)
+    def run(*args, **kwargs) -> int:
+        try:
+            return handler(*args, **kwargs)
+        except (FlashInferError, ValueError, OSError) as exc:
+            return _fail(exc)
+
+    return run
+
+
+@_reports_errors
 def cmd_fetch(args) -> int:
     from . import fetch_modules
 
-    try:
-        paths = fetch_modules(args.modules, wheel=args.wheel, full=args.full)
-    except (FlashInferError, ValueError) as exc:
-        return _fail(exc)
+    paths = fetch_modules(args.modules, wheel=args.wheel, full=args.full)
     for uri, path in paths.items():
         print(f"{uri}: {path}")
     return 0
 
 
 def _size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
+    total = 0
+    for p in path.rglob("*") if path.is_dir() else ():
+        try:
+            total += p.stat().st_size if p.is_file() else 0
+        except FileNotFoundError:  # a temp file published or removed by a running extraction
+            pass
+    return total
 
 
+@_reports_errors
 def cmd_cache_list(args=None, out=None) -> int:
     from . import settings
     from .cache import entries
@@ -68,7 +89,7 @@ def cmd_cache_list(args=None, out=None) -> int:
     print(f"cache: {root} ({len(found)} entr{'y' if len(found) == 1 else 'ies'})", file=out)
     for entry in found:
         wheel = entry.wheel_path
-        state = "full wheel" if wheel and wheel.exists() else "members only"
+        state = "full wheel" if wheel and wheel.is_file() else "members only"
         print(f"  {entry.sha256[:16]}  {entry.filename or '?'}  {state}, "
               f"{len(entry.extracted_members())} module file(s), {human(_size(entry.dir))}", file=out)
         for member in entry.extracted_members():
@@ -76,30 +97,86 @@ def cmd_cache_list(args=None, out=None) -> int:
     return 0
 
 
+def _pins_by_sha256() -> dict:
+    """The manifest's pins by wheel sha256, to check cached RECORDs against; {} if unusable."""
+    from .manifest import load_manifest
+
+    try:
+        return {pin.sha256: pin for pin in load_manifest().pins.values()}
+    except ArtifactError:
+        return {}
+
+
+def _wheel_record(entry, pin) -> bytes:
+    """RECORD as the verified cached wheel has it (checked against the pin when pinned)."""
+    import zipfile
+
+    from .wheel import read_record, reading
+
+    with reading(f"wheel {entry.wheel_path}"):
+        zf = zipfile.ZipFile(entry.wheel_path)
+    with zf:
+        data, _ = read_record(zf, pin and pin.record_path, pin and pin.record_sha256, f"wheel {entry.wheel_path}")
+    return data
+
+
+@_reports_errors
 def cmd_cache_verify(args=None, out=None) -> int:
-    """Full sha256 of every extracted member (against RECORD) and cached wheel; delete damaged ones."""
+    """Full sha256 of every cached wheel, RECORD and extracted member; remove damaged ones.
+
+    RECORD is judged first (against the verified wheel, the pin, or the hash noted when it was
+    written): members are only judged against a RECORD that is itself intact, so a damaged
+    RECORD never gets good modules deleted.
+    """
     from . import settings
     from .cache import entries
 
     out = out or sys.stdout
+    pins = _pins_by_sha256()
     damaged = 0
+
+    def report(path, what):
+        nonlocal damaged
+        damaged += 1
+        print(f"DAMAGED {path} ({what})", file=out)
+
     for entry in entries(settings.cache_root()):
+        pin = pins.get(entry.sha256)
+        entry.record_sha256 = pin.record_sha256 if pin else None
         with entry.lock():
+            for path, why in entry.misplaced():
+                entry.remove_damaged(path, why, quiet=True)
+                report(path, f"{why}; removed")
+            wheel = entry.wheel_path
+            if wheel and wheel.is_file() and not entry.wheel_ok(full=True):
+                wheel.unlink()
+                report(wheel, "deleted")
+            record_path = entry.dir / "RECORD"
+            if wheel and wheel.is_file():  # verified just now: the authority on RECORD
+                data = _wheel_record(entry, pin)
+                current = record_path.read_bytes() if record_path.is_file() else None
+                if current != data:
+                    if current is not None:
+                        report(record_path, "differs from the verified wheel's RECORD; replaced")
+                    entry.store_record(data)
+            if entry.record() is None:
+                if record_path.is_file():
+                    record_path.unlink()
+                    report(record_path, "deleted; it is taken from the wheel again on next use")
+                if entry.extracted_members():
+                    print(f"note: {entry.dir}: no intact RECORD to check the module files against; "
+                          "they are checked when next used", file=out)
+                continue
             for member in entry.extracted_members():
                 if entry.member_ok(member, full=True):
                     continue
-                damaged += 1
                 entry.file_path(member).unlink(missing_ok=True)
-                print(f"DAMAGED {entry.file_path(member)} (deleted; it is extracted again on next use)", file=out)
-            wheel = entry.wheel_path
-            if wheel and wheel.exists() and not entry.wheel_ok(full=True):
-                damaged += 1
-                wheel.unlink()
-                print(f"DAMAGED {wheel} (deleted)", file=out)
+                report(entry.file_path(member), "deleted; it is extracted again on next use")
     print("cache verified: " + (f"{damaged} damaged file(s) removed" if damaged else "all files intact"), file=out)
     return 1 if damaged else 0
 
 
+@_reports_errors
 def cmd_cache_clean(args, out=None) -> int:
     import shutil
 
@@ -120,8 +197,8 @@ def cmd_cache_clean(args, out=None) -> int:
             with entry.lock(timeout=0):  # never pull a .part from under a running download
                 doomed = [p for p in entry.dir.rglob("*") if p.is_file() and
                           (p.name.endswith(".part") or (p.name.startswith(".") and p.name.endswith(".tmp")))]
-                if args.wheels and entry.wheel_path and entry.wheel_path.exists():
-                    doomed.append(entry.wheel_path)
+                if args.wheels:  # every wheel file present, whatever name it came under
+                    doomed += [p for p in entry.dir.glob("*.whl") if p.is_file()]
                 for path in doomed:
                     path.unlink()
                     print(f"removed {path}", file=out)
@@ -130,8 +207,11 @@ def cmd_cache_clean(args, out=None) -> int:
     return 0
 
 
-def print_sources(uris=None, out=None) -> None:
-    """For ``doctor``: each resolution step, then where each module would come from."""
+def print_sources(uris=None, out=None) -> int:
+    """For ``doctor``: each resolution step, then where each module would come from.
+
+    Returns how many modules could not be located (``error:`` lines), so doctor can fail.
+    """
     from . import FIXED_MODULES, describe_sources, platform_info, where_is
 
     out = out or sys.stdout
@@ -143,9 +223,12 @@ def print_sources(uris=None, out=None) -> None:
         print(f"  ({row['order']}) [{mark}] {row['step']:<17} {row['location'] or '-'}", file=out)
         print(f"      {row['status']}", file=out)
     print("modules:", file=out)
+    errors = 0
     for uri in list(uris or FIXED_MODULES):
         try:
             step, path = where_is(uri)
             print(f"  {uri}: {step}" + (f" {path}" if path else " (not on disk yet)"), file=out)
-        except (ArtifactError, ValueError) as exc:
+        except (ArtifactError, ValueError, OSError) as exc:
+            errors += 1
             print(f"  {uri}: error: {exc}", file=out)
+    return errors

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, Union
 
 from ..errors import ChecksumMismatchError, DownloadError
-from .fsutil import HASH_CHUNK, publish
+from .fsutil import HASH_CHUNK, local_io, publish
 from .net import TransientError, log, open_url, with_retries
 from .settings import HttpPolicy
 
@@ -80,18 +80,20 @@ class _Part:
 
     def sync(self) -> int:
         """Bring the hasher in line with the file on disk; return the resume offset."""
-        on_disk = self.path.stat().st_size if self.path.exists() else 0
-        if on_disk != self.size:  # left by a killed process, or a write that failed half way
-            self.hasher, self.size = hashlib.sha256(), 0
-            with open(self.path, "rb") as f:
-                for block in iter(lambda: f.read(HASH_CHUNK), b""):
-                    self.hasher.update(block)
-                    self.size += len(block)
+        with local_io(self.path, "read"):
+            on_disk = self.path.stat().st_size if self.path.exists() else 0
+            if on_disk != self.size:  # left by a killed process, or a write that failed half way
+                self.hasher, self.size = hashlib.sha256(), 0
+                with open(self.path, "rb") as f:
+                    for block in iter(lambda: f.read(HASH_CHUNK), b""):
+                        self.hasher.update(block)
+                        self.size += len(block)
         self.inherited = self.inherited or self.size > 0
         return self.size
 
     def restart(self) -> None:
-        self.path.unlink(missing_ok=True)
+        with local_io(self.path, "remove"):
+            self.path.unlink(missing_ok=True)
         self.hasher, self.size, self.inherited = hashlib.sha256(), 0, False
 
 
@@ -108,11 +110,14 @@ def download_file(
 
     Resumes ``dest.part`` with ``Range`` (after a reset, a timeout or a ``kill -9``), retries with
     backoff, and renames only after the sha256 matched, so ``dest`` never holds unverified bytes.
-    Raises :class:`ChecksumMismatchError` (bytes discarded) or :class:`DownloadError`.
+    Raises :class:`ChecksumMismatchError` (bytes discarded) or :class:`DownloadError`; a local
+    write error (disk full, read-only, permissions) is a :class:`~.fsutil.CacheAccessError`
+    naming the file, not retried: a network retry cannot fix it.
     ``sha256=None`` skips the check; only ``tools/wheel_pins.py`` does that, to *compute* a pin.
     """
     policy = policy or HttpPolicy.from_env()
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    with local_io(dest.parent, "create"):
+        dest.parent.mkdir(parents=True, exist_ok=True)
     part = _Part(dest.with_name(dest.name + ".part"))
     reporter = _Reporter(progress, dest.name)
     log.info("downloading %s (%s) from %s", dest.name, human(size), url)
@@ -134,17 +139,25 @@ def download_file(
             expected_total = _expected_total(response, offset)
             if expected_total is not None and size is not None and expected_total != size:
                 raise DownloadError(f"{url} is {expected_total} bytes, but the pin says {size}")
-            with open(part.path, "ab") as out:
+            # Local I/O errors become CacheAccessError (never retried); only what the network
+            # raises (resets, timeouts, short reads) is left to the retry loop.
+            with local_io(part.path):
+                out = open(part.path, "ab")
+            try:
                 while True:
                     block = response.read1(policy.chunk_size)  # keep what arrived before a reset
                     if not block:
                         break
-                    out.write(block)
+                    with local_io(part.path):
+                        out.write(block)
                     part.hasher.update(block)
                     part.size += len(block)
                     if size is not None and part.size > size:
                         raise DownloadError(f"{url} sent more than the pinned {size} bytes")
                     reporter(part.size, expected_total)
+            finally:
+                with local_io(part.path):
+                    out.close()
         if expected_total is not None and part.size != expected_total:
             # urllib returns b"" on an early EOF instead of raising; resume from here
             raise TransientError(f"connection closed at byte {part.size} of {expected_total}")
@@ -171,7 +184,8 @@ def download_file(
             if inherited:  # a prefix from an earlier run may be stale: one clean retry
                 raise TransientError(f"resumed download of {dest.name} hashed wrong; restarting")
             raise ChecksumMismatchError(f"{dest.name} from {url}", sha256, actual)
-        publish(part.path, dest)
+        with local_io(dest):
+            publish(part.path, dest)
         return dest
 
     try:

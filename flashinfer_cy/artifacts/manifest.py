@@ -40,9 +40,9 @@ class WheelPin:
 
     def download_url(self) -> str:
         """The pinned URL, or ``$FLASHINFER_CY_WHEEL_BASE_URL/<filename>`` for a mirror."""
-        base = settings.env(settings.WHEEL_BASE_URL_ENV)
+        base = settings.wheel_base_url()
         if base:
-            return f"{base.rstrip('/')}/{quote(self.filename)}"
+            return f"{base}/{quote(self.filename)}"
         return self.url
 
 
@@ -81,37 +81,88 @@ class Manifest:
         return next((p for p in self.pins.values() if p.sha256 == sha256), None)
 
 
-def _check_sha(value, what: str) -> str | None:
+class _Bad(Exception):
+    """One field of the manifest is wrong; ``parse_manifest`` adds the file name."""
+
+
+_JSON_NAMES = {dict: "an object", str: "a string", int: "an integer"}
+
+
+def _field(doc: dict, key: str, where: str, kind: type, *, optional: bool = False):
+    """``doc[key]`` checked to be a ``kind`` (or absent/null when ``optional``)."""
+    value = doc.get(key)
     if value is None:
-        return None
-    if not isinstance(value, str) or not _SHA256.match(value):
-        raise ArtifactError(f"manifest: {what} must be 64 lowercase hex digits, got {value!r}")
+        if optional:
+            return None
+        raise _Bad(f"{where}{key} is missing or null")
+    if not isinstance(value, kind) or isinstance(value, bool):  # JSON true is no size
+        raise _Bad(f"{where}{key} must be {_JSON_NAMES[kind]}, got {value!r}")
     return value
 
 
+def _sha(doc: dict, key: str, where: str, *, optional: bool = False) -> str | None:
+    value = _field(doc, key, where, str, optional=optional)
+    if value is not None and not _SHA256.match(value):
+        raise _Bad(f"{where}{key} must be 64 lowercase hex digits, got {value!r}")
+    return value
+
+
+def _count(value, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise _Bad(f"{what} must be an integer >= 0, got {value!r}")
+    return value
+
+
+def _pin(w, key: str, arch: str, data: dict) -> WheelPin:
+    where = f"wheels.{key}.{arch}."
+    if not isinstance(w, dict):
+        raise _Bad(f"wheels.{key}.{arch} must be an object, got {w!r}")
+    filename = _field(w, "filename", where, str)
+    # the cached wheel is <entry>/<filename>: a path in it would write outside the cache entry
+    if filename in ("", ".", "..") or any(c in filename for c in "/\\\0"):
+        raise _Bad(f"{where}filename must be a plain file name (no path separators, not '..'), got {filename!r}")
+    record_path = _field(w, "record_path", where, str, optional=True)
+    if record_path is not None:
+        from .wheel import check_member_name
+
+        try:
+            check_member_name(record_path)
+        except ArtifactError as exc:
+            raise _Bad(f"{where}record_path: {exc}") from None
+    members = _field(w, "members", where, dict, optional=True)
+    size = _field(w, "size", where, int, optional=True)
+    return WheelPin(
+        key=f"{key}/{arch}",
+        filename=filename,
+        url=_field(w, "url", where, str),
+        sha256=_sha(w, "sha256", where),
+        size=None if size is None else _count(size, f"{where}size"),
+        record_path=record_path,
+        record_sha256=_sha(w, "record_sha256", where, optional=True),
+        members=None if members is None else {str(m): _count(n, f"{where}members[{m!r}]") for m, n in members.items()},
+        member_prefix=data["member_prefix"],
+        version=data["version"],
+    )
+
+
 def parse_manifest(data: dict, source: str = "<memory>") -> Manifest:
-    """Validate and convert the JSON document; malformed manifests fail loudly here, not later."""
+    """Validate and convert the JSON document; malformed manifests fail loudly here, not later,
+    with an :class:`ArtifactError` naming the file and the field."""
     try:
-        prefix = data["member_prefix"]
+        if not isinstance(data, dict):
+            raise _Bad(f"the document must be an object, got {type(data).__name__}")
+        for key in ("package", "version", "member_prefix"):
+            _field(data, key, "", str)
+        cuda = _field(data, "cuda", "", dict)
+        for version, key in cuda.items():
+            _field(cuda, version, "cuda.", str)
         pins = {}
-        for key, archs in data["wheels"].items():
-            for arch, w in archs.items():
-                members = w.get("members")
-                pins[f"{key}/{arch}"] = WheelPin(
-                    key=f"{key}/{arch}",
-                    filename=w["filename"],
-                    url=w["url"],
-                    sha256=_check_sha(w["sha256"], f"{key}/{arch} sha256"),
-                    size=w.get("size"),
-                    record_path=w.get("record_path"),
-                    record_sha256=_check_sha(w.get("record_sha256"), f"{key}/{arch} record_sha256"),
-                    members=dict(members) if members is not None else None,
-                    member_prefix=prefix,
-                    version=data["version"],
-                )
-        manifest = Manifest(data["package"], data["version"], prefix, dict(data["cuda"]), pins, source)
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise ArtifactError(f"manifest {source} is malformed: {exc!r}") from exc
+        for key, archs in _field(data, "wheels", "", dict).items():
+            for arch, w in _field(data["wheels"], key, "wheels.", dict).items():
+                pins[f"{key}/{arch}"] = _pin(w, key, arch, data)
+        manifest = Manifest(data["package"], data["version"], data["member_prefix"], dict(cuda), pins, source)
+    except _Bad as exc:
+        raise ArtifactError(f"manifest {source} is malformed: {exc}") from None
     for cuda, key in manifest.cuda_keys.items():
         if not any(k.startswith(key + "/") for k in pins):
             raise ArtifactError(f"manifest {source}: CUDA {cuda} maps to {key!r}, which has no wheels")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from typing import Callable, TypeVar
@@ -15,6 +16,10 @@ T = TypeVar("T")
 
 # 4xx other than these mean "this URL is wrong", which no retry fixes.
 _TRANSIENT_4XX = {408, 425, 429}
+
+# A full or read-only disk, never the network: retrying only repeats the download to fail again.
+# (Local file operations raise CacheAccessError, naming the path; this is the safety net.)
+_LOCAL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EROFS, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
 class TransientError(OSError):
@@ -56,5 +61,7 @@ def with_retries(what: str, policy: HttpPolicy, attempt_fn: Callable[[int], T]) 
                 raise DownloadError(f"{what}: HTTP {exc.code} {exc.reason} from {exc.url}") from exc
             last = exc
         except (OSError, http.client.HTTPException) as exc:  # URLError, timeouts, resets, short reads
+            if isinstance(exc, OSError) and exc.errno in _LOCAL_ERRNOS:
+                raise DownloadError(f"{what}: local error, not retried: {exc}") from exc
             last = exc
     raise DownloadError(f"{what}: giving up after {attempts} attempts; last error: {last!r}") from last

@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import io
 
+from ..errors import ArtifactError
 from .download import parse_content_range
 from .net import TransientError, open_url, with_retries
 from .settings import HttpPolicy
 
 
-class RangeNotSupported(Exception):
-    """The server answered a Range request with the whole body (200): fall back to a full download."""
+class RangeNotSupported(ArtifactError):
+    """The server answered a Range request with the whole body (200): fall back to a full download.
+
+    An ArtifactError so that neither the retry loop nor ``wheel.reading`` (which labels other
+    exceptions raised while reading a member as corruption) swallows it on its way to the fallback.
+    """
 
 
 class HttpRangeFile(io.RawIOBase):

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -22,9 +23,10 @@ from ..errors import ArtifactError, ChecksumMismatchError, KernelNotFoundError, 
 from . import FIXED_MODULES, settings
 from .cache import CacheEntry
 from .download import Progress, download_file, human
-from .fsutil import sha256_file
+from .fsutil import access_error, sha256_file
 from .net import log
 from .manifest import Manifest, WheelPin, load_manifest, member_for
+from .wheel import CorruptWheelError, reading
 
 STEPS = ("kernel_dir", "local_wheel", "installed_package", "cache", "download")
 
@@ -66,10 +68,8 @@ def _local_wheel(manifest: Manifest, raw: str | Path | None) -> tuple[Path, Cach
     path = Path(raw).expanduser()
     if not path.is_file():
         raise ArtifactError(f"kernel wheel {raw} is not a file")
-    expected = settings.env(settings.KERNEL_WHEEL_SHA256_ENV)
-    if expected:
-        expected = expected.lower()
-    else:
+    expected = settings.kernel_wheel_sha256()  # validated: it becomes a directory name
+    if expected is None:
         pin = manifest.by_filename(path.name) or manifest.by_sha256(_hash_local(path))
         if pin is None:
             raise ArtifactError(
@@ -78,7 +78,8 @@ def _local_wheel(manifest: Manifest, raw: str | Path | None) -> tuple[Path, Cach
                 + ", ".join(p.filename for p in manifest.pins.values())
             )
         expected = pin.sha256
-    entry = CacheEntry(settings.cache_root(), expected)
+    pin = manifest.by_sha256(expected)
+    entry = CacheEntry(settings.cache_root(), expected, record_sha256=pin.record_sha256 if pin else None)
     return path, entry
 
 
@@ -139,28 +140,33 @@ def platform_pin(manifest: Manifest | None = None) -> WheelPin:
 
 
 def _pinned_entry(pin: WheelPin) -> CacheEntry:
-    return CacheEntry(settings.cache_root(), pin.sha256, pin.filename)
+    return CacheEntry(settings.cache_root(), pin.sha256, pin.filename, pin.record_sha256)
 
 
 # -- extraction (shared by b, d, e) -------------------------------------------------------------
 def _extract(entry: CacheEntry, zf, members: list[str], what: str, pin: WheelPin | None) -> None:
-    """Extract each missing or damaged member (lock held). RECORD comes from the entry or the zip."""
+    """Extract each missing or damaged member (lock held).
+
+    ``zf`` is verified (its sha256, or its RECORD against the pin), so RECORD is taken from it
+    whenever the cached one is missing, damaged or was never checked against a hash.
+    """
     from .wheel import check_archive, extract_member, read_record
 
     check_archive(zf)
-    record = entry.record()
-    if record is None or not (entry.dir / "RECORD").exists():
-        data, record = read_record(zf, pin and pin.record_path, pin and pin.record_sha256, what)
+    if not entry.record_checked:
+        data, _ = read_record(zf, pin and pin.record_path, pin and pin.record_sha256, what)
         entry.store_record(data)
-        record = entry.record()
+    record = entry.record()
     for member in members:
         if entry.member_ok(member):
             continue
         if member not in record:
             raise KernelNotFoundError(f"{member} is not in {what}")
-        if entry.file_path(member).exists():
+        dest = entry.file_path(member)
+        if os.path.lexists(dest):
             log.warning("%s in the cache is damaged or was modified; extracting it again", member)
-        extract_member(zf, member, entry.file_path(member), record[member], what)
+        entry.make_room(dest)
+        extract_member(zf, member, dest, record[member], what)
         entry.note_member(member)
 
 
@@ -168,10 +174,13 @@ def _extract_from_file(entry: CacheEntry, wheel: Path, members: list[str], pin: 
     import zipfile
 
     try:
-        with zipfile.ZipFile(wheel) as zf:
-            _extract(entry, zf, members, f"wheel {wheel}", pin)
-    except zipfile.BadZipFile as exc:
-        raise ArtifactError(f"wheel {wheel} is corrupt: {exc}") from exc
+        zf = zipfile.ZipFile(wheel)
+    except OSError as exc:  # cannot open or read it: permissions, I/O error
+        raise access_error(wheel, exc, "read") from exc
+    except Exception as exc:  # noqa: BLE001 - BadZipFile and friends: a broken central directory
+        raise CorruptWheelError(f"wheel {wheel} is corrupt: {type(exc).__name__}: {exc}") from exc
+    with zf:
+        _extract(entry, zf, members, f"wheel {wheel}", pin)
 
 
 def _extract_remote(entry: CacheEntry, pin: WheelPin, members: list[str], *, full: bool, progress: Progress) -> str:
@@ -184,15 +193,15 @@ def _extract_remote(entry: CacheEntry, pin: WheelPin, members: list[str], *, ful
     if pin.record_sha256 and not full:
         try:
             with HttpRangeFile(url) as remote:
-                with zipfile.ZipFile(remote) as zf:
+                with reading(f"remote wheel {url}"):  # a broken central directory
+                    zf = zipfile.ZipFile(remote)
+                with zf:
                     _extract(entry, zf, members, f"wheel {url}", pin)
                 log.info("fetched %d member(s) of %s: %s in %d requests", len(members), pin.filename,
                          human(remote.bytes_received), remote.requests)
             return "partial"
         except RangeNotSupported as exc:
             log.info("%s; downloading the whole wheel instead", exc)
-        except zipfile.BadZipFile as exc:
-            raise ArtifactError(f"remote wheel {url} is corrupt: {exc}") from exc
     _download_wheel(entry, pin, progress)
     _extract_from_file(entry, entry.wheel_path, members, pin)
     return "full"
@@ -200,8 +209,19 @@ def _extract_remote(entry: CacheEntry, pin: WheelPin, members: list[str], *, ful
 
 def _download_wheel(entry: CacheEntry, pin: WheelPin, progress: Progress) -> None:
     entry.store_source(pin.filename, pin.download_url())
+    entry.make_room(entry.wheel_path)  # e.g. a directory left where the wheel goes
+    entry.make_room(entry.wheel_path.with_name(entry.wheel_path.name + ".part"))
     download_file(pin.download_url(), entry.wheel_path, pin.sha256, size=pin.size, progress=progress)
     entry.note_wheel()
+
+
+def _not_cached(entry: CacheEntry, members: list[str]) -> KernelNotFoundError:
+    damage = f"; damaged in the cache: {'; '.join(entry.problems)}" if entry.problems else ""
+    return KernelNotFoundError(
+        f"{', '.join(members)} not in the cache {entry.dir} and downloading is off "
+        f"({settings.OFFLINE_ENV}=1 or download=False){damage}; run `python -m flashinfer_cy fetch` "
+        "where there is network, or point FLASHINFER_CY_KERNEL_WHEEL at the wheel"
+    )
 
 
 def _ensure_pinned(pin: WheelPin, members: list[str], *, download: bool, full: bool, progress: Progress) -> str:
@@ -209,19 +229,27 @@ def _ensure_pinned(pin: WheelPin, members: list[str], *, download: bool, full: b
     entry = _pinned_entry(pin)
     if all(entry.member_ok(m) for m in members):
         return "cache"
+    may_download = download and not settings.offline()
+    if not may_download and not entry.wheel_path.is_file():
+        # Nothing here could supply them: say so without the lock, which a read-only cache
+        # cannot give (and which would make us wait behind a download for nothing).
+        raise _not_cached(entry, members)
     with entry.lock():
         if all(entry.member_ok(m) for m in members):  # another process did it while we waited
             return "cache"
         entry.store_source(pin.filename, pin.download_url())
-        if entry.wheel_path.exists() and entry.wheel_ok():
-            _extract_from_file(entry, entry.wheel_path, members, pin)
-            return "cache"
-        if not download or settings.offline():
-            raise KernelNotFoundError(
-                f"{', '.join(members)} not in the cache {entry.dir} and downloading is off "
-                f"({settings.OFFLINE_ENV}=1 or download=False); run `python -m flashinfer_cy fetch` "
-                "where there is network, or point FLASHINFER_CY_KERNEL_WHEEL at the wheel"
-            )
+        if entry.wheel_ok():
+            try:
+                _extract_from_file(entry, entry.wheel_path, members, pin)
+                return "cache"
+            except CorruptWheelError:
+                # The stat index vouched for bytes that rotted since (same size and mtime):
+                # hash the wheel again; only the pinned bytes themselves being broken is an error.
+                if entry.wheel_ok(full=True):
+                    raise
+                entry.drop_wheel("its sha256 no longer matches the pin")
+        if not may_download:
+            raise _not_cached(entry, members)
         _extract_remote(entry, pin, members, full=full, progress=progress)
         return "download"
 
@@ -296,7 +324,7 @@ def fetch(uris=None, *, wheel: str | Path | None = None, full: bool = False, pro
     if full:
         entry = _pinned_entry(pin)
         with entry.lock():
-            if not (entry.wheel_path.exists() and entry.wheel_ok()):
+            if not entry.wheel_ok():
                 _download_wheel(entry, pin, progress)
     _ensure_pinned(pin, list(members.values()), download=True, full=full, progress=progress)
     return {u: _pinned_entry(pin).file_path(m) for u, m in members.items()}
@@ -308,14 +336,14 @@ def where_is(uri: str) -> tuple[str, Path | None]:
     No network, no extraction (at most the cache's stat index is refreshed).
     ``("download", None)``: it would be fetched; ``("missing", None)``: no source has it.
     A ``None`` path with another step means "would be extracted from that step's wheel".
+    An unusable ``$FLASHINFER_CY_KERNEL_WHEEL`` raises the ArtifactError ``locate`` raises.
     """
     path, manifest, member = _begin(uri)
     if path:
         return "kernel_dir", path
-    try:
-        local = _local_wheel(manifest, settings.env(settings.KERNEL_WHEEL_ENV))
-    except ArtifactError:
-        local = None
+    # An unusable FLASHINFER_CY_KERNEL_WHEEL raises here as it does in locate(): reporting the
+    # module as available while locate() fails would send doctor users down the wrong path.
+    local = _local_wheel(manifest, settings.env(settings.KERNEL_WHEEL_ENV))
     if local:
         wheel, entry = local
         if entry.member_ok(member):
@@ -334,7 +362,7 @@ def where_is(uri: str) -> tuple[str, Path | None]:
     entry = _pinned_entry(pin)
     if entry.member_ok(member):
         return "cache", entry.file_path(member)
-    if entry.wheel_path.exists() and _zip_has(entry.wheel_path, member):
+    if entry.wheel_path.is_file() and _zip_has(entry.wheel_path, member):
         return "cache", None
     return ("missing" if settings.offline() else "download"), None
 
@@ -393,8 +421,13 @@ def describe_sources() -> list[dict]:
         wheel_state = "full wheel cached" if entry.wheel_path.exists() else "no full wheel"
         row("cache", True, entry.dir, f"{platform}; {cached} module(s) extracted; {wheel_state}")
         how_fetch = "partial fetch (RECORD pinned)" if pin.record_sha256 else f"full download ({human(pin.size)})"
-        row("download", not settings.offline(), pin.download_url(),
-            f"off ({settings.OFFLINE_ENV}=1)" if settings.offline() else how_fetch)
+        try:
+            url = pin.download_url()
+        except ArtifactError as exc:  # e.g. a mirror URL without a scheme
+            row("download", False, None, f"unusable: {exc}")
+        else:
+            row("download", not settings.offline(), url,
+                f"off ({settings.OFFLINE_ENV}=1)" if settings.offline() else how_fetch)
     except UnsupportedPlatformError as exc:
         row("cache", False, root, str(exc))
         row("download", False, None, str(exc))

@@ -5,12 +5,14 @@ Read lazily (never cached at import) so tests and long-running programs can chan
 
 from __future__ import annotations
 
+import math
 import os
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ArtifactError
+from ..errors import SettingsError
 
 KERNEL_DIR_ENV = "FLASHINFER_CY_KERNEL_DIR"  # (a) directory of <uri>/<uri>.so
 KERNEL_WHEEL_ENV = "FLASHINFER_CY_KERNEL_WHEEL"  # (b) a local kernel wheel file
@@ -52,16 +54,56 @@ def cache_root() -> Path:
     return Path(platformdirs.user_cache_dir("flashinfer_cy", appauthor=False))
 
 
-def _number(name: str, default: float, kind=float) -> float:
+def kernel_wheel_sha256() -> str | None:
+    """``$FLASHINFER_CY_KERNEL_WHEEL_SHA256`` as 64 lowercase hex digits ("sha256:" prefix allowed).
+
+    It names a cache directory, so anything else (a path, a typo) is refused before it is used.
+    """
+    raw = env(KERNEL_WHEEL_SHA256_ENV)
+    if raw is None:
+        return None
+    value = raw.lower()
+    value = value[len("sha256:"):] if value.startswith("sha256:") else value
+    if not re.fullmatch(r"[0-9a-f]{64}", value):
+        raise SettingsError(f"{KERNEL_WHEEL_SHA256_ENV}={raw!r} is not a sha256 (64 hex digits, "
+                            "optionally prefixed with 'sha256:')")
+    return value
+
+
+# Schemes urllib can fetch from; without one a mirror URL would be read as a scheme ("host:port").
+_URL_SCHEMES = ("http", "https", "ftp", "file")
+
+
+def wheel_base_url() -> str | None:
+    """``$FLASHINFER_CY_WHEEL_BASE_URL`` without its trailing '/', checked to be a URL."""
+    from urllib.parse import urlsplit
+
+    base = env(WHEEL_BASE_URL_ENV)
+    if base is None:
+        return None
+    parts = urlsplit(base)
+    if parts.scheme.lower() not in _URL_SCHEMES or (parts.scheme.lower() != "file" and not parts.netloc):
+        raise SettingsError(f"{WHEEL_BASE_URL_ENV}={base!r} is not a URL like https://host/path "
+                            f"(scheme one of {', '.join(_URL_SCHEMES)})")
+    return base.rstrip("/")
+
+
+_MAX_SECONDS = 1e6  # ~11 days; far larger values overflow the socket layer's clock arithmetic
+
+
+def _number(name: str, default: float, kind=float, *, positive: bool = False, maximum: float = math.inf) -> float:
+    """A number in [0, maximum] (> 0 when ``positive``): NaN, inf or a 0 timeout would hang,
+    overflow or spin instead of failing, so they are refused here with the variable's name."""
     raw = env(name)
     if raw is None:
         return default
     try:
         value = kind(raw)
     except ValueError:
-        raise ArtifactError(f"{name}={raw!r} is not a {kind.__name__}") from None
-    if value < 0:
-        raise ArtifactError(f"{name}={raw!r} must be >= 0")
+        raise SettingsError(f"{name}={raw!r} is not {'an integer' if kind is int else 'a number'}") from None
+    if not (0 <= value <= maximum) or (positive and value == 0):  # NaN fails every comparison
+        raise SettingsError(f"{name}={raw!r} must be {'> 0' if positive else '>= 0'}"
+                            + (f" and <= {maximum:.0f}" if maximum < math.inf else ""))
     return value
 
 
@@ -78,9 +120,9 @@ class HttpPolicy:
     @classmethod
     def from_env(cls, **overrides) -> "HttpPolicy":
         values = dict(
-            timeout=_number(HTTP_TIMEOUT_ENV, cls.timeout),
+            timeout=_number(HTTP_TIMEOUT_ENV, cls.timeout, positive=True, maximum=_MAX_SECONDS),
             retries=int(_number(HTTP_RETRIES_ENV, cls.retries, int)),
-            backoff=_number(HTTP_BACKOFF_ENV, cls.backoff),
+            backoff=_number(HTTP_BACKOFF_ENV, cls.backoff, maximum=_MAX_SECONDS),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)

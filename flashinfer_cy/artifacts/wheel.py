@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import hashlib
 import io
@@ -10,10 +11,29 @@ import stat
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple
 
-from ..errors import ArtifactError, ChecksumMismatchError, KernelNotFoundError, UnsafeMemberError
-from .fsutil import publish, temp_beside
+from ..errors import (ArtifactError, ChecksumMismatchError, CorruptWheelError, KernelNotFoundError,
+                      UnsafeMemberError)
+from .fsutil import local_io, publish, temp_beside
 
 EXTRACT_CHUNK = 1 << 20
+
+
+
+@contextlib.contextmanager
+def reading(what: str):
+    """Turn whatever zipfile and its decompressors raise on broken bytes (zlib.error, EOFError,
+    lzma/bz2 errors, NotImplementedError for an unknown method, BadZipFile for a bad CRC or
+    header) into a :class:`CorruptWheelError` naming ``what``. Errors of this library (a failed
+    range request is a DownloadError) pass through unchanged."""
+    try:
+        yield
+    except (ArtifactError, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - the decompressors' error types are open-ended
+        kind = type(exc).__name__
+        if type(exc).__module__ != "builtins":  # "zlib.error", not a bare "error"
+            kind = f"{type(exc).__module__}.{kind}"
+        raise CorruptWheelError(f"cannot read {what}: {kind}: {exc}") from exc
 
 
 class RecordEntry(NamedTuple):
@@ -21,21 +41,30 @@ class RecordEntry(NamedTuple):
     size: int | None
 
 
-def parse_record(text: str) -> dict[str, RecordEntry]:
-    """Parse a wheel ``RECORD`` (``path,sha256=<urlsafe-b64>,size`` per line; PEP 376/427)."""
-    entries = {}
-    for row in csv.reader(io.StringIO(text)):
-        if not row:
-            continue
-        if len(row) != 3:
-            raise ArtifactError(f"malformed RECORD line: {row!r}")
-        path, digest, size = row
-        sha = None
-        if digest:
-            algo, _, b64 = digest.partition("=")
-            if algo == "sha256":
-                sha = base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4)).hex()
-        entries[path] = RecordEntry(sha, int(size) if size else None)
+def parse_record(text: str, what: str = "RECORD") -> dict[str, RecordEntry]:
+    """Parse a wheel ``RECORD`` (``path,sha256=<urlsafe-b64>,size`` per line; PEP 376/427).
+
+    A malformed line raises :class:`ArtifactError` naming ``what`` (the file) and the line.
+    """
+    entries: dict[str, RecordEntry] = {}
+    row: list[str] = []
+    reader = csv.reader(io.StringIO(text))
+    try:
+        for row in reader:
+            if not row:
+                continue
+            path, digest, size = row
+            sha = None
+            if digest:
+                algo, _, b64 = digest.partition("=")
+                if algo == "sha256":
+                    raw = base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4))
+                    if len(raw) != 32:
+                        raise ValueError("a sha256 digest is 32 bytes")
+                    sha = raw.hex()
+            entries[path] = RecordEntry(sha, int(size) if size else None)
+    except (ValueError, csv.Error):  # wrong column count, bad base64 (binascii.Error), bad size
+        raise ArtifactError(f"{what} is malformed: line {reader.line_num} is {row!r}") from None
     return entries
 
 
@@ -84,14 +113,19 @@ def read_record(zf, record_path: str | None, record_sha256: str | None, what: st
     """Read RECORD, verify it against its pin when there is one, and parse it."""
     name = find_record(zf, record_path)
     try:
-        data = zf.read(name)
+        with reading(f"{name} of {what}"):
+            data = zf.read(name)
     except KeyError:
         raise ArtifactError(f"{what} has no {name}") from None
     if record_sha256:
         actual = hashlib.sha256(data).hexdigest()
         if actual != record_sha256:
             raise ChecksumMismatchError(f"{name} of {what}", record_sha256, actual)
-    return data, parse_record(data.decode("utf-8"))
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ArtifactError(f"{name} of {what} is not UTF-8: {exc}") from None
+    return data, parse_record(text, f"{name} of {what}")
 
 
 def extract_member(zf, member: str, dest: Path, expected: RecordEntry, what: str) -> None:
@@ -107,20 +141,29 @@ def extract_member(zf, member: str, dest: Path, expected: RecordEntry, what: str
         raise UnsafeMemberError(
             f"{member}: zip says {info.file_size} bytes, RECORD says {expected.size}; refusing it"
         )
-    out, tmp = temp_beside(dest)
+    with local_io(dest):
+        out, tmp = temp_beside(dest)
     try:
         h, written = hashlib.sha256(), 0
-        with out, zf.open(info) as src:  # zipfile checks the local header name and the CRC
-            while block := src.read(EXTRACT_CHUNK):
-                written += len(block)
-                if written > expected.size:  # a zip bomb / lying header: stop reading
-                    raise UnsafeMemberError(f"{member} is larger than the declared {expected.size} bytes")
-                h.update(block)
-                out.write(block)
+        with local_io(dest), out:  # any OSError left here is a local write: disk full, quota, EROFS
+            with reading(f"{member} of {what}"):  # zipfile checks the local header name and the CRC
+                src = zf.open(info)
+            with src:
+                while True:
+                    with reading(f"{member} of {what}"):
+                        block = src.read(EXTRACT_CHUNK)
+                    if not block:
+                        break
+                    written += len(block)
+                    if written > expected.size:  # a zip bomb / lying header: stop reading
+                        raise UnsafeMemberError(f"{member} is larger than the declared {expected.size} bytes")
+                    h.update(block)
+                    out.write(block)
         if h.hexdigest() != expected.sha256:
             raise ChecksumMismatchError(f"{member} in {what}", expected.sha256, h.hexdigest())
-        tmp.chmod(0o755)
-        publish(tmp, dest)
+        with local_io(dest):
+            tmp.chmod(0o755)
+            publish(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
