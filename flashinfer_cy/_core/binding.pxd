@@ -1,3 +1,4 @@
+cimport cython
 from libc.stdint cimport int32_t, int64_t, uint32_t
 from flashinfer_cy._abi.dlpack cimport kDLCUDA
 from flashinfer_cy._abi.tvm_ffi cimport TVMFFIAny
@@ -8,6 +9,7 @@ cdef enum:
     MAX_ARGS = 32
 
 # Argument kinds of a kernel signature (the letters used in Binding signatures).
+# A tensor the kernel writes is marked with "!" ("T!", "T?!"): a read-only one is refused.
 cdef enum ArgKind:
     K_TENSOR = 1       # "T"   TensorView on the call's device
     K_OPT_TENSOR = 2   # "T?"  Optional<TensorView> on the call's device, or None
@@ -36,11 +38,14 @@ cdef class Binding:
     cdef readonly tuple names
     cdef int n
     cdef int kinds[MAX_ARGS]
+    cdef uint32_t written      # bit i: the kernel writes argument i ("T!", "T?!")
     cdef int device_arg
     cdef Function _fn
 
     cdef Function function(self)
     cdef int tensor(self, CallFrame* f, int i, object obj) except -1
+    @cython.final
+    cdef int tensor_as(self, CallFrame* f, int i, object obj, str name) except -1
     cdef int opt_tensor(self, CallFrame* f, int i, object obj) except -1
     cdef int pick_stream(self, CallFrame* f, object stream, void** handle) except -1
     cdef int stream_slot(self, CallFrame* f) noexcept

@@ -11,8 +11,9 @@ class Binding:
 
     ``signature`` is space-separated ``name:KIND`` items; KIND is one of T (device tensor),
     T? (optional device tensor), H (host tensor), I (int), F (float), B (bool), D (dtype),
-    A (object handle). ``device`` names the tensor whose device and producer stream the
-    kernel runs on (default: the first T argument). ``serialize``: calls take turns between
+    A (object handle); ``T!`` / ``T?!`` mark a tensor the kernel writes (a read-only one is
+    refused). ``device`` names the T argument whose device and producer stream the kernel
+    runs on (default: the first T argument). ``serialize``: calls take turns between
     threads (for launchers that are not thread-safe; see runtime.serialize_calls)."""
 
     def __init__(self, uri: str, symbol: str, signature: str, device: str | None = None,
@@ -27,6 +28,9 @@ class Binding:
     def names(self) -> tuple[str, ...]: ...
     @property
     def nargs(self) -> int: ...
+    @property
+    def writes(self) -> tuple[str, ...]:
+        """The names of the arguments the kernel writes (marked ``!``)."""
     def load(self) -> Function:
         """Resolve the module and symbol now (normally done on first call)."""
     def __call__(self, *args: Any, stream: StreamLike | None = None) -> Any:

@@ -3,9 +3,10 @@
 
 A kernel family describes each export once, as a line of a table::
 
-    Binding("norm", "rmsnorm", "out:T input:T weight:T eps:F enable_pdl:B", device="input")
+    Binding("norm", "rmsnorm", "out:T! input:T weight:T eps:F enable_pdl:B", device="input")
 
-(argument names and kinds in ABI order, as in FlashInfer's ``*_binding.cu``). The family's
+(argument names and kinds in ABI order, as in FlashInfer's ``*_binding.cu``; ``!`` marks a
+tensor the kernel writes, which must not be read-only). The family's
 typed function fills a stack ``CallFrame`` through the Binding's packers; ``invoke`` then
 checks every slot was filled with the declared kind, that device tensors share one device,
 picks the stream, and makes one GIL-free call. Adding a kernel is adding a table line and a
@@ -21,13 +22,15 @@ from flashinfer_cy._abi.tvm_ffi cimport (TVMFFIAny, TVMFFIObjectHandle, kTVMFFIN
                                          kTVMFFIOpaquePtr, kTVMFFIRawStr)
 from flashinfer_cy._core.runtime cimport Function, Object, take_result, ensure_ffi
 from flashinfer_cy._core.tensor cimport (TensorSlot, to_dltensor, release_slot, describe,
-                                         check_same_device, parse_dtype)
+                                         check_same_device, check_writable, parse_dtype,
+                                         finite_float, as_bool)
 from flashinfer_cy._core.stream cimport resolve_stream
 
 from flashinfer_cy._core import runtime as _runtime
 
 _KIND_CODES = {"T": K_TENSOR, "T?": K_OPT_TENSOR, "H": K_HOST_TENSOR, "I": K_INT,
                "F": K_FLOAT, "B": K_BOOL, "D": K_DTYPE, "A": K_OBJECT}
+_WRITTEN_KINDS = {"T!": "T", "T?!": "T?"}  # a tensor the kernel writes, and its kind
 # The TVM-FFI type index each kind may be packed as (-2: any object handle >= 64).
 cdef int _UNSET = -1
 
@@ -87,8 +90,11 @@ cdef class Binding:
 
     ``signature`` is space-separated ``name:KIND`` items; KIND is one of T (device tensor),
     T? (optional device tensor), H (host tensor), I (int), F (float), B (bool),
-    D (dtype), A (object handle, e.g. plan info). ``device`` names the tensor whose device
-    (and producer stream) the kernel runs on: FlashInfer takes both from one argument.
+    D (dtype), A (object handle, e.g. plan info). ``T!`` / ``T?!``: a tensor the kernel
+    writes (an output, an in-place operand); a tensor its producer exported read-only is
+    refused there (ValueError). ``device`` names the T argument whose device (and producer
+    stream) the kernel runs on: FlashInfer takes both from one argument (default: the
+    first T argument).
     ``serialize``: calls of this export take turns between threads (its host launcher is not
     safe to enter concurrently; the GIL stays released and the kernels still overlap).
     """
@@ -99,8 +105,12 @@ cdef class Binding:
         if len(items) > MAX_ARGS:
             raise ValueError(f"{symbol}: at most {MAX_ARGS} arguments")
         names = []
+        self.written = 0
         for i, item in enumerate(items):
             name, _, kind = item.partition(":")
+            if kind in _WRITTEN_KINDS:
+                self.written |= (<uint32_t>1) << i
+                kind = _WRITTEN_KINDS[kind]
             if kind not in _KIND_CODES:
                 raise ValueError(f"{symbol}: argument {item!r} has unknown kind {kind!r}")
             names.append(name)
@@ -115,6 +125,10 @@ cdef class Binding:
         if device is not None and device not in names:
             raise ValueError(f"device: {device!r} is not an argument of {symbol} ({signature})")
         self.device_arg = names.index(device) if device is not None else -1
+        # invoke() reads the device from that slot, which only a T argument always fills.
+        if self.device_arg >= 0 and self.kinds[self.device_arg] != K_TENSOR:
+            raise ValueError(f"device: {device!r} must be a T (tensor) argument of {symbol} "
+                             f"({signature})")
         self._fn = None
         if serialize:  # the export's launcher is not thread-safe (runtime.serialize_calls)
             _runtime.serialize_calls(uri, symbol)
@@ -132,8 +146,20 @@ cdef class Binding:
     def nargs(self):
         return self.n
 
+    @property
+    def writes(self):
+        """The names of the arguments the kernel writes (marked ``!``)."""
+        return tuple(n for i, n in enumerate(self.names) if (self.written >> i) & 1)
+
     cdef int tensor(self, CallFrame* f, int i, object obj) except -1:
-        to_dltensor(obj, &f.slots[i], self.names[i])
+        return self.tensor_as(f, i, obj, self.names[i])
+
+    cdef int tensor_as(self, CallFrame* f, int i, object obj, str name) except -1:
+        """Describe ``obj`` into slot ``i``, errors naming ``name`` (a Python keyword that
+        differs from the ABI name)."""
+        to_dltensor(obj, &f.slots[i], name)
+        if f.slots[i].read_only and (self.written >> i) & 1:
+            check_writable(&f.slots[i], name)
         f.args[i].type_index = kTVMFFIDLTensorPtr
         f.args[i].v_ptr = &f.slots[i].dl
         return 0
@@ -230,13 +256,15 @@ cdef class Binding:
                 elif kind == K_INT:
                     if isinstance(a, bool) or not isinstance(a, int):
                         raise TypeError(f"{self.names[i]}: expected an int, got {a!r}")
-                    set_int(&f, i, a)
+                    try:
+                        set_int(&f, i, a)
+                    except OverflowError:  # as call_generic says it, naming the argument
+                        raise OverflowError(f"{self.names[i]}: {a} does not fit in int64") \
+                            from None
                 elif kind == K_FLOAT:
-                    if not isinstance(a, (int, float)) or isinstance(a, bool):
-                        raise TypeError(f"{self.names[i]}: expected a float, got {a!r}")
-                    set_float(&f, i, a)
+                    set_float(&f, i, finite_float(a, self.names[i], "a finite number"))
                 elif kind == K_BOOL:
-                    set_bool(&f, i, bool(a))
+                    set_bool(&f, i, as_bool(a, self.names[i], "True or False"))
                 elif kind == K_DTYPE:
                     f.args[i].type_index = kTVMFFIDataType
                     f.args[i].v_int64 = 0

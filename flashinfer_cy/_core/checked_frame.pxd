@@ -1,3 +1,4 @@
+from cpython.exc cimport PyErr_Clear
 from cpython.ref cimport PyObject
 from libc.stdint cimport int64_t, uint32_t
 from libc.string cimport memcpy
@@ -6,7 +7,7 @@ from flashinfer_cy._abi.tvm_ffi cimport kTVMFFIDLTensorPtr, kTVMFFINone
 from flashinfer_cy._core.binding cimport Binding, CallFrame, producer_stream
 from flashinfer_cy._core.runtime cimport env_stream
 from flashinfer_cy._core.stream cimport resolve_stream
-from flashinfer_cy._core.tensor cimport TensorSlot, describe_as_kept
+from flashinfer_cy._core.tensor cimport TensorSlot, describe_as_kept, to_dltensor
 
 cdef extern from *:
     """
@@ -49,12 +50,14 @@ cdef class CheckedFrame:
 
 cdef inline bint same_slot(const TensorSlot* a, const TensorSlot* b) noexcept:
     """Whether ``a`` describes what the kept ``b`` did (data pointers aside, which need
-    only the same 16-byte alignment), from the same kind of producer (so the stream is
-    picked the same way)."""
+    only the same 16-byte alignment, and not be NULL: the long path decides about those),
+    from the same kind of producer (so the stream is picked the same way). The device is
+    compared whole, so its ordinal is the one to_dltensor validated for ``b``."""
     cdef int d
     cdef int64_t diff = 0
     if (a.api != b.api or a.has_producer_stream != b.has_producer_stream
             or not same_device_rank_dtype(&a.dl, &b.dl)
+            or a.dl.data == NULL
             or ((<size_t>a.dl.data ^ <size_t>b.dl.data) & 15) != 0):
         return False
     for d in range(a.dl.ndim):  # branch-free: these nearly always agree
@@ -67,9 +70,11 @@ cdef inline int reuse_frame(CheckedFrame kept, CallFrame* f, PyObject** objs, Bi
     """Load ``kept``'s frame into ``f`` and describe ``objs[i]`` into each variable slot
     ``i`` (None: an optional tensor left out; NULL: the caller described slot ``i``
     already). Returns 1 if they all describe what the kept call's did, so that ``f`` is
-    ready to call; 0 at the first that does not. A tensor of a type the kept call did not
-    describe directly is described the long way and may hold a reference: its bit is set
-    in ``held`` first, for the caller's frame_release_masked."""
+    ready to call; 0 at the first that does not, or that cannot be described at all (the
+    caller's full path then describes it again and reports it under the name the caller
+    knows it by, e.g. ``out`` for the ABI's ``o``). A tensor of a type the kept call did
+    not describe directly is described the long way and may hold a reference: its bit is
+    set in ``held`` first, for the caller's frame_release_masked."""
     cdef CallFrame* kf = kept.frame
     cdef int i, j
     cdef PyObject* o
@@ -88,14 +93,20 @@ cdef inline int reuse_frame(CheckedFrame kept, CallFrame* f, PyObject** objs, Bi
             return 0  # the kept call had None here
         a = &f.slots[i]
         k = &kf.slots[i]
-        if o != NULL:
-            if type_of(o) == kept.var_type[j]:
-                if describe_as_kept(o, a, k) != 0:
-                    return -1
-            else:
+        if o != NULL and type_of(o) == kept.var_type[j]:
+            if describe_as_kept(o, a, k) != 0:  # a source that is never read-only
+                PyErr_Clear()  # (if the producer set one) the full path asks again
+                return 0
+        else:
+            if o != NULL:
                 a.keep = NULL
                 held[0] |= (<uint32_t>1) << i
-                b.tensor(f, i, <object>o)
+                try:
+                    to_dltensor(<object>o, a, b.names[i])
+                except Exception:
+                    return 0  # the full path asks again
+            if a.read_only != k.read_only:
+                return 0  # the full path decides (check_writable where it is written)
         if not same_slot(a, k):
             return 0
         f.args[i].v_ptr = &a.dl

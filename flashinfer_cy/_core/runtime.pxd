@@ -18,6 +18,7 @@ cdef class Module:
     cdef readonly str path
     cdef readonly str uri
     cdef dict _functions
+    cdef set _uris                    # the URIs serialize_calls matches it by
 
 cdef class Function:
     cdef TVMFFISafeCallType fn

@@ -24,6 +24,9 @@ class Object:
     """An owned reference to a TVM-FFI object (a kernel's result: a plan's Array, a
     String...). Released exactly once, when this wrapper dies."""
 
+    # Kernel results only: calling the class (or Array, Module, Function) raises TypeError
+    # (a cdef class __init__ reports (*args, **kwargs) at run time).
+    def __init__(self, *args: object, **kwargs: object) -> None: ...
     @property
     def type_index(self) -> int: ...
     @property
@@ -41,6 +44,7 @@ class Array(Object):
 class Module:
     """A dlopen'd kernel module, kept for the life of the process."""
 
+    def __init__(self, *args: object, **kwargs: object) -> None: ...
     @property
     def path(self) -> str: ...
     @property
@@ -51,6 +55,7 @@ class Module:
 class Function:
     """One ``__tvm_ffi_<name>`` export; calling it is the generic (any-argument) path."""
 
+    def __init__(self, *args: object, **kwargs: object) -> None: ...
     @property
     def name(self) -> str: ...
     @property
@@ -65,7 +70,8 @@ def load_module_path(path: str | os.PathLike[str], uri: str | None = None) -> Mo
 
 def serialize_calls(uri: str, symbol: str) -> None:
     """Calls of export ``symbol`` of module ``uri`` take turns between threads (a per-export
-    lock; the GIL stays released), now and for Functions loaded later."""
+    lock; the GIL stays released), now and for Functions loaded later, however the module
+    was loaded (a module loaded by path alone is matched by its file name)."""
 
 def load_module(uri: str) -> Module:
     """The kernel module for ``uri``, located through flashinfer_cy.artifacts."""

@@ -225,10 +225,12 @@ cdef int raise_call_error(int rc, str symbol) except -1:
         raise _errors.KernelRuntimeError(
             "UnknownError", f"returned {rc} without raising an error", "", symbol)
     cell = _error_cell(h)
-    kind = _bytes_str(cell.kind)
-    message = _bytes_str(cell.message)
-    backtrace = _bytes_str(cell.backtrace)
-    g_ffi.ObjectDecRef(h)
+    try:
+        kind = _bytes_str(cell.kind)
+        message = _bytes_str(cell.message)
+        backtrace = _bytes_str(cell.backtrace)
+    finally:  # a MemoryError above must not leak the error object
+        g_ffi.ObjectDecRef(h)
     if kind == "EnvErrorAlreadySet" and PyErr_Occurred() != NULL:
         return -1
     raise _errors.kernel_error(kind, message, backtrace, symbol)
@@ -239,6 +241,9 @@ cdef int raise_call_error(int rc, str symbol) except -1:
 cdef class Object:
     """An owned reference to a TVM-FFI object (a kernel's result: a plan's Array, a String...).
     Released exactly once, when this wrapper dies. Pass it back to a kernel as is."""
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError(f"{type(self).__name__} objects are kernel results, not made directly")
 
     @staticmethod
     cdef Object adopt(TVMFFIObjectHandle handle, int32_t type_index):
@@ -260,15 +265,22 @@ cdef class Object:
     @property
     def refcount(self):
         """Strong reference count (for leak tests)."""
-        return <int64_t>((<TVMFFIObject*>self.handle).combined_ref_count & 0xFFFFFFFF)
+        return <int64_t>((<TVMFFIObject*>_live(self).handle).combined_ref_count & 0xFFFFFFFF)
 
     def __repr__(self):
         return f"<flashinfer_cy Object type_index={self.tindex}>"
 
 
-cdef inline TVMFFISeqCell* _seq_cell(Object a) noexcept:
+cdef Object _live(Object o):
+    """``o``, which must hold an object (one made by ``Object.__new__`` holds none)."""
+    if o.handle == NULL:
+        raise TypeError(f"this {type(o).__name__} holds no object (not a kernel result)")
+    return o
+
+
+cdef inline TVMFFISeqCell* _seq_cell(Object a) except NULL:
     # The sequence cell follows the object header (tvm/ffi/c_api.h, TVMFFISeqCell).
-    return <TVMFFISeqCell*>(<char*>a.handle + sizeof(TVMFFIObject))
+    return <TVMFFISeqCell*>(<char*>_live(a).handle + sizeof(TVMFFIObject))
 
 
 cdef class Array(Object):
@@ -327,13 +339,17 @@ cdef object take_result(TVMFFIAny* result):
     result.type_index = kTVMFFINone
     if t == kTVMFFIStr or t == kTVMFFIBytes:
         ba = <TVMFFIByteArray*>(<char*>h + sizeof(TVMFFIObject))
-        data = PyBytes_FromStringAndSize(ba.data, <Py_ssize_t>ba.size)
-        g_ffi.ObjectDecRef(h)
+        try:
+            data = PyBytes_FromStringAndSize(ba.data, <Py_ssize_t>ba.size)
+        finally:  # released even when the copy raises (MemoryError)
+            g_ffi.ObjectDecRef(h)
         return data.decode("utf-8", "replace") if t == kTVMFFIStr else data
     if t == kTVMFFIShape:
         shape = <TVMFFIShapeCell*>(<char*>h + sizeof(TVMFFIObject))
-        out = tuple(shape.data[i] for i in range(shape.size))
-        g_ffi.ObjectDecRef(h)
+        try:
+            out = tuple(shape.data[i] for i in range(shape.size))
+        finally:
+            g_ffi.ObjectDecRef(h)
         return out
     return Object.adopt(h, t)
 
@@ -345,12 +361,18 @@ cdef class Module:
 
     def __cinit__(self):
         self._functions = {}
+        self._uris = set()
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("Module objects are made by load_module / load_module_path")
 
     def function(self, str name):
         """The export ``__tvm_ffi_<name>`` as a :class:`Function` (cached)."""
         fn = self._functions.get(name)
         if fn is not None:
             return fn
+        if self.handle == NULL:  # Module.__new__ from Python: dlsym(NULL) searches everything
+            raise TypeError("this Module was not loaded (use load_module / load_module_path)")
         cdef bytes sym = ("__tvm_ffi_" + name).encode()
         cdef void* p = dlsym(self.handle, sym)
         if p == NULL:
@@ -361,9 +383,13 @@ cdef class Module:
         f.fn = <TVMFFISafeCallType>p
         f.name = name
         f.module = self
-        if (self.uri, name) in _serialized:
-            f._serialize()
-        self._functions[name] = f
+        with _lock:  # not between serialize_calls' mark and its walk over _functions
+            fn = self._functions.get(name)
+            if fn is not None:
+                return fn
+            if any((uri, name) in _serialized for uri in self._uris):
+                f._serialize()
+            self._functions[name] = f
         return f
 
     def __repr__(self):
@@ -377,6 +403,9 @@ def load_module_path(path, uri=None):
     with _lock:
         mod = _modules.get(path)
         if mod is not None:
+            if uri:  # loaded before under another name (or none)
+                _add_uri(mod, uri)
+                _modules[("uri", uri)] = mod
             return mod
         if not os.path.isfile(path):
             raise _errors.KernelNotFoundError(f"kernel module file {path} does not exist")
@@ -395,21 +424,34 @@ def load_module_path(path, uri=None):
         _modules[path] = m
         if uri:
             _modules[("uri", uri)] = m
+        _add_uri(m, (<Module>m).uri)
         return m
+
+
+cdef int _add_uri(Module m, str uri) except -1:
+    """Record that ``m`` is the module for ``uri`` (a URI it was loaded as, or its file
+    name when it was loaded by path alone): serialize_calls for that URI applies to it.
+    Under _lock."""
+    m._uris.add(uri)
+    for name, fn in m._functions.items():
+        if (uri, name) in _serialized:
+            (<Function>fn)._serialize()
+    return 0
 
 
 def serialize_calls(str uri, str symbol):
     """Make calls of export ``symbol`` of module ``uri`` take turns between threads (each
     call holds a per-export lock; the GIL stays released). For kernel launchers that are
     not safe to enter from several threads at once: the kernels they queue still run
-    concurrently on their streams. Applies to the Function now and to any loaded later."""
+    concurrently on their streams. Applies to the Function now and to any loaded later,
+    however the module was loaded (by URI, or by path with or without one)."""
     with _lock:
         _serialized.add((uri, symbol))
-        mod = _modules.get(("uri", uri))
-        if mod is not None:
-            fn = (<Module>mod)._functions.get(symbol)
-            if fn is not None:
-                (<Function>fn)._serialize()
+        for mod in _modules.values():
+            if uri in (<Module>mod)._uris:
+                fn = (<Module>mod)._functions.get(symbol)
+                if fn is not None:
+                    (<Function>fn)._serialize()
 
 
 def load_module(str uri):
@@ -427,6 +469,9 @@ def load_module(str uri):
 cdef class Function:
     """One ``__tvm_ffi_<name>`` export. The typed kernel APIs call :meth:`call` from Cython;
     ``__call__`` is the generic (slower, any-argument) path, mainly for tests and tools."""
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("Function objects are made by Module.function(name)")
 
     def __dealloc__(self):
         if self.serial != NULL:
@@ -462,11 +507,14 @@ cdef class Function:
         return 0
 
     def __call__(self, *args, stream=None):
+        if self.fn == NULL:  # Function.__new__ from Python
+            raise TypeError("this Function was not made by Module.function(name)")
         from flashinfer_cy._core.binding import call_generic
         return call_generic(self, args, stream)
 
     def __repr__(self):
-        return f"<flashinfer_cy Function {self.name!r} of {self.module.uri!r}>"
+        uri = self.module.uri if self.module is not None else None
+        return f"<flashinfer_cy Function {self.name!r} of {uri!r}>"
 
 
 # ----------------------------------------------------------------------------- devices

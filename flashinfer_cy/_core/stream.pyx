@@ -5,8 +5,9 @@ Accepted: a plain int (the handle value; 0 = legacy default stream, 1 = cudaStre
 2 = cudaStreamPerThread), any object implementing the CUDA stream protocol
 ``__cuda_stream__() -> (version, handle)`` (cuda.core ``Stream``, recent PyTorch and CuPy),
 ``torch.cuda.Stream`` (``.cuda_stream``), CuPy streams (``.ptr``) and
-``cuda.bindings.driver.CUstream`` / ``cudaStream_t`` (``int()``). What ``stream=None``
-means is decided per call by the binding (see ``flashinfer_cy.streams``).
+``cuda.bindings.driver.CUstream`` / ``cudaStream_t`` (``int()``); never a tensor, whose
+``.ptr`` or value is no stream. What ``stream=None`` means is decided per call by the
+binding (see ``flashinfer_cy.streams``).
 """
 
 from libc.stdint cimport uintptr_t
@@ -26,6 +27,11 @@ _HANDLE_LIMIT = 1 << 64
 cdef int _classify(type tp) except -1:
     if hasattr(tp, "__cuda_stream__"):
         form = FORM_PROTOCOL
+    elif hasattr(tp, "__dlpack__") or hasattr(tp, "__cuda_array_interface__"):
+        # A tensor (TensorDesc/DeviceArray have .ptr, numpy arrays __index__): its data
+        # pointer or value must never be taken for a cudaStream_t.
+        raise TypeError(f"stream: expected a stream, got a tensor "
+                        f"({tp.__module__}.{tp.__qualname__})")
     elif hasattr(tp, "cuda_stream"):
         form = FORM_TORCH
     elif hasattr(tp, "ptr"):

@@ -4,6 +4,11 @@ from flashinfer_cy._abi.dlpack cimport DLTensor, DLDataType, DLPackExchangeAPI
 
 cdef enum:
     MAX_NDIM = 8
+    # Device ordinals a producer may name: TVM-FFI's per-thread stream table is indexed by
+    # the ordinal (streams.py says why a bound is needed).
+    MAX_DEVICES = 1 << 16
+    # from_exchange: the producer gave more than MAX_NDIM (or negative) dimensions.
+    BAD_NDIM = -2
 
 # Packed dtype keys, (code << 16) | (bits << 8) | lanes, the same packing FlashInfer's
 # dispatchers switch on (csrc/tvm_ffi_utils.h).
@@ -37,10 +42,12 @@ cdef struct TensorSlot:
     void* producer_stream           # CAI v3 "stream", when the producer gave one
     int has_producer_stream
     int source
+    int read_only                   # the producer exported it read-only (check_writable)
     int64_t shape[MAX_NDIM]
     int64_t strides[MAX_NDIM]
 
 cdef int to_dltensor(object obj, TensorSlot* slot, str name) except -1
+cdef int exchange_failed(int rc, TensorSlot* s, str name) except -1
 cdef void release_slot(TensorSlot* slot) noexcept
 cdef void own_shape(TensorSlot* s) noexcept
 cdef void fill_contiguous_strides(TensorSlot* s) noexcept
@@ -61,8 +68,10 @@ cdef int check_last_contiguous(TensorSlot* s, str name) except -1
 cdef int check_contiguous(TensorSlot* s, str name) except -1
 cdef int check_same_shape(TensorSlot* s, str name, TensorSlot* ref, str ref_name) except -1
 cdef int check_same_device(TensorSlot* s, str name, TensorSlot* ref, str ref_name) except -1
+cdef int check_writable(TensorSlot* s, str name) except -1
 cdef str describe(TensorSlot* s)
 cdef double finite_float(object value, str name, str expected) except? -1.0
+cdef int as_bool(object value, str name, str expected) except -1
 
 cdef class TensorDesc:
     cdef DLTensor dl
@@ -84,11 +93,15 @@ cdef inline void normalize_slot(TensorSlot* s) noexcept:
 cdef inline int from_exchange(PyObject* obj, TensorSlot* s,
                               const DLPackExchangeAPI* api) noexcept:
     """``obj`` described through its type's DLPack exchange API (no copy, nothing held).
-    0, or -1 with the producer's Python exception set."""
+    0; -1 with the producer's Python exception set; or BAD_NDIM, nothing set, for a rank
+    the slot cannot hold (the caller, which knows the argument's name, raises through
+    exchange_failed)."""
     if api.dltensor_from_py_object_no_sync(<void*>obj, &s.dl) != 0:
         return -1
     s.source = SRC_EXCHANGE
     s.api = api
+    if <uint32_t>s.dl.ndim > MAX_NDIM:  # normalize_slot would write past s.strides
+        return BAD_NDIM
     normalize_slot(s)
     return 0
 
@@ -102,8 +115,10 @@ cdef inline void from_desc(PyObject* obj, TensorSlot* s) noexcept:
 cdef inline int describe_as_kept(PyObject* obj, TensorSlot* a, const TensorSlot* kept) noexcept:
     """to_dltensor for ``obj`` whose exact type the slot ``kept`` was described from (as
     SRC_EXCHANGE through kept's producer API, or SRC_DESC), without any type lookup. 0, or
-    -1 with the producer's Python exception set. Inline: run()'s steady state calls it for
-    every tensor (checked_frame.pxd). ``a.keep`` is left alone: nothing is held."""
+    as from_exchange. Inline: run()'s steady state calls it for every tensor
+    (checked_frame.pxd). ``a.keep`` and ``a.read_only`` are left alone: nothing is held,
+    and neither source exports read-only tensors. Nothing is validated either: the caller
+    compares the result with ``kept`` (same_slot)."""
     a.api = NULL
     a.has_producer_stream = 0
     a.producer_stream = NULL

@@ -10,13 +10,17 @@ Producers are tried fastest first:
   4. ``__cuda_array_interface__`` (Numba, older producers): parsed; its v3 ``stream`` is
      remembered.
 Nothing is ever copied. Strides are always filled (kernels read them unchecked) and any
-byte offset is folded into ``data`` (TensorView::data_ptr ignores byte_offset).
+byte offset is folded into ``data`` (TensorView::data_ptr ignores byte_offset). What no
+kernel can take is refused here, naming the argument: more than MAX_NDIM dimensions, a
+device ordinal out of range, a NULL data pointer for a tensor with elements. A producer's
+read-only flag is kept in the slot; arguments a kernel writes refuse it (check_writable).
 """
 
 from cpython.pycapsule cimport (PyCapsule_GetPointer, PyCapsule_IsValid, PyCapsule_New,
                                 PyCapsule_GetName)
 from cpython.object cimport Py_TYPE
 from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF, Py_XDECREF
+from cpython.exc cimport PyErr_Occurred
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
 from libc.stdlib cimport malloc, free
 from libc.math cimport isfinite
@@ -60,6 +64,9 @@ cdef str dtype_name(uint32_t key):
 
 cdef int parse_dtype(object dtype, DLDataType* out) except -1:
     """Accept 'float16'/'bf16'/..., numpy dtypes, torch dtypes (by name)."""
+    if getattr(dtype, "isnative", True) is False:  # numpy ">f4": its name says "float32"
+        raise TypeError(f"dtype: {dtype!r} is not in this machine's byte order; convert the "
+                        f"array first (arr.astype(arr.dtype.newbyteorder('=')))")
     name = dtype if isinstance(dtype, str) else getattr(dtype, "name", None) or str(dtype)
     if not isinstance(name, str):
         name = str(dtype)
@@ -110,8 +117,12 @@ cdef uintptr_t _lookup_exchange_api(type tp) except? 0:
     cdef const DLPackExchangeAPI* api = NULL
     if cap is not None and PyCapsule_IsValid(cap, b"dlpack_exchange_api"):
         api = <const DLPackExchangeAPI*>PyCapsule_GetPointer(cap, b"dlpack_exchange_api")
-        if api.header.version.major != DLPACK_MAJOR_VERSION:
-            api = NULL  # a major we do not speak: use __dlpack__ instead
+        # A major we do not speak, or no entry for what we call (dlpack.h lets a producer
+        # leave dltensor_from_py_object_no_sync NULL): use __dlpack__ instead.
+        if (api.header.version.major != DLPACK_MAJOR_VERSION
+                or api.dltensor_from_py_object_no_sync == NULL
+                or api.current_work_stream == NULL):
+            api = NULL
     _exchange_api_of_type[tp] = <uintptr_t>api
     return <uintptr_t>api
 
@@ -137,18 +148,20 @@ cdef int _from_dlpack(object obj, TensorSlot* slot, str name) except -1:
         if mv.version.major != DLPACK_MAJOR_VERSION:
             raise TypeError(f"{name}: DLPack major version {mv.version.major} is not supported")
         slot.dl = mv.dl_tensor
+        slot.read_only = (mv.flags & DLPACK_FLAG_BITMASK_READ_ONLY) != 0
     elif PyCapsule_IsValid(cap, b"dltensor"):
         m = <DLManagedTensor*>PyCapsule_GetPointer(cap, b"dltensor")
         slot.dl = m.dl_tensor
     else:
         raise TypeError(f"{name}: __dlpack__() returned {cap!r}, not a DLPack capsule")
+    if <uint32_t>slot.dl.ndim > MAX_NDIM:
+        raise ValueError(f"{name}: at most {MAX_NDIM} dimensions are supported, got "
+                         f"{slot.dl.ndim}")
     # Hold the capsule until the call returns; dropping it unconsumed makes the producer
     # free its managed tensor (DLPack's rule for unconsumed capsules).
     Py_INCREF(cap)
     slot.keep = <PyObject*>cap
     slot.source = SRC_DLPACK
-    if slot.dl.ndim > MAX_NDIM:
-        raise ValueError(f"{name}: at most {MAX_NDIM} dimensions are supported")
     normalize_slot(slot)
     return 0
 
@@ -223,7 +236,9 @@ cdef int _parse_cai(object cai, TensorSlot* slot, str name) except -1:
             slot.strides[i] = strides[i] // itemsize
         slot.dl.strides = slot.strides
     slot.dl.device.device_type = kDLCUDA
+    # NULL: no device to ask; to_dltensor refuses it unless the tensor is empty.
     slot.dl.device.device_id = _device_of_pointer(<uintptr_t>data[0], name) if data[0] else 0
+    slot.read_only = 1 if data[1] else 0
     stream = cai.get("stream")
     if stream is not None:
         if not isinstance(stream, int) or stream < 0:
@@ -236,23 +251,59 @@ cdef int _parse_cai(object cai, TensorSlot* slot, str name) except -1:
 
 
 cdef int to_dltensor(object obj, TensorSlot* slot, str name) except -1:
-    """Describe ``obj`` in ``slot`` without copying; raise TypeError naming ``name``.
-    The two producers of a hot loop (the last exchange-API type, e.g. torch.Tensor, and
-    this library's descriptors) are answered here; every other kind of producer below."""
+    """Describe ``obj`` in ``slot`` without copying; raise TypeError/ValueError naming
+    ``name`` (holding nothing then). The two producers of a hot loop (the last exchange-API
+    type, e.g. torch.Tensor, and this library's descriptors) are answered here; every other
+    kind of producer below."""
     cdef PyObject* tp = <PyObject*>Py_TYPE(obj)
+    cdef int rc
     slot.keep = NULL
     slot.api = NULL
     slot.has_producer_stream = 0
+    slot.read_only = 0
     if tp == _last_type and _last_api != 0:
-        return from_exchange(<PyObject*>obj, slot, <const DLPackExchangeAPI*>_last_api)
-    if isinstance(obj, TensorDesc):
+        rc = from_exchange(<PyObject*>obj, slot, <const DLPackExchangeAPI*>_last_api)
+        if rc != 0:
+            return exchange_failed(rc, slot, name)
+    elif isinstance(obj, TensorDesc):
         from_desc(<PyObject*>obj, slot)
-        return 0
-    return _from_other_producer(obj, slot, name)
+    else:
+        _from_other_producer(obj, slot, name)
+    # A producer's device ordinal indexes TVM-FFI's stream table; a NULL pointer would
+    # reach the kernel (a TensorDesc(0, ...) placeholder, a CAI data of 0).
+    if slot.dl.data == NULL or <uint32_t>slot.dl.device.device_id >= MAX_DEVICES:
+        return _refuse_described(slot, name)
+    return 0
+
+
+cdef int exchange_failed(int rc, TensorSlot* s, str name) except -1:
+    """Raise for from_exchange's (or describe_as_kept's) non-zero ``rc``, naming ``name``."""
+    if rc == BAD_NDIM:
+        raise ValueError(f"{name}: at most {MAX_NDIM} dimensions are supported, got "
+                         f"{s.dl.ndim}")
+    if PyErr_Occurred() == NULL:
+        raise TypeError(f"{name}: the producer's DLPack exchange API failed without an error")
+    return -1  # the producer's exception
+
+
+cdef int _refuse_described(TensorSlot* s, str name) except -1:
+    """to_dltensor's last checks failed, or ``s`` is an empty tensor at NULL (fine: 0)."""
+    cdef int i
+    if <uint32_t>s.dl.device.device_id >= MAX_DEVICES:
+        msg = (f"{name}: the producer names device {s.dl.device.device_id}; expected a "
+               f"device ordinal 0 <= device < {MAX_DEVICES}")
+    else:
+        for i in range(s.dl.ndim):
+            if s.dl.shape[i] == 0:
+                return 0  # no element is ever addressed
+        msg = f"{name}: NULL data pointer for a tensor with elements, {describe(s)}"
+    release_slot(s)
+    raise ValueError(msg)
 
 
 cdef int _from_other_producer(object obj, TensorSlot* slot, str name) except -1:
     cdef uintptr_t api
+    cdef int rc
     global _last_type, _last_api
     if obj is None:
         raise TypeError(f"{name}: expected a tensor, got None")
@@ -265,7 +316,8 @@ cdef int _from_other_producer(object obj, TensorSlot* slot, str name) except -1:
         _last_type = <PyObject*>tp  # after the lookup stored tp in the dict
         _last_api = api
     if api != 0:
-        return from_exchange(<PyObject*>obj, slot, <const DLPackExchangeAPI*>api)
+        rc = from_exchange(<PyObject*>obj, slot, <const DLPackExchangeAPI*>api)
+        return exchange_failed(rc, slot, name) if rc != 0 else 0
     if hasattr(tp, "__dlpack__"):
         return _from_dlpack(obj, slot, name)
     cai = getattr(obj, "__cuda_array_interface__", None)
@@ -342,13 +394,15 @@ cdef int check_last_contiguous(TensorSlot* s, str name) except -1:
 
 
 cdef int check_contiguous(TensorSlot* s, str name) except -1:
+    """Row-major strides as fill_contiguous_strides (and TensorDesc) spell them: a size-0
+    dimension counts as 1, so (4, 0, 3) has strides (3, 3, 1)."""
     cdef int i
     cdef int64_t acc = 1
     for i in range(s.dl.ndim - 1, -1, -1):
         if s.dl.shape[i] != 1 and s.dl.strides[i] != acc:
             raise ValueError(f"{name}: expected a contiguous (row-major) tensor, got "
                              f"{describe(s)}")
-        acc *= s.dl.shape[i]
+        acc *= s.dl.shape[i] if s.dl.shape[i] > 0 else 1
     return 0
 
 
@@ -372,6 +426,15 @@ cdef int check_same_device(TensorSlot* s, str name, TensorSlot* ref, str ref_nam
             or s.dl.device.device_id != ref.dl.device.device_id):
         raise ValueError(f"{name}: expected a tensor on {_device_str(ref.dl.device)} (where "
                          f"{ref_name} is), got one on {_device_str(s.dl.device)}")
+    return 0
+
+
+cdef int check_writable(TensorSlot* s, str name) except -1:
+    """For an argument the kernel writes: its producer must not have exported it read-only
+    (a numpy array with writeable=False, a JAX array, CAI data (ptr, True))."""
+    if s.read_only:
+        raise ValueError(f"{name}: the kernel writes this tensor, but its producer exported "
+                         f"it read-only ({describe(s)}); pass a writable tensor")
     return 0
 
 
@@ -401,8 +464,6 @@ cdef void _capsule_destructor(object cap) noexcept:
 
 _DEVICE_TYPES = {"cuda": kDLCUDA, "cpu": kDLCPU, "cuda_host": kDLCUDAHost,
                  "cuda_managed": kDLCUDAManaged}
-# TVM-FFI's per-thread stream table is indexed by the device ordinal (see streams.py).
-_MAX_DEVICES = 1 << 16
 _INT64_LIMIT = 1 << 63
 _ADDRESS_LIMIT = 1 << 64
 
@@ -490,8 +551,8 @@ cdef class TensorDesc:
             raise ValueError(f"device_type: expected one of {sorted(_DEVICE_TYPES)}, "
                              f"got {device_type!r}")
         device = _integer(device, "device")
-        if not 0 <= device < _MAX_DEVICES:
-            raise ValueError(f"device: expected a device ordinal 0 <= device < {_MAX_DEVICES}, "
+        if not 0 <= device < MAX_DEVICES:
+            raise ValueError(f"device: expected a device ordinal 0 <= device < {MAX_DEVICES}, "
                              f"got {device}")
         parse_dtype(dtype, &self.dl.dtype)
         _check_item_aligned(address, self.dl.dtype)
@@ -624,3 +685,13 @@ cdef double finite_float(object value, str name, str expected) except? -1.0:
     if not isfinite(v):
         raise ValueError(f"{name}: expected {expected}, got {value!r}")
     return v
+
+
+cdef int as_bool(object value, str name, str expected) except -1:
+    """A bool argument as 0 or 1: True/False, numpy.bool_, or the ints 0 and 1. Never by
+    truthiness ("False", None, 0.5); TypeError naming it, ``expected`` saying what fits."""
+    if isinstance(value, int) and (value == 0 or value == 1):  # bool too
+        return value == 1
+    if type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_"):
+        return bool(value)
+    raise TypeError(f"{name}: expected {expected}, got {type(value).__name__} {value!r}")

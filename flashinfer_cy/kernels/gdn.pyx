@@ -25,11 +25,11 @@ from libc.math cimport isfinite
 from libc.stdint cimport int64_t, uint32_t, uintptr_t
 
 from flashinfer_cy._abi.dlpack cimport kDLCUDA
-from flashinfer_cy._abi.tvm_ffi cimport TVMFFIAny, kTVMFFIDLTensorPtr
+from flashinfer_cy._abi.tvm_ffi cimport TVMFFIAny
 from flashinfer_cy._core.binding cimport Binding, CallFrame, frame_init, frame_release, set_float
 from flashinfer_cy._core.stream cimport resolve_stream
 from flashinfer_cy._core.tensor cimport (
-    TensorSlot, to_dltensor, DT_F16, DT_BF16, DT_F32, DT_I64, DT_U8, check_cuda, check_dtype,
+    TensorSlot, DT_F16, DT_BF16, DT_F32, DT_I64, DT_U8, check_cuda, check_dtype,
     check_same_dtype, check_ndim, check_dim, check_contiguous, check_same_device, describe,
     finite_float)
 
@@ -46,10 +46,11 @@ from flashinfer_cy._core.array import DeviceArray
 # instruction on the GPU (H100). So the host calls take turns; the kernels still overlap on
 # their streams. This does not cure the rare GPU hang of concurrent chains on several
 # streams (docs/api.md, gdn_prefill, "Threads and streams").
+# "!": written (the outputs, and the TMA descriptors the kernel stores in the workspace).
 GDN_PREFILL = Binding(
     "gdn_prefill_sm90", "gdn_prefill",
-    "output:T output_state:T q:T k:T v:T cu_seqlens:T input_state:T? alpha:T? beta:T? "
-    "scale:F workspace_buffer:T", device="q", serialize=True)
+    "output:T! output_state:T! q:T k:T v:T cu_seqlens:T input_state:T? alpha:T? beta:T? "
+    "scale:F workspace_buffer:T!", device="q", serialize=True)
 
 # The kernel's tile and its state layout are compiled for 128 (TileShape 64x64x128, the
 # state copied as a fixed 128x128 block): a smaller head_size passes upstream's checks but
@@ -62,15 +63,6 @@ WORKSPACE_ALIGN = 64
 TMA_ALIGN = 16
 
 cdef int64_t INT32_LIMIT = 1 << 31
-
-
-cdef int _pack_as(CallFrame* f, int i, object obj, str name) except -1:
-    """Binding.tensor, but errors name the Python keyword (``initial_state``,
-    ``workspace``), not the ABI argument (``input_state``, ``workspace_buffer``)."""
-    to_dltensor(obj, &f.slots[i], name)
-    f.args[i].type_index = kTVMFFIDLTensorPtr
-    f.args[i].v_ptr = &f.slots[i].dl
-    return 0
 
 
 cdef double _as_scale(object scale) except? -1.0:
@@ -194,9 +186,10 @@ def gdn_prefill(q, k, v, cu_seqlens, *, initial_state=None, alpha=None, beta=Non
                              f"must each stay below 2**31 (the kernel's grid and sizes)")
         state_shape = (num_seqs, heads, HEAD_SIZE, HEAD_SIZE)
 
+        # Errors name the Python keywords (initial_state, workspace), not the ABI's.
         b.opt_tensor(&f, 6, None)
         if initial_state is not None:
-            _pack_as(&f, 6, initial_state, "initial_state")
+            b.tensor_as(&f, 6, initial_state, "initial_state")
         if initial_state is not None:
             _check_f32(&f.slots[6], "initial_state", qs, state_shape,
                        "[num_seqs, max(q_heads, v_heads), 128, 128]", TMA_ALIGN)
@@ -225,7 +218,7 @@ def gdn_prefill(q, k, v, cu_seqlens, *, initial_state=None, alpha=None, beta=Non
             _check_f32(&f.slots[1], "output_state", qs, state_shape,
                        "[num_seqs, max(q_heads, v_heads), 128, 128]", TMA_ALIGN)
         if workspace is not None:
-            _pack_as(&f, 10, workspace, "workspace")
+            b.tensor_as(&f, 10, workspace, "workspace")
             _check_vector(&f.slots[10], "workspace", qs, DT_U8)
             _check_aligned(&f.slots[10], "workspace", WORKSPACE_ALIGN)
         if num_seqs > 0 and packed == 0:

@@ -24,19 +24,20 @@ from flashinfer_cy._core.stream cimport resolve_stream
 from flashinfer_cy._core.tensor cimport (
     TensorSlot, DT_F16, DT_BF16, check_cuda, check_dtype, check_same_dtype, check_ndim,
     check_dim, check_last_contiguous, check_same_shape, check_same_device, describe,
-    finite_float)
+    finite_float, as_bool)
 
 from flashinfer_cy._core.array import DeviceArray
 
 # ABI table: (module, symbol, arguments in order) -- csrc/flashinfer_norm_binding.cu
+# ("!": written; the fused-add forms update input and residual in place)
 RMSNORM = Binding("norm", "rmsnorm",
-                  "out:T input:T weight:T eps:F enable_pdl:B", device="input")
+                  "out:T! input:T weight:T eps:F enable_pdl:B", device="input")
 GEMMA_RMSNORM = Binding("norm", "gemma_rmsnorm",
-                        "out:T input:T weight:T eps:F enable_pdl:B", device="input")
+                        "out:T! input:T weight:T eps:F enable_pdl:B", device="input")
 FUSED_ADD_RMSNORM = Binding("norm", "fused_add_rmsnorm",
-                            "input:T residual:T weight:T eps:F enable_pdl:B", device="input")
+                            "input:T! residual:T! weight:T eps:F enable_pdl:B", device="input")
 GEMMA_FUSED_ADD_RMSNORM = Binding("norm", "gemma_fused_add_rmsnorm",
-                                  "input:T residual:T weight:T eps:F enable_pdl:B",
+                                  "input:T! residual:T! weight:T eps:F enable_pdl:B",
                                   device="input")
 
 cdef int64_t UINT32_LIMIT = 1 << 32  # the kernels take sizes and strides as uint32_t
@@ -102,11 +103,7 @@ cdef int _pdl_flag(object enable_pdl) except -2:
     """``enable_pdl`` as 0 or 1, or -1 for the default; anything else is a TypeError."""
     if enable_pdl is None:
         return -1
-    if isinstance(enable_pdl, int) and (enable_pdl == 0 or enable_pdl == 1):  # bool too
-        return enable_pdl == 1
-    if type(enable_pdl).__module__ == "numpy" and type(enable_pdl).__name__ in ("bool", "bool_"):
-        return bool(enable_pdl)
-    raise TypeError(f"enable_pdl: expected True, False or None, got {enable_pdl!r}")
+    return as_bool(enable_pdl, "enable_pdl", "True, False or None")
 
 
 cdef int _check_input(TensorSlot* s, str name, int ndim_lo, int ndim_hi) except -1:

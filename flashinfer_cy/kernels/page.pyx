@@ -34,13 +34,15 @@ from flashinfer_cy._core.tensor cimport (
     check_contiguous, check_same_shape, check_same_device, describe)
 
 # ABI table: (module, symbol, arguments in order) -- csrc/flashinfer_page_binding.cu
+# ("!": written; the caches are appended to in place)
 APPEND_PAGED_KV_CACHE = Binding(
     "page", "append_paged_kv_cache",
-    "append_key:T append_value:T batch_indices:T positions:T paged_k_cache:T paged_v_cache:T "
-    "kv_indices:T kv_indptr:T kv_last_page_len:T layout:I", device="append_key")
+    "append_key:T append_value:T batch_indices:T positions:T paged_k_cache:T! "
+    "paged_v_cache:T! kv_indices:T kv_indptr:T kv_last_page_len:T layout:I",
+    device="append_key")
 APPEND_PAGED_MLA_KV_CACHE = Binding(
     "page", "append_paged_mla_kv_cache",
-    "append_ckv:T append_kpe:T batch_indices:T positions:T ckv_cache:T kpe_cache:T "
+    "append_ckv:T append_kpe:T batch_indices:T positions:T ckv_cache:T! kpe_cache:T! "
     "kv_indices:T kv_indptr:T kv_last_page_len:T", device="append_ckv")
 
 # QKVLayout codes (include/flashinfer/layout.cuh)

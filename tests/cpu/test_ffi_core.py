@@ -8,10 +8,12 @@ import gc
 import math
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +24,8 @@ from flashinfer_cy.errors import (FlashInferError, KernelError, KernelNotFoundEr
                                   KernelRuntimeError, KernelTypeError, KernelValueError,
                                   SymbolNotFoundError)
 
-from testmod_build import compile_module
+from producers import CAI, Relabelled, exchange_type
+from testmod_build import compile_cython, compile_module
 
 
 def f(mod, name):
@@ -325,6 +328,274 @@ def test_binding_host_kind_rejects_nothing_on_cpu(testmod_dir, monkeypatch):
     monkeypatch.setenv("FLASHINFER_CY_KERNEL_DIR", str(testmod_dir))
     b = fc.Binding("testmod", "describe", "x:H")
     assert b(np.zeros(3, np.float32))[0] == 1
+
+
+# ------------------------------------------------------------------ what producers say
+
+@pytest.fixture
+def fake_driver(monkeypatch):
+    """cuda.bindings.driver answering that every pointer is on CUDA device 0 (for CAI)."""
+    import types
+
+    attr = types.SimpleNamespace(CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL=8)
+    driver = types.SimpleNamespace(CUpointer_attribute=attr,
+                                   cuPointerGetAttribute=lambda what, ptr: (0, 0))
+    monkeypatch.setitem(sys.modules, "cuda", types.ModuleType("cuda"))
+    monkeypatch.setitem(sys.modules, "cuda.bindings", types.SimpleNamespace(driver=driver))
+
+
+def test_read_only_tensor_is_refused_where_the_kernel_writes(testmod):
+    rng = np.random.default_rng()
+    axpb = fc.Binding("testmod", "axpb", "out:T! x:T a:F b:F")
+    assert axpb.writes == ("out",)
+    x = rng.standard_normal(16).astype(np.float32)
+    x.flags.writeable = False  # inputs may be read-only (JAX arrays always are)
+    out = rng.standard_normal(16).astype(np.float32)
+    a, b = (float(v) for v in rng.standard_normal(2))
+    axpb(out, x, a, b)
+    np.testing.assert_allclose(out, a * x.astype(np.float64) + b, rtol=1e-6)
+    before = out.copy()
+    out.flags.writeable = False  # exported through the versioned DLPack read-only flag
+    with pytest.raises(ValueError, match="out: the kernel writes this tensor, but its "
+                                         "producer exported it read-only"):
+        axpb(out, x, a + 1, b)
+    np.testing.assert_array_equal(out, before)
+
+
+def test_optional_written_tensor_refuses_read_only_and_takes_none(testmod):
+    b = fc.Binding("testmod", "is_none", "t:T?!")
+    ro = np.random.default_rng().standard_normal(3).astype(np.float32)
+    assert b(None) is True and b(ro) is False
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="t: the kernel writes"):
+        b(ro)
+
+
+def test_cuda_array_interface_read_only_flag(testmod, fake_driver):
+    buf = np.random.default_rng().standard_normal(8).astype(np.float32)
+    written = fc.Binding("testmod", "describe", "x:T!")
+    with pytest.raises(ValueError, match="x: the kernel writes"):
+        written(CAI(buf.ctypes.data, (8,), read_only=True))
+    for call in (lambda: written(CAI(buf.ctypes.data, (8,))),  # writable: not refused
+                 lambda: fc.Binding("testmod", "describe", "x:T")(
+                     CAI(buf.ctypes.data, (8,), read_only=True))):  # read only: an input
+        try:
+            call()
+        except fc.CudaError:  # described as CUDA memory: no GPU to set here
+            pass
+
+
+@pytest.mark.parametrize("device_id", [-1, -(2**31), 1 << 16, 2**31 - 1])
+def test_producer_device_ordinal_out_of_range_is_refused(testmod, device_id):
+    arr = np.random.default_rng().standard_normal(4).astype(np.float32)
+    for obj in (Relabelled(arr, device_id), exchange_type()(arr, device_id=device_id)):
+        with pytest.raises(ValueError, match=f"argument #0: the producer names device "
+                                             f"{device_id}; expected a device ordinal"):
+            f(testmod, "stream_of")(obj, stream=7)
+
+
+def test_null_data_pointer_is_refused_at_call_time(testmod, fake_driver):
+    describe = fc.Binding("testmod", "describe", "x:T")
+    placeholder = fc.TensorDesc(0, (4, 3), "float32", device_type="cpu")  # set_ptr later
+    for obj in (placeholder, CAI(0, (1 << 20,))):
+        with pytest.raises(ValueError, match="x: NULL data pointer for a tensor with elements"):
+            describe(obj)
+    arr = np.random.default_rng().standard_normal((4, 3)).astype(np.float32)
+    placeholder.set_ptr(arr.ctypes.data)
+    assert _describe(testmod, placeholder)["data"] == arr.ctypes.data
+    empty = fc.TensorDesc(0, (0, 3), "float32", device_type="cpu")  # nothing is addressed
+    assert _describe(testmod, empty)["shape"] == (0, 3)
+
+
+def test_exchange_api_without_its_entries_falls_back_to_dlpack(testmod):
+    arr = np.random.default_rng().standard_normal((2, 3)).astype(np.float32)
+    for tp in (exchange_type(describe=False), exchange_type(stream=False)):
+        d = _describe(testmod, tp(arr, shape=(7,)))  # the exchange table is not called
+        assert d["data"] == arr.ctypes.data and d["shape"] == (2, 3)
+    assert _describe(testmod, exchange_type()(arr, shape=(6,)))["shape"] == (6,)
+
+
+@pytest.mark.parametrize("shape", [(1,) * 9, (1,) * 9 + (5, 3, 2), (1,) * 40])
+def test_exchange_api_rank_above_the_limit_is_refused(testmod, shape):
+    tp = exchange_type()
+    arr = np.random.default_rng().standard_normal(30).astype(np.float32)
+    with pytest.raises(ValueError, match=f"x: at most 8 dimensions are supported, got "
+                                         f"{len(shape)}"):
+        fc.Binding("testmod", "describe", "x:T")(tp(arr, shape=shape))
+    assert _describe(testmod, tp(arr, shape=(5, 3, 2)))["strides"] == (6, 2, 1)  # still fine
+
+
+# ------------------------------------------------------------------ Cython-level checks
+
+@pytest.fixture(scope="session")
+def slot_probe(tmp_path_factory):
+    pytest.importorskip("Cython", reason="the probe is compiled with Cython")
+    return compile_cython(Path(__file__).parent / "slot_probe.pyx",
+                          tmp_path_factory.mktemp("slot_probe"))
+
+
+def test_contiguous_counts_a_zero_size_dimension_as_one(slot_probe):
+    """As fill_contiguous_strides and TensorDesc spell row-major strides."""
+    desc = fc.TensorDesc(0x1000, (4, 0, 3), "float16")
+    assert desc.strides == (3, 3, 1)
+    slot_probe.contiguous(desc)
+    with pytest.raises(ValueError, match="x: expected a contiguous"):
+        slot_probe.contiguous(fc.TensorDesc(0x1000, (4, 2, 3), "float16", strides=(12, 3, 1)))
+
+
+def test_check_writable_names_the_argument(slot_probe, fake_driver):
+    arr = np.random.default_rng().standard_normal(8).astype(np.float32)
+    slot_probe.writable(arr, "out")
+    slot_probe.writable(CAI(arr.ctypes.data, (8,)), "out")
+    arr.flags.writeable = False
+    for ro in (arr, CAI(arr.ctypes.data, (8,), read_only=True)):
+        with pytest.raises(ValueError, match="out: the kernel writes this tensor"):
+            slot_probe.writable(ro, "out")
+
+
+def test_steady_state_reuse_sends_what_it_cannot_vouch_for_down_the_long_path(slot_probe):
+    """run()'s reuse_frame: the kept frame's checks hold only for tensors that describe the
+    same thing; a NULL pointer, a read-only tensor or a rank the slot cannot hold never
+    rides on them: reuse_frame answers "not the same" (0) and the caller's full path
+    describes them again and refuses them under the names its caller uses (run()'s "out"
+    for the ABI's "o": fake_kernel_driver's decode_repeated_runs)."""
+    rng = np.random.default_rng()
+    b = fc.Binding("testmod", "nop", "a:T! b:T c:T")
+    arr = rng.standard_normal((4, 8)).astype(np.float32)
+    d = fc.TensorDesc(arr.ctypes.data, (4, 8), "float32", device_type="cpu", owner=arr)
+    again = fc.TensorDesc(arr.ctypes.data + 64, (4, 8), "float32", device_type="cpu")
+    assert slot_probe.reuse(b, (d, d, d), (again, again, again)) == 1
+    null = fc.TensorDesc(0, (4, 8), "float32", device_type="cpu")
+    assert slot_probe.reuse(b, (d, d, d), (d, null, d)) == 0
+    ro = arr.copy()
+    ro.flags.writeable = False
+    assert slot_probe.reuse(b, (arr, arr, arr), (arr, arr, arr)) == 1
+    assert slot_probe.reuse(b, (arr, arr, arr), (arr, ro, arr)) == 0  # an input: long path
+    assert slot_probe.reuse(b, (arr, arr, arr), (ro, arr, arr)) == 0  # written: refused there
+    tp = exchange_type()
+    kept = (tp(arr), d, d)
+    assert slot_probe.reuse(b, kept, (tp(arr), d, d)) == 1
+    # (the full path's refusal: test_exchange_api_rank_above_the_limit_is_refused)
+    assert slot_probe.reuse(b, kept, (tp(arr, shape=(1,) * 12), d, d)) == 0
+
+
+# ------------------------------------------------------------------ bindings: declarations
+
+def test_binding_marks_written_tensors():
+    b = fc.Binding("testmod", "nop", "a:T! b:T?! c:T")
+    assert b.names == ("a", "b", "c") and b.writes == ("a", "b")
+    for kind in ("I!", "H!", "!", "T!!", "B!"):
+        with pytest.raises(ValueError, match="unknown kind"):
+            fc.Binding("testmod", "nop", f"a:{kind}")
+
+
+@pytest.mark.parametrize("signature, device", [("a:T? b:T c:T", "a"), ("x:I t:T", "x"),
+                                               ("h:H t:T", "h"), ("p:A t:T", "p")])
+def test_binding_device_must_name_a_tensor_argument(signature, device):
+    with pytest.raises(ValueError, match=f"device: '{device}' must be a T"):
+        fc.Binding("testmod", "nop", signature, device=device)
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, 10**400])
+def test_binding_float_refuses_non_finite(testmod, value):
+    with pytest.raises(ValueError, match="a: expected a finite number"):
+        fc.Binding("testmod", "axpb", "out:T! x:T a:F b:F")(
+            np.zeros(2, np.float32), np.ones(2, np.float32), value, 0.0)
+
+
+@pytest.mark.parametrize("value, expect", [(True, True), (False, False), (np.bool_(True), True),
+                                           (np.bool_(False), False), (1, True), (0, False)])
+def test_binding_bool_takes_bools(testmod, value, expect):
+    assert fc.Binding("testmod", "echo_bool", "x:B")(value) is expect
+
+
+@pytest.mark.parametrize("value", ["False", "True", None, 0.0, 2, -1, np.int64(1), []])
+def test_binding_bool_refuses_everything_else(testmod, value):
+    with pytest.raises(TypeError, match="x: expected True or False"):
+        fc.Binding("testmod", "echo_bool", "x:B")(value)
+
+
+@pytest.mark.parametrize("value", [2**63, -(2**63) - 1])
+def test_binding_int_out_of_range_names_the_argument(testmod, value):
+    b = fc.Binding("testmod", "echo_int", "x:I")
+    assert b(2**63 - 1) == 2**63 - 1 and b(-(2**63)) == -(2**63)
+    with pytest.raises(OverflowError, match="x: .* does not fit in int64"):
+        b(value)
+
+
+def test_a_tensor_is_not_a_stream(testmod):
+    x = np.zeros(1, np.float32)
+    for tensor in (fc.TensorDesc(0x7F0000001000, (4,), "float32"), np.array([5])):
+        with pytest.raises(TypeError, match="stream: expected a stream, got a tensor"):
+            f(testmod, "stream_of")(x, stream=tensor)
+        with pytest.raises(TypeError, match="stream: expected a stream, got a tensor"):
+            fc.streams.as_stream_handle(tensor)
+
+
+# ------------------------------------------------------------------ runtime objects
+
+def test_runtime_objects_are_not_made_directly(testmod):
+    from flashinfer_cy._core.runtime import Array, Function, Module, Object
+
+    for cls in (Object, Array, Function, Module):
+        with pytest.raises(TypeError, match="not made directly|made by"):
+            cls()
+    # Bypassing __init__ gives an empty shell that refuses every use instead of crashing.
+    with pytest.raises(TypeError, match="holds no object"):
+        Object.__new__(Object).refcount
+    with pytest.raises(TypeError, match="holds no object"):
+        len(Array.__new__(Array))
+    with pytest.raises(TypeError, match="holds no object"):
+        Array.__new__(Array)[0]
+    with pytest.raises(TypeError, match="not made by Module.function"):
+        Function.__new__(Function)(1)
+    with pytest.raises(TypeError, match="was not loaded"):
+        Module.__new__(Module).function("echo_int")
+    with pytest.raises(TypeError, match="expected a live flashinfer_cy Object"):
+        f(testmod, "sum_plan")(Array.__new__(Array))
+
+
+def test_serialize_applies_to_a_module_loaded_by_path(testmod_dir, tmp_path, monkeypatch):
+    """load_module_path(path) without a URI: the module is known by its file name, and a
+    Binding(..., serialize=True) for it serializes a Function looked up before."""
+    from flashinfer_cy._core import runtime
+
+    # What this test loads and serializes is forgotten after it (test_properties refuses to
+    # run beside loaded kernel modules).
+    monkeypatch.setattr(runtime, "_modules", dict(runtime._modules))
+    monkeypatch.setattr(runtime, "_serialized", set(runtime._serialized))
+    so = tmp_path / "by_path" / "by_path.so"
+    so.parent.mkdir()
+    shutil.copy(testmod_dir / "testmod" / "testmod.so", so)
+    mod = fc.load_module_path(so)
+    probe, most = mod.function("overlap_probe"), mod.function("max_overlap")
+    monkeypatch.setenv("FLASHINFER_CY_KERNEL_DIR", str(tmp_path))
+    b = fc.Binding("by_path", "overlap_probe", "ms:I", serialize=True)
+    assert probe.serialized and b.load() is probe
+    most()
+    threads = [threading.Thread(target=lambda: [b(5) for _ in range(4)]) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most() == 1
+    # Loaded again under another URI: serialize_calls for that URI applies to it as well.
+    echo = mod.function("echo_int")
+    assert fc.load_module_path(so, uri="by_path_alias") is mod
+    runtime.serialize_calls("by_path_alias", "echo_int")
+    assert echo.serialized and fc.load_module("by_path_alias") is mod
+
+
+def test_non_native_byte_order_is_refused():
+    src = np.random.default_rng().standard_normal(4).astype(">f4")
+    for call in (lambda: fc.DeviceArray.from_numpy(src),
+                 lambda: fc.DeviceArray.from_numpy(src, dtype="float32")):
+        with pytest.raises(TypeError, match="arr: '>f4' is not in this machine's byte order"):
+            call()
+    for call in (lambda: fc.TensorDesc(0x1000, (4,), np.dtype(">f4")),
+                 lambda: fc.DeviceArray.empty((4,), np.dtype(">f2"))):
+        with pytest.raises(TypeError, match="dtype: .* is not in this machine's byte order"):
+            call()
 
 
 # ------------------------------------------------------------------ threads, GIL, leaks

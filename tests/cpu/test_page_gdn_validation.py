@@ -13,6 +13,7 @@ import pytest
 
 import flashinfer_cy as fc
 from cuda_guard import no_cuda, raises, reaches_cuda
+from producers import ReadOnly
 from flashinfer_cy.kernels import gdn, page
 
 PTR = 0x7F0000000000  # 64-byte aligned, never dereferenced
@@ -276,6 +277,33 @@ def test_gdn_positional_options_are_refused():
                        T((SEQS + 1,), "int64"), None)
 
 
+# ----------------------------------------------------------------------------- read-only
+
+@pytest.mark.parametrize("build, name, value, written", [
+    (append, "paged_k_cache", T((PAGES, P, H, HD)), True),
+    (append, "paged_v_cache", T((PAGES, P, H, HD)), True),
+    (append, "append_key", T((NNZ, H, HD)), False),
+    (append, "kv_indices", T((7,), "int32"), False),
+    (mla, "ckv_cache", T((PAGES, P, 512)), True),
+    (mla, "kpe_cache", T((PAGES, P, 64)), True),
+    (mla, "append_kpe", T((NNZ, 64)), False),
+    (gdn_call, "output", T((N, 4, 128)), True),
+    (gdn_call, "output_state", T((SEQS, 4, 128, 128), "float32"), True),
+    (gdn_call, "workspace", T((1 << 20,), "uint8"), True),  # the kernel's TMA descriptors
+    (gdn_call, "q", T((N, 4, 128)), False),
+    (gdn_call, "initial_state", T((SEQS, 4, 128, 128), "float32"), False),
+])
+def test_read_only_tensors_are_refused_where_the_kernel_writes(build, name, value, written):
+    """A tensor exported read-only (a JAX array, a numpy array with writeable=False) is
+    fine as an input; where the kernel writes it is refused, naming the argument."""
+    call = build(**{name: ReadOnly(value)})
+    if written:
+        raises(call, ValueError, f"{name}: the kernel writes this tensor, but its producer "
+                                 f"exported it read-only")
+    else:
+        reaches_cuda(call)
+
+
 # ----------------------------------------------------------------------------- host helpers
 
 def test_batch_indices_positions_match_upstream_example():
@@ -335,3 +363,12 @@ def test_abi_tables_match_flashinfer_0_6_3(binding, names):
     """Argument order of csrc/flashinfer_page_binding.cu and csrc/gdn_prefill_launcher.cu."""
     assert binding.names == tuple(names.split())
     assert binding.nargs == len(names.split())
+
+
+@pytest.mark.parametrize("binding, writes", [
+    (page.APPEND_PAGED_KV_CACHE, ("paged_k_cache", "paged_v_cache")),
+    (page.APPEND_PAGED_MLA_KV_CACHE, ("ckv_cache", "kpe_cache")),
+    (gdn.GDN_PREFILL, ("output", "output_state", "workspace_buffer")),
+])
+def test_abi_tables_mark_what_the_kernels_write(binding, writes):
+    assert binding.writes == writes

@@ -45,6 +45,7 @@ from flashinfer_cy._core import runtime
 from flashinfer_cy.errors import KernelError
 
 from cuda_guard import TouchedCuda, no_cuda
+from producers import ReadOnly
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES = int(os.environ.get("FLASHINFER_CY_PROPERTY_EXAMPLES", "120"))
@@ -505,6 +506,25 @@ def test_norm_one_changed_argument_matches_the_model(call):
     bad = norm_problems(name, a)
     event(f"wrong: {sorted(bad)}" if bad else "valid")
     check(run_norm(name, a), bad, lambda: norm_expected(name, a), name)
+
+
+@pytest.mark.parametrize("name, arg, written", [
+    ("rmsnorm", "out", True), ("rmsnorm", "input", False), ("rmsnorm", "weight", False),
+    ("gemma_rmsnorm", "out", True), ("gemma_rmsnorm", "input", False),
+    ("fused_add_rmsnorm", "input", True), ("fused_add_rmsnorm", "residual", True),
+    ("fused_add_rmsnorm", "weight", False), ("gemma_fused_add_rmsnorm", "input", True),
+    ("gemma_fused_add_rmsnorm", "residual", True)])
+def test_norm_refuses_read_only_tensors_it_writes(name, arg, written):
+    """A read-only export (JAX, numpy writeable=False) is an input, never an output."""
+    a = dict(input=T((4, 64)), weight=T((64,)), out=T((4, 64)), residual=T((4, 64)),
+             eps=1e-6, enable_pdl=None, stream=None)
+    a[arg] = ReadOnly(a[arg])
+    result = run_norm(name, a)
+    if written:
+        check_rejected(result, {arg}, name)
+        assert "exported it read-only" in str(result), result
+    else:
+        check_accepted(result, what=name)
 
 
 # =========================================================================== one broken argument

@@ -1,5 +1,5 @@
 """Compiling the CPU test module (ffi_testmod.cc) against the installed tvm-ffi headers, with
-the link rule FlashInfer's kernels use (no -ltvm_ffi)."""
+the link rule FlashInfer's kernels use (no -ltvm_ffi), and the Cython test probes."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import importlib.util
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,25 @@ def compile_module(src: Path, out: Path, extra: list[str] | None = None) -> Path
 def compile_c_library(src: Path, out: Path) -> Path:
     """A plain C shared library (the stand-in libcudart.so.13)."""
     return _shared_library("C", ["-std=c11"], src, out)
+
+
+def compile_cython(src: Path, out_dir: Path):
+    """A Cython test module that cimports flashinfer_cy's .pxd files (compiled against this
+    checkout's declarations), built in ``out_dir`` and imported."""
+    repo = HERE.parents[1]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(src, out_dir / src.name)
+    script = ("from setuptools import setup, Extension; from Cython.Build import cythonize; "
+              f"setup(ext_modules=cythonize([Extension({src.stem!r}, [{src.name!r}], "
+              f"include_dirs=[{str(tvm_ffi_include())!r}, {str(repo / 'include')!r}])], "
+              f"include_path=[{str(repo)!r}], quiet=True), "
+              "script_args=['-q', 'build_ext', '--inplace'])")
+    res = subprocess.run([sys.executable, "-c", script], cwd=out_dir, capture_output=True,
+                         text=True)
+    if res.returncode:
+        pytest.fail(f"building {src.name} failed:\n{res.stdout[-2000:]}\n{res.stderr[-4000:]}")
+    sys.path.insert(0, str(out_dir))
+    try:
+        return importlib.import_module(src.stem)
+    finally:
+        sys.path.remove(str(out_dir))
