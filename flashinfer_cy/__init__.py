@@ -30,7 +30,7 @@ from flashinfer_cy.kernels.page import append_paged_kv_cache, append_paged_mla_k
 from flashinfer_cy.kernels.paged_kv import get_batch_indices_positions, get_seq_lens
 from flashinfer_cy.kernels.gdn import gdn_prefill
 
-from flashinfer_cy.errors import PlanMismatchError, StreamCaptureError
+from flashinfer_cy.errors import PlanMismatchError, PlanNotReadyError, StreamCaptureError
 from flashinfer_cy.kernels.attention import single_decode, single_prefill
 from flashinfer_cy.kernels.batch_attention import (
     BatchDecodeWithPagedKVCache,
@@ -50,7 +50,7 @@ __all__ = [
     "rmsnorm", "qk_rmsnorm", "gemma_rmsnorm", "fused_add_rmsnorm", "gemma_fused_add_rmsnorm",
     "append_paged_kv_cache", "append_paged_mla_kv_cache", "get_batch_indices_positions",
     "get_seq_lens", "gdn_prefill",
-    "PlanMismatchError", "StreamCaptureError", "single_decode", "single_prefill",
+    "PlanMismatchError", "PlanNotReadyError", "StreamCaptureError", "single_decode", "single_prefill",
     "BatchDecodeWithPagedKVCache", "BatchPrefillWithPagedKVCache",
     "BatchPrefillWithRaggedKVCache", "Plan", "PreparedRun",
 ]

@@ -1,6 +1,6 @@
 from libc.stdint cimport int64_t, uint32_t
 from flashinfer_cy._core.binding cimport Binding, CallFrame
-from flashinfer_cy._core.tensor cimport TensorSlot
+from flashinfer_cy._core.tensor cimport TensorSlot, own_shape
 
 # Helpers shared by the single-request ops (attention.pyx) and the plan/run wrappers
 # (batch_attention.pyx).
@@ -17,3 +17,16 @@ cdef int run_stream(Binding b, CallFrame* f, object stream, void** out) except -
 cdef bint pdl_default(int device) except -1
 cdef uint32_t dtype_key_of(str dtype) noexcept
 cdef object _A()  # flashinfer_cy.kernels.attention_args, imported on first use (numpy)
+
+
+cdef inline void hnd_as_nhd(CallFrame* f, int i) noexcept:
+    """View a 3-D HND k/v ([heads, rows, dim]) as NHD ([rows, heads, dim]) by swapping the
+    first two shape/stride entries (the caller then passes layout NHD). FA3's single and
+    ragged runs read the KV row count and num_kv_heads from dims 0 and 1 whatever the
+    layout code, so only an NHD-shaped view is read right."""
+    cdef TensorSlot* s = &f.slots[i]
+    cdef int64_t t
+    if s.dl.shape != s.shape:
+        own_shape(s)
+    t = s.shape[0]; s.shape[0] = s.shape[1]; s.shape[1] = t
+    t = s.strides[0]; s.strides[0] = s.strides[1]; s.strides[1] = t

@@ -28,7 +28,7 @@ from flashinfer_cy._core.tensor cimport (
     TensorSlot, DT_F16, DT_BF16, DT_F32, DT_E4M3, dtype_key, dtype_name, describe, to_dltensor,
     check_cuda,
     check_dtype, check_same_dtype, check_ndim, check_contiguous, check_last_contiguous,
-    check_same_device, check_same_shape)
+    check_same_device, check_same_shape, check_writable)
 
 from flashinfer_cy import errors as _errors
 from flashinfer_cy._core.array import DeviceArray
@@ -61,22 +61,22 @@ _FA2_BATCH_EXTRAS = ("maybe_custom_mask:T? maybe_mask_indptr:T? maybe_alibi_slop
 _FA3_BATCH_EXTRAS = ("maybe_prefix_len_ptr:T? maybe_token_pos_in_items_ptr:T? "
                      "maybe_max_item_len_ptr:T? maybe_scale_v:T? logits_soft_cap:F sm_scale:F "
                      "scale_v_scalar:F token_pos_in_items_len:I")
-_WS = "float_workspace_buffer:T int_workspace_buffer:T "
+_WS = "float_workspace_buffer:T! int_workspace_buffer:T! "  # "!": the kernel writes it
 _PLAN_WS = _WS + "page_locked_int_workspace_buffer:H "
 _PREFILL_PLAN = (_PLAN_WS + "qo_indptr:H kv_indptr:H kv_len_arr:H total_num_rows:I batch_size:I "
                  "num_qo_heads:I num_kv_heads:I page_size:I enable_cuda_graph:B head_dim_qk:I "
                  "head_dim_vo:I causal:B window_left:I")
-_RAGGED_RUN = (_WS + "plan_info_vec:A q:T k:T v:T qo_indptr:T kv_indptr:T o:T maybe_lse:T? "
+_RAGGED_RUN = (_WS + "plan_info_vec:A q:T k:T v:T qo_indptr:T kv_indptr:T o:T! maybe_lse:T?! "
                "mask_mode_code:I layout:I window_left:I enable_pdl:B ")
 _PAGED_RUN = (_WS + "plan_info_vec:A q:T paged_k_cache:T paged_v_cache:T qo_indptr:T "
-              "paged_kv_indptr:T paged_kv_indices:T paged_kv_last_page_len:T o:T maybe_lse:T? "
+              "paged_kv_indptr:T paged_kv_indices:T paged_kv_last_page_len:T o:T! maybe_lse:T?! "
               "mask_mode_code:I layout:I window_left:I enable_pdl:B ")
-_SINGLE_PREFILL = "q:T k:T v:T tmp:T o:T maybe_lse:T? mask_mode_code:I layout:I window_left:I "
+_SINGLE_PREFILL = "q:T k:T v:T tmp:T! o:T! maybe_lse:T?! mask_mode_code:I layout:I window_left:I "
 
 # (family, backend, export) -> (signature, the tensor whose device and stream the kernel uses)
 SIGNATURES = {
     ("single_decode", "fa2", "run"): (
-        "q:T k:T v:T tmp:T o:T maybe_lse:T? layout:I window_left:I " + _DECODE_EXTRAS, "q"),
+        "q:T k:T v:T tmp:T! o:T! maybe_lse:T?! layout:I window_left:I " + _DECODE_EXTRAS, "q"),
     ("single_prefill", "fa2", "run"): (_SINGLE_PREFILL + _FA2_SINGLE_EXTRAS, "q"),
     ("single_prefill", "fa3", "run"): (_SINGLE_PREFILL + _FA3_SINGLE_EXTRAS, "q"),
     ("batch_decode", "fa2", "plan"): (
@@ -85,7 +85,7 @@ SIGNATURES = {
         "empty_q_data:H empty_kv_data:H", "float_workspace_buffer"),
     ("batch_decode", "fa2", "run"): (
         _WS + "plan_info_vec:A q:T paged_k_cache:T paged_v_cache:T paged_kv_indptr:T "
-        "paged_kv_indices:T paged_kv_last_page_len:T o:T maybe_lse:T? kv_layout_code:I "
+        "paged_kv_indices:T paged_kv_last_page_len:T o:T! maybe_lse:T?! kv_layout_code:I "
         "window_left:I enable_pdl:B " + _DECODE_EXTRAS, "q"),
     # FA2 plan also takes fixed_split_size, disable_split_kv, num_colocated_ctas; FA3 does not.
     ("batch_prefill", "fa2", "plan"): (
@@ -333,10 +333,10 @@ cdef inline void _mark_packed(CallFrame* f, int i) noexcept:
     f.args[i].v_ptr = &f.slots[i].dl
 
 
-cdef int _describe(CallFrame* f, int i, object obj, str name) except -1:
+cdef int _describe_output(CallFrame* f, int i, object obj, str name) except -1:
     to_dltensor(obj, &f.slots[i], name)
-    _mark_packed(f, i)
-    return 0
+    _mark_packed(f, i)  # first, so that frame_release drops what it holds
+    return check_writable(&f.slots[i], name)
 
 
 cdef tuple _kv_dims(TensorSlot* k, int layout):
@@ -418,10 +418,10 @@ cdef object _single(str family, object q, object k, object v, bint causal, objec
         if not decode:
             oshape[2] = qs.dl.shape[2]
         if out is not None:
-            _describe(&f, 4, out, "out")
+            _describe_output(&f, 4, out, "out")
             check_out(&f.slots[4], "out", qs, "q", ndim_q, oshape)
         if lse is not None:
-            _describe(&f, 5, lse, "lse")
+            _describe_output(&f, 5, lse, "lse")
             check_lse(&f.slots[5], heads if decode else qo_len, -1 if decode else heads, qs)
         # Resolve the module (CUDA may be touched from here on; _uri.variant refuses an fp8
         # k/v with backend="fa3" before that).
@@ -455,6 +455,10 @@ cdef object _single(str family, object q, object k, object v, bint causal, objec
             set_int(&f, 7, win)
             pack_extras(b, &f, 8, "fa2", cap, scale, 1.0 / rope_s, 1.0 / rope_t)
         else:
+            if chosen == "fa3" and layout == 1:
+                hnd_as_nhd(&f, 1)
+                hnd_as_nhd(&f, 2)
+                layout = 0
             set_int(&f, 6, 1 if causal else 0)
             set_int(&f, 7, layout)
             set_int(&f, 8, win)

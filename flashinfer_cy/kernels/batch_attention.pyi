@@ -83,13 +83,14 @@ class PreparedRun:
     # class __init__ reports (*args, **kwargs) at run time).
     def __init__(self, *args: object, **kwargs: object) -> None: ...
     @property
-    def out(self) -> TensorLike: ...  # the ``out`` given to prepare(), or a DeviceArray
+    def out(self) -> TensorLike | None: ...  # prepare()'s out (or a DeviceArray); None after repoint(out=)
     @property
     def lse(self) -> TensorLike | None: ...
     @property
     def stream_handle(self) -> int: ...
-    def launch(self) -> TensorLike:
-        """Run the prepared call; returns ``out``. Asynchronous."""
+    def launch(self) -> TensorLike | None:
+        """Run the prepared call; returns ``out`` (None once ``repoint(out=...)`` moved it
+        to memory the caller owns). Asynchronous."""
     def repoint(self, q: int | None = None, out: int | None = None, lse: int | None = None) -> None:
         """Point q / out / lse at other memory of the same shape (integer addresses)."""
 

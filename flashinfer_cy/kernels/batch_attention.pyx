@@ -50,12 +50,12 @@ from flashinfer_cy._core.tensor cimport (
     TensorSlot, TensorDesc, DT_F32, DT_I32, dtype_key, describe, to_dltensor, release_slot,
     check_cuda,
     check_dtype, check_ndim, check_contiguous, check_same_device, check_same_dtype,
-    check_same_shape, own_shape, SRC_DESC)
+    check_same_shape, check_writable, as_bool, own_shape, SRC_DESC)
 from flashinfer_cy._core.pinned cimport (PinnedRing, PinnedSlot, Event, ensure_pinned_rt,
                                          capture_status, wait_event, record_event, copy_async)
 from flashinfer_cy.kernels.attention cimport (load_binding, pack_extras, check_qkv_tensor,
                                               check_out, check_lse, split_kv_pair, run_stream,
-                                              pdl_default, dtype_key_of, _A)
+                                              pdl_default, dtype_key_of, hnd_as_nhd, _A)
 
 from flashinfer_cy import errors as _errors
 from flashinfer_cy.errors import PlanMismatchError
@@ -117,6 +117,7 @@ cdef inline void _pack_i32(CallFrame* f, int i, void* ptr, int64_t n, int dev_ty
     s.keep = NULL
     s.api = NULL
     s.has_producer_stream = 0
+    s.read_only = 0
     s.source = SRC_DESC
     s.shape[0] = n
     s.strides[0] = 1
@@ -237,6 +238,8 @@ cdef class _BatchAttention:
     cdef void* _foreign_last           # ... the one of them the last run() used
     cdef bint _has_foreign_last
     cdef Event _xevent
+    cdef void* _plan_stream_last       # the stream the last plan() enqueued on ...
+    cdef bint _has_plan_stream_last    # ... once there was one
     cdef int64_t _max_pages            # graph mode: page-table capacity
     cdef int64_t _max_rows             # graph mode (prefill): q rows capacity
     cdef object _frozen                # graph mode: Plan.frozen_key() of the first plan
@@ -285,6 +288,7 @@ cdef class _BatchAttention:
                                  f"cuda:{self.device}")
             check_dtype(&s, name, (1 << 16) | (8 << 8) | 1)  # uint8
             check_ndim(&s, name, 1)
+            check_writable(&s, name)
             check_contiguous(&s, name)
             if (<uintptr_t>s.dl.data) % 16:
                 raise ValueError(f"{name}: must be 16-byte aligned")
@@ -334,8 +338,9 @@ cdef class _BatchAttention:
         return handle if given else env_stream(kDLCUDA, self.device)
 
     cdef int _begin_plan(self, void* stream) except -1:
-        """Refuse to plan inside a capture; order the plan stream after every run that used
-        the previous plan on another stream (they may still read the workspaces)."""
+        """Refuse to plan inside a capture; order the plan stream after everything that may
+        still read the workspaces: the previous plan's stream (its copies, and the runs
+        made there) and every other stream that ran the previous plan."""
         cdef uintptr_t h
         ensure_pinned_rt()
         if capture_status(stream, self.device) != 0:
@@ -345,6 +350,10 @@ cdef class _BatchAttention:
                 f"a host->device copy, which a graph cannot replay. Call plan() before "
                 f"capturing (and between replays); capture only run()/launch().")
         self._ensure_resources(stream)
+        if self._has_plan_stream_last and self._plan_stream_last != stream:
+            self._foreign[<uintptr_t>self._plan_stream_last] = None
+        self._plan_stream_last = stream
+        self._has_plan_stream_last = True
         if not self._foreign:
             return 0
         for h in list(self._foreign):
@@ -553,6 +562,11 @@ cdef class _BatchAttention:
         stream[0] = self._plan_stream(given, given_h)
         self._begin_plan(stream[0])
         slot = self._ring.acquire()
+        # From here on the metadata buffer and the workspaces receive this plan's data, so
+        # the current plan no longer describes them, even if this plan fails below.
+        self.current_plan = None
+        self._last_run = None
+        self._generation += 1
         try:
             self._stage(slot, st, stream[0])
         except BaseException:
@@ -576,8 +590,8 @@ cdef class _BatchAttention:
     # -- run machinery -------------------------------------------------------------------
 
     cdef int _check_current(self, Plan p) except -1:
-        if p is None:
-            raise _errors.PlanNotReadyError(f"{type(self).__name__}: call plan() before run()")
+        if p is None or self.current_plan is None:
+            raise _errors.PlanNotReadyError(_no_plan_message(self))
         if self.current_plan is not p:
             raise _errors.PlanMismatchError(
                 f"stale plan (generation {p.generation}): the wrapper has planned again "
@@ -660,8 +674,10 @@ cdef class _BatchAttention:
         return 0
 
     cdef int _describe_outputs(self, CallFrame* f, Plan p, object out, object lse) except -1:
-        p.run_b.tensor(f, p.L.o, out)
-        return p.run_b.opt_tensor(f, p.L.lse, lse)
+        p.run_b.tensor_as(f, p.L.o, out, "out")  # the ABI's "o"
+        if lse is None:
+            return p.run_b.opt_tensor(f, p.L.lse, None)
+        return p.run_b.tensor_as(f, p.L.lse, lse, "lse")  # the ABI's "maybe_lse"
 
     cdef int _pack_outputs(self, CallFrame* f, Plan p, object out, object lse) except -1:
         self._describe_outputs(f, p, out, lse)
@@ -703,8 +719,8 @@ cdef class _BatchAttention:
         pack_extras(b, f, L.extras, p.backend, p.logits_soft_cap, p.sm_scale,
                     p.rope_rcp_scale, p.rope_rcp_theta)
         if p.backend == "fa3" and p.kind_code == RAGGED_PREFILL and p.layout_code == 1:
-            _hnd_as_nhd(f, L.k)
-            _hnd_as_nhd(f, L.v)
+            hnd_as_nhd(f, L.k)
+            hnd_as_nhd(f, L.v)
             set_int(f, L.layout, 0)
         return 0
 
@@ -737,7 +753,7 @@ cdef class _BatchAttention:
         cdef bint outputs_given = out is not None and (lse is not None or not return_lse)
         self._check_current(p)
         L = &p.L
-        pdl = p.pdl_auto if enable_pdl is None else bool(enable_pdl)
+        pdl = p.pdl_auto if enable_pdl is None else as_bool(enable_pdl, "enable_pdl", _PDL_VALUES)
         caller = _caller_slots(L)
         if outputs_given and kept is not None and kept.key is p and kept.flags == pdl:
             # The last run() checked tensors against this plan and packed the rest; if
@@ -773,7 +789,7 @@ cdef class _BatchAttention:
                 self._describe_outputs(&f, p, out, lse)
             self._check_outputs(&f, p)
             if not (p.backend == "fa3" and p.kind_code == RAGGED_PREFILL
-                    and p.layout_code == 1):  # _hnd_as_nhd rewrote k/v: not comparable
+                    and p.layout_code == 1):  # hnd_as_nhd rewrote k/v: not comparable
                 _caller_objects(objs, p, q, kv, k, v, out, lse)
                 self._last_run = CheckedFrame.keep(&f, caller, objs, p, pdl,
                                                    p.run_b.stream_slot(&f))
@@ -808,7 +824,7 @@ cdef class _BatchAttention:
         r.plan = p
         self._pack_tensors(r.frame, p, q, kv, k, v)
         self._check_against_plan(r.frame, p)
-        r.pdl = p.pdl_auto if enable_pdl is None else bool(enable_pdl)
+        r.pdl = p.pdl_auto if enable_pdl is None else as_bool(enable_pdl, "enable_pdl", _PDL_VALUES)
         self._pack_plan_args(r.frame, p, r.pdl)
         if stream is None:
             run_stream(p.run_b, r.frame, None, &handle)
@@ -851,6 +867,16 @@ cdef class _BatchAttention:
         return self._generation
 
 
+cdef str _PDL_VALUES = "True, False or None (the device's default)"
+
+
+cdef str _no_plan_message(_BatchAttention w):
+    if w._generation == 0:
+        return f"{type(w).__name__}: call plan() before run()"
+    return (f"{type(w).__name__}: the last plan() failed after it had begun to overwrite "
+            f"the workspaces, so no plan is current: call plan() again")
+
+
 cdef inline uint32_t _caller_slots(RunLayout* L) noexcept:
     """The slots a run() fills from its caller's tensors (the rest come from the plan)."""
     cdef uint32_t one = 1
@@ -881,18 +907,6 @@ cdef inline bint _caller_objects(PyObject** objs, Plan p, object q, object kv, o
         objs[L.k] = objs[L.v] = NULL
         pair = False
     return pair
-
-
-cdef void _hnd_as_nhd(CallFrame* f, int i) noexcept:
-    """View a 3-D HND k/v ([heads, rows, dim]) as NHD ([rows, heads, dim]) by swapping the
-    first two shape/stride entries. FA3's ragged run reads num_kv_heads and the KV row count
-    from dims 1 and 0 whatever the layout code, so only an NHD-shaped view is safe."""
-    cdef TensorSlot* s = &f.slots[i]
-    cdef int64_t t
-    if s.dl.shape != s.shape:
-        own_shape(s)
-    t = s.shape[0]; s.shape[0] = s.shape[1]; s.shape[1] = t
-    t = s.strides[0]; s.strides[0] = s.strides[1]; s.strides[1] = t
 
 
 # ------------------------------------------------------------------------------- prepared
@@ -928,6 +942,8 @@ cdef class PreparedRun:
     cdef int _rebind(self) except -1:
         cdef _BatchAttention w = self.wrapper
         cdef Plan p = w.current_plan
+        if p is None:
+            raise _errors.PlanNotReadyError(_no_plan_message(w))
         if p.uri != self.plan.uri or p.kind_code != self.plan.kind_code:
             raise _errors.PlanMismatchError(
                 f"the wrapper was replanned for another kernel ({p.uri}, was "
@@ -942,7 +958,8 @@ cdef class PreparedRun:
         return 0
 
     def launch(self):
-        """Run the prepared call; returns ``out``. Asynchronous."""
+        """Run the prepared call; returns ``out`` (None once ``repoint(out=...)`` moved it
+        to memory the caller owns). Asynchronous."""
         cdef TVMFFIAny result
         if self.frame == NULL:
             raise TypeError("launch(): this PreparedRun was not made by wrapper.prepare(...)")
@@ -965,9 +982,14 @@ cdef class PreparedRun:
                 raise TypeError(f"{name}: expected an integer device address, got {value!r}")
             if idx < 0 or self.frame.args[idx].type_index != 7:
                 raise ValueError(f"{name}: was not given to prepare()")
-            if value % 16:
-                raise ValueError(f"{name}: address {value:#x} must be 16-byte aligned")
+            if value == 0 or value % 16:
+                raise ValueError(f"{name}: address {value:#x} must be non-zero and 16-byte "
+                                 f"aligned")
             self.frame.slots[idx].dl.data = <void*><uintptr_t>value
+            if idx == L.o:  # the object given to prepare() is no longer what gets written
+                self.out = None
+            elif idx == L.lse:
+                self.lse = None
 
     @property
     def stream_handle(self):

@@ -311,6 +311,9 @@ def scenario_decode_repeated_runs():
     refused(fc.PlanMismatchError, ["q", "bfloat16"],
             q=cuda_view(spare, "bfloat16", (3, hq, d), (hq * d, d, 1)))
     refused(ValueError, ["out", "shape"], out=poison((3, hq, 64), dtype))
+    from producers import ReadOnly
+
+    refused(ValueError, ["out: the kernel writes"], out=ReadOnly(out))  # e.g. a JAX array
     refused(fc.PlanMismatchError, ["k_cache"], kv=(upload(b.k_cache[:2], dtype),
                                                    upload(b.v_cache[:2], dtype)))
     w.run(q, (kc, vc), out=out)  # and the good call still works after each refusal
@@ -318,6 +321,72 @@ def scenario_decode_repeated_runs():
     assert np.array_equal(download(q, dtype), raw_q)
     w.plan(b.indptr[:3], b.indices[:b.indptr[2]], b.last_page_len[:2], hq, hkv, d, ps)
     refused(fc.PlanMismatchError, ["batch_size"])  # a new plan: the kept frame is stale
+
+
+def scenario_decode_plan_failure_and_streams():
+    """A plan() that fails inside the planner, after it began to overwrite the metadata,
+    leaves no plan current (run() and launch() refuse until a plan succeeds, instead of
+    reading the failed plan's data with the old plan's info); a plan on another stream than
+    the last plan's waits for that stream (its copies and runs may still read the buffers);
+    repoint(out=) makes launch() stop returning the old out."""
+    from attention_refs import assert_close, attention_ref, paged_batch
+    from devdata import download, poison, upload
+    from refs import to_storage
+
+    rng = np.random.default_rng(13)
+    dtype, hq, hkv, d, ps = "float16", 4, 2, 128, 4
+    b = paged_batch(rng, [3, 9, 5], ps, hkv, d, dtype)
+    kc, vc = upload(b.k_cache, dtype), upload(b.v_cache, dtype)
+    q64 = rng.standard_normal((3, hq, d))
+    q = upload(q64, dtype)
+    w = fc.BatchDecodeWithPagedKVCache()
+
+    def plan(stream=None):
+        return w.plan(b.indptr, b.indices, b.last_page_len, hq, hkv, d, ps, stream=stream)
+
+    def expect(out, what):
+        qr = download(q, dtype)
+        for i in range(3):
+            ref, _ = attention_ref(qr[i:i + 1], *b.sequence(i))
+            assert_close(download(out, dtype)[i], ref[0], dtype, f"{what} out[{i}]")
+
+    def refused(call, what):
+        try:
+            call()
+        except fc.PlanNotReadyError as exc:
+            assert "failed" in str(exc) and "plan() again" in str(exc), exc
+        else:
+            raise AssertionError(f"{what} ran on the data of a failed plan")
+
+    plan(0xA000)
+    out = poison((3, hq, d), dtype)
+    step = w.prepare(q, (kc, vc), out)
+    w.run(q, (kc, vc), out=out)
+    expect(out, "first plan")
+    # The stand-in planner refuses a page table offset that plan() itself allows.
+    shifted = (b.indptr + 1).astype(np.int32)
+    try:
+        w.plan(shifted, np.zeros(shifted[-1], np.int32), b.last_page_len, hq, hkv, d, ps)
+    except fc.errors.KernelError:
+        pass
+    else:
+        raise AssertionError("the stand-in planner accepted indptr[0] = 1")
+    assert w.current_plan is None
+    refused(lambda: w.run(q, (kc, vc), out=out), "run()")
+    refused(step.launch, "launch()")
+    waits = cudart_counts()["stream_wait"]
+    plan(0xB000)  # another stream than the last plan's
+    assert cudart_counts()["stream_wait"] > waits, "plan on a new stream did not wait"
+    waits = cudart_counts()["stream_wait"]
+    plan(0xB000)  # the same stream again, no run elsewhere since: nothing to wait for
+    assert cudart_counts()["stream_wait"] == waits, "plan on the same stream waited"
+    out.copy_from_host(to_storage(np.full((3, hq, d), np.nan), dtype))  # poisoned again
+    assert step.launch() is out
+    expect(out, "prepared launch after the failed plan and a new one")
+    out2 = poison((3, hq, d), dtype)
+    step.repoint(out=out2.ptr)
+    assert step.launch() is None and step.out is None
+    expect(out2, "launch after repoint(out=)")
 
 
 if __name__ == "__main__":

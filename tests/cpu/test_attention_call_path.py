@@ -34,7 +34,8 @@ def stand_ins(tmp_path_factory):
     return kernels, lib
 
 
-@pytest.mark.parametrize("scenario", ["decode", "decode_repeated_runs"])
+@pytest.mark.parametrize("scenario", ["decode", "decode_repeated_runs",
+                                      "decode_plan_failure_and_streams"])
 def test_decode_call_path_against_stand_ins(scenario, stand_ins):
     kernels, lib = stand_ins
     env = dict(os.environ, FLASHINFER_CY_KERNEL_DIR=str(kernels), FLASHINFER_CY_OFFLINE="1",

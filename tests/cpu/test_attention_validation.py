@@ -311,6 +311,22 @@ def test_single_prefill_validation():
            TypeError, "out")
 
 
+def test_single_ops_refuse_read_only_outputs_and_take_read_only_inputs():
+    """out/lse are written: a producer that exported them read-only (JAX, a numpy array
+    with writeable=False) is refused; read-only q/k/v are fine."""
+    from producers import ReadOnly
+
+    q, k = T((10, 16, D)), T((40, 4, D))
+    ro = ReadOnly
+    reaches_cuda(lambda: fc.single_prefill(ro(q), ro(k), ro(k), backend="fa2"))
+    raises(lambda: fc.single_prefill(q, k, k, out=ro(T((10, 16, D))), backend="fa2"),
+           ValueError, "out: the kernel writes")
+    raises(lambda: fc.single_prefill(q, k, k, lse=ro(T((10, 16), "float32")), backend="fa2"),
+           ValueError, "lse: the kernel writes")
+    raises(lambda: fc.single_decode(T((32, D)), k, k, out=ro(T((32, D)))), ValueError,
+           "out: the kernel writes")
+
+
 def test_single_ops_take_an_fp8_kv_cache(monkeypatch):
     asked = []
 
@@ -413,11 +429,14 @@ def test_signature_arity(key):
     names = [item.split(":")[0] for item in sig.split()]
     assert len(names) == ARITY[key]
     assert device in names
-    # every generated optional tensor extra is a maybe_* (passed as None, doc P1)
+    # every generated optional tensor extra is a maybe_* (passed as None, doc P1); what the
+    # kernel writes (outputs, workspaces) is marked "!" so a read-only tensor is refused there
+    written = {"o", "maybe_lse", "tmp", "float_workspace_buffer", "int_workspace_buffer"}
     for item in sig.split():
         name, kind = item.split(":")
         if name.startswith("maybe_"):
-            assert kind == "T?", item
+            assert kind.rstrip("!") == "T?", item
+        assert kind.endswith("!") == (name in written), item
 
 
 _FI = Path("/work/scratch/fi-venv/lib/python3.11/site-packages/flashinfer/data/csrc")

@@ -143,8 +143,11 @@ def test_auto_backend_matches_upstream_rule(torch):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("layout", ["NHD", "HND"])
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-def test_single_prefill(torch, rng, dtype, layout, causal):
-    need("single_prefill", dtype)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_single_prefill(torch, rng, dtype, layout, causal, backend):
+    """FA3 reads the KV length and heads from dims 0 and 1 whatever the layout: HND must
+    reach it as an NHD-shaped view (a plain HND k would mean 2 keys and 100 heads here)."""
+    need("single_prefill", dtype, backend=backend)
     qo_len, kv_len, hq, hkv = 37, 100, 16, 4
     q64 = rand(rng, (qo_len, hq, D), dtype)
     k64, v64 = rand(rng, (kv_len, hkv, D), dtype), rand(rng, (kv_len, hkv, D), dtype)
@@ -152,9 +155,9 @@ def test_single_prefill(torch, rng, dtype, layout, causal):
     out = poison(torch, (qo_len, hq, D), dtype)
     _, lse = fc.single_prefill(dev(torch, q64, dtype), dev(torch, lay(k64), dtype),
                                dev(torch, lay(v64), dtype), causal=causal, kv_layout=layout,
-                               out=out, return_lse=True, backend="fa2")
+                               out=out, return_lse=True, backend=backend)
     ref, ref_lse = attention_ref(q64, k64, v64, causal=causal)
-    ctx = f"single_prefill {dtype} {layout} causal={causal}"
+    ctx = f"single_prefill {backend} {dtype} {layout} causal={causal}"
     assert_close(host(torch, out), ref, dtype, ctx)
     assert_close(np.asarray(torch.from_dlpack(lse).double().cpu()), ref_lse, dtype,
                  "lse " + ctx, LSE_TOL)
