@@ -12,10 +12,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _wheelserver import ARCH, WHEEL_NAME, artifacts_env, build_wheel, write_manifest  # noqa: E402,F401
 
 import flashinfer_cy.cli as fcli  # noqa: E402
+from cuda_guard import no_cuda  # noqa: E402
 from flashinfer_cy.artifacts import fetch_modules, locate_module, settings, where_is  # noqa: E402
 from flashinfer_cy.errors import ArtifactError  # noqa: E402
 
 NAME = WHEEL_NAME.format(arch=ARCH)
+
+
+@pytest.fixture(autouse=True)
+def _no_cuda(monkeypatch):
+    """doctor runs in this process: it must not load the CUDA runtime (on a GPU machine it
+    would, and stay loaded: later tests' guards patch the Python entry points, which a
+    loaded runtime bypasses, and their deliberately fake stream handles then reach the
+    driver). Its cuda-runtime and smoke steps report the refusal instead."""
+    no_cuda(monkeypatch)
 
 
 @pytest.fixture
