@@ -11,16 +11,8 @@ from libc.stdint cimport uintptr_t, int64_t
 from flashinfer_cy._abi.dlpack cimport kDLCUDA
 from flashinfer_cy._core.pinned cimport (copy_async, copy_to_host_sync, free_async,
                                         malloc_async)
-from flashinfer_cy._core.tensor cimport TensorDesc
+from flashinfer_cy._core.tensor cimport TensorDesc, check_native_order
 from flashinfer_cy._core.stream cimport resolve_stream
-
-
-cdef int _check_native(object np_dtype, str name) except -1:
-    """Device arrays hold native-order items; the copies move bytes, never swap them."""
-    if not np_dtype.isnative:
-        raise TypeError(f"{name}: {np_dtype.str!r} is not in this machine's byte order; "
-                        f"convert it first (arr.astype(arr.dtype.newbyteorder('=')))")
-    return 0
 
 
 cdef class DeviceArray(TensorDesc):
@@ -62,7 +54,7 @@ cdef class DeviceArray(TensorDesc):
         ``dtype`` reinterprets same-size items, e.g. uint16 bits as ``"bfloat16"``."""
         import numpy as np
         host = np.ascontiguousarray(arr)
-        _check_native(host.dtype, "arr")  # before allocating
+        check_native_order(host.dtype, "arr")  # before allocating
         a = DeviceArray.empty(host.shape, dtype or host.dtype, device, stream)
         if a.itemsize != host.itemsize:
             raise TypeError(f"dtype: {a.dtype} items are {a.itemsize} bytes, the array's "
@@ -75,7 +67,7 @@ cdef class DeviceArray(TensorDesc):
         cdef void* s = self._stream
         import numpy as np
         host = np.ascontiguousarray(arr)
-        _check_native(host.dtype, "arr")
+        check_native_order(host.dtype, "arr")
         if host.nbytes != self.nbytes:
             raise ValueError(f"arr: expected {self.nbytes} bytes, got {host.nbytes}")
         if stream is not None:
@@ -94,7 +86,7 @@ cdef class DeviceArray(TensorDesc):
         np_dtype = np.dtype(dtype) if dtype is not None else np.dtype(
             {"bfloat16": "uint16", "float8_e4m3fn": "uint8", "float8_e5m2": "uint8"}.get(
                 self.dtype, self.dtype))
-        _check_native(np_dtype, "dtype")
+        check_native_order(np_dtype, "dtype")
         out = np.empty(self.shape, dtype=np_dtype)
         if out.nbytes != self.nbytes:
             raise ValueError(f"dtype: {np_dtype} does not match {self.dtype}")

@@ -387,7 +387,7 @@ cdef class Module:
             fn = self._functions.get(name)
             if fn is not None:
                 return fn
-            if any((uri, name) in _serialized for uri in self._uris):
+            if _is_serialized(self, name):
                 f._serialize()
             self._functions[name] = f
         return f
@@ -433,8 +433,18 @@ cdef int _add_uri(Module m, str uri) except -1:
     name when it was loaded by path alone): serialize_calls for that URI applies to it.
     Under _lock."""
     m._uris.add(uri)
+    return _apply_serialized(m)
+
+
+cdef bint _is_serialized(Module m, str name):
+    """Whether serialize_calls named export ``name`` under any URI ``m`` is known by."""
+    return any((uri, name) in _serialized for uri in m._uris)
+
+
+cdef int _apply_serialized(Module m) except -1:
+    """Serialize every loaded Function of ``m`` that serialize_calls named. Under _lock."""
     for name, fn in m._functions.items():
-        if (uri, name) in _serialized:
+        if _is_serialized(m, name):
             (<Function>fn)._serialize()
     return 0
 
@@ -447,11 +457,9 @@ def serialize_calls(str uri, str symbol):
     however the module was loaded (by URI, or by path with or without one)."""
     with _lock:
         _serialized.add((uri, symbol))
-        for mod in _modules.values():
+        for mod in _modules.values():  # (a module is there under its path and its URI)
             if uri in (<Module>mod)._uris:
-                fn = (<Module>mod)._functions.get(symbol)
-                if fn is not None:
-                    (<Function>fn)._serialize()
+                _apply_serialized(mod)
 
 
 def load_module(str uri):

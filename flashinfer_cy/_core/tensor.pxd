@@ -71,6 +71,7 @@ cdef int check_same_device(TensorSlot* s, str name, TensorSlot* ref, str ref_nam
 cdef int check_writable(TensorSlot* s, str name) except -1
 cdef str describe(TensorSlot* s)
 cdef double finite_float(object value, str name, str expected) except? -1.0
+cdef int check_native_order(object dtype, str name) except -1
 cdef int as_bool(object value, str name, str expected) except -1
 
 cdef class TensorDesc:

@@ -64,9 +64,7 @@ cdef str dtype_name(uint32_t key):
 
 cdef int parse_dtype(object dtype, DLDataType* out) except -1:
     """Accept 'float16'/'bf16'/..., numpy dtypes, torch dtypes (by name)."""
-    if getattr(dtype, "isnative", True) is False:  # numpy ">f4": its name says "float32"
-        raise TypeError(f"dtype: {dtype!r} is not in this machine's byte order; convert the "
-                        f"array first (arr.astype(arr.dtype.newbyteorder('=')))")
+    check_native_order(dtype, "dtype")  # numpy ">f4": its name says "float32"
     name = dtype if isinstance(dtype, str) else getattr(dtype, "name", None) or str(dtype)
     if not isinstance(name, str):
         name = str(dtype)
@@ -685,6 +683,15 @@ cdef double finite_float(object value, str name, str expected) except? -1.0:
     if not isfinite(v):
         raise ValueError(f"{name}: expected {expected}, got {value!r}")
     return v
+
+
+cdef int check_native_order(object dtype, str name) except -1:
+    """A numpy dtype (anything with ``isnative``) must be in this machine's byte order:
+    device data is native, and nothing here ever swaps bytes."""
+    if getattr(dtype, "isnative", True) is False:
+        raise TypeError(f"{name}: {getattr(dtype, 'str', dtype)!r} is not in this machine's "
+                        f"byte order; convert it first (arr.astype(arr.dtype.newbyteorder('=')))")
+    return 0
 
 
 cdef int as_bool(object value, str name, str expected) except -1:

@@ -753,7 +753,7 @@ cdef class _BatchAttention:
         cdef bint outputs_given = out is not None and (lse is not None or not return_lse)
         self._check_current(p)
         L = &p.L
-        pdl = p.pdl_auto if enable_pdl is None else as_bool(enable_pdl, "enable_pdl", _PDL_VALUES)
+        pdl = _pdl_of(p, enable_pdl)
         caller = _caller_slots(L)
         if outputs_given and kept is not None and kept.key is p and kept.flags == pdl:
             # The last run() checked tensors against this plan and packed the rest; if
@@ -824,7 +824,7 @@ cdef class _BatchAttention:
         r.plan = p
         self._pack_tensors(r.frame, p, q, kv, k, v)
         self._check_against_plan(r.frame, p)
-        r.pdl = p.pdl_auto if enable_pdl is None else as_bool(enable_pdl, "enable_pdl", _PDL_VALUES)
+        r.pdl = _pdl_of(p, enable_pdl)
         self._pack_plan_args(r.frame, p, r.pdl)
         if stream is None:
             run_stream(p.run_b, r.frame, None, &handle)
@@ -867,7 +867,11 @@ cdef class _BatchAttention:
         return self._generation
 
 
-cdef str _PDL_VALUES = "True, False or None (the device's default)"
+cdef inline bint _pdl_of(Plan p, object enable_pdl) except -1:
+    """run()'s / prepare()'s ``enable_pdl``: None is the plan's device default."""
+    if enable_pdl is None:
+        return p.pdl_auto
+    return as_bool(enable_pdl, "enable_pdl", "True, False or None (the device's default)")
 
 
 cdef str _no_plan_message(_BatchAttention w):

@@ -190,7 +190,6 @@ def gdn_prefill(q, k, v, cu_seqlens, *, initial_state=None, alpha=None, beta=Non
         b.opt_tensor(&f, 6, None)
         if initial_state is not None:
             b.tensor_as(&f, 6, initial_state, "initial_state")
-        if initial_state is not None:
             _check_f32(&f.slots[6], "initial_state", qs, state_shape,
                        "[num_seqs, max(q_heads, v_heads), 128, 128]", TMA_ALIGN)
         b.opt_tensor(&f, 7, alpha)
