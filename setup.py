@@ -34,12 +34,15 @@ MODULES = [
     "flashinfer_cy._core.binding",
     "flashinfer_cy._core.checked_frame",
     "flashinfer_cy._core.array",
+    "flashinfer_cy._core.prepared",
     "flashinfer_cy.kernels.norm",
     "flashinfer_cy._core.pinned",
     "flashinfer_cy.kernels.attention",
     "flashinfer_cy.kernels.batch_attention",
     "flashinfer_cy.kernels.page",
     "flashinfer_cy.kernels.gdn",
+    "flashinfer_cy.kernels.rope",
+    "flashinfer_cy.kernels.activation",
 ]
 
 debug = os.environ.get("FLASHINFER_CY_DEBUG_BUILD") == "1"

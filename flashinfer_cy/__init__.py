@@ -29,6 +29,20 @@ from flashinfer_cy.kernels.norm import (
 from flashinfer_cy.kernels.page import append_paged_kv_cache, append_paged_mla_kv_cache
 from flashinfer_cy.kernels.paged_kv import get_batch_indices_positions, get_seq_lens
 from flashinfer_cy.kernels.gdn import gdn_prefill
+from flashinfer_cy.kernels.rope import (
+    apply_rope,
+    apply_rope_inplace,
+    apply_rope_pos_ids,
+    apply_rope_pos_ids_inplace,
+    apply_llama31_rope,
+    apply_llama31_rope_inplace,
+    apply_llama31_rope_pos_ids,
+    apply_llama31_rope_pos_ids_inplace,
+    apply_rope_with_cos_sin_cache,
+    apply_rope_with_cos_sin_cache_inplace,
+)
+from flashinfer_cy.kernels.activation import silu_and_mul, gelu_and_mul, gelu_tanh_and_mul
+from flashinfer_cy._core.prepared import prepare, PreparedCall
 
 from flashinfer_cy.errors import PlanMismatchError, PlanNotReadyError, StreamCaptureError
 from flashinfer_cy.kernels.attention import single_decode, single_prefill
@@ -50,6 +64,11 @@ __all__ = [
     "rmsnorm", "qk_rmsnorm", "gemma_rmsnorm", "fused_add_rmsnorm", "gemma_fused_add_rmsnorm",
     "append_paged_kv_cache", "append_paged_mla_kv_cache", "get_batch_indices_positions",
     "get_seq_lens", "gdn_prefill",
+    "apply_rope", "apply_rope_inplace", "apply_rope_pos_ids", "apply_rope_pos_ids_inplace",
+    "apply_llama31_rope", "apply_llama31_rope_inplace", "apply_llama31_rope_pos_ids",
+    "apply_llama31_rope_pos_ids_inplace", "apply_rope_with_cos_sin_cache",
+    "apply_rope_with_cos_sin_cache_inplace",
+    "silu_and_mul", "gelu_and_mul", "gelu_tanh_and_mul", "prepare", "PreparedCall",
     "PlanMismatchError", "PlanNotReadyError", "StreamCaptureError", "single_decode", "single_prefill",
     "BatchDecodeWithPagedKVCache", "BatchPrefillWithPagedKVCache",
     "BatchPrefillWithRaggedKVCache", "Plan", "PreparedRun",

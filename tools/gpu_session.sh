@@ -11,7 +11,7 @@
 # stays warm; --skip-existing reuses them) and returns them as $OUT/kernels.tar.xz.part-*;
 # KERNELS=archive unpacks such parts carried in .carry-kernels/ (plus any extra-*.tar.xz there;
 # EXTRA_URIS="uri ..." builds more and returns them as $OUT/extra-new.tar.xz);
-# KERNELS=carried uses .kernels/.
+# KERNELS=carried uses .kernels/. BUILD_URIS (default @all) narrows what KERNELS=build builds.
 set -uo pipefail
 OUT=${OUT:-$PWD/gpu-out}
 # session.log and pytest.txt are written to $OUT as they go; every other log goes to $LOGS,
@@ -31,7 +31,7 @@ python3 -c "import torch; print('torch', torch.__version__, 'exchange api:', has
 
 if [ "${KERNELS:-build}" = build ]; then
   stamp "build kernel modules (tools/build_kernels.py @all, $(nproc) jobs)"
-  python3 tools/build_kernels.py @all --out .kernels-gpu --skip-existing --verify -j "$(nproc)" \
+  python3 tools/build_kernels.py ${BUILD_URIS:-@all} --out .kernels-gpu --skip-existing --verify -j "$(nproc)" \
     --work-dir /tmp/fcy-kbuild --status-file "$LOGS/kernel_build_status.txt" > "$LOGS/kernel_build.jsonl" 2> "$LOGS/kernel_build.err"
   echo "build_kernels rc=$?"; tail -3 "$LOGS/kernel_build.err"; cat "$LOGS/kernel_build_status.txt"
   KDIR=$PWD/.kernels-gpu

@@ -38,6 +38,7 @@ class Family:
     generator: str          # "module:function" in flashinfer
     exports: tuple          # names exported as __tvm_ffi_<name> (what the runtime calls)
     has_backend: bool = False  # URI ends in "_sm90" iff backend == "fa3"
+    fixed_kwargs: tuple = ()   # generator kwargs the URI does not spell (name, value) pairs
 
     def field_names(self) -> list:
         return re.findall(r"\{(\w+)\}", self.template)
@@ -54,6 +55,13 @@ FAMILIES = (
            ("append_paged_kv_cache", "append_paged_mla_kv_cache")),
     Family("gdn_prefill", "gdn_prefill_sm90", "flashinfer.jit.gdn:gen_gdn_prefill_sm90_module",
            ("gdn_prefill",)),
+    Family("rope", "rope", "flashinfer.jit.rope:gen_rope_module",
+           ("apply_rope", "apply_llama31_rope", "apply_rope_pos_ids",
+            "apply_llama31_rope_pos_ids", "apply_rope_pos_ids_cos_sin_cache")),
+    *(Family(f"{act}_and_mul", f"{act}_and_mul",
+             "flashinfer.jit.activation:gen_act_and_mul_module", (f"{act}_and_mul",),
+             fixed_kwargs=(("act_func_name", act),))
+      for act in ("silu", "gelu", "gelu_tanh")),
     Family("single_decode",
            "single_decode_with_kv_cache_" + _QKV + "head_dim_qk_{head_dim_qk}_head_dim_vo_{head_dim_vo}_" + _TAIL,
            _ATTN + ":gen_single_decode_module", ("run",)),
@@ -129,7 +137,7 @@ def parse_uri(uri: str) -> ModuleSpec:
         m = pattern.fullmatch(uri)
         if not m:
             continue
-        kwargs = {}
+        kwargs = dict(family.fixed_kwargs)
         for field in family.field_names():
             value = m.group(field)
             if field in _BOOL_FIELDS:
@@ -195,11 +203,14 @@ def _test_preset() -> list:
 
 PRESETS = {
     "core": ["norm", "page"],
+    # What a decode step needs besides attention (issue 16's kernels).
+    "decode_step": ["rope", "silu_and_mul", "gelu_and_mul", "gelu_tanh_and_mul"],
     "gdn": ["gdn_prefill_sm90"],
     # What the project's GPU tests load (attention only; they also need @core).
     "test": _test_preset(),
 }
-PRESETS["all"] = list(dict.fromkeys(PRESETS["core"] + PRESETS["gdn"] + PRESETS["test"]))
+PRESETS["all"] = list(dict.fromkeys(PRESETS["core"] + PRESETS["decode_step"] + PRESETS["gdn"]
+                                    + PRESETS["test"]))
 
 
 def expand(names) -> list:

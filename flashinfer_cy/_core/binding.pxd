@@ -39,6 +39,7 @@ cdef class Binding:
     cdef int n
     cdef int kinds[MAX_ARGS]
     cdef uint32_t written      # bit i: the kernel writes argument i ("T!", "T?!")
+    cdef uint32_t per_launch   # bit i: a prepared launch may change scalar argument i
     cdef int device_arg
     cdef Function _fn
 
@@ -80,3 +81,15 @@ cdef inline int producer_stream(TensorSlot* s, void** handle) except -1:
         return 1
     handle[0] = s.producer_stream
     return 1
+
+
+# Capture instead of call (flashinfer_cy.prepare): while a Recorder is active on the calling
+# thread, Binding.invoke hands it the checked, packed frame instead of calling the kernel,
+# and every tensor object packed is passed to keep() so that its storage outlives the call.
+cdef class Recorder:
+    cdef int record(self, Binding b, CallFrame* f, int32_t dev_type, int32_t dev_id,
+                    void* stream, bint set_stream) except -1
+    cdef int keep(self, object obj) except -1
+
+cdef int start_recording(Recorder r) except -1
+cdef void stop_recording() noexcept

@@ -17,7 +17,7 @@ class Binding:
     threads (for launchers that are not thread-safe; see runtime.serialize_calls)."""
 
     def __init__(self, uri: str, symbol: str, signature: str, device: str | None = None,
-                 serialize: bool = False) -> None: ...
+                 serialize: bool = False, per_launch: tuple[str, ...] = ()) -> None: ...
     @property
     def uri(self) -> str: ...
     @property
@@ -29,12 +29,18 @@ class Binding:
     @property
     def nargs(self) -> int: ...
     @property
+    def launch_scalars(self) -> tuple[str, ...]:
+        """The scalar arguments a prepared launch may change (``per_launch``)."""
+    @property
     def writes(self) -> tuple[str, ...]:
         """The names of the arguments the kernel writes (marked ``!``)."""
     def load(self) -> Function:
         """Resolve the module and symbol now (normally done on first call)."""
     def __call__(self, *args: Any, stream: StreamLike | None = None) -> Any:
         """Call with positional arguments packed by the declared kinds."""
+
+class Recorder:
+    """What ``Binding.invoke`` hands a checked frame to while ``prepare()`` captures."""
 
 class DataType:
     """A dtype argument for the generic call path: ``DataType("float16")``."""

@@ -14,6 +14,7 @@ validator, never copying the call sequence.
 """
 
 from libc.stdint cimport int32_t, int64_t, uint32_t, uintptr_t
+from cpython.pythread cimport PyThread_get_thread_ident
 from libc.math cimport isfinite
 
 from flashinfer_cy._abi.dlpack cimport kDLCUDA, kDLCPU, kDLCUDAHost, DLTensor, DLDeviceType
@@ -97,10 +98,13 @@ cdef class Binding:
     first T argument).
     ``serialize``: calls of this export take turns between threads (its host launcher is not
     safe to enter concurrently; the GIL stays released and the kernels still overlap).
+    ``per_launch``: the I/F/B arguments a prepared launch may change between launches
+    (``PreparedCall.set``), e.g. a sampler's philox seed and offset. Only arguments whose
+    every value of that kind is valid belong here: ``set`` checks the kind, nothing else.
     """
 
     def __init__(self, str uri not None, str symbol not None, str signature not None,
-                 str device=None, bint serialize=False):
+                 str device=None, bint serialize=False, tuple per_launch=()):
         items = signature.split()
         if len(items) > MAX_ARGS:
             raise ValueError(f"{symbol}: at most {MAX_ARGS} arguments")
@@ -125,6 +129,13 @@ cdef class Binding:
         if device is not None and device not in names:
             raise ValueError(f"device: {device!r} is not an argument of {symbol} ({signature})")
         self.device_arg = names.index(device) if device is not None else -1
+        self.per_launch = 0
+        for name in per_launch:
+            if name not in names or self.kinds[names.index(name)] not in (K_INT, K_FLOAT,
+                                                                           K_BOOL):
+                raise ValueError(f"per_launch: {name!r} is not an I, F or B argument of "
+                                 f"{symbol} ({signature})")
+            self.per_launch |= (<uint32_t>1) << names.index(name)
         # invoke() reads the device from that slot, which only a T argument always fills.
         if self.device_arg >= 0 and self.kinds[self.device_arg] != K_TENSOR:
             raise ValueError(f"device: {device!r} must be a T (tensor) argument of {symbol} "
@@ -147,6 +158,11 @@ cdef class Binding:
         return self.n
 
     @property
+    def launch_scalars(self):
+        """The scalar arguments a prepared launch may change (``per_launch``)."""
+        return tuple(n for i, n in enumerate(self.names) if (self.per_launch >> i) & 1)
+
+    @property
     def writes(self):
         """The names of the arguments the kernel writes (marked ``!``)."""
         return tuple(n for i, n in enumerate(self.names) if (self.written >> i) & 1)
@@ -158,6 +174,8 @@ cdef class Binding:
         """Describe ``obj`` into slot ``i``, errors naming ``name`` (a Python keyword that
         differs from the ABI name)."""
         to_dltensor(obj, &f.slots[i], name)
+        if g_recorder is not None and g_recorder_thread == PyThread_get_thread_ident():
+            g_recorder.keep(obj)  # its storage must outlive this call (prepare)
         if f.slots[i].read_only and (self.written >> i) & 1:
             check_writable(&f.slots[i], name)
         f.args[i].type_index = kTVMFFIDLTensorPtr
@@ -232,6 +250,8 @@ cdef class Binding:
                     raise ValueError(f"{self.names[i]}: expected a host (CPU) array, got "
                                      f"{describe(s)}")
         set_stream = self.pick_stream(f, stream, &handle)
+        if g_recorder is not None and g_recorder_thread == PyThread_get_thread_ident():
+            return g_recorder.record(self, f, dev_type, dev_id, handle, set_stream)
         return self.function().call(f.args, self.n, result, dev_type, dev_id, handle,
                                     set_stream)
 
@@ -281,6 +301,41 @@ cdef class Binding:
 
     def __repr__(self):
         return f"Binding({self.uri!r}, {self.symbol!r}, {self.signature!r})"
+
+
+# ----------------------------------------------------------------------------- recording
+
+cdef class Recorder:
+    """What ``Binding.invoke`` hands a checked frame to instead of calling the kernel
+    (implemented by flashinfer_cy._core.prepared.PreparedCall)."""
+
+    cdef int record(self, Binding b, CallFrame* f, int32_t dev_type, int32_t dev_id,
+                    void* stream, bint set_stream) except -1:
+        raise NotImplementedError
+
+    cdef int keep(self, object obj) except -1:
+        raise NotImplementedError
+
+
+# One recorder at a time, for the thread that started it: another thread's calls (which
+# see it too) run as usual. Checked by invoke() with one compare while none is active.
+cdef Recorder g_recorder = None
+cdef unsigned long g_recorder_thread = 0
+
+
+cdef int start_recording(Recorder r) except -1:
+    global g_recorder, g_recorder_thread
+    if g_recorder is not None:
+        raise RuntimeError("prepare() is already capturing a call (on this or another "
+                           "thread); prepare one call at a time")
+    g_recorder_thread = PyThread_get_thread_ident()
+    g_recorder = r
+    return 0
+
+
+cdef void stop_recording() noexcept:
+    global g_recorder
+    g_recorder = None
 
 
 # ----------------------------------------------------------------------------- generic call
