@@ -18,16 +18,22 @@ the same shape. For wrappers with a plan (the batch attention wrappers) use thei
 ``prepare()``, which also follows re-plans.
 """
 
+from cpython.pycapsule cimport PyCapsule_GetPointer
 from cpython.ref cimport PyObject, Py_XINCREF
 from libc.stdint cimport int32_t, int64_t, uint32_t, uintptr_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
-from flashinfer_cy._abi.tvm_ffi cimport TVMFFIAny, kTVMFFIDLTensorPtr, kTVMFFINone
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
+
+from flashinfer_cy._abi.dlpack cimport DLPackExchangeAPI, DLTensor, kDLCUDA
+from flashinfer_cy._abi.ffi_call cimport fcy_call
+from flashinfer_cy._abi.tvm_ffi cimport (TVMFFIAny, TVMFFISafeCallType, kTVMFFIDLTensorPtr,
+                                         kTVMFFINone)
 from flashinfer_cy._core.binding cimport (Binding, CallFrame, Recorder, frame_release,
                                           start_recording, stop_recording, set_bool,
                                           set_float, set_int, K_BOOL, K_FLOAT, K_INT)
-from flashinfer_cy._core.runtime cimport Function, take_result
+from flashinfer_cy._core.runtime cimport Function, cudart_symbol, g_cudart, g_ffi, take_result
 from flashinfer_cy._core.stream cimport resolve_stream
 from flashinfer_cy._core.tensor cimport as_bool, finite_float, own_shape
 
@@ -39,6 +45,7 @@ cdef int64_t INT64_MIN_ = -(1 << 63)
 cdef struct Launch:        # one recorded kernel call
     CallFrame* frame       # owned: a heap copy of the checked frame
     PyObject* fn           # borrowed from PreparedCall._fns
+    TVMFFISafeCallType sym  # its export (the C-floor loop calls it without the GIL)
     int32_t dev_type
     int32_t dev_id
     void* stream
@@ -95,6 +102,7 @@ cdef class PreparedCall(Recorder):
             Py_XINCREF(c.slots[i].keep)
         self.calls[self.n_calls].frame = c
         self.calls[self.n_calls].fn = <PyObject*>fn
+        self.calls[self.n_calls].sym = fn.fn
         self.calls[self.n_calls].dev_type = dev_type
         self.calls[self.n_calls].dev_id = dev_id
         self.calls[self.n_calls].stream = stream
@@ -130,6 +138,52 @@ cdef class PreparedCall(Recorder):
             if result.type_index != kTVMFFINone:
                 take_result(&result)  # a kernel function's result is not used: drop it
         return self.result
+
+    def _c_burst_us(self, int n, tuple exchange=()):
+        """The C floor of this launch, for the benchmarks (tools/bench_decode_step.py): after
+        a device synchronize, ``n`` launches from a C loop -- the same exports, arguments
+        and fcy_call sequence, no Python between calls. With ``exchange`` (tensors of a
+        producer with a DLPack exchange API, e.g. torch), each launch first describes every
+        one of them through that API and asks it for the current stream, GIL held, as any
+        consumer of those tensors must: that floor minus the plain one is the producer's own
+        cost. Host microseconds per launch, or -1 if a call failed."""
+        cdef int (*sync)() noexcept nogil
+        cdef timespec t0, t1
+        cdef TVMFFIAny result
+        cdef Launch* L
+        cdef DLTensor scratch
+        cdef void* cur = NULL
+        cdef const DLPackExchangeAPI* api = NULL
+        cdef int i, j, k, rc = 0
+        cdef int m = len(exchange)
+        cdef PyObject* objs[32]
+        if m > 32:
+            raise ValueError("_c_burst_us: at most 32 exchange tensors")
+        for j in range(m):
+            objs[j] = <PyObject*>exchange[j]
+        if m:
+            cap = type(exchange[0]).__dlpack_c_exchange_api__
+            api = <const DLPackExchangeAPI*>PyCapsule_GetPointer(cap, b"dlpack_exchange_api")
+        sync = <int (*)() noexcept nogil>cudart_symbol(b"cudaDeviceSynchronize")
+        if sync == NULL:
+            raise RuntimeError("_c_burst_us: no CUDA runtime loaded")
+        with nogil:
+            sync()
+        clock_gettime(CLOCK_MONOTONIC, &t0)
+        for i in range(n):
+            for j in range(m):  # what describing a torch tensor costs, on every call
+                rc |= api.dltensor_from_py_object_no_sync(<void*>objs[j], &scratch)
+            if m:
+                rc |= api.current_work_stream(kDLCUDA, 0, &cur)
+            with nogil:
+                for k in range(self.n_calls):
+                    L = &self.calls[k]
+                    rc |= fcy_call(&g_ffi, &g_cudart, L.sym, L.frame.args, L.frame.n,
+                                   &result, L.dev_type, L.dev_id, L.stream, L.set_stream)
+        clock_gettime(CLOCK_MONOTONIC, &t1)
+        if rc != 0:
+            return -1.0
+        return ((t1.tv_sec - t0.tv_sec) * 1e6 + (t1.tv_nsec - t0.tv_nsec) * 1e-3) / max(n, 1)
 
     cdef int _find(self, str name, object call, bint scalar) except -1:
         """The call index holding argument ``name`` (``call`` narrows it when several do)."""
