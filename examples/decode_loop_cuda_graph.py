@@ -1,8 +1,9 @@
 """A decode loop captured once in a CUDA graph and replayed every step, with the batch's page
 table replanned between replays. Per layer of a toy decoder (random weights, real shapes):
 
-    rmsnorm -> q/k/v projections -> append_paged_kv_cache -> batch decode attention
-            -> o projection -> fused_add_rmsnorm
+    rmsnorm -> q/k/v projections -> rope (q, k in place) -> append_paged_kv_cache
+            -> batch decode attention -> o projection -> fused_add_rmsnorm
+            -> gate/up projection -> silu_and_mul -> down projection -> fused_add_rmsnorm
 
 The rules that make this work (docs/api.md, "CUDA graphs"):
 
@@ -15,8 +16,8 @@ The rules that make this work (docs/api.md, "CUDA graphs"):
 * the captured calls are given the capture stream explicitly (``stream=``), which also
   works with PyTorch versions whose tensors do not announce their current stream.
 
-Needs a CUDA GPU, torch, and the ``norm``, ``page`` and batch-decode kernel modules
-(float16, head_dim 128: all in the prebuilt wheel).
+Needs a CUDA GPU, torch, and the ``norm``, ``page``, ``rope``, ``silu_and_mul`` and
+batch-decode kernel modules (float16, head_dim 128: all in the prebuilt wheel).
 
     python examples/decode_loop_cuda_graph.py
 """
@@ -35,6 +36,7 @@ from _reference import check, decode_attention_ref
 LAYERS, BATCH, STEPS = 4, 8, 16
 HQ, HKV, D, PAGE = 32, 8, 128, 16
 HIDDEN = HQ * D
+INTER = 2 * HIDDEN  # the MLP's intermediate size
 PAGES_PER_REQ = 64  # each request owns a fixed range of pages (a toy allocator)
 POOL = BATCH * PAGES_PER_REQ
 I32 = npt.NDArray[np.int32]
@@ -65,6 +67,9 @@ def main() -> None:
     wk = rand(LAYERS, HIDDEN, HKV * D, scale=HIDDEN ** -0.5)
     wv = rand(LAYERS, HIDDEN, HKV * D, scale=HIDDEN ** -0.5)
     wo = rand(LAYERS, HIDDEN, HIDDEN, scale=HIDDEN ** -0.5)
+    w_gate_up = rand(LAYERS, HIDDEN, 2 * INTER, scale=HIDDEN ** -0.5)
+    w_down = rand(LAYERS, INTER, HIDDEN, scale=INTER ** -0.5)
+    w_mlp = rand(LAYERS, HIDDEN)
     kv = rand(LAYERS, POOL, 2, PAGE, HKV, D)
 
     # Static buffers: everything the graph reads or writes.
@@ -75,6 +80,8 @@ def main() -> None:
     v_new = torch.empty_like(k_new)
     attn = torch.empty(BATCH, HQ, D, device=dev, dtype=f16)
     delta = torch.empty_like(h)
+    gate_up = torch.empty(BATCH, 2 * INTER, device=dev, dtype=f16)
+    act = torch.empty(BATCH, INTER, device=dev, dtype=f16)
     batch_indices = torch.arange(BATCH, device=dev, dtype=torch.int32)  # one token each
     positions = torch.zeros(BATCH, device=dev, dtype=torch.int32)
     kv_indptr = torch.zeros(BATCH + 1, device=dev, dtype=torch.int32)
@@ -91,12 +98,18 @@ def main() -> None:
             q = x.view(BATCH, HQ, D)
             torch.matmul(x, wk[layer], out=k_new.view(BATCH, HKV * D))
             torch.matmul(x, wv[layer], out=v_new.view(BATCH, HKV * D))
+            # the new token's position is positions[b]: rotate q and k where they lie
+            fc.apply_rope_pos_ids_inplace(q, k_new, positions, stream=s)
             fc.append_paged_kv_cache(k_new, v_new, batch_indices, positions,
                                      kv[layer][:, 0], kv[layer][:, 1], kv_indices, kv_indptr,
                                      kv_last, "NHD", stream=s)
             wrapper.run(q, kv[layer], out=attn, stream=s)
             torch.matmul(attn.view(BATCH, HIDDEN), wo[layer], out=delta)
             fc.fused_add_rmsnorm(delta, residual, w_post[layer], stream=s)  # residual += delta
+            torch.matmul(delta, w_gate_up[layer], out=gate_up)
+            fc.silu_and_mul(gate_up, out=act, stream=s)
+            torch.matmul(act, w_down[layer], out=delta)
+            fc.fused_add_rmsnorm(delta, residual, w_mlp[layer], stream=s)  # residual += mlp
             h.copy_(delta)
 
     rng = np.random.default_rng(0)
