@@ -151,7 +151,7 @@ def test_malformed_message_names_family():
     with pytest.raises(ValueError, match=r"malformed batch_decode URI .*expected batch_decode_with_kv_cache_"):
         kernel_uris.parse_uri(GOOD_DECODE.replace("posenc_0", "posenc_9"))
     with pytest.raises(ValueError, match="unknown kernel module URI"):
-        kernel_uris.parse_uri("rope")
+        kernel_uris.parse_uri("xqa")  # a FlashInfer module no family here describes
 
 
 def test_expected_exports():
@@ -159,6 +159,12 @@ def test_expected_exports():
         "rmsnorm", "fused_add_rmsnorm", "gemma_rmsnorm", "gemma_fused_add_rmsnorm")
     assert kernel_uris.parse_uri("page").exports == ("append_paged_kv_cache", "append_paged_mla_kv_cache")
     assert kernel_uris.parse_uri("gdn_prefill_sm90").exports == ("gdn_prefill",)
+    assert kernel_uris.parse_uri("rope").exports == (
+        "apply_rope", "apply_llama31_rope", "apply_rope_pos_ids", "apply_llama31_rope_pos_ids",
+        "apply_rope_pos_ids_cos_sin_cache")
+    for act in ("silu", "gelu", "gelu_tanh"):
+        spec = kernel_uris.parse_uri(f"{act}_and_mul")
+        assert spec.exports == (f"{act}_and_mul",) and spec.kwargs == {"act_func_name": act}
     assert kernel_uris.parse_uri(GOOD_DECODE).exports == ("plan", "run")
     assert kernel_uris.parse_uri(GOOD_PREFILL).exports == ("plan", "ragged_run", "paged_run")
     assert kernel_uris.parse_uri(GOOD_PREFILL + "_sm90").exports == ("plan", "ragged_run", "paged_run")
