@@ -40,6 +40,8 @@ MODULES = [
     "flashinfer_cy.kernels.batch_attention",
     "flashinfer_cy.kernels.page",
     "flashinfer_cy.kernels.gdn",
+    "flashinfer_cy.kernels.cascade",
+    "flashinfer_cy.kernels.topk",
 ]
 
 debug = os.environ.get("FLASHINFER_CY_DEBUG_BUILD") == "1"

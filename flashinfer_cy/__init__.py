@@ -29,6 +29,14 @@ from flashinfer_cy.kernels.norm import (
 from flashinfer_cy.kernels.page import append_paged_kv_cache, append_paged_mla_kv_cache
 from flashinfer_cy.kernels.paged_kv import get_batch_indices_positions, get_seq_lens
 from flashinfer_cy.kernels.gdn import gdn_prefill
+from flashinfer_cy.kernels.cascade import merge_state, merge_state_in_place, merge_states
+from flashinfer_cy.kernels.topk import (
+    top_k,
+    topk,
+    top_k_page_table_transform,
+    top_k_ragged_transform,
+    can_implement_filtered_topk,
+)
 
 from flashinfer_cy.errors import PlanMismatchError, PlanNotReadyError, StreamCaptureError
 from flashinfer_cy.kernels.attention import single_decode, single_prefill
@@ -50,6 +58,9 @@ __all__ = [
     "rmsnorm", "qk_rmsnorm", "gemma_rmsnorm", "fused_add_rmsnorm", "gemma_fused_add_rmsnorm",
     "append_paged_kv_cache", "append_paged_mla_kv_cache", "get_batch_indices_positions",
     "get_seq_lens", "gdn_prefill",
+    "merge_state", "merge_state_in_place", "merge_states",
+    "top_k", "topk", "top_k_page_table_transform", "top_k_ragged_transform",
+    "can_implement_filtered_topk",
     "PlanMismatchError", "PlanNotReadyError", "StreamCaptureError", "single_decode", "single_prefill",
     "BatchDecodeWithPagedKVCache", "BatchPrefillWithPagedKVCache",
     "BatchPrefillWithRaggedKVCache", "Plan", "PreparedRun",
