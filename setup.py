@@ -43,6 +43,8 @@ MODULES = [
     "flashinfer_cy.kernels.gdn",
     "flashinfer_cy.kernels.rope",
     "flashinfer_cy.kernels.activation",
+    "flashinfer_cy.kernels.cascade",
+    "flashinfer_cy.kernels.topk",
 ]
 
 debug = os.environ.get("FLASHINFER_CY_DEBUG_BUILD") == "1"

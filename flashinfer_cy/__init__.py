@@ -43,6 +43,14 @@ from flashinfer_cy.kernels.rope import (
 )
 from flashinfer_cy.kernels.activation import silu_and_mul, gelu_and_mul, gelu_tanh_and_mul
 from flashinfer_cy._core.prepared import prepare, PreparedCall
+from flashinfer_cy.kernels.cascade import merge_state, merge_state_in_place, merge_states
+from flashinfer_cy.kernels.topk import (
+    top_k,
+    topk,
+    top_k_page_table_transform,
+    top_k_ragged_transform,
+    can_implement_filtered_topk,
+)
 
 from flashinfer_cy.errors import PlanMismatchError, PlanNotReadyError, StreamCaptureError
 from flashinfer_cy.kernels.attention import single_decode, single_prefill
@@ -69,6 +77,9 @@ __all__ = [
     "apply_llama31_rope_pos_ids_inplace", "apply_rope_with_cos_sin_cache",
     "apply_rope_with_cos_sin_cache_inplace",
     "silu_and_mul", "gelu_and_mul", "gelu_tanh_and_mul", "prepare", "PreparedCall",
+    "merge_state", "merge_state_in_place", "merge_states",
+    "top_k", "topk", "top_k_page_table_transform", "top_k_ragged_transform",
+    "can_implement_filtered_topk",
     "PlanMismatchError", "PlanNotReadyError", "StreamCaptureError", "single_decode", "single_prefill",
     "BatchDecodeWithPagedKVCache", "BatchPrefillWithPagedKVCache",
     "BatchPrefillWithRaggedKVCache", "Plan", "PreparedRun",

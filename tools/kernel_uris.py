@@ -62,6 +62,11 @@ FAMILIES = (
              "flashinfer.jit.activation:gen_act_and_mul_module", (f"{act}_and_mul",),
              fixed_kwargs=(("act_func_name", act),))
       for act in ("silu", "gelu", "gelu_tanh")),
+    Family("cascade", "cascade", "flashinfer.jit.cascade:gen_cascade_module",
+           ("merge_state", "merge_state_in_place", "merge_states")),
+    Family("topk", "topk", "flashinfer.jit.topk:gen_topk_module",
+           ("radix_topk", "radix_topk_page_table_transform", "radix_topk_ragged_transform",
+            "can_implement_filtered_topk")),
     Family("single_decode",
            "single_decode_with_kv_cache_" + _QKV + "head_dim_qk_{head_dim_qk}_head_dim_vo_{head_dim_vo}_" + _TAIL,
            _ATTN + ":gen_single_decode_module", ("run",)),
@@ -204,7 +209,8 @@ def _test_preset() -> list:
 PRESETS = {
     "core": ["norm", "page"],
     # What a decode step needs besides attention (issue 16's kernels).
-    "decode_step": ["rope", "silu_and_mul", "gelu_and_mul", "gelu_tanh_and_mul"],
+    "decode_step": ["rope", "silu_and_mul", "gelu_and_mul", "gelu_tanh_and_mul", "cascade",
+                    "topk"],
     "gdn": ["gdn_prefill_sm90"],
     # What the project's GPU tests load (attention only; they also need @core).
     "test": _test_preset(),

@@ -69,6 +69,7 @@ cdef inline void set_none(CallFrame* f, int i) noexcept:
     f.args[i].v_int64 = 0
 
 cdef int set_object(CallFrame* f, int i, Object obj) except -1
+cdef object work_stream(Binding b, CallFrame* f, object stream, int device)
 
 
 cdef inline int producer_stream(TensorSlot* s, void** handle) except -1:

@@ -337,6 +337,15 @@ cdef void stop_recording() noexcept:
     global g_recorder
     g_recorder = None
 
+cdef object work_stream(Binding b, CallFrame* f, object stream, int device):
+    """The stream handle (an int) the kernel will run on, for stream-ordered allocations
+    beside it (outputs and workspaces a call allocates): as ``pick_stream``, else the
+    thread's TVM-FFI stream for ``device``."""
+    cdef void* handle = NULL
+    if b.pick_stream(f, stream, &handle) != 0:
+        return <uintptr_t>handle
+    return _runtime._env_get_stream(kDLCUDA, device)
+
 
 # ----------------------------------------------------------------------------- generic call
 

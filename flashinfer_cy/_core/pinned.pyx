@@ -46,6 +46,7 @@ cdef struct PinnedRt:
     int (*StreamWaitEvent)(void* stream, void* ev, unsigned int flags) noexcept nogil
     int (*StreamIsCapturing)(void* stream, int* status) noexcept nogil
     int (*MemcpyAsync)(void* dst, const void* src, size_t n, int kind, void* stream) noexcept nogil
+    int (*MemsetAsync)(void* dst, int value, size_t n, void* stream) noexcept nogil
     int (*GetDevice)(int* dev) noexcept nogil
     int (*SetDevice)(int dev) noexcept nogil
     const char* (*GetErrorString)(int err) noexcept nogil
@@ -87,6 +88,8 @@ cdef int ensure_pinned_rt() except -1:
         b"cudaStreamIsCapturing", missing)
     prt.MemcpyAsync = <int (*)(void*, const void*, size_t, int, void*) noexcept nogil>_need(
         b"cudaMemcpyAsync", missing)
+    prt.MemsetAsync = <int (*)(void*, int, size_t, void*) noexcept nogil>_need(
+        b"cudaMemsetAsync", missing)
     prt.GetDevice = <int (*)(int*) noexcept nogil>_need(b"cudaGetDevice", missing)
     prt.SetDevice = <int (*)(int) noexcept nogil>_need(b"cudaSetDevice", missing)
     prt.GetErrorString = <const char* (*)(int) noexcept nogil>_need(
@@ -169,6 +172,18 @@ cdef int copy_async(void* dst, const void* src, size_t n, void* stream, int devi
     err = prt.MemcpyAsync(dst, src, n, MEMCPY_DEFAULT, stream)
     _leave(prev)
     return cuda_check(err, "cudaMemcpyAsync")
+
+
+cdef int zero_async(void* dst, size_t n, void* stream, int device) except -1:
+    """Stream-ordered fill of ``n`` bytes with zeros (DeviceArray.zeros)."""
+    cdef int err, prev
+    if n == 0:
+        return 0
+    ensure_pinned_rt()
+    prev = _enter(device)
+    err = prt.MemsetAsync(dst, 0, n, stream)
+    _leave(prev)
+    return cuda_check(err, "cudaMemsetAsync")
 
 
 cdef int copy_to_host_sync(void* dst, const void* src, size_t n, void* stream,

@@ -40,3 +40,4 @@ cdef class Array(Object):
     pass
 cdef int compute_capability_major(int device) except -1
 cdef int multiprocessor_count(int device) except -1
+cdef int max_shared_memory_per_block_optin(int device) except -1

@@ -531,10 +531,12 @@ cdef class Function:
 cdef enum:
     CUDA_DEV_ATTR_MULTIPROCESSOR_COUNT = 16
     CUDA_DEV_ATTR_CC_MAJOR = 75
+    CUDA_DEV_ATTR_MAX_SMEM_PER_BLOCK_OPTIN = 97
     MAX_CACHED_DEVICES = 64
 
 cdef int g_cc_major[MAX_CACHED_DEVICES]  # per device ordinal; 0 = not asked yet
 cdef int g_sm_count[MAX_CACHED_DEVICES]
+cdef int g_smem_optin[MAX_CACHED_DEVICES]
 
 
 cdef int _device_attribute(int* cache, int attr, int device, str what) except -1:
@@ -562,6 +564,12 @@ cdef int multiprocessor_count(int device) except -1:
                              "multiprocessor count")
 
 
+cdef int max_shared_memory_per_block_optin(int device) except -1:
+    """Bytes of shared memory one block may opt in to (sizes top-k's per-block chunks)."""
+    return _device_attribute(g_smem_optin, CUDA_DEV_ATTR_MAX_SMEM_PER_BLOCK_OPTIN, device,
+                             "opt-in shared memory per block")
+
+
 def device_compute_capability_major(int device):
     return compute_capability_major(device)
 
@@ -587,3 +595,7 @@ def _env_get_stream(int device_type, int device_id):
 
 def device_multiprocessor_count(int device):
     return multiprocessor_count(device)
+
+
+def device_max_shared_memory_per_block_optin(int device):
+    return max_shared_memory_per_block_optin(device)

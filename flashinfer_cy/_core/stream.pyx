@@ -91,3 +91,12 @@ def as_stream_handle(stream):
         return None
     resolve_stream(stream, &p)
     return <uintptr_t>p
+
+
+cdef int check_stream(object stream) except -1:
+    """For a call with nothing to launch: ``invoke`` (which resolves the stream) is
+    skipped, but a bad ``stream`` is still an argument error."""
+    cdef void* handle = NULL
+    if stream is not None:
+        resolve_stream(stream, &handle)
+    return 0

@@ -23,6 +23,7 @@ cdef enum DTypeKey:
     DT_I8 = (0 << 16) | (8 << 8) | 1
     DT_E4M3 = (10 << 16) | (8 << 8) | 1
     DT_E5M2 = (12 << 16) | (8 << 8) | 1
+    DT_BOOL = (6 << 16) | (8 << 8) | 1   # kDLBool: one byte per element
 
 cdef enum TensorSource:
     SRC_NONE = 0
@@ -69,6 +70,9 @@ cdef int check_contiguous(TensorSlot* s, str name) except -1
 cdef int check_same_shape(TensorSlot* s, str name, TensorSlot* ref, str ref_name) except -1
 cdef int check_same_device(TensorSlot* s, str name, TensorSlot* ref, str ref_name) except -1
 cdef int check_writable(TensorSlot* s, str name) except -1
+cdef int check_aligned(TensorSlot* s, str name, int64_t align) except -1
+cdef int check_disjoint(TensorSlot* w, str w_name, TensorSlot* r, str r_name) except -1
+cdef int64_t numel(TensorSlot* s) noexcept
 cdef str describe(TensorSlot* s)
 cdef double finite_float(object value, str name, str expected) except? -1.0
 cdef int check_native_order(object dtype, str name) except -1

@@ -38,7 +38,7 @@ from flashinfer_cy._abi.dlpack cimport (
 _DTYPE_NAMES = {
     DT_F16: "float16", DT_BF16: "bfloat16", DT_F32: "float32", DT_F64: "float64",
     DT_I32: "int32", DT_I64: "int64", DT_U8: "uint8", DT_I8: "int8",
-    DT_E4M3: "float8_e4m3fn", DT_E5M2: "float8_e5m2",
+    DT_E4M3: "float8_e4m3fn", DT_E5M2: "float8_e5m2", DT_BOOL: "bool",
 }
 _DTYPE_ALIASES = {
     "f16": DT_F16, "fp16": DT_F16, "half": DT_F16, "bf16": DT_BF16, "f32": DT_F32,
@@ -50,9 +50,9 @@ for _k, _v in list(_DTYPE_NAMES.items()):
     _DTYPE_ALIASES[_v] = _k
 # Array-interface typestrs (little-endian). bfloat16/fp8 have none.
 _TYPESTR = {"<f2": DT_F16, "<f4": DT_F32, "<f8": DT_F64, "<i4": DT_I32, "<i8": DT_I64,
-            "|u1": DT_U8, "<u1": DT_U8, "|i1": DT_I8, "<i1": DT_I8}
+            "|u1": DT_U8, "<u1": DT_U8, "|i1": DT_I8, "<i1": DT_I8, "|b1": DT_BOOL}
 _TYPESTR_OF = {DT_F16: "<f2", DT_F32: "<f4", DT_F64: "<f8", DT_I32: "<i4", DT_I64: "<i8",
-               DT_U8: "|u1", DT_I8: "|i1"}
+               DT_U8: "|u1", DT_I8: "|i1", DT_BOOL: "|b1"}
 
 
 cdef str dtype_name(uint32_t key):
@@ -433,6 +433,36 @@ cdef int check_writable(TensorSlot* s, str name) except -1:
     if s.read_only:
         raise ValueError(f"{name}: the kernel writes this tensor, but its producer exported "
                          f"it read-only ({describe(s)}); pass a writable tensor")
+    return 0
+
+
+cdef int check_aligned(TensorSlot* s, str name, int64_t align) except -1:
+    if (<uintptr_t>s.dl.data) % align:
+        raise ValueError(f"{name}: data pointer {<uintptr_t>s.dl.data:#x} must be aligned to "
+                         f"{align} bytes")
+    return 0
+
+
+cdef int64_t numel(TensorSlot* s) noexcept:
+    cdef int64_t n = 1
+    cdef int i
+    for i in range(s.dl.ndim):
+        n *= s.dl.shape[i]
+    return n
+
+
+cdef int check_disjoint(TensorSlot* w, str w_name, TensorSlot* r, str r_name) except -1:
+    """``w``, which a kernel writes, shares no byte with ``r`` (kernels read and write
+    through __restrict__ pointers from many blocks at once). Both must be contiguous (the
+    caller checked): their byte ranges are then exact."""
+    cdef uintptr_t w0 = <uintptr_t>w.dl.data, r0 = <uintptr_t>r.dl.data
+    cdef uintptr_t w1 = w0 + <uintptr_t>(numel(w) * ((w.dl.dtype.bits * w.dl.dtype.lanes + 7) // 8))
+    cdef uintptr_t r1 = r0 + <uintptr_t>(numel(r) * ((r.dl.dtype.bits * r.dl.dtype.lanes + 7) // 8))
+    if (w0 < w1 and r0 < r1 and w0 < r1 and r0 < w1
+            and w.dl.device.device_type == r.dl.device.device_type
+            and w.dl.device.device_id == r.dl.device.device_id):
+        raise ValueError(f"{w_name}: the kernel writes it, so it must not overlap {r_name} "
+                         f"(bytes {w0:#x}..{w1:#x} and {r0:#x}..{r1:#x})")
     return 0
 
 

@@ -24,14 +24,14 @@ this kernel version.
 from libc.math cimport isfinite
 from libc.stdint cimport int64_t, uint32_t, uintptr_t
 
-from flashinfer_cy._abi.dlpack cimport kDLCUDA
 from flashinfer_cy._abi.tvm_ffi cimport TVMFFIAny
-from flashinfer_cy._core.binding cimport Binding, CallFrame, frame_init, frame_release, set_float
+from flashinfer_cy._core.binding cimport (Binding, CallFrame, frame_init, frame_release,
+                                          set_float, work_stream)
 from flashinfer_cy._core.stream cimport resolve_stream
 from flashinfer_cy._core.tensor cimport (
     TensorSlot, DT_F16, DT_BF16, DT_F32, DT_I64, DT_U8, check_cuda, check_dtype,
     check_same_dtype, check_ndim, check_dim, check_contiguous, check_same_device, describe,
-    finite_float)
+    finite_float, check_aligned)
 
 from flashinfer_cy import errors as _errors
 from flashinfer_cy._core import runtime as _runtime
@@ -69,13 +69,6 @@ cdef double _as_scale(object scale) except? -1.0:
     return finite_float(scale, "scale", "a finite number (0.0 = 1/sqrt(head_size))")
 
 
-cdef int _check_aligned(TensorSlot* s, str name, int64_t align) except -1:
-    if (<uintptr_t>s.dl.data) % align:
-        raise ValueError(f"{name}: data pointer {<uintptr_t>s.dl.data:#x} must be aligned to "
-                         f"{align} bytes")
-    return 0
-
-
 cdef int _check_qkv(TensorSlot* s, str name, TensorSlot* q, int64_t rows) except -1:
     check_cuda(s, name)
     if q != NULL:
@@ -90,7 +83,7 @@ cdef int _check_qkv(TensorSlot* s, str name, TensorSlot* q, int64_t rows) except
     if s.dl.shape[1] <= 0:
         raise ValueError(f"{name}: the head count must be > 0, got {describe(s)}")
     check_contiguous(s, name)
-    _check_aligned(s, name, TMA_ALIGN)
+    check_aligned(s, name, TMA_ALIGN)
     return 0
 
 
@@ -115,16 +108,8 @@ cdef int _check_f32(TensorSlot* s, str name, TensorSlot* q, tuple shape, str wha
     for i in range(len(shape)):
         check_dim(s, name, i, shape[i], what)
     check_contiguous(s, name)
-    _check_aligned(s, name, align)
+    check_aligned(s, name, align)
     return 0
-
-
-cdef object _work_stream(Binding b, CallFrame* f, object stream, int device):
-    """The stream the kernel will run on, for stream-ordered allocations beside it."""
-    cdef void* handle = NULL
-    if b.pick_stream(f, stream, &handle) != 0:
-        return <uintptr_t>handle
-    return _runtime._env_get_stream(kDLCUDA, device)  # the thread's TVM-FFI stream
 
 
 def gdn_prefill(q, k, v, cu_seqlens, *, initial_state=None, alpha=None, beta=None,
@@ -211,7 +196,7 @@ def gdn_prefill(q, k, v, cu_seqlens, *, initial_state=None, alpha=None, beta=Non
             check_dim(&f.slots[0], "output", 1, heads, "max(q_heads, v_heads)")
             check_dim(&f.slots[0], "output", 2, HEAD_SIZE, "head_size")
             check_contiguous(&f.slots[0], "output")
-            _check_aligned(&f.slots[0], "output", TMA_ALIGN)
+            check_aligned(&f.slots[0], "output", TMA_ALIGN)
         if output_state is not None:
             b.tensor(&f, 1, output_state)
             _check_f32(&f.slots[1], "output_state", qs, state_shape,
@@ -219,7 +204,7 @@ def gdn_prefill(q, k, v, cu_seqlens, *, initial_state=None, alpha=None, beta=Non
         if workspace is not None:
             b.tensor_as(&f, 10, workspace, "workspace")
             _check_vector(&f.slots[10], "workspace", qs, DT_U8)
-            _check_aligned(&f.slots[10], "workspace", WORKSPACE_ALIGN)
+            check_aligned(&f.slots[10], "workspace", WORKSPACE_ALIGN)
         if num_seqs > 0 and packed == 0:
             raise ValueError(f"q: {num_seqs} sequences but no tokens; the kernel cannot "
                              f"describe empty tensors to the TMA unit")
@@ -243,7 +228,7 @@ def gdn_prefill(q, k, v, cu_seqlens, *, initial_state=None, alpha=None, beta=Non
                              f"{f.slots[10].dl.shape[0]}")
 
         if output is None or output_state is None or workspace is None:
-            alloc_stream = _work_stream(b, &f, stream, device)
+            alloc_stream = work_stream(b, &f, stream, device)
             if output is None:
                 output = DeviceArray.empty((packed, heads, HEAD_SIZE),
                                            "float16" if qs.dl.dtype.code == 2 else "bfloat16",

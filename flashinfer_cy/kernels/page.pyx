@@ -27,7 +27,7 @@ from libc.stdint cimport int64_t, uint32_t, uintptr_t
 
 from flashinfer_cy._abi.tvm_ffi cimport TVMFFIAny
 from flashinfer_cy._core.binding cimport Binding, CallFrame, frame_init, frame_release, set_int
-from flashinfer_cy._core.stream cimport resolve_stream
+from flashinfer_cy._core.stream cimport check_stream
 from flashinfer_cy._core.tensor cimport (
     TensorSlot, DT_F16, DT_BF16, DT_E4M3, DT_E5M2, DT_I32, dtype_key, dtype_name, check_cuda,
     check_dtype, check_same_dtype, check_ndim, check_dim, check_last_contiguous,
@@ -138,15 +138,6 @@ cdef int64_t _pack_indices(Binding b, CallFrame* f, TensorSlot* ref, str ref_nam
     return batch
 
 
-cdef int _check_stream(object stream) except -1:
-    """With nothing to launch, ``invoke`` (which resolves the stream) is skipped: a bad
-    stream is still an argument error."""
-    cdef void* handle = NULL
-    if stream is not None:
-        resolve_stream(stream, &handle)
-    return 0
-
-
 cdef int _layout_code(object kv_layout) except -1:
     if not isinstance(kv_layout, str):
         raise TypeError(f"kv_layout: expected 'NHD' or 'HND', got {kv_layout!r}")
@@ -244,7 +235,7 @@ def append_paged_kv_cache(append_key, append_value, batch_indices, positions, pa
         _pack_indices(b, &f, kc, "paged_k_cache", batch_indices, positions, kv_indices,
                       kv_indptr, kv_last_page_len, nnz, page_size)
         if nnz == 0:
-            _check_stream(stream)
+            check_stream(stream)
             return None  # nothing to write; the kernel would launch an empty grid
         set_int(&f, 9, layout)
         b.invoke(&f, stream, &result)
@@ -320,7 +311,7 @@ def append_paged_mla_kv_cache(append_ckv, append_kpe, batch_indices, positions, 
         _pack_indices(b, &f, ckv, "ckv_cache", batch_indices, positions, kv_indices,
                       kv_indptr, kv_last_page_len, nnz, page_size)
         if nnz == 0:
-            _check_stream(stream)
+            check_stream(stream)
             return None
         b.invoke(&f, stream, &result)
         return None

@@ -11,7 +11,7 @@
 #include <string.h>
 
 enum { OK = 0, ERR_INVALID_VALUE = 1, ERR_INVALID_DEVICE = 101 };
-enum { ATTR_SM_COUNT = 16, ATTR_CC_MAJOR = 75, ATTR_CC_MINOR = 76 };
+enum { ATTR_SM_COUNT = 16, ATTR_CC_MAJOR = 75, ATTR_CC_MINOR = 76, ATTR_SMEM_OPTIN = 97 };
 
 static _Thread_local int current_device = 0;
 
@@ -35,7 +35,8 @@ int cudaSetDevice(int device) {
 
 int cudaDeviceGetAttribute(int* value, int attr, int device) {
   if (device != 0) return ERR_INVALID_DEVICE;
-  *value = attr == ATTR_SM_COUNT ? 132 : attr == ATTR_CC_MAJOR ? 9 : attr == ATTR_CC_MINOR ? 0 : 1;
+  *value = attr == ATTR_SM_COUNT ? 132 : attr == ATTR_CC_MAJOR ? 9 : attr == ATTR_CC_MINOR ? 0
+         : attr == ATTR_SMEM_OPTIN ? 232448 : 1;  /* H100's 227 KiB */
   return OK;
 }
 
@@ -61,6 +62,12 @@ int cudaMemcpyAsync(void* dst, const void* src, size_t n, int kind, void* stream
   (void)kind; (void)stream;
   counts[N_MEMCPY]++;
   memmove(dst, src, n);
+  return OK;
+}
+
+int cudaMemsetAsync(void* dst, int value, size_t n, void* stream) {
+  (void)stream;
+  memset(dst, value, n);
   return OK;
 }
 

@@ -335,13 +335,9 @@ def test_binding_host_kind_rejects_nothing_on_cpu(testmod_dir, monkeypatch):
 @pytest.fixture
 def fake_driver(monkeypatch):
     """cuda.bindings.driver answering that every pointer is on CUDA device 0 (for CAI)."""
-    import types
+    from cuda_guard import fake_cai_driver
 
-    attr = types.SimpleNamespace(CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL=8)
-    driver = types.SimpleNamespace(CUpointer_attribute=attr,
-                                   cuPointerGetAttribute=lambda what, ptr: (0, 0))
-    monkeypatch.setitem(sys.modules, "cuda", types.ModuleType("cuda"))
-    monkeypatch.setitem(sys.modules, "cuda.bindings", types.SimpleNamespace(driver=driver))
+    fake_cai_driver(monkeypatch)
 
 
 def test_read_only_tensor_is_refused_where_the_kernel_writes(testmod):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import flashinfer_cy as fc
-from cuda_guard import no_cuda, raises, reaches_cuda
+from cuda_guard import no_cuda, raises, reaches_cuda, written_read_only
 from producers import ReadOnly
 from flashinfer_cy.kernels import gdn, page
 
@@ -296,12 +296,7 @@ def test_gdn_positional_options_are_refused():
 def test_read_only_tensors_are_refused_where_the_kernel_writes(build, name, value, written):
     """A tensor exported read-only (a JAX array, a numpy array with writeable=False) is
     fine as an input; where the kernel writes it is refused, naming the argument."""
-    call = build(**{name: ReadOnly(value)})
-    if written:
-        raises(call, ValueError, f"{name}: the kernel writes this tensor, but its producer "
-                                 f"exported it read-only")
-    else:
-        reaches_cuda(call)
+    written_read_only(build(**{name: ReadOnly(value)}), name, written)
 
 
 # ----------------------------------------------------------------------------- host helpers
