@@ -40,6 +40,7 @@ MODULES = [
     "flashinfer_cy.kernels.batch_attention",
     "flashinfer_cy.kernels.page",
     "flashinfer_cy.kernels.gdn",
+    "flashinfer_cy.kernels.sampling",
 ]
 
 debug = os.environ.get("FLASHINFER_CY_DEBUG_BUILD") == "1"

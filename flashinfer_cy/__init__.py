@@ -29,6 +29,21 @@ from flashinfer_cy.kernels.norm import (
 from flashinfer_cy.kernels.page import append_paged_kv_cache, append_paged_mla_kv_cache
 from flashinfer_cy.kernels.paged_kv import get_batch_indices_positions, get_seq_lens
 from flashinfer_cy.kernels.gdn import gdn_prefill
+from flashinfer_cy.kernels.sampling_rng import SamplingGenerator
+from flashinfer_cy.kernels.sampling import (
+    softmax,
+    sampling_from_probs,
+    sampling_from_logits,
+    top_p_sampling_from_probs,
+    top_k_sampling_from_probs,
+    min_p_sampling_from_probs,
+    top_k_top_p_sampling_from_probs,
+    top_k_top_p_sampling_from_logits,
+    top_p_renorm_probs,
+    top_k_renorm_probs,
+    top_k_mask_logits,
+    chain_speculative_sampling,
+)
 
 from flashinfer_cy.errors import PlanMismatchError, PlanNotReadyError, StreamCaptureError
 from flashinfer_cy.kernels.attention import single_decode, single_prefill
@@ -50,6 +65,11 @@ __all__ = [
     "rmsnorm", "qk_rmsnorm", "gemma_rmsnorm", "fused_add_rmsnorm", "gemma_fused_add_rmsnorm",
     "append_paged_kv_cache", "append_paged_mla_kv_cache", "get_batch_indices_positions",
     "get_seq_lens", "gdn_prefill",
+    "SamplingGenerator", "softmax", "sampling_from_probs", "sampling_from_logits",
+    "top_p_sampling_from_probs", "top_k_sampling_from_probs", "min_p_sampling_from_probs",
+    "top_k_top_p_sampling_from_probs", "top_k_top_p_sampling_from_logits",
+    "top_p_renorm_probs", "top_k_renorm_probs", "top_k_mask_logits",
+    "chain_speculative_sampling",
     "PlanMismatchError", "PlanNotReadyError", "StreamCaptureError", "single_decode", "single_prefill",
     "BatchDecodeWithPagedKVCache", "BatchPrefillWithPagedKVCache",
     "BatchPrefillWithRaggedKVCache", "Plan", "PreparedRun",

@@ -52,6 +52,11 @@ FAMILIES = (
            ("rmsnorm", "fused_add_rmsnorm", "gemma_rmsnorm", "gemma_fused_add_rmsnorm")),
     Family("page", "page", "flashinfer.jit.page:gen_page_module",
            ("append_paged_kv_cache", "append_paged_mla_kv_cache")),
+    Family("sampling", "sampling", "flashinfer.jit.sampling:gen_sampling_module",
+           ("softmax", "sampling_from_probs", "sampling_from_logits", "top_k_sampling_from_probs",
+            "min_p_sampling_from_probs", "top_p_sampling_from_probs",
+            "top_k_top_p_sampling_from_probs", "top_k_renorm_probs", "top_p_renorm_probs",
+            "top_k_mask_logits", "chain_speculative_sampling")),
     Family("gdn_prefill", "gdn_prefill_sm90", "flashinfer.jit.gdn:gen_gdn_prefill_sm90_module",
            ("gdn_prefill",)),
     Family("single_decode",
@@ -196,10 +201,12 @@ def _test_preset() -> list:
 PRESETS = {
     "core": ["norm", "page"],
     "gdn": ["gdn_prefill_sm90"],
+    "sampling": ["sampling"],
     # What the project's GPU tests load (attention only; they also need @core).
     "test": _test_preset(),
 }
-PRESETS["all"] = list(dict.fromkeys(PRESETS["core"] + PRESETS["gdn"] + PRESETS["test"]))
+PRESETS["all"] = list(dict.fromkeys(PRESETS["core"] + PRESETS["gdn"] + PRESETS["sampling"]
+                                    + PRESETS["test"]))
 
 
 def expand(names) -> list:

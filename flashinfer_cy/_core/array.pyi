@@ -27,6 +27,14 @@ class DeviceArray(TensorDesc):
     ) -> DeviceArray:
         """Uninitialised array; ``stream`` orders the allocation (None: stream 0)."""
     @staticmethod
+    def zeros(
+        shape: Iterable[SupportsIndex],
+        dtype: DTypeLike,
+        device: int = 0,
+        stream: StreamLike | None = None,
+    ) -> DeviceArray:
+        """Zero-filled array: allocated and cleared in order on ``stream`` (no sync)."""
+    @staticmethod
     def from_numpy(
         arr: npt.ArrayLike,
         device: int = 0,

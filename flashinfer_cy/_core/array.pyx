@@ -10,7 +10,7 @@ from libc.stdint cimport uintptr_t, int64_t
 
 from flashinfer_cy._abi.dlpack cimport kDLCUDA
 from flashinfer_cy._core.pinned cimport (copy_async, copy_to_host_sync, free_async,
-                                        malloc_async)
+                                        malloc_async, memset_async)
 from flashinfer_cy._core.tensor cimport TensorDesc, check_native_order
 from flashinfer_cy._core.stream cimport resolve_stream
 
@@ -46,6 +46,13 @@ cdef class DeviceArray(TensorDesc):
         a._stream = s
         a.allocated_bytes = nbytes
         a.dl.data = p
+        return a
+
+    @staticmethod
+    def zeros(shape, dtype, device=0, stream=None):
+        """Zero-filled array: allocated and cleared in order on ``stream`` (no sync)."""
+        cdef DeviceArray a = DeviceArray.empty(shape, dtype, device, stream)
+        memset_async(a.dl.data, 0, a.allocated_bytes, a._stream, a.dl.device.device_id)
         return a
 
     @staticmethod
