@@ -17,10 +17,7 @@ Pure Python: no CUDA, nothing but the host-side counter.
 from __future__ import annotations
 
 import operator
-import secrets
 import threading
-
-import numpy as np
 
 U64 = 1 << 64
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
@@ -112,11 +109,15 @@ def default_generator() -> SamplingGenerator:
     if _default is None:
         with _default_lock:
             if _default is None:
+                import secrets  # on first use: importing the package stays light
+
                 _default = SamplingGenerator(secrets.randbits(63))
     return _default
 
 
-def _state_words(state, what: str) -> np.ndarray:
+def _state_words(state, what: str):
+    import numpy as np  # only for torch-like generators: importing the package stays light
+
     words = np.asarray(state)
     if words.dtype != np.uint8 or words.size != 16 or not words.flags.c_contiguous:
         raise TypeError(f"generator: get_state() must return the 16-byte uint8 state of a "

@@ -159,6 +159,7 @@ def test_expected_exports():
         "rmsnorm", "fused_add_rmsnorm", "gemma_rmsnorm", "gemma_fused_add_rmsnorm")
     assert kernel_uris.parse_uri("page").exports == ("append_paged_kv_cache", "append_paged_mla_kv_cache")
     assert kernel_uris.parse_uri("gdn_prefill_sm90").exports == ("gdn_prefill",)
+    assert "chain_speculative_sampling" in kernel_uris.parse_uri("sampling").exports
     assert kernel_uris.parse_uri(GOOD_DECODE).exports == ("plan", "run")
     assert kernel_uris.parse_uri(GOOD_PREFILL).exports == ("plan", "ragged_run", "paged_run")
     assert kernel_uris.parse_uri(GOOD_PREFILL + "_sm90").exports == ("plan", "ragged_run", "paged_run")
@@ -190,7 +191,8 @@ def test_presets():
                  rule_batch_decode("f16", "f16", "f16", "i32", 128, 128, 0, True, True)]
     assert test == expected
     everything = kernel_uris.expand(["@all"])
-    assert set(everything) == set(test) | {"norm", "page", "gdn_prefill_sm90"}
+    assert set(everything) == set(test) | {"norm", "page", "gdn_prefill_sm90", "sampling"}
+    assert kernel_uris.expand(["@sampling"]) == ["sampling"]
     assert len(everything) == len(set(everything))
 
 
