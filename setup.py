@@ -45,6 +45,7 @@ MODULES = [
     "flashinfer_cy.kernels.activation",
     "flashinfer_cy.kernels.cascade",
     "flashinfer_cy.kernels.topk",
+    "flashinfer_cy.kernels.sampling",
 ]
 
 debug = os.environ.get("FLASHINFER_CY_DEBUG_BUILD") == "1"

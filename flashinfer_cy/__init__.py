@@ -51,6 +51,21 @@ from flashinfer_cy.kernels.topk import (
     top_k_ragged_transform,
     can_implement_filtered_topk,
 )
+from flashinfer_cy.kernels.sampling_rng import SamplingGenerator
+from flashinfer_cy.kernels.sampling import (
+    softmax,
+    sampling_from_probs,
+    sampling_from_logits,
+    top_p_sampling_from_probs,
+    top_k_sampling_from_probs,
+    min_p_sampling_from_probs,
+    top_k_top_p_sampling_from_probs,
+    top_k_top_p_sampling_from_logits,
+    top_p_renorm_probs,
+    top_k_renorm_probs,
+    top_k_mask_logits,
+    chain_speculative_sampling,
+)
 
 from flashinfer_cy.errors import PlanMismatchError, PlanNotReadyError, StreamCaptureError
 from flashinfer_cy.kernels.attention import single_decode, single_prefill
@@ -80,6 +95,11 @@ __all__ = [
     "merge_state", "merge_state_in_place", "merge_states",
     "top_k", "topk", "top_k_page_table_transform", "top_k_ragged_transform",
     "can_implement_filtered_topk",
+    "SamplingGenerator", "softmax", "sampling_from_probs", "sampling_from_logits",
+    "top_p_sampling_from_probs", "top_k_sampling_from_probs", "min_p_sampling_from_probs",
+    "top_k_top_p_sampling_from_probs", "top_k_top_p_sampling_from_logits",
+    "top_p_renorm_probs", "top_k_renorm_probs", "top_k_mask_logits",
+    "chain_speculative_sampling",
     "PlanMismatchError", "PlanNotReadyError", "StreamCaptureError", "single_decode", "single_prefill",
     "BatchDecodeWithPagedKVCache", "BatchPrefillWithPagedKVCache",
     "BatchPrefillWithRaggedKVCache", "Plan", "PreparedRun",

@@ -53,6 +53,11 @@ FAMILIES = (
            ("rmsnorm", "fused_add_rmsnorm", "gemma_rmsnorm", "gemma_fused_add_rmsnorm")),
     Family("page", "page", "flashinfer.jit.page:gen_page_module",
            ("append_paged_kv_cache", "append_paged_mla_kv_cache")),
+    Family("sampling", "sampling", "flashinfer.jit.sampling:gen_sampling_module",
+           ("softmax", "sampling_from_probs", "sampling_from_logits", "top_k_sampling_from_probs",
+            "min_p_sampling_from_probs", "top_p_sampling_from_probs",
+            "top_k_top_p_sampling_from_probs", "top_k_renorm_probs", "top_p_renorm_probs",
+            "top_k_mask_logits", "chain_speculative_sampling")),
     Family("gdn_prefill", "gdn_prefill_sm90", "flashinfer.jit.gdn:gen_gdn_prefill_sm90_module",
            ("gdn_prefill",)),
     Family("rope", "rope", "flashinfer.jit.rope:gen_rope_module",
@@ -209,9 +214,10 @@ def _test_preset() -> list:
 PRESETS = {
     "core": ["norm", "page"],
     # What a decode step needs besides attention (issue 16's kernels).
-    "decode_step": ["rope", "silu_and_mul", "gelu_and_mul", "gelu_tanh_and_mul", "cascade",
-                    "topk"],
+    "decode_step": ["rope", "silu_and_mul", "gelu_and_mul", "gelu_tanh_and_mul", "sampling",
+                    "cascade", "topk"],
     "gdn": ["gdn_prefill_sm90"],
+    "sampling": ["sampling"],
     # What the project's GPU tests load (attention only; they also need @core).
     "test": _test_preset(),
 }

@@ -33,7 +33,7 @@ class DeviceArray(TensorDesc):
         device: int = 0,
         stream: StreamLike | None = None,
     ) -> DeviceArray:
-        """Zero-filled array; allocation and fill ordered on ``stream`` (None: stream 0)."""
+        """Zero-filled array: allocated and cleared in order on ``stream`` (no sync)."""
     @staticmethod
     def from_numpy(
         arr: npt.ArrayLike,

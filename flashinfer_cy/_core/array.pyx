@@ -10,7 +10,7 @@ from libc.stdint cimport uintptr_t, int64_t
 
 from flashinfer_cy._abi.dlpack cimport kDLCUDA
 from flashinfer_cy._core.pinned cimport (copy_async, copy_to_host_sync, free_async,
-                                        malloc_async, zero_async)
+                                        malloc_async, memset_async)
 from flashinfer_cy._core.tensor cimport TensorDesc, check_native_order
 from flashinfer_cy._core.stream cimport resolve_stream
 
@@ -50,10 +50,9 @@ cdef class DeviceArray(TensorDesc):
 
     @staticmethod
     def zeros(shape, dtype, device=0, stream=None):
-        """Zero-filled array: allocation and fill both ordered on ``stream`` (None: stream 0),
-        no host buffer and no synchronisation."""
+        """Zero-filled array: allocated and cleared in order on ``stream`` (no sync)."""
         cdef DeviceArray a = DeviceArray.empty(shape, dtype, device, stream)
-        zero_async(a.dl.data, a.allocated_bytes, a._stream, a.dl.device.device_id)
+        memset_async(a.dl.data, 0, a.allocated_bytes, a._stream, a.dl.device.device_id)
         return a
 
     @staticmethod

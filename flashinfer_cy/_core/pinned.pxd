@@ -6,7 +6,7 @@ cdef int capture_status(void* stream, int device) except -1
 cdef int wait_event(void* stream, void* event, int device) except -1
 cdef int record_event(void* event, void* stream, int device) except -1
 cdef int copy_async(void* dst, const void* src, size_t n, void* stream, int device) except -1
-cdef int zero_async(void* dst, size_t n, void* stream, int device) except -1
+cdef int memset_async(void* dst, int value, size_t n, void* stream, int device) except -1
 cdef int copy_to_host_sync(void* dst, const void* src, size_t n, void* stream,
                            int device) except -1
 cdef int malloc_async(void** p, size_t n, void* stream, int device) except -1

@@ -53,6 +53,7 @@ cdef struct PinnedRt:
     int (*MallocAsync)(void** p, size_t n, void* stream) noexcept nogil
     int (*FreeAsync)(void* p, void* stream) noexcept nogil
     int (*StreamSynchronize)(void* stream) noexcept nogil
+    int (*MemsetAsync)(void* p, int value, size_t n, void* stream) noexcept nogil
 
 cdef PinnedRt prt
 cdef bint prt_ready = False
@@ -99,6 +100,8 @@ cdef int ensure_pinned_rt() except -1:
     prt.FreeAsync = <int (*)(void*, void*) noexcept nogil>_need(b"cudaFreeAsync", missing)
     prt.StreamSynchronize = <int (*)(void*) noexcept nogil>_need(
         b"cudaStreamSynchronize", missing)
+    prt.MemsetAsync = <int (*)(void*, int, size_t, void*) noexcept nogil>_need(
+        b"cudaMemsetAsync", missing)
     if missing:
         raise _errors.CudaError(
             f"libcudart.so.13 is not available or lacks {', '.join(missing)} "
@@ -174,14 +177,14 @@ cdef int copy_async(void* dst, const void* src, size_t n, void* stream, int devi
     return cuda_check(err, "cudaMemcpyAsync")
 
 
-cdef int zero_async(void* dst, size_t n, void* stream, int device) except -1:
-    """Stream-ordered fill of ``n`` bytes with zeros (DeviceArray.zeros)."""
+cdef int memset_async(void* dst, int value, size_t n, void* stream, int device) except -1:
+    """Stream-ordered fill of ``n`` bytes with ``value`` (zeroing a DeviceArray)."""
     cdef int err, prev
     if n == 0:
         return 0
     ensure_pinned_rt()
     prev = _enter(device)
-    err = prt.MemsetAsync(dst, 0, n, stream)
+    err = prt.MemsetAsync(dst, value, n, stream)
     _leave(prev)
     return cuda_check(err, "cudaMemsetAsync")
 

@@ -165,6 +165,7 @@ def test_expected_exports():
     for act in ("silu", "gelu", "gelu_tanh"):
         spec = kernel_uris.parse_uri(f"{act}_and_mul")
         assert spec.exports == (f"{act}_and_mul",) and spec.kwargs == {"act_func_name": act}
+    assert "chain_speculative_sampling" in kernel_uris.parse_uri("sampling").exports
     assert kernel_uris.parse_uri(GOOD_DECODE).exports == ("plan", "run")
     assert kernel_uris.parse_uri(GOOD_PREFILL).exports == ("plan", "ragged_run", "paged_run")
     assert kernel_uris.parse_uri(GOOD_PREFILL + "_sm90").exports == ("plan", "ragged_run", "paged_run")
@@ -196,7 +197,10 @@ def test_presets():
                  rule_batch_decode("f16", "f16", "f16", "i32", 128, 128, 0, True, True)]
     assert test == expected
     everything = kernel_uris.expand(["@all"])
-    assert set(everything) == set(test) | {"norm", "page", "gdn_prefill_sm90"}
+    assert set(everything) == set(test) | {"norm", "page", "gdn_prefill_sm90", "sampling", "rope",
+                                           "silu_and_mul", "gelu_and_mul", "gelu_tanh_and_mul",
+                                           "cascade", "topk"}
+    assert kernel_uris.expand(["@sampling"]) == ["sampling"]
     assert len(everything) == len(set(everything))
 
 

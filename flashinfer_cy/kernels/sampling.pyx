@@ -1,0 +1,828 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Sampling family from FlashInfer's ``sampling`` module (csrc/sampling.cu, renorm.cu,
+flashinfer 0.6.3). Names, argument order and defaults follow ``flashinfer.sampling`` of
+flashinfer-python 0.6.3, so code can switch:
+
+    softmax                          probs = softmax(logits / temperature)
+    sampling_from_probs / _logits    one token per row (logits: Gumbel-max)
+    top_p / top_k / min_p_sampling_from_probs, top_k_top_p_sampling_from_probs / _logits
+                                     rejection sampling without sorting
+    top_p_renorm_probs, top_k_renorm_probs, top_k_mask_logits
+    chain_speculative_sampling       accept/reject a chain of draft tokens
+
+Checked here, before any kernel or CUDA call: float32 (renorm/mask: also float16/bfloat16)
+``[batch, vocab]`` row-major contiguous on one CUDA device (the kernels index
+``row * vocab``), the data pointer aligned to the ``gcd(16 bytes, vocab)`` vectors the
+kernels load, fewer than 2**32 elements (32-bit offsets), per-request parameters (Python
+numbers, or 1-D device tensors of the dtype and length the kernel reads), ``indices``
+int32/int64, outputs, seeds, bools. Not checked, because they live in device memory and
+reading them would be a hidden synchronisation: the *values* of ``indices`` (each must be a
+row of ``probs``), of per-request tensors (top_k >= 1, 0 < top_p <= 1, 0 <= min_p <= 1,
+temperature > 0) and of ``draft_token_ids`` (each < vocab). A violated guarantee is an
+out-of-bounds read on the device or a meaningless sample.
+
+Randomness: each kernel takes ``philox_seed`` and ``philox_offset`` as host scalars (see
+:mod:`flashinfer_cy.kernels.sampling_rng` for how they are drawn from a generator). A CUDA
+graph, or a prepared launch, therefore replays the *same* draws on every replay unless the
+scalars are updated per launch.
+"""
+
+import numbers
+import operator
+
+from libc.stdint cimport int64_t, uint32_t, uintptr_t
+
+from flashinfer_cy._abi.tvm_ffi cimport TVMFFIAny, kTVMFFIDLTensorPtr
+from flashinfer_cy._core.binding cimport (Binding, CallFrame, frame_init, frame_release,
+                                          set_bool, set_float, set_int)
+from flashinfer_cy._core.pinned cimport capture_status
+from flashinfer_cy._core.tensor cimport (
+    TensorSlot, DT_F32, DT_F16, DT_BF16, DT_I32, DT_I64, DT_U8, dtype_key, dtype_name,
+    check_cuda, check_dtype, check_ndim, check_dim, check_contiguous, check_same_device,
+    check_same_dtype, check_same_shape, describe, finite_float, as_bool)
+from flashinfer_cy.kernels.attention cimport pdl_default, run_stream
+
+from flashinfer_cy import errors as _errors
+from flashinfer_cy._core.array import DeviceArray
+from flashinfer_cy.kernels.sampling_rng import (SamplingGenerator, as_int64_slot,
+                                                default_generator, seed_and_offset)
+
+# ABI table: (module, symbol, arguments in order) -- csrc/flashinfer_sampling_binding.cu
+# ("!": written). philox_seed / philox_offset are uint64_t in C++: the int64 slot carries
+# their 64-bit pattern (TVM-FFI static_casts it back).
+SOFTMAX = Binding(
+    "sampling", "softmax",
+    "workspace_buffer:T! logits:T output:T! maybe_temperature_arr:T? temperature_val:F "
+    "enable_pdl:B", device="logits")
+SAMPLING_FROM_PROBS = Binding(
+    "sampling", "sampling_from_probs",
+    "probs:T output:T! maybe_indices:T? deterministic:B philox_seed:I philox_offset:I")
+SAMPLING_FROM_LOGITS = Binding(
+    "sampling", "sampling_from_logits",
+    "logits:T output:T! maybe_indices:T? deterministic:B philox_seed:I philox_offset:I")
+TOP_P_SAMPLING_FROM_PROBS = Binding(
+    "sampling", "top_p_sampling_from_probs",
+    "probs:T output:T! maybe_indices:T? maybe_top_p_arr:T? top_p_val:F deterministic:B "
+    "philox_seed:I philox_offset:I")
+TOP_K_SAMPLING_FROM_PROBS = Binding(
+    "sampling", "top_k_sampling_from_probs",
+    "probs:T output:T! maybe_indices:T? maybe_top_k_arr:T? top_k_val:I deterministic:B "
+    "philox_seed:I philox_offset:I")
+MIN_P_SAMPLING_FROM_PROBS = Binding(
+    "sampling", "min_p_sampling_from_probs",
+    "probs:T output:T! maybe_indices:T? maybe_min_p_arr:T? min_p_val:F deterministic:B "
+    "philox_seed:I philox_offset:I")
+TOP_K_TOP_P_SAMPLING_FROM_PROBS = Binding(
+    "sampling", "top_k_top_p_sampling_from_probs",
+    "probs:T output:T! maybe_indices:T? maybe_top_k_arr:T? top_k_val:F maybe_top_p_arr:T? "
+    "top_p_val:F deterministic:B philox_seed:I philox_offset:I")
+TOP_P_RENORM_PROBS = Binding(
+    "sampling", "top_p_renorm_probs",
+    "probs:T renorm_probs:T! maybe_top_p_arr:T? top_p_val:F")
+TOP_K_RENORM_PROBS = Binding(
+    "sampling", "top_k_renorm_probs",
+    "probs:T renorm_probs:T! maybe_top_k_arr:T? top_k_val:I row_states_buffer:T!")
+TOP_K_MASK_LOGITS = Binding(
+    "sampling", "top_k_mask_logits",
+    "logits:T mask_logits:T! maybe_top_k_arr:T? top_k_val:I row_states_buffer:T!")
+CHAIN_SPECULATIVE_SAMPLING = Binding(
+    "sampling", "chain_speculative_sampling",
+    "draft_probs:T draft_token_ids:T target_probs:T output_token_ids:T! "
+    "output_accepted_token_num:T! output_emitted_draft_token_num:T! deterministic:B "
+    "philox_seed:I philox_offset:I")
+
+cdef int64_t UINT32_LIMIT = 1 << 32   # the kernels form row * vocab + column in uint32
+cdef int64_t GRID_LIMIT = (1 << 31) - 1  # one thread block per output row (gridDim.x)
+# upstream's cached buffers (flashinfer/sampling.py): 1 MiB each
+SOFTMAX_WORKSPACE_BYTES = 1024 * 1024
+ROW_STATES_BYTES = 1024 * 1024  # RadixRowState (3092 bytes) per SM, "enough for any GPU"
+# OnlineSoftmax (sampling.cuh) splits the vocabulary, with partial results in the
+# workspace, for batch <= 128 and vocab >= 24576: 8 bytes per (row, 8192-wide slice).
+cdef int64_t SOFTMAX_SPLIT_MAX_ROWS = 128
+cdef int64_t SOFTMAX_SPLIT_MIN_VOCAB = 24576
+cdef int64_t SOFTMAX_SLICE = 8192
+
+# Per-request parameters: a Python number for all rows, or a 1-D device tensor.
+cdef enum ParamKind:
+    P_TOP_P = 0        # 0 < p <= 1
+    P_MIN_P = 1        # 0 <= p <= 1
+    P_TOP_K = 2        # an int, 1 <= k < 2**31 (k >= vocab: no top-k filtering)
+    P_TEMPERATURE = 3  # finite, > 0
+
+cdef dict _buffers = {}  # (what, device, stream handle) -> DeviceArray (softmax, row states)
+
+
+# ----------------------------------------------------------------------------- checks
+
+cdef int _check_float_dtype(TensorSlot* s, str name, bint halves) except -1:
+    cdef uint32_t k = dtype_key(s.dl.dtype)
+    if halves and (k == DT_F16 or k == DT_BF16):
+        return 0
+    if k != DT_F32:
+        want = "float32, float16 or bfloat16" if halves else "float32"
+        raise TypeError(f"{name}: expected dtype {want}, got {dtype_name(k)}")
+    return 0
+
+
+cdef int _check_matrix(TensorSlot* s, str name, int ndim, bint halves) except -1:
+    """A [..., vocab] tensor the kernels read as consecutive rows of ``vocab`` elements, in
+    vectors of gcd(16 / itemsize, vocab) elements from each row start."""
+    cdef int i
+    cdef int64_t vocab, n = 1, vec, item
+    check_cuda(s, name)
+    _check_float_dtype(s, name, halves)
+    check_ndim(s, name, ndim)
+    check_contiguous(s, name)
+    vocab = s.dl.shape[ndim - 1]
+    if vocab <= 0:
+        raise ValueError(f"{name}: the vocabulary (last) dimension must be > 0, got "
+                         f"{describe(s)}")
+    for i in range(ndim):
+        n *= s.dl.shape[i]
+    if n >= UINT32_LIMIT:
+        raise ValueError(f"{name}: the kernels address elements with 32-bit offsets; "
+                         f"{n} elements (must be < 2**32), got {describe(s)}")
+    item = s.dl.dtype.bits // 8
+    vec = 16 // item
+    while vocab % vec:
+        vec //= 2
+    if (<uintptr_t>s.dl.data) % (vec * item):
+        raise ValueError(f"{name}: data pointer {<uintptr_t>s.dl.data:#x} must be aligned to "
+                         f"{vec * item} bytes for vocab size {vocab}")
+    return 0
+
+
+cdef int _pack_like(Binding b, CallFrame* f, int i, object obj, str name, TensorSlot* ref,
+                    str ref_name) except -1:
+    """An output of ``ref``'s shape and dtype (softmax, renorm, mask)."""
+    b.tensor_as(f, i, obj, name)
+    cdef TensorSlot* s = &f.slots[i]
+    check_same_device(s, name, ref, ref_name)
+    check_same_dtype(s, name, ref, ref_name)
+    check_same_shape(s, name, ref, ref_name)
+    _check_matrix(s, name, ref.dl.ndim, True)
+    return 0
+
+
+cdef int _pack_ids(Binding b, CallFrame* f, int i, object obj, str name, TensorSlot* ref,
+                   str ref_name, int ndim, int64_t* shape, uint32_t dtype,
+                   str why="") except -1:
+    """An integer tensor of the given shape and dtype beside ``ref`` (sampled ids,
+    counters, draft tokens); ``why`` says where the dtype comes from."""
+    cdef int d
+    b.tensor_as(f, i, obj, name)
+    cdef TensorSlot* s = &f.slots[i]
+    check_same_device(s, name, ref, ref_name)
+    if dtype_key(s.dl.dtype) != dtype:
+        raise TypeError(f"{name}: expected dtype {dtype_name(dtype)}{why}, got "
+                        f"{dtype_name(dtype_key(s.dl.dtype))}")
+    check_ndim(s, name, ndim)
+    for d in range(ndim):
+        check_dim(s, name, d, shape[d], f"from {ref_name}")
+    check_contiguous(s, name)
+    return 0
+
+
+cdef int64_t _pack_indices(Binding b, CallFrame* f, object indices, TensorSlot* probs,
+                           str probs_name) except -1:
+    """Slot 2 (maybe_indices) of the sampling exports; returns the batch (outputs)."""
+    cdef TensorSlot* s
+    cdef int64_t batch
+    if indices is None:
+        b.opt_tensor(f, 2, None)
+        batch = probs.dl.shape[0]
+    else:
+        b.tensor_as(f, 2, indices, "indices")
+        s = &f.slots[2]
+        check_same_device(s, "indices", probs, probs_name)
+        check_dtype(s, "indices", DT_I32, DT_I64)
+        check_ndim(s, "indices", 1)
+        check_contiguous(s, "indices")
+        batch = s.dl.shape[0]
+        if batch > 0 and probs.dl.shape[0] == 0:
+            raise ValueError(f"indices: {batch} outputs index rows of {probs_name}, which "
+                             f"has none")
+    if batch > GRID_LIMIT:
+        raise ValueError(f"{probs_name}: at most 2**31 - 1 outputs per call (one thread "
+                         f"block each), got {batch}")
+    return batch
+
+
+cdef uint32_t _id_dtype(CallFrame* f) noexcept:
+    """The sampled ids' dtype: that of indices (the kernel requires them equal), else int32."""
+    if f.args[2].type_index == kTVMFFIDLTensorPtr:
+        return dtype_key(f.slots[2].dl.dtype)
+    return DT_I32
+
+
+cdef str _id_dtype_rule(CallFrame* f):
+    if f.args[2].type_index == kTVMFFIDLTensorPtr:
+        return " (the dtype of indices: the kernel writes ids of that type)"
+    return ""
+
+
+cdef int _pack_param(Binding b, CallFrame* f, int i, object value, str name, int kind,
+                     bint float_slot, TensorSlot* ref, str ref_name, uint32_t tensor_dtype,
+                     int64_t batch) except -1:
+    """Slots ``i`` (maybe_<x>_arr) and ``i + 1`` (<x>_val). A number: None and the value.
+    A tensor: 1-D, one entry per row of ``ref`` (check_tensor_param's rule), of the dtype
+    the kernel reads; the scalar 0 as upstream passes. ``batch`` >= 0: the kernel indexes
+    the tensor by output position, not by row (top_k, min_p), so the outputs must not
+    outnumber the rows."""
+    cdef double v
+    cdef int64_t k
+    cdef TensorSlot* s
+    if value is None or isinstance(value, bool):
+        raise TypeError(f"{name}: expected a number or a 1-D device tensor, got {value!r}")
+    if isinstance(value, numbers.Real):
+        b.opt_tensor(f, i, None)
+        if kind == P_TOP_K:
+            try:
+                k = operator.index(value)
+            except (TypeError, OverflowError):
+                raise TypeError(f"{name}: expected an int, got {type(value).__name__} "
+                                f"{value!r}") from None
+            if k < 1 or k > GRID_LIMIT:
+                raise ValueError(f"{name}: expected 1 <= {name} < 2**31, got {k}")
+            if float_slot:
+                set_float(f, i + 1, <double>k)
+            else:
+                set_int(f, i + 1, k)
+            return 0
+        expected = {P_TOP_P: "a finite number in (0, 1]", P_MIN_P: "a number in [0, 1]",
+                    P_TEMPERATURE: "a finite number > 0"}[kind]
+        v = finite_float(float(value), name, expected)
+        if ((kind == P_TOP_P and not 0.0 < v <= 1.0) or (kind == P_MIN_P and not 0.0 <= v <= 1.0)
+                or (kind == P_TEMPERATURE and v <= 0.0)):
+            raise ValueError(f"{name}: expected {expected}, got {value!r}")
+        set_float(f, i + 1, v)
+        return 0
+    b.tensor_as(f, i, value, name)
+    s = &f.slots[i]
+    check_same_device(s, name, ref, ref_name)
+    check_dtype(s, name, tensor_dtype)
+    check_ndim(s, name, 1)
+    check_dim(s, name, 0, ref.dl.shape[0], f"one per row of {ref_name}")
+    check_contiguous(s, name)
+    if batch > ref.dl.shape[0]:
+        raise ValueError(f"{name}: the kernel reads {name}[i] for output i, so with "
+                         f"{batch} outputs (len(indices)) {ref_name} needs at least as many "
+                         f"rows, got {ref.dl.shape[0]}")
+    if float_slot or kind != P_TOP_K:
+        set_float(f, i + 1, 0.0)
+    else:
+        set_int(f, i + 1, 0)
+    return 0
+
+
+cdef bint _flag(object value, str name) except -1:
+    return as_bool(value, name, "True or False")
+
+
+cdef int _no_check_nan(object check_nan) except -1:
+    if as_bool(check_nan, "check_nan", "False"):
+        raise ValueError("check_nan: True would read the probabilities back to the host (a "
+                         "hidden synchronize); test them on your side if you need to")
+    return 0
+
+
+cdef int _pdl_flag(object enable_pdl) except -2:
+    if enable_pdl is None:
+        return -1
+    return as_bool(enable_pdl, "enable_pdl", "True, False or None")
+
+
+cdef bint _top_k_first(object filter_apply_order) except -1:
+    if filter_apply_order == "top_k_first":
+        return True
+    if filter_apply_order == "joint":
+        return False
+    if not isinstance(filter_apply_order, str):
+        raise TypeError(f"filter_apply_order: expected 'top_k_first' or 'joint', got "
+                        f"{filter_apply_order!r}")
+    raise ValueError(f"filter_apply_order: expected 'top_k_first' or 'joint', got "
+                     f"{filter_apply_order!r}")
+
+
+cdef int _check_buffer(TensorSlot* s, str name, TensorSlot* ref, str ref_name,
+                       int64_t min_bytes) except -1:
+    """A caller's scratch buffer: 1-D uint8, contiguous, 16-byte aligned, large enough."""
+    check_same_device(s, name, ref, ref_name)
+    check_dtype(s, name, DT_U8)
+    check_ndim(s, name, 1)
+    check_contiguous(s, name)
+    if (<uintptr_t>s.dl.data) % 16:
+        raise ValueError(f"{name}: data pointer {<uintptr_t>s.dl.data:#x} must be aligned "
+                         f"to 16 bytes")
+    if s.dl.shape[0] < min_bytes:
+        raise ValueError(f"{name}: expected at least {min_bytes} bytes, got {describe(s)}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- launching
+
+cdef object _stream_of(Binding b, CallFrame* f, object stream):
+    """The stream the call runs on, as a handle every later step (allocations, the other
+    kernels of a composed call) uses explicitly."""
+    cdef void* handle = NULL
+    run_stream(b, f, stream, &handle)
+    return <uintptr_t>handle
+
+
+cdef object _cached_buffer(str what, int device, object stream, int64_t nbytes, bint zero):
+    """Upstream's ``_get_cache_buf``, keyed by stream as well: two streams never share one
+    (the kernels write them). Allocated (stream-ordered) on first use or to grow; refused
+    during a CUDA graph capture, where the allocation would belong to the graph."""
+    key = (what, device, stream)
+    buf = _buffers.get(key)
+    if buf is None or buf.allocated_bytes < nbytes:
+        if capture_status(<void*><uintptr_t>stream, device) != 0:
+            raise _errors.StreamCaptureError(
+                f"{what}: allocated on the first call on each stream; make one call on this "
+                f"stream before capturing, or pass the buffer")
+        buf = (DeviceArray.zeros if zero else DeviceArray.empty)(
+            (nbytes,), "uint8", device, stream)
+        _buffers[key] = buf
+    return buf
+
+
+cdef int _invoke(Binding b, CallFrame* f, object stream) except -1:
+    cdef TVMFFIAny result
+    return b.invoke(f, stream, &result)
+
+
+cdef int _set_seed(CallFrame* f, int i, int64_t increment, object generator, object seed,
+                   object offset) except -1:
+    """Slots ``i`` (philox_seed) and ``i + 1`` (philox_offset), drawn as upstream does."""
+    s, o = seed_and_offset(increment, generator, seed, offset)
+    set_int(f, i, as_int64_slot(s))
+    set_int(f, i + 1, as_int64_slot(o))
+    return 0
+
+
+cdef int _sampled_ids(Binding b, CallFrame* f, object out, int64_t batch,
+                      TensorSlot* probs, str probs_name) except -1:
+    """Check ``out`` (slot 1) when given; the caller allocates it after the checks."""
+    cdef int64_t shape[1]
+    shape[0] = batch
+    if out is not None:
+        _pack_ids(b, f, 1, out, "out", probs, probs_name, 1, shape, _id_dtype(f),
+                  _id_dtype_rule(f))
+    return 0
+
+
+cdef object _finish_sampling(Binding b, CallFrame* f, object out, int64_t batch, int seed_at,
+                             int64_t increment, object deterministic, object generator,
+                             object seed, object offset, object stream):
+    """The common tail of every single-kernel sampling call: deterministic, seeds, the
+    output (allocated when omitted), the launch. Everything else is packed and checked."""
+    cdef bint det = _flag(deterministic, "deterministic")
+    set_bool(f, seed_at - 1, det)
+    handle = _stream_of(b, f, stream)
+    _set_seed(f, seed_at, increment, generator, seed, offset)
+    if out is None:
+        out = DeviceArray.empty((batch,), dtype_name(_id_dtype(f)),
+                                f.slots[0].dl.device.device_id, handle)
+        b.tensor_as(f, 1, out, "out")
+    if batch > 0:
+        _invoke(b, f, stream)
+    return out
+
+
+cdef object _sample_probs(Binding b, object probs, object param, str param_name, int kind,
+                          object indices, object deterministic, object generator,
+                          object check_nan, object seed, object offset, object out,
+                          object stream, int64_t per_row_draws, bint from_logits):
+    """sampling_from_probs/_logits, top_p / top_k / min_p_sampling_from_probs: the same
+    layout with (for the last three) one per-request parameter in slots 3-4."""
+    cdef CallFrame f
+    cdef int64_t batch
+    cdef int n = b.n
+    cdef str pname = "logits" if from_logits else "probs"
+    _no_check_nan(check_nan)
+    frame_init(&f, n)
+    try:
+        b.tensor_as(&f, 0, probs, pname)
+        _check_matrix(&f.slots[0], pname, 2, False)
+        batch = _pack_indices(b, &f, indices, &f.slots[0], pname)
+        if param_name is not None:
+            _pack_param(b, &f, 3, param, param_name, kind, False, &f.slots[0], pname,
+                        _id_dtype(&f) if kind == P_TOP_K else DT_F32,
+                        batch if kind != P_TOP_P else -1)
+        _sampled_ids(b, &f, out, batch, &f.slots[0], pname)
+        # upstream's increment: batch * vocab for logits (Gumbel noise per element)
+        increment = batch * (f.slots[0].dl.shape[1] if from_logits else per_row_draws)
+        return _finish_sampling(b, &f, out, batch, n - 2, increment, deterministic,
+                                generator, seed, offset, stream)
+    finally:
+        frame_release(&f)
+
+
+# ----------------------------------------------------------------------------- softmax
+
+cdef int _pack_softmax(CallFrame* f, object logits, object temperature, object out,
+                       object workspace_buffer) except -1:
+    """Slots 1, 3, 4 and (when given) 0 and 2 of softmax."""
+    cdef Binding b = SOFTMAX
+    cdef TensorSlot* x
+    b.tensor_as(f, 1, logits, "logits")
+    x = &f.slots[1]
+    _check_matrix(x, "logits", 2, False)
+    _pack_param(b, f, 3, 1.0 if temperature is None else temperature, "temperature",
+                P_TEMPERATURE, True, x, "logits", DT_F32, -1)
+    if out is not None:
+        _pack_like(b, f, 2, out, "out", x, "logits")
+    if workspace_buffer is not None:
+        b.tensor_as(f, 0, workspace_buffer, "workspace_buffer")
+        _check_buffer(&f.slots[0], "workspace_buffer", x, "logits",
+                      _softmax_workspace_bytes(x.dl.shape[0], x.dl.shape[1]))
+    return 0
+
+
+cdef int64_t _softmax_workspace_bytes(int64_t rows, int64_t vocab) noexcept:
+    if rows <= SOFTMAX_SPLIT_MAX_ROWS and vocab >= SOFTMAX_SPLIT_MIN_VOCAB:
+        return rows * ((vocab + SOFTMAX_SLICE - 1) // SOFTMAX_SLICE) * 8
+    return 0
+
+
+cdef object _run_softmax(CallFrame* f, object out, int pdl, object handle):
+    """Fill the rest (workspace, output, pdl) and launch on ``handle``; returns out."""
+    cdef Binding b = SOFTMAX
+    cdef TensorSlot* x = &f.slots[1]
+    cdef int dev = x.dl.device.device_id
+    if f.args[0].type_index != kTVMFFIDLTensorPtr:
+        need = max(SOFTMAX_WORKSPACE_BYTES, _softmax_workspace_bytes(x.dl.shape[0],
+                                                                     x.dl.shape[1]))
+        b.tensor_as(f, 0, _cached_buffer("softmax workspace", dev, handle, need, False),
+                    "workspace_buffer")
+    if out is None:
+        out = DeviceArray.empty((x.dl.shape[0], x.dl.shape[1]), "float32", dev, handle)
+        b.tensor_as(f, 2, out, "out")
+    set_bool(f, 5, pdl_default(dev) if pdl < 0 else pdl)
+    if x.dl.shape[0] > 0:
+        _invoke(b, f, handle)
+    return out
+
+
+def softmax(logits, temperature=None, enable_pdl=None, *, out=None, workspace_buffer=None,
+            stream=None):
+    """Online safe softmax with temperature: ``softmax(logits / temperature)`` per row.
+
+    ``logits``: float32 ``[batch, vocab]``, contiguous, on a CUDA device. ``temperature``:
+    a number > 0 for all rows (default 1.0), or a float32 ``[batch]`` device tensor (its
+    values > 0: the caller's guarantee; 0.6.3's kernel turns a temperature of exactly 0
+    into a uniform distribution, which is why a scalar 0 is refused). ``enable_pdl``:
+    programmatic dependent launch (default: on for sm_90+). ``out``: float32
+    ``[batch, vocab]`` (allocated when omitted). ``workspace_buffer``: uint8 scratch for the
+    split-vocabulary path (default: 1 MiB cached per device and stream, as upstream's).
+    A row of all ``-inf`` gives NaN. Returns ``out``. Asynchronous.
+    """
+    cdef CallFrame f
+    cdef int pdl = _pdl_flag(enable_pdl)
+    frame_init(&f, 6)
+    try:
+        _pack_softmax(&f, logits, temperature, out, workspace_buffer)
+        return _run_softmax(&f, out, pdl, _stream_of(SOFTMAX, &f, stream))
+    finally:
+        frame_release(&f)
+
+
+# ----------------------------------------------------------------------------- sampling
+
+def sampling_from_probs(probs, indices=None, deterministic=True, generator=None,
+                        check_nan=False, seed=None, offset=None, *, out=None, stream=None):
+    """Sample one token per output from categorical distributions.
+
+    ``probs``: float32 ``[rows, vocab]`` (rows need not sum to 1: the kernel samples in
+    proportion), contiguous, on a CUDA device. ``indices``: optional int32/int64 ``[batch]``
+    device tensor, output ``i`` sampled from row ``indices[i]`` (values are the caller's
+    guarantee); the output then has its dtype, else int32 and ``batch = rows``.
+    ``deterministic``: the kernel's deterministic scan (default True). ``seed`` and
+    ``offset``: the Philox seed and offset (both, 0 <= v < 2**64); else drawn from
+    ``generator`` (a :class:`SamplingGenerator` or a ``torch.Generator``-like object) or the
+    process-wide default, advancing it by ``batch`` rounded up to 4 as upstream does.
+    ``check_nan``: only False (True needs a device-to-host read). ``out``: ``[batch]``
+    ids, allocated when omitted. Returns ``out``. Asynchronous.
+    """
+    return _sample_probs(SAMPLING_FROM_PROBS, probs, None, None, 0, indices, deterministic,
+                         generator, check_nan, seed, offset, out, stream, 1, False)
+
+
+def sampling_from_logits(logits, indices=None, deterministic=True, generator=None,
+                         check_nan=False, seed=None, offset=None, *, out=None, stream=None):
+    """Sample from ``softmax(logits)`` per output (Gumbel-max, one kernel). ``logits``:
+    float32 ``[rows, vocab]``. The generator advances by ``batch * vocab`` (rounded up to
+    4), as upstream's. Other arguments as :func:`sampling_from_probs`."""
+    return _sample_probs(SAMPLING_FROM_LOGITS, logits, None, None, 0, indices, deterministic,
+                         generator, check_nan, seed, offset, out, stream, 1, True)
+
+
+def top_p_sampling_from_probs(probs, top_p, indices=None, deterministic=True, generator=None,
+                              check_nan=False, seed=None, offset=None, *, out=None,
+                              stream=None):
+    """Top-p (nucleus) sampling by rejection, without sorting. ``top_p``: a number in
+    (0, 1] or a float32 ``[rows]`` device tensor (indexed by the row sampled from). The
+    generator advances by ``batch * 32``. Other arguments as :func:`sampling_from_probs`."""
+    return _sample_probs(TOP_P_SAMPLING_FROM_PROBS, probs, top_p, "top_p", P_TOP_P, indices,
+                         deterministic, generator, check_nan, seed, offset, out, stream, 32,
+                         False)
+
+
+def top_k_sampling_from_probs(probs, top_k, indices=None, deterministic=True, generator=None,
+                              check_nan=False, seed=None, offset=None, *, out=None,
+                              stream=None):
+    """Top-k sampling by rejection, without sorting. ``top_k``: an int >= 1 (``top_k >=
+    vocab``: no filtering, as upstream) or a ``[rows]`` device tensor of the output's
+    dtype (int32; int64 with int64 ``indices``), which 0.6.3's kernel indexes by *output*
+    position: with ``indices``, ``len(indices) <= rows``. The generator advances by
+    ``batch * 32``. Other arguments as :func:`sampling_from_probs`."""
+    return _sample_probs(TOP_K_SAMPLING_FROM_PROBS, probs, top_k, "top_k", P_TOP_K, indices,
+                         deterministic, generator, check_nan, seed, offset, out, stream, 32,
+                         False)
+
+
+def min_p_sampling_from_probs(probs, min_p, indices=None, deterministic=True, generator=None,
+                              check_nan=False, seed=None, offset=None, *, out=None,
+                              stream=None):
+    """Min-p sampling: tokens with ``p >= min_p * max(p)``. ``min_p``: a number in [0, 1]
+    or a float32 ``[rows]`` device tensor, indexed by *output* position as 0.6.3's kernel
+    does (with ``indices``, ``len(indices) <= rows``). The generator advances by
+    ``batch``. Other arguments as :func:`sampling_from_probs`."""
+    return _sample_probs(MIN_P_SAMPLING_FROM_PROBS, probs, min_p, "min_p", P_MIN_P, indices,
+                         deterministic, generator, check_nan, seed, offset, out, stream, 1,
+                         False)
+
+
+cdef int _pack_joint(CallFrame* f, TensorSlot* probs, str pname, object top_k, object top_p,
+                     object indices, object out) except -1:
+    """top_k_top_p_sampling_from_probs (the joint kernel) without slot 0 and the tail."""
+    cdef Binding b = TOP_K_TOP_P_SAMPLING_FROM_PROBS
+    cdef int64_t batch = _pack_indices(b, f, indices, probs, pname)
+    _pack_param(b, f, 3, top_k, "top_k", P_TOP_K, True, probs, pname, _id_dtype(f), -1)
+    _pack_param(b, f, 5, top_p, "top_p", P_TOP_P, False, probs, pname, DT_F32, -1)
+    _sampled_ids(b, f, out, batch, probs, pname)
+    return 0
+
+
+cdef int _pack_top_p_stage(CallFrame* f, TensorSlot* probs, str pname, object top_p,
+                           object indices, object out) except -1:
+    """top_p_sampling_from_probs as the last stage of a composed call (slot 0, the
+    intermediate, filled later)."""
+    cdef Binding b = TOP_P_SAMPLING_FROM_PROBS
+    cdef int64_t batch = _pack_indices(b, f, indices, probs, pname)
+    _pack_param(b, f, 3, top_p, "top_p", P_TOP_P, False, probs, pname, DT_F32, -1)
+    _sampled_ids(b, f, out, batch, probs, pname)
+    return 0
+
+
+cdef int _pack_top_k_filter(Binding b, CallFrame* f, object x, str name, object top_k,
+                            object row_states_buffer, object out, bint halves) except -1:
+    """top_k_renorm_probs / top_k_mask_logits: slots 0, 2, 3 and (when given) 1 and 4."""
+    b.tensor_as(f, 0, x, name)
+    _check_matrix(&f.slots[0], name, 2, halves)
+    _pack_param(b, f, 2, top_k, "top_k", P_TOP_K, False, &f.slots[0], name, DT_I32, -1)
+    if out is not None:
+        _pack_like(b, f, 1, out, "out", &f.slots[0], name)
+    if row_states_buffer is not None:
+        b.tensor_as(f, 4, row_states_buffer, "row_states_buffer")
+        _check_buffer(&f.slots[4], "row_states_buffer", &f.slots[0], name, ROW_STATES_BYTES)
+    return 0
+
+
+cdef object _run_top_k_filter(Binding b, CallFrame* f, object out, object handle):
+    cdef TensorSlot* x = &f.slots[0]
+    cdef int dev = x.dl.device.device_id
+    if f.args[4].type_index != kTVMFFIDLTensorPtr:
+        # zero-filled once; each launch leaves it reusable (topk.cuh resets its counters)
+        b.tensor_as(f, 4, _cached_buffer("top-k row states", dev, handle, ROW_STATES_BYTES,
+                                         True), "row_states_buffer")
+    if out is None:
+        out = DeviceArray.empty((x.dl.shape[0], x.dl.shape[1]),
+                                dtype_name(dtype_key(x.dl.dtype)), dev, handle)
+        b.tensor_as(f, 1, out, "out")
+    if x.dl.shape[0] > 0:
+        _invoke(b, f, handle)
+    return out
+
+
+cdef object _sample_composed(object x, bint from_logits, object top_k, object top_p,
+                             object indices, object filter_apply_order, object deterministic,
+                             object generator, object check_nan, object seed, object offset,
+                             object out, object stream):
+    """top_k_top_p_sampling_from_probs / _logits as upstream composes them:
+
+        probs,  top_k_first:  top_k_renorm_probs -> top_p_sampling_from_probs
+        probs,  joint:        top_k_top_p_sampling_from_probs
+        logits, top_k_first:  top_k_mask_logits -> softmax -> top_p_sampling_from_probs
+        logits, joint:        softmax -> top_k_top_p_sampling_from_probs
+
+    (upstream's logits path uses torch.softmax; this one FlashInfer's softmax kernel, so
+    the probabilities may differ from upstream's in the last bits). Every stage is checked
+    before the first launches; the intermediates are allocated on the call's stream."""
+    cdef CallFrame ff, fs, fl  # filter (renorm/mask), softmax, last (sampling)
+    cdef Binding last
+    cdef Binding filt = TOP_K_MASK_LOGITS if from_logits else TOP_K_RENORM_PROBS
+    cdef TensorSlot* x_slot
+    cdef str name = "logits" if from_logits else "probs"
+    cdef bint k_first = _top_k_first(filter_apply_order)
+    cdef bint det = _flag(deterministic, "deterministic")
+    _no_check_nan(check_nan)
+    last = TOP_P_SAMPLING_FROM_PROBS if k_first else TOP_K_TOP_P_SAMPLING_FROM_PROBS
+    frame_init(&ff, 5)
+    frame_init(&fs, 6)
+    frame_init(&fl, last.n)
+    try:
+        if k_first:
+            # float32 only: the next stage (softmax, top-p sampling) reads float32
+            _pack_top_k_filter(filt, &ff, x, name, top_k, None, None, False)
+            x_slot = &ff.slots[0]
+        elif from_logits:
+            _pack_softmax(&fs, x, None, None, None)
+            x_slot = &fs.slots[1]
+        else:
+            last.tensor_as(&fl, 0, x, name)
+            x_slot = &fl.slots[0]
+            _check_matrix(x_slot, name, 2, False)
+        if k_first:
+            _pack_top_p_stage(&fl, x_slot, name, top_p, indices, out)
+        else:
+            _pack_joint(&fl, x_slot, name, top_k, top_p, indices, out)
+        batch = x_slot.dl.shape[0] if indices is None else fl.slots[2].dl.shape[0]
+        set_bool(&fl, last.n - 3, det)
+        handle = _stream_of(filt if k_first else (SOFTMAX if from_logits else last),
+                            &ff if k_first else (&fs if from_logits else &fl), stream)
+        _set_seed(&fl, last.n - 2, batch * 32, generator, seed, offset)
+        probs = x
+        if k_first:
+            probs = _run_top_k_filter(filt, &ff, None, handle)
+        if from_logits:
+            if k_first:
+                _pack_softmax(&fs, probs, None, None, None)
+            probs = _run_softmax(&fs, None, -1, handle)
+        if probs is not x:
+            last.tensor_as(&fl, 0, probs, name)
+        if out is None:
+            out = DeviceArray.empty((batch,), dtype_name(_id_dtype(&fl)),
+                                    x_slot.dl.device.device_id, handle)
+            last.tensor_as(&fl, 1, out, "out")
+        if batch > 0:
+            _invoke(last, &fl, handle)
+        return out
+    finally:
+        frame_release(&fl)
+        frame_release(&fs)
+        frame_release(&ff)
+
+
+def top_k_top_p_sampling_from_probs(probs, top_k, top_p, indices=None,
+                                    filter_apply_order="top_k_first", deterministic=True,
+                                    generator=None, check_nan=False, seed=None, offset=None, *,
+                                    out=None, stream=None):
+    """Top-k then top-p sampling. ``filter_apply_order="top_k_first"`` (default):
+    :func:`top_k_renorm_probs` then :func:`top_p_sampling_from_probs` (``top_k`` tensor:
+    int32 ``[rows]``); ``"joint"``: one kernel applying both each round (``top_k`` tensor:
+    ``[rows]`` of the output's dtype). ``top_p`` as :func:`top_p_sampling_from_probs`.
+    The generator advances by ``batch * 32``. Other arguments as
+    :func:`sampling_from_probs`."""
+    return _sample_composed(probs, False, top_k, top_p, indices, filter_apply_order,
+                            deterministic, generator, check_nan, seed, offset, out, stream)
+
+
+def top_k_top_p_sampling_from_logits(logits, top_k, top_p, indices=None,
+                                     filter_apply_order="top_k_first", deterministic=True,
+                                     generator=None, check_nan=False, seed=None, offset=None,
+                                     *, out=None, stream=None):
+    """As :func:`top_k_top_p_sampling_from_probs` from float32 logits: ``top_k_first``
+    masks with :func:`top_k_mask_logits`, then :func:`softmax`, then top-p sampling;
+    ``joint`` takes :func:`softmax` then the joint kernel. Upstream takes torch.softmax
+    there, so probabilities (and rarely a sampled id) may differ from flashinfer-python's
+    in the last bits."""
+    return _sample_composed(logits, True, top_k, top_p, indices, filter_apply_order,
+                            deterministic, generator, check_nan, seed, offset, out, stream)
+
+
+# ----------------------------------------------------------------------------- renorm, mask
+
+def top_p_renorm_probs(probs, top_p, *, out=None, stream=None):
+    """Keep the smallest set of largest probabilities whose sum reaches ``top_p``, zero the
+    rest, renormalise. ``probs``: float32 ``[batch, vocab]``; ``top_p``: a number in (0, 1]
+    or a float32 ``[batch]`` device tensor. ``out``: float32 ``[batch, vocab]``, allocated
+    when omitted. Returns ``out``. Asynchronous."""
+    cdef CallFrame f
+    cdef Binding b = TOP_P_RENORM_PROBS
+    frame_init(&f, 4)
+    try:
+        b.tensor_as(&f, 0, probs, "probs")
+        _check_matrix(&f.slots[0], "probs", 2, False)
+        _pack_param(b, &f, 2, top_p, "top_p", P_TOP_P, False, &f.slots[0], "probs", DT_F32,
+                    -1)
+        if out is not None:
+            _pack_like(b, &f, 1, out, "out", &f.slots[0], "probs")
+        handle = _stream_of(b, &f, stream)
+        if out is None:
+            out = DeviceArray.empty((f.slots[0].dl.shape[0], f.slots[0].dl.shape[1]),
+                                    "float32", f.slots[0].dl.device.device_id, handle)
+            b.tensor_as(&f, 1, out, "out")
+        if f.slots[0].dl.shape[0] > 0:
+            _invoke(b, &f, stream)
+        return out
+    finally:
+        frame_release(&f)
+
+
+cdef object _top_k_filter(Binding b, object x, str name, object top_k, object out,
+                          object row_states_buffer, object stream):
+    cdef CallFrame f
+    frame_init(&f, 5)
+    try:
+        _pack_top_k_filter(b, &f, x, name, top_k, row_states_buffer, out, True)
+        return _run_top_k_filter(b, &f, out, _stream_of(b, &f, stream))
+    finally:
+        frame_release(&f)
+
+
+def top_k_renorm_probs(probs, top_k, *, out=None, row_states_buffer=None, stream=None):
+    """Keep the ``top_k`` largest probabilities per row, zero the rest, renormalise.
+    ``probs``: float32, float16 or bfloat16 ``[batch, vocab]``; ``top_k``: an int >= 1
+    (``>= vocab``: renormalise only) or an int32 ``[batch]`` device tensor. ``out``: same
+    shape and dtype, allocated when omitted. ``row_states_buffer``: uint8, >= 1 MiB,
+    zero-filled before its first use, never used by two streams at once (default: cached
+    per device and stream, as upstream's). Returns ``out``. Asynchronous."""
+    return _top_k_filter(TOP_K_RENORM_PROBS, probs, "probs", top_k, out, row_states_buffer,
+                         stream)
+
+
+def top_k_mask_logits(logits, top_k, *, out=None, row_states_buffer=None, stream=None):
+    """Keep the ``top_k`` largest logits per row, set the rest to ``-inf``. Arguments as
+    :func:`top_k_renorm_probs`."""
+    return _top_k_filter(TOP_K_MASK_LOGITS, logits, "logits", top_k, out, row_states_buffer,
+                         stream)
+
+
+# upstream's singular aliases
+top_p_renorm_prob = top_p_renorm_probs
+top_k_renorm_prob = top_k_renorm_probs
+
+
+# ----------------------------------------------------------------------------- speculative
+
+def chain_speculative_sampling(draft_probs, draft_token_ids, target_probs,
+                               maybe_output_accepted_token_num=None,
+                               maybe_output_emitted_draft_token_num=None, deterministic=True,
+                               generator=None, seed=None, offset=None, *, out=None,
+                               stream=None):
+    """Speculative sampling over a chain of ``n`` draft tokens per request.
+
+    ``draft_probs``: float32 ``[batch, n, vocab]``; ``draft_token_ids``: int32
+    ``[batch, n]`` (each < vocab: the caller's guarantee); ``target_probs``: float32
+    ``[batch, n + 1, vocab]``; all contiguous on one CUDA device. The two counters (int32
+    ``[batch]``) are *added to* in place; zero-filled new ones when omitted. ``out``: int32
+    ``[batch, n + 1]`` accepted tokens, then the resampled or bonus token, then ``-1``
+    padding. The generator advances by ``batch * (n + 1)``. Returns
+    ``(out, accepted, emitted)``. Asynchronous.
+    """
+    cdef CallFrame f
+    cdef Binding b = CHAIN_SPECULATIVE_SAMPLING
+    cdef TensorSlot* d
+    cdef int64_t shape[3]
+    cdef int64_t batch, n, vocab
+    counters = [maybe_output_accepted_token_num, maybe_output_emitted_draft_token_num]
+    names = ("maybe_output_accepted_token_num", "maybe_output_emitted_draft_token_num")
+    frame_init(&f, 9)
+    try:
+        b.tensor_as(&f, 0, draft_probs, "draft_probs")
+        d = &f.slots[0]
+        _check_matrix(d, "draft_probs", 3, False)
+        batch, n, vocab = d.dl.shape[0], d.dl.shape[1], d.dl.shape[2]
+        shape[0], shape[1] = batch, n
+        _pack_ids(b, &f, 1, draft_token_ids, "draft_token_ids", d, "draft_probs", 2, shape,
+                  DT_I32)
+        b.tensor_as(&f, 2, target_probs, "target_probs")
+        check_same_device(&f.slots[2], "target_probs", d, "draft_probs")
+        _check_matrix(&f.slots[2], "target_probs", 3, False)
+        shape[1], shape[2] = n + 1, vocab
+        for i in range(3):
+            check_dim(&f.slots[2], "target_probs", i, shape[i],
+                      "[batch, n + 1, vocab] from draft_probs")
+        if out is not None:
+            _pack_ids(b, &f, 3, out, "out", d, "draft_probs", 2, shape, DT_I32)
+        for i in range(2):
+            if counters[i] is not None:
+                _pack_ids(b, &f, 4 + i, counters[i], names[i], d, "draft_probs", 1, shape,
+                          DT_I32)
+        set_bool(&f, 6, _flag(deterministic, "deterministic"))
+        handle = _stream_of(b, &f, stream)
+        _set_seed(&f, 7, batch * (n + 1), generator, seed, offset)
+        dev = d.dl.device.device_id
+        if out is None:
+            out = DeviceArray.empty((batch, n + 1), "int32", dev, handle)
+            b.tensor_as(&f, 3, out, "out")
+        for i in range(2):
+            if counters[i] is None:
+                counters[i] = DeviceArray.zeros((batch,), "int32", dev, handle)
+                b.tensor_as(&f, 4 + i, counters[i], names[i])
+        if batch > 0:
+            _invoke(b, &f, stream)
+        return out, counters[0], counters[1]
+    finally:
+        frame_release(&f)
