@@ -53,7 +53,6 @@ cdef struct PinnedRt:
     int (*MallocAsync)(void** p, size_t n, void* stream) noexcept nogil
     int (*FreeAsync)(void* p, void* stream) noexcept nogil
     int (*StreamSynchronize)(void* stream) noexcept nogil
-    int (*MemsetAsync)(void* p, int value, size_t n, void* stream) noexcept nogil
 
 cdef PinnedRt prt
 cdef bint prt_ready = False
@@ -100,8 +99,6 @@ cdef int ensure_pinned_rt() except -1:
     prt.FreeAsync = <int (*)(void*, void*) noexcept nogil>_need(b"cudaFreeAsync", missing)
     prt.StreamSynchronize = <int (*)(void*) noexcept nogil>_need(
         b"cudaStreamSynchronize", missing)
-    prt.MemsetAsync = <int (*)(void*, int, size_t, void*) noexcept nogil>_need(
-        b"cudaMemsetAsync", missing)
     if missing:
         raise _errors.CudaError(
             f"libcudart.so.13 is not available or lacks {', '.join(missing)} "
