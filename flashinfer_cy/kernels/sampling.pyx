@@ -50,32 +50,36 @@ from flashinfer_cy.kernels.sampling_rng import (SamplingGenerator, as_int64_slot
 # ABI table: (module, symbol, arguments in order) -- csrc/flashinfer_sampling_binding.cu
 # ("!": written). philox_seed / philox_offset are uint64_t in C++: the int64 slot carries
 # their 64-bit pattern (TVM-FFI static_casts it back).
+# A prepared launch (flashinfer_cy.prepare) may move the generator on between launches:
+# every 64-bit value is a valid seed or offset.
+_PHILOX = ("philox_seed", "philox_offset")
+
 SOFTMAX = Binding(
     "sampling", "softmax",
     "workspace_buffer:T! logits:T output:T! maybe_temperature_arr:T? temperature_val:F "
     "enable_pdl:B", device="logits")
 SAMPLING_FROM_PROBS = Binding(
     "sampling", "sampling_from_probs",
-    "probs:T output:T! maybe_indices:T? deterministic:B philox_seed:I philox_offset:I")
+    "probs:T output:T! maybe_indices:T? deterministic:B philox_seed:I philox_offset:I", per_launch=_PHILOX)
 SAMPLING_FROM_LOGITS = Binding(
     "sampling", "sampling_from_logits",
-    "logits:T output:T! maybe_indices:T? deterministic:B philox_seed:I philox_offset:I")
+    "logits:T output:T! maybe_indices:T? deterministic:B philox_seed:I philox_offset:I", per_launch=_PHILOX)
 TOP_P_SAMPLING_FROM_PROBS = Binding(
     "sampling", "top_p_sampling_from_probs",
     "probs:T output:T! maybe_indices:T? maybe_top_p_arr:T? top_p_val:F deterministic:B "
-    "philox_seed:I philox_offset:I")
+    "philox_seed:I philox_offset:I", per_launch=_PHILOX)
 TOP_K_SAMPLING_FROM_PROBS = Binding(
     "sampling", "top_k_sampling_from_probs",
     "probs:T output:T! maybe_indices:T? maybe_top_k_arr:T? top_k_val:I deterministic:B "
-    "philox_seed:I philox_offset:I")
+    "philox_seed:I philox_offset:I", per_launch=_PHILOX)
 MIN_P_SAMPLING_FROM_PROBS = Binding(
     "sampling", "min_p_sampling_from_probs",
     "probs:T output:T! maybe_indices:T? maybe_min_p_arr:T? min_p_val:F deterministic:B "
-    "philox_seed:I philox_offset:I")
+    "philox_seed:I philox_offset:I", per_launch=_PHILOX)
 TOP_K_TOP_P_SAMPLING_FROM_PROBS = Binding(
     "sampling", "top_k_top_p_sampling_from_probs",
     "probs:T output:T! maybe_indices:T? maybe_top_k_arr:T? top_k_val:F maybe_top_p_arr:T? "
-    "top_p_val:F deterministic:B philox_seed:I philox_offset:I")
+    "top_p_val:F deterministic:B philox_seed:I philox_offset:I", per_launch=_PHILOX)
 TOP_P_RENORM_PROBS = Binding(
     "sampling", "top_p_renorm_probs",
     "probs:T renorm_probs:T! maybe_top_p_arr:T? top_p_val:F")
@@ -89,7 +93,7 @@ CHAIN_SPECULATIVE_SAMPLING = Binding(
     "sampling", "chain_speculative_sampling",
     "draft_probs:T draft_token_ids:T target_probs:T output_token_ids:T! "
     "output_accepted_token_num:T! output_emitted_draft_token_num:T! deterministic:B "
-    "philox_seed:I philox_offset:I")
+    "philox_seed:I philox_offset:I", per_launch=_PHILOX)
 
 cdef int64_t UINT32_LIMIT = 1 << 32   # the kernels form row * vocab + column in uint32
 cdef int64_t GRID_LIMIT = (1 << 31) - 1  # one thread block per output row (gridDim.x)

@@ -61,3 +61,24 @@ def test_rope_prepared_in_a_cuda_graph(rng):
         torch.cuda.synchronize()
         assert torch.equal(qo, torch.from_dlpack(wq)), step
         assert torch.equal(ko, torch.from_dlpack(wk)), step
+
+
+def test_sampler_prepared_with_per_launch_philox(rng):
+    """A decode loop's sampler: prepared once, its philox offset moved on per launch, draws
+    the same tokens as the eager call with that seed and offset (and the composed
+    top-k -> softmax -> top-p form records its three kernels)."""
+    require_module("sampling")
+    logits = torch.tensor(rng.standard_normal((4, 32000)) * 3, dtype=torch.float32,
+                          device="cuda")
+    out = torch.full((4,), -1, dtype=torch.int32, device="cuda")
+    p = fc.prepare(fc.top_k_top_p_sampling_from_logits, logits, 50, 0.9, seed=1234, offset=0,
+                   out=out)
+    assert p.num_calls == 3
+    for offset in (0, 8, 16, 1 << 40):
+        p.set(philox_offset=offset)
+        p.launch()
+        want = fc.top_k_top_p_sampling_from_logits(logits, 50, 0.9, seed=1234, offset=offset)
+        torch.cuda.synchronize()
+        assert torch.equal(out, torch.from_dlpack(want).to(torch.int32)), offset
+    with pytest.raises(TypeError, match="philox_seed"):
+        p.set(philox_seed=-(1 << 63) - 1)
