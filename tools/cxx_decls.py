@@ -13,7 +13,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-EXPORT_RE = re.compile(r"TVM_FFI_DLL_EXPORT_TYPED_FUNC\s*\(\s*(\w+)\s*,\s*&?\s*((?:\w+::)*\w+)\s*\)")
+EXPORT_RE = re.compile(
+    r"TVM_FFI_DLL_EXPORT_TYPED_FUNC\s*\(\s*(\w+)\s*,\s*&?\s*((?:\w+::)*\w+)\s*\)")
 GENERATED_PARAMS = "ADDITIONAL_FUNC_PARAMS"  # filled per module by flashinfer/jit/attention
 
 _COMMENT_RE = re.compile(r'("(?:\\.|[^"\\\n])*")|//[^\n]*|/\*.*?\*/', re.S)

@@ -226,8 +226,8 @@ def activation_entries(tree: Tree) -> dict:
         text = re.sub(r"\{%.*?%\}|\{\{.*?\}\}", " ", text, flags=re.S)
         text = strip_comments(text)
         exports = find_exports(text)
-        entry = {"generator": f"flashinfer/jit/{jit_file}:gen_act_and_mul_module"
-                              f"(act_func_name={act!r})", "sources": [f"{where}:{templ_name}"], "exports": {}}
+        entry = {"generator": f"{where}:gen_act_and_mul_module(act_func_name={act!r})",
+                 "sources": [f"{where}:{templ_name}"], "exports": {}}
         for export, fn, line in exports:
             decls = [d for d in find_declarations(text, fn) if d.line < line]
             if not decls:
@@ -275,7 +275,8 @@ def dumps(data: dict) -> str:
         lines.append('      "exports": {')
         ex = list(m["exports"].items())
         for j, (name, e) in enumerate(ex):
-            lines.append(f"        {json.dumps(name)}: {json.dumps(e)}" + ("," if j < len(ex) - 1 else ""))
+            comma = "," if j < len(ex) - 1 else ""
+            lines.append(f"        {json.dumps(name)}: {json.dumps(e)}{comma}")
         lines.append("      }")
         lines.append("    }" + ("," if i < len(mods) - 1 else ""))
     lines += ["  }", "}", ""]
