@@ -1,0 +1,235 @@
+"""Every Binding line against FlashInfer's own C++ declarations, for every extracted release.
+
+Calling an export with the wrong argument list is silent memory corruption, so each
+``Binding(uri, symbol, "name:KIND ...")`` of every kernel family is checked against
+flashinfer_cy/abi/flashinfer-<version>.json (tools/extract_abi.py): the export exists in
+that module's sources, same arity, same parameter names in order, and each KIND can carry
+the C++ type. Bindings are discovered, not listed: every Binding in the globals (and
+dicts/tuples/lists) of every flashinfer_cy.kernels module, plus the attention Bindings made
+per URI from SIGNATURES for every variant the code can produce. A difference a release is
+known to have must be in flashinfer_cy/abi/known_differences.py, with the reason; it is
+reported as xfail, and fails when it changes or goes away.
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import pkgutil
+
+import pytest
+
+import flashinfer_cy.kernels as kernels_pkg
+from flashinfer_cy import abi
+from flashinfer_cy._core.binding import Binding
+from flashinfer_cy.abi.known_differences import KNOWN_DIFFERENCES
+
+CSRC = "flashinfer/data/csrc/"
+
+# Which Binding kinds (``!`` stripped) may carry each C++ parameter type (after
+# tools/cxx_decls.normalize_type). TVM-FFI converts a DLTensor* (what T/T?/H pack) to
+# TensorView and Optional<TensorView>; ints and floats by value; Array via an object handle.
+CXX_KINDS = {
+    "TensorView": {"T", "H"},
+    "Optional<TensorView>": {"T?"},
+    "int64_t": {"I"}, "int": {"I"}, "int32_t": {"I"}, "uint32_t": {"I"}, "uint64_t": {"I"},
+    "double": {"F"}, "float": {"F"},
+    "bool": {"B"},
+    "DLDataType": {"D"},
+    "Array<int64_t>": {"A"}, "Optional<Array<int64_t>>": {"A"},
+}
+# ffi::Tensor / Optional<ffi::Tensor> accept a Tensor *object* (or None) only, never the
+# DLTensor* a T argument packs (docs/flashinfer-abi.md pitfall P1). An Optional<Tensor> may be
+# bound as T? only where the family is reviewed to always pass None, listed here.
+P1_NONE_ONLY = {
+    key: "kernels/attention.pyx pack_extras packs every T? of the generated "
+         "ADDITIONAL_FUNC_PARAMS tail as None (custom mask, ALiBi, scales: unused)"
+    for key in ("single_decode/fa2", "batch_decode/fa2", "single_prefill/fa2",
+                "single_prefill/fa3", "batch_prefill/fa2", "batch_prefill/fa3")
+}
+
+
+# ---------------------------------------------------------------------------- discovery
+def _bindings_in(obj, where, depth=0):
+    if isinstance(obj, Binding):
+        yield where, obj
+    elif depth < 3 and isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _bindings_in(v, f"{where}[{k!r}]", depth + 1)
+    elif depth < 3 and isinstance(obj, (tuple, list)):
+        for i, v in enumerate(obj):
+            yield from _bindings_in(v, f"{where}[{i}]", depth + 1)
+
+
+def _attention_bindings(mod):
+    """The Bindings ``binding_for`` makes from ``SIGNATURES``, for one URI of every variant
+    attention_uri.variant accepts (dtype, swa, soft cap, fp8 KV: the URI changes, the
+    argument list must not)."""
+    from flashinfer_cy.kernels import attention_uri as U
+    for family, backend, symbol in mod.SIGNATURES:
+        for dtype, window, cap, kv in itertools.product(
+                U.SUPPORTED_DTYPES, (-1, 64), (0.0, 30.0), (None, U.FP8_KV)):
+            try:
+                v = U.variant(family, dtype, U.HEAD_DIMS[0], window, cap, backend, kv)
+            except ValueError:
+                continue  # a combination the package refuses: no module is ever asked for
+            b = mod.binding_for(v, symbol)
+            assert abi.module_key(b.uri) == f"{family}/{backend}", b.uri
+            yield f"{mod.__name__}.SIGNATURES[{(family, backend, symbol)!r}] ({b.uri})", b
+
+
+def discover():
+    """[(where, Binding)] of every kernel family, one per distinct (module, symbol,
+    signature)."""
+    found, seen = [], set()
+    for info in pkgutil.iter_modules(kernels_pkg.__path__):
+        mod = importlib.import_module(f"{kernels_pkg.__name__}.{info.name}")
+        hits = [h for name, value in vars(mod).items() if not name.startswith("__")
+                for h in _bindings_in(value, f"{mod.__name__}.{name}")]
+        if hasattr(mod, "SIGNATURES") and hasattr(mod, "binding_for"):
+            hits += list(_attention_bindings(mod))
+        for where, b in hits:
+            key = (abi.module_key(b.uri), b.symbol, b.signature)
+            if key not in seen:
+                seen.add(key)
+                found.append((where, b))
+    return found
+
+
+BINDINGS = discover()
+VERSIONS = abi.versions()
+
+
+# ---------------------------------------------------------------------------- comparison
+def _kinds(signature):
+    return [(n, k.rstrip("!")) for n, _, k in (item.partition(":") for item in signature.split())]
+
+
+def first_mismatch(version, uri, symbol, signature):
+    """None when ``signature`` matches the export in ``version``, else the first
+    difference, naming the C++ declaration's file:line."""
+    key = abi.module_key(uri)
+    module, export = abi.export(version, uri, symbol)
+    if module is None:
+        return f"module {key} is not built by flashinfer {version}"
+    if export is None:
+        return (f"export {symbol} is not in module {key} of flashinfer {version} "
+                f"(sources {module['sources']}; exports {sorted(module['exports'])})")
+    decl = export["decl"] if export["decl"].startswith("flashinfer/") else CSRC + export["decl"]
+    cxx = export["params"]
+    ours = _kinds(signature)
+    declared = ", ".join(f"{t} {n}" for t, n in cxx)
+    where = f"{decl}: {symbol}({declared})"
+    if len(cxx) != len(ours):
+        return (f"arity: flashinfer {version} declares {len(cxx)} arguments, the Binding "
+                f"{len(ours)}; {where}")
+    n_generated = export.get("generated", {}).get("count", 0)
+    for i, ((ctype, cname), (name, kind)) in enumerate(zip(cxx, ours)):
+        if cname != name:
+            return f"argument {i}: C++ {ctype} {cname}, Binding {name}:{kind}; {where}"
+        generated = i >= len(cxx) - n_generated
+        if ctype in ("Tensor", "Optional<Tensor>"):
+            if ctype == "Optional<Tensor>" and kind == "T?" and generated and key in P1_NONE_ONLY:
+                continue
+            return (f"argument {i} ({cname}): C++ {ctype} takes a Tensor object, never the "
+                    f"DLTensor* {kind} packs (P1); {where}")
+        if kind not in CXX_KINDS.get(ctype, ()):
+            return (f"argument {i} ({cname}): C++ {ctype} cannot take kind {kind} (allowed: "
+                    f"{sorted(CXX_KINDS.get(ctype, ())) or 'none known'}); {where}")
+    return None
+
+
+# ---------------------------------------------------------------------------- tests
+def test_discovery_finds_every_family():
+    """A discovery that silently found nothing would pass every check below."""
+    keys = {abi.module_key(b.uri) for _, b in BINDINGS}
+    expected = {"norm", "page", "gdn_prefill_sm90", "single_decode/fa2", "batch_decode/fa2",
+                "single_prefill/fa2", "single_prefill/fa3", "batch_prefill/fa2",
+                "batch_prefill/fa3"}
+    assert expected <= keys, sorted(expected - keys)
+    assert VERSIONS and "0.6.3" in VERSIONS
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("where,b", BINDINGS,
+                         ids=[f"{abi.module_key(b.uri)}.{b.symbol}" for _, b in BINDINGS])
+def test_binding_matches_the_release(version, where, b):
+    mismatch = first_mismatch(version, b.uri, b.symbol, b.signature)
+    known = KNOWN_DIFFERENCES.get((version, abi.module_key(b.uri), b.symbol))
+    if known is None:
+        assert mismatch is None, (f"{where} = Binding({b.uri!r}, {b.symbol!r}, "
+                                  f"{b.signature!r}) does not match flashinfer {version}: "
+                                  f"{mismatch}")
+        return
+    assert mismatch is not None, (f"known_differences lists {version} {b.symbol} "
+                                  f"({known['reason']}) but the Binding now matches: drop it")
+    assert mismatch.startswith(known["expect"]), (
+        f"{where}: flashinfer {version} differs otherwise than reviewed ({known['expect']!r}): "
+        f"{mismatch}")
+    pytest.xfail(f"known flashinfer {version} difference: {known['reason']} -- {mismatch}")
+
+
+def test_every_known_difference_names_a_binding():
+    """An entry for an export nothing binds is a typo, not a reviewed difference."""
+    bound = {(abi.module_key(b.uri), b.symbol) for _, b in BINDINGS}
+    for version, key, symbol in KNOWN_DIFFERENCES:
+        assert version in VERSIONS, version
+        assert (key, symbol) in bound, (key, symbol)
+
+
+# The checker itself must be able to fail: plant mismatches in a real line.
+_NORM = "out:T! input:T weight:T eps:F enable_pdl:B"
+
+
+@pytest.mark.parametrize("signature,expect", [
+    ("input:T out:T! weight:T eps:F enable_pdl:B",
+     "argument 0: C++ TensorView out, Binding input"),
+    ("out:T! input:T weight:T eps:F",
+     "arity: flashinfer 0.6.3 declares 5 arguments, the Binding 4"),
+    ("out:T! input:T weight:T eps:I enable_pdl:B",
+     "argument 3 (eps): C++ double cannot take kind I"),
+    ("out:T! input:T weight:T? eps:F enable_pdl:B", "argument 2 (weight): C++ TensorView cannot"),
+])
+def test_planted_mismatch_is_reported(signature, expect):
+    assert first_mismatch("0.6.3", "norm", "rmsnorm", _NORM) is None
+    msg = first_mismatch("0.6.3", "norm", "rmsnorm", signature)
+    assert msg is not None and msg.startswith(expect), msg
+    assert "flashinfer/data/csrc/flashinfer_norm_binding.cu:18" in msg
+
+
+def test_p1_tensor_objects_are_flagged():
+    # layernorm takes ffi::Tensor: bound as T it would get a DLTensor* (P1)
+    msg = first_mismatch("0.6.3", "norm", "layernorm", "out:T! input:T gamma:T beta:T eps:F")
+    assert msg is not None and "P1" in msg and "argument 0 (out)" in msg
+    # a generated Optional<ffi::Tensor> is accepted only for the reviewed None-only families
+    sig = dict((k[2], v[0]) for k, v in _signatures().items()
+               if k[:2] == ("single_decode", "fa2"))["run"]
+    uri = "single_decode_with_kv_cache_dtype_q_f16_dtype_kv_f16_dtype_o_f16_head_dim_qk_128_" \
+          "head_dim_vo_128_posenc_0_use_swa_False_use_logits_cap_False"
+    assert first_mismatch("0.6.3", uri, "run", sig) is None
+    P1_NONE_ONLY.pop("single_decode/fa2")
+    try:
+        assert "P1" in first_mismatch("0.6.3", uri, "run", sig)
+    finally:
+        P1_NONE_ONLY["single_decode/fa2"] = "restored"
+
+
+def test_missing_export_and_module_are_reported():
+    assert first_mismatch("0.6.3", "norm", "no_such_export", _NORM).startswith(
+        "export no_such_export is not in module norm")
+    assert first_mismatch("0.6.3", "no_such_module", "x", _NORM).startswith(
+        "module no_such_module is not built")
+
+
+def _signatures():
+    from flashinfer_cy.kernels.attention import SIGNATURES
+    return SIGNATURES
+
+
+def test_discovery_reaches_containers():
+    """A family that keeps its Bindings in a dict or tuple (not module globals) is found."""
+    rope = Binding("rope", "apply_rope_pos_ids", "q:T k:T q_rope:T! k_rope:T! pos_ids:T "
+                   "rotary_dim:I interleave:B rope_scale:F rope_theta:F", device="q")
+    table = {"ops": (rope,), "n": 1}
+    assert list(_bindings_in(table, "fam.TABLE")) == [("fam.TABLE['ops'][0]", rope)]
+    assert first_mismatch("0.6.3", rope.uri, rope.symbol, rope.signature) is None
