@@ -254,6 +254,38 @@ def _parse_range(value: str, size: int):
     return (first, end) if first < size and first < end else None
 
 
+def run_cli(argv, capsys):
+    """``(exit status, captured out/err)`` of the artifacts subcommands run in this process."""
+    import argparse
+
+    from flashinfer_cy.artifacts import cli
+
+    parser = argparse.ArgumentParser(prog="flashinfer-cy")
+    cli.add_subcommands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args), capsys.readouterr()
+
+
+def rot_in_place(path: Path) -> None:
+    """Flip one byte of ``path``, keeping its size and mtime (what the cache's stat index compares)."""
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def refuse_locks(monkeypatch, err: int, text: str) -> None:
+    """Taking an entry's lock fails as it does in a cache this user cannot write (root ignores
+    permission bits, so tests make filelock fail the way it does there)."""
+    import filelock
+
+    def acquire(self, *args, **kwargs):
+        raise OSError(err, text, self.lock_file)
+
+    monkeypatch.setattr(filelock.FileLock, "acquire", acquire)
+
+
 # -- fixtures ----------------------------------------------------------------------------------
 @pytest.fixture
 def artifacts_env(tmp_path, monkeypatch):
