@@ -1,10 +1,13 @@
 """``python -m flashinfer_cy``: doctor, fetch, cache.
 
 ``doctor`` reports what a bug report needs (tvm-ffi, CUDA driver/runtime, GPUs, where each
-kernel module would come from), then runs one rmsnorm against a float64 reference when a
-GPU and the norm module are there. Exit status: 0 when everything that can run here ran
-and passed (a machine without a GPU says so plainly and still exits 0 unless
-``--require-gpu``), 1 when something is broken.
+kernel module would come from, cached copies hashed in full), then runs one rmsnorm against a
+float64 reference when a GPU and the norm module are there. Exit status: 0 when everything that
+can run here ran and passed, 1 when something is broken: a damaged cached module, an unusable
+kernel source, or, on a machine with a GPU, a kernel module that no source can supply. A machine
+without a GPU (CI, a laptop) cannot run kernels at all, so there missing modules are a warning
+that says which are missing and how to get them, and it exits 0 unless ``--require-gpu``.
+``--report-only`` prints the same report and always exits 0.
 """
 
 from __future__ import annotations
@@ -126,21 +129,45 @@ def cmd_doctor(args) -> int:
                  f"no usable NVIDIA GPU on this machine ({type(exc).__name__}: {exc}); "
                  "kernels cannot run here")
     rep.step("cuda runtime", _cudart, fail_status=FAIL if have_gpu else WARN)
-    try:
-        from flashinfer_cy.artifacts import cli as artifacts_cli
-
-        print("kernel modules (where each would come from):")
-        errors = artifacts_cli.print_sources(["norm", "page", "gdn_prefill_sm90"])
-        if errors:  # e.g. an unusable FLASHINFER_CY_KERNEL_WHEEL: loading them would fail too
-            rep.line(FAIL, "kernel sources", f"{errors} module(s) cannot be located (see 'error:' above)")
-    except Exception as exc:  # noqa: BLE001
-        rep.line(WARN, "kernel sources", f"{type(exc).__name__}: {exc}")
+    _kernel_modules(rep, required=have_gpu or args.require_gpu)
     if have_gpu:
         rep.step("smoke: rmsnorm", _smoke_norm)
     else:
         rep.line(WARN, "smoke: rmsnorm", "skipped: needs a GPU")
+    if args.report_only:
+        print("result:", "FAILED" if rep.failed else "OK", "(report only: exit status 0)")
+        return 0
     print("result:", "FAILED" if rep.failed else "OK")
     return 1 if rep.failed else 0
+
+
+def _kernel_modules(rep: Report, required: bool) -> None:
+    """Where each fixed module comes from; what is missing or damaged is a failure (missing ones
+    only a warning where no GPU could run them)."""
+    try:
+        from flashinfer_cy.artifacts import FIXED_MODULES
+        from flashinfer_cy.artifacts import cli as artifacts_cli
+
+        print("kernel modules (where each would come from):")
+        found = artifacts_cli.print_sources(FIXED_MODULES, verify=True)
+    except Exception as exc:  # noqa: BLE001
+        rep.line(WARN, "kernel sources", f"{type(exc).__name__}: {exc}")
+        return
+    if found.errors:  # e.g. an unusable FLASHINFER_CY_KERNEL_WHEEL: loading them would fail too
+        rep.line(FAIL, "kernel sources", f"{found.errors} module(s) cannot be located (see 'error:' above)")
+    if found.damaged:
+        rep.line(FAIL, "kernel cache", f"{len(found.damaged)} damaged file(s) (see 'damaged:' above); "
+                 "run `flashinfer-cy fetch --verify` to replace them")
+    if found.missing:
+        from flashinfer_cy.artifacts.net import remedies
+
+        why = ("no source can supply them here (offline or no cached copy, or no wheel pinned for "
+               f"this CUDA/arch). {remedies()}")
+        if required:
+            rep.line(FAIL, "kernel modules", f"missing: {', '.join(found.missing)}: {why}")
+        else:
+            rep.line(WARN, "kernel modules", f"missing: {', '.join(found.missing)} (not needed on a machine "
+                     f"without a GPU; to get them where there is one: {why})")
 
 
 def main(argv=None) -> int:
@@ -148,7 +175,9 @@ def main(argv=None) -> int:
     sub = ap.add_subparsers(dest="command", required=True)
     doc = sub.add_parser("doctor", help="report the environment and run a smoke kernel")
     doc.add_argument("--require-gpu", action="store_true",
-                     help="fail (exit 1) when no GPU is usable")
+                     help="fail (exit 1) when no GPU is usable (and when kernel modules are missing)")
+    doc.add_argument("--report-only", action="store_true",
+                     help="print the report and exit 0 whatever it found")
     doc.set_defaults(func=cmd_doctor)
     try:
         from flashinfer_cy.artifacts.cli import add_subcommands

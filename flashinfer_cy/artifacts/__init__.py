@@ -45,15 +45,16 @@ def locate_module_ex(uri: str, *, download: bool = True, progress=None) -> tuple
     return locate(uri, download=download, progress=progress)
 
 
-def where_is(uri: str) -> tuple[str, Path | None]:
+def where_is(uri: str, *, verify: bool = False) -> tuple[str, Path | None]:
     """``(step, path or None)`` that would supply ``uri``; touches no network and writes nothing.
+    ``verify``: hash a cached copy in full instead of trusting an unchanged size and mtime.
 
     Raises the :class:`~flashinfer_cy.errors.ArtifactError` that :func:`locate_module` would for
     an unusable ``FLASHINFER_CY_KERNEL_WHEEL`` (or a malformed setting), so the two agree.
     """
     from .resolve import where_is as _where_is
 
-    return _where_is(uri)
+    return _where_is(uri, verify=verify)
 
 
 def describe_sources() -> list[dict]:
@@ -63,23 +64,24 @@ def describe_sources() -> list[dict]:
     return _describe()
 
 
-def fetch_modules(uris=None, *, wheel=None, full: bool = False, progress=None) -> dict[str, Path]:
-    """Put ``uris`` (default :data:`FIXED_MODULES`) into the cache now; ``{uri: path}``."""
+def fetch_modules(uris=None, *, wheel=None, full: bool = False, progress=None, verify: bool = False) -> dict[str, Path]:
+    """Put ``uris`` (default :data:`FIXED_MODULES`) into the cache now; ``{uri: path}``.
+    ``verify``: hash cached copies in full and replace damaged ones (bit rot)."""
     from .resolve import fetch
 
-    return fetch(uris, wheel=wheel, full=full, progress=progress)
+    return fetch(uris, wheel=wheel, full=full, progress=progress, verify=verify)
 
 
 def platform_info() -> dict:
     """``{"cuda", "cuda_source", "arch", "wheel"}`` for this machine (``wheel``: pin key or error)."""
     from ..errors import ArtifactError
     from .host import detect_cuda_version, machine_arch
-    from .manifest import load_manifest
+    from .resolve import platform_pin
 
     info = {"arch": machine_arch(), "cuda": None, "cuda_source": None, "wheel": None}
     try:
         info["cuda"], info["cuda_source"] = detect_cuda_version()
-        pin = load_manifest().select(info["cuda"], info["arch"])
+        pin = platform_pin()
         info["wheel"] = f"{pin.key}: {pin.filename}"
     except ArtifactError as exc:
         info["wheel"] = f"none: {exc}"

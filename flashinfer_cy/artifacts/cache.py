@@ -13,6 +13,8 @@
 
 The index lets a later process trust a file after one ``stat`` (size and mtime unchanged); any
 difference triggers a full hash against RECORD, and a mismatch makes the caller re-extract.
+Bytes that rot without changing size or mtime pass that check: ``FLASHINFER_CY_VERIFY=full``
+(or ``full_verify=True``, ``fetch --verify``, ``doctor``, ``cache verify``) hashes every time.
 RECORD itself is checked against its pinned hash, else the hash noted when it was written.
 
 Anything found where the cache keeps a file (a directory, a special file) or where it keeps a
@@ -33,7 +35,7 @@ from pathlib import Path
 
 from ..errors import ArtifactError
 from .fsutil import CacheAccessError, access_error, local_io, sha256_file, write_atomic
-from .net import log
+from .net import log, warn
 from .wheel import RecordEntry, parse_record
 
 _process_lock = threading.RLock()  # serialises this process's threads around an entry
@@ -43,8 +45,13 @@ META_FILES = ("RECORD", "index.json", "source.json")
 
 
 class CacheEntry:
-    def __init__(self, root: Path, sha256: str, filename: str | None = None, record_sha256: str | None = None):
+    def __init__(self, root: Path, sha256: str, filename: str | None = None, record_sha256: str | None = None,
+                 *, full_verify: bool | None = None):
+        from . import settings
+
         self.root = root
+        # hash cached files on every check instead of trusting an unchanged size and mtime
+        self.full_verify = settings.verify_full() if full_verify is None else full_verify
         self.sha256 = sha256
         self.dir = root / sha256
         self.filename = filename
@@ -100,11 +107,12 @@ class CacheEntry:
             _process_lock.release()
 
     # -- damage ------------------------------------------------------------------------------
-    def _damaged(self, path: Path, why: str) -> None:
+    def _damaged(self, path: Path, why: str, *, quiet: bool = False) -> None:
         note = f"{path}: {why}"
         if note not in self.problems:
             self.problems.append(note)
-            log.warning("%s in the cache is damaged (%s)", path, why)
+            if not quiet:
+                warn("%s in the cache is damaged (%s)", path, why)
 
     def remove_damaged(self, path: Path, why: str, *, quiet: bool = False) -> None:
         """Remove damage at ``path`` (lock held); :class:`CacheAccessError` if it cannot be."""
@@ -171,7 +179,7 @@ class CacheEntry:
                 self._damaged(path, "not a regular file")
                 return None
             return path.read_bytes()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # absent, or the entry is no directory (lock() says so)
             return None
         except OSError as exc:
             raise access_error(path, exc, "read") from exc
@@ -261,7 +269,8 @@ class CacheEntry:
             actual = sha256_file(path)
         except OSError as exc:
             raise access_error(path, exc, "read") from exc
-        if actual != expected:
+        if actual != expected:  # noted for the messages of later errors; the caller repairs or says
+            self._damaged(path, f"sha256 {actual}, expected {expected}", quiet=True)
             return False
         try:
             # Only a memo: never wait for it behind another process's download (where_is, and
@@ -272,8 +281,10 @@ class CacheEntry:
             pass
         return True
 
-    def member_ok(self, member: str, *, full: bool = False) -> bool:
-        """Is the extracted ``member`` present and equal to RECORD's hash? (cheap unless changed)"""
+    def member_ok(self, member: str, *, full: bool | None = None) -> bool:
+        """Is the extracted ``member`` present and equal to RECORD's hash? (cheap unless changed,
+        or unless ``full`` / :attr:`full_verify`)"""
+        full = self.full_verify if full is None else full
         record = self.record()
         expected = record.get(member) if record else None
         if expected is None or not expected.sha256:
@@ -283,7 +294,8 @@ class CacheEntry:
     def note_member(self, member: str) -> None:
         self._note("files", member, self.file_path(member), self.record()[member].sha256)
 
-    def wheel_ok(self, *, full: bool = False) -> bool:
+    def wheel_ok(self, *, full: bool | None = None) -> bool:
+        full = self.full_verify if full is None else full
         path = self.wheel_path
         return bool(path) and self._valid("wheel", path.name, path, self.sha256, full=full)
 
@@ -302,6 +314,22 @@ class CacheEntry:
         if named in present or not present:
             return named
         return present[0]
+
+    def sweep_temporaries(self) -> list[Path]:
+        """Remove the temporary files a killed extraction or write left (``.<name>.<hex>.tmp``);
+        lock held. Every writer in an entry holds its lock, so none of them is in flight now.
+        ``.part`` downloads are kept: the next download resumes them."""
+        removed = []
+        for path in self.dir.rglob(".*.tmp"):
+            try:
+                if path.is_file() and not path.is_symlink():
+                    path.unlink()
+                    removed.append(path)
+            except OSError:  # a sweep is housekeeping: never fail the fetch that triggered it
+                pass
+        if removed:
+            log.info("removed %d stale temporary file(s) in %s", len(removed), self.dir)
+        return removed
 
     def extracted_members(self) -> list[str]:
         files = self.dir / "files"

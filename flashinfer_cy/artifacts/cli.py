@@ -11,6 +11,7 @@ The core wires them into ``python -m flashinfer_cy``::
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import sys
 from pathlib import Path
@@ -24,12 +25,15 @@ def add_subcommands(subparsers) -> None:
                        help="module URIs (default: norm page gdn_prefill_sm90)")
     fetch.add_argument("--wheel", metavar="PATH", help="take them from this local wheel instead of downloading")
     fetch.add_argument("--full", action="store_true", help="download the whole wheel, not only the members")
+    fetch.add_argument("--verify", action="store_true",
+                       help="hash cached copies in full (not only size and mtime) and replace damaged ones")
     fetch.set_defaults(func=cmd_fetch)
 
     cache = subparsers.add_parser("cache", help="inspect or clean the kernel cache")
     actions = cache.add_subparsers(dest="cache_command", required=True)
     actions.add_parser("list", help="cache entries and what they hold").set_defaults(func=cmd_cache_list)
-    verify = actions.add_parser("verify", help="fully re-hash every cached file; delete damaged ones")
+    verify = actions.add_parser("verify", help="fully re-hash every cached file; delete damaged ones "
+                                "(in a cache this user cannot write: report them only)")
     verify.set_defaults(func=cmd_cache_verify)
     clean = actions.add_parser("clean", help="remove interrupted downloads and temp files")
     clean.add_argument("--wheels", action="store_true", help="also remove full wheels (keep extracted modules)")
@@ -61,7 +65,7 @@ def _reports_errors(handler):
 def cmd_fetch(args) -> int:
     from . import fetch_modules
 
-    paths = fetch_modules(args.modules, wheel=args.wheel, full=args.full)
+    paths = fetch_modules(args.modules, wheel=args.wheel, full=args.full, verify=args.verify)
     for uri, path in paths.items():
         print(f"{uri}: {path}")
     return 0
@@ -126,14 +130,18 @@ def cmd_cache_verify(args=None, out=None) -> int:
 
     RECORD is judged first (against the verified wheel, the pin, or the hash noted when it was
     written): members are only judged against a RECORD that is itself intact, so a damaged
-    RECORD never gets good modules deleted.
+    RECORD never gets good modules deleted. An entry whose lock cannot be taken (a read-only
+    or another user's cache) is checked all the same, without the lock, and nothing is removed.
     """
+    import contextlib
+
     from . import settings
     from .cache import entries
+    from .fsutil import CacheAccessError
 
     out = out or sys.stdout
     pins = _pins_by_sha256()
-    damaged = 0
+    damaged, read_only = 0, False
 
     def report(path, what):
         nonlocal damaged
@@ -143,37 +151,61 @@ def cmd_cache_verify(args=None, out=None) -> int:
     for entry in entries(settings.cache_root()):
         pin = pins.get(entry.sha256)
         entry.record_sha256 = pin.record_sha256 if pin else None
-        with entry.lock():
-            for path, why in entry.misplaced():
-                entry.remove_damaged(path, why, quiet=True)
-                report(path, f"{why}; removed")
-            wheel = entry.wheel_path
-            if wheel and wheel.is_file() and not entry.wheel_ok(full=True):
-                wheel.unlink()
-                report(wheel, "deleted")
-            record_path = entry.dir / "RECORD"
-            if wheel and wheel.is_file():  # verified just now: the authority on RECORD
-                data = _wheel_record(entry, pin)
-                current = record_path.read_bytes() if record_path.is_file() else None
-                if current != data:
-                    if current is not None:
-                        report(record_path, "differs from the verified wheel's RECORD; replaced")
-                    entry.store_record(data)
-            if entry.record() is None:
-                if record_path.is_file():
-                    record_path.unlink()
-                    report(record_path, "deleted; it is taken from the wheel again on next use")
-                if entry.extracted_members():
-                    print(f"note: {entry.dir}: no intact RECORD to check the module files against; "
-                          "they are checked when next used", file=out)
-                continue
-            for member in entry.extracted_members():
-                if entry.member_ok(member, full=True):
-                    continue
-                entry.file_path(member).unlink(missing_ok=True)
-                report(entry.file_path(member), "deleted; it is extracted again on next use")
-    print("cache verified: " + (f"{damaged} damaged file(s) removed" if damaged else "all files intact"), file=out)
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(entry.lock())
+                repair = True
+            except CacheAccessError as exc:
+                print(f"note: {exc}; checking {entry.dir} without repairing it", file=out)
+                repair, read_only = False, True
+            _verify_entry(entry, pin, report, repair, out)
+    summary = "all files intact" if not damaged else (
+        f"{damaged} damaged file(s) found, those in caches it could not write left in place" if read_only
+        else f"{damaged} damaged file(s) removed")
+    print("cache verified: " + summary, file=out)
     return 1 if damaged else 0
+
+
+def _verify_entry(entry, pin, report, repair: bool, out) -> None:
+    """Check one entry; with ``repair`` (lock held) remove what is damaged."""
+    kept = "; not removed: this cache cannot be written here"
+    for path, why in entry.misplaced():
+        if repair:
+            entry.remove_damaged(path, why, quiet=True)
+        report(path, f"{why}; removed" if repair else why + kept)
+    wheel = entry.wheel_path
+    wheel_good = bool(wheel and wheel.is_file() and entry.wheel_ok(full=True))
+    if wheel and wheel.is_file() and not wheel_good:
+        if repair:
+            wheel.unlink()
+        report(wheel, "deleted" if repair else "sha256 differs from the pin" + kept)
+    record_path = entry.dir / "RECORD"
+    if wheel_good:  # verified just now: the authority on RECORD
+        data = _wheel_record(entry, pin)
+        current = record_path.read_bytes() if record_path.is_file() else None
+        if current != data:
+            if current is not None:
+                report(record_path, "differs from the verified wheel's RECORD; " + ("replaced" if repair else kept[2:]))
+            if repair:
+                entry.store_record(data)
+    if entry.record() is None:
+        if record_path.is_file():
+            if repair:
+                record_path.unlink()
+            report(record_path, "deleted; it is taken from the wheel again on next use" if repair
+                   else "does not match its pinned or noted sha256" + kept)
+        if entry.extracted_members():
+            print(f"note: {entry.dir}: no intact RECORD to check the module files against; "
+                  "they are checked when next used", file=out)
+        return
+    for member in entry.extracted_members():
+        if entry.member_ok(member, full=True):
+            continue
+        path = entry.file_path(member)
+        if repair:
+            path.unlink(missing_ok=True)
+        report(path, "deleted; it is extracted again on next use" if repair
+               else "sha256 differs from RECORD" + kept)
 
 
 @_reports_errors
@@ -207,28 +239,46 @@ def cmd_cache_clean(args, out=None) -> int:
     return 0
 
 
-def print_sources(uris=None, out=None) -> int:
+@dataclasses.dataclass
+class SourcesReport:
+    """What ``doctor`` needs from :func:`print_sources` to decide its exit status."""
+
+    errors: int = 0  # modules whose source is unusable (locate would raise)
+    missing: list = dataclasses.field(default_factory=list)  # modules no source can supply
+    damaged: list = dataclasses.field(default_factory=list)  # "<path>: <what is wrong>"
+
+
+def print_sources(uris=None, out=None, *, verify: bool = True) -> SourcesReport:
     """For ``doctor``: each resolution step, then where each module would come from.
 
-    Returns how many modules could not be located (``error:`` lines), so doctor can fail.
+    ``verify``: hash cached copies in full, so bit rot that kept size and mtime is reported.
     """
-    from . import FIXED_MODULES, describe_sources, platform_info, where_is
+    from . import FIXED_MODULES, describe_sources, platform_info, settings
+    from .resolve import inspect
 
     out = out or sys.stdout
     info = platform_info()
     print(f"platform: CUDA {info['cuda']} ({info['cuda_source']}), {info['arch']}; wheel {info['wheel']}", file=out)
+    for note in settings.ignored():
+        print(f"note: {note}", file=out)
     print("kernel sources, in resolution order:", file=out)
     for row in describe_sources():
         mark = "x" if row["configured"] else " "
         print(f"  ({row['order']}) [{mark}] {row['step']:<17} {row['location'] or '-'}", file=out)
         print(f"      {row['status']}", file=out)
-    print("modules:", file=out)
-    errors = 0
+    print("modules" + (" (cached copies hashed in full):" if verify else ":"), file=out)
+    found = SourcesReport()
     for uri in list(uris or FIXED_MODULES):
         try:
-            step, path = where_is(uri)
-            print(f"  {uri}: {step}" + (f" {path}" if path else " (not on disk yet)"), file=out)
+            step, path, problems = inspect(uri, verify=verify)
         except (ArtifactError, ValueError, OSError) as exc:
-            errors += 1
+            found.errors += 1
             print(f"  {uri}: error: {exc}", file=out)
-    return errors
+            continue
+        if step == "missing":
+            found.missing.append(uri)
+        print(f"  {uri}: {step}" + (f" {path}" if path else " (not on disk yet)"), file=out)
+        for problem in problems:
+            found.damaged.append(problem)
+            print(f"      damaged: {problem}", file=out)
+    return found

@@ -14,7 +14,7 @@ from typing import Callable, Union
 
 from ..errors import ChecksumMismatchError, DownloadError
 from .fsutil import HASH_CHUNK, local_io, publish
-from .net import TransientError, log, open_url, with_retries
+from .net import SpeedGuard, TransientError, log, open_url, with_retries
 from .settings import HttpPolicy
 
 # progress: None = tqdm bar when stderr is a TTY, False = quiet, callable(done_bytes, total_or_None)
@@ -122,6 +122,11 @@ def download_file(
     reporter = _Reporter(progress, dest.name)
     log.info("downloading %s (%s) from %s", dest.name, human(size), url)
 
+    # A body that ended with neither a Content-Length nor a pinned size to measure it by: a
+    # mismatching hash may only mean "cut short". Ask for the rest once; a 416 then proves the
+    # bytes complete (and wrong), a 206 brings what was missing.
+    probed = {"pending": False}
+
     def attempt(_n: int) -> Path:
         offset = part.sync()
         if size is not None and offset > size:
@@ -133,12 +138,15 @@ def download_file(
         except Exception as exc:
             if getattr(exc, "code", None) == 416 and offset:  # .part already holds everything
                 exc.close()
-                return finish()
+                return finish(complete=True)
             raise
         with response:
             expected_total = _expected_total(response, offset)
             if expected_total is not None and size is not None and expected_total != size:
                 raise DownloadError(f"{url} is {expected_total} bytes, but the pin says {size}")
+            # without a length from the server, the pin's size tells a short body from a whole one
+            expected_total = size if expected_total is None else expected_total
+            guard = SpeedGuard(policy)
             # Local I/O errors become CacheAccessError (never retried); only what the network
             # raises (resets, timeouts, short reads) is left to the retry loop.
             with local_io(part.path):
@@ -155,13 +163,14 @@ def download_file(
                     if size is not None and part.size > size:
                         raise DownloadError(f"{url} sent more than the pinned {size} bytes")
                     reporter(part.size, expected_total)
+                    guard.update(len(block))
             finally:
                 with local_io(part.path):
                     out.close()
         if expected_total is not None and part.size != expected_total:
             # urllib returns b"" on an early EOF instead of raising; resume from here
-            raise TransientError(f"connection closed at byte {part.size} of {expected_total}")
-        return finish()
+            raise TransientError(f"the connection closed at byte {part.size} of {expected_total}")
+        return finish(complete=expected_total is not None)
 
     def _expected_total(response, offset: int) -> int | None:
         length = response.headers.get("Content-Length")
@@ -176,10 +185,14 @@ def download_file(
             part.restart()
         return int(length) if length is not None else None
 
-    def finish() -> Path:
+    def finish(complete: bool) -> Path:
         actual = part.hasher.hexdigest()
         if sha256 is not None and actual != sha256:
-            inherited = part.inherited
+            if not complete and not probed["pending"]:
+                probed["pending"] = True
+                raise TransientError(f"the body of unknown length ended at byte {part.size} and does "
+                                     "not hash to the pin; asking for the rest in case it was cut short")
+            inherited = part.inherited and not probed["pending"]
             part.restart()
             if inherited:  # a prefix from an earlier run may be stale: one clean retry
                 raise TransientError(f"resumed download of {dest.name} hashed wrong; restarting")
@@ -189,6 +202,6 @@ def download_file(
         return dest
 
     try:
-        return with_retries(f"download {dest.name}", policy, attempt)
+        return with_retries(f"download of {dest.name}", policy, attempt, url)
     finally:
         reporter.close()

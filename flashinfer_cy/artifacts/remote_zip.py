@@ -12,7 +12,7 @@ import io
 
 from ..errors import ArtifactError
 from .download import parse_content_range
-from .net import TransientError, open_url, with_retries
+from .net import TransientError, open_url, read_body, with_retries
 from .settings import HttpPolicy
 
 
@@ -49,13 +49,13 @@ class HttpRangeFile(io.RawIOBase):
                 start, last, total = parse_content_range(response.headers.get("Content-Range"))
                 if total is None or (first is not None and start != first):
                     raise TransientError(f"unexpected Content-Range {response.headers.get('Content-Range')!r}")
-                body = response.read(last - start + 1)
+                body = read_body(response, last - start + 1, self.policy)  # a trickle fails too
                 self.bytes_received += len(body)
                 if len(body) != last - start + 1:
                     raise TransientError(f"short read: {len(body)} of {last - start + 1} bytes")
                 return body, total
 
-        return with_retries(f"range request to {self.url}", self.policy, attempt)
+        return with_retries(f"range request bytes={spec}", self.policy, attempt, self.url)
 
     # -- io protocol -------------------------------------------------------------------------
     def readable(self) -> bool:

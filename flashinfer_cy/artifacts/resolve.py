@@ -11,10 +11,19 @@
                           extracted modules, or the cached full wheel.
 (e) ``download``          the pinned wheel: only the needed members by HTTP Range when the manifest
                           pins the wheel's RECORD, else the whole wheel. Off when ``$FLASHINFER_CY_OFFLINE=1``.
+                          ``$FLASHINFER_CY_WHEEL_SHA256`` replaces the pinned sha256 (a mirror's own build).
+
+What is verified: (a) and (c) are used as they are. (b) and a full download (e): the wheel's
+sha256, before any member is extracted. A partial download (e): the wheel's RECORD against its
+pinned sha256, then each member against RECORD's sha256 and size (the wheel's own sha256 cannot
+be checked without all of its bytes). (d): each file against RECORD when it is written; later a
+``stat`` (size and mtime unchanged since it was hashed), or a full hash when ``$FLASHINFER_CY_VERIFY=full``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import re
 from pathlib import Path
@@ -23,8 +32,8 @@ from ..errors import ArtifactError, ChecksumMismatchError, KernelNotFoundError, 
 from . import FIXED_MODULES, settings
 from .cache import CacheEntry
 from .download import Progress, download_file, human
-from .fsutil import access_error, sha256_file
-from .net import log
+from .fsutil import CacheAccessError, access_error, sha256_file
+from .net import log, warn
 from .manifest import Manifest, WheelPin, load_manifest, member_for
 from .wheel import CorruptWheelError, reading
 
@@ -83,9 +92,41 @@ def _local_wheel(manifest: Manifest, raw: str | Path | None) -> tuple[Path, Cach
     return path, entry
 
 
+@contextlib.contextmanager
+def _locked(entry: CacheEntry):
+    """``entry.lock()``; when it cannot be taken (a read-only cache) after damage was seen, the
+    error names the damaged file, not only the lock."""
+    try:
+        with entry.lock():
+            yield
+    except CacheAccessError as exc:
+        if not entry.problems:
+            raise
+        err = CacheAccessError(
+            f"damaged in the cache: {'; '.join(entry.problems)}; it cannot be repaired here ({exc}). "
+            "Ask whoever can write the cache to run `flashinfer-cy cache verify` and `flashinfer-cy fetch`, "
+            f"or set {settings.CACHE_DIR_ENV} to a cache you can write")
+        err.errno = getattr(exc, "errno", None)
+        raise err from exc
+
+
+def _sweep(entry: CacheEntry) -> None:
+    """Remove temporaries a killed extraction left, unless another process works in the entry
+    (its temporaries may be in flight) or the cache cannot be written."""
+    from filelock import Timeout
+
+    try:
+        with entry.lock(timeout=0):
+            entry.sweep_temporaries()
+    except (Timeout, OSError):
+        pass
+
+
 def _extract_local(wheel: Path, entry: CacheEntry, members: list[str]) -> None:
     """Verify the local wheel's sha256 (once per process), then extract like a download."""
-    with entry.lock():
+    if all(entry.member_ok(m) for m in members):  # nothing to do: no waiting for the lock
+        return
+    with _locked(entry):
         if all(entry.member_ok(m) for m in members):
             return
         actual = _hash_local(wheel)
@@ -93,6 +134,7 @@ def _extract_local(wheel: Path, entry: CacheEntry, members: list[str]) -> None:
             raise ChecksumMismatchError(f"local wheel {wheel}", entry.sha256, actual)
         entry.store_source(wheel.name, wheel.resolve().as_uri())
         _extract_from_file(entry, wheel, members, None)
+        entry.sweep_temporaries()
 
 
 # -- (c) installed flashinfer_jit_cache ---------------------------------------------------------
@@ -136,11 +178,17 @@ def platform_pin(manifest: Manifest | None = None) -> WheelPin:
 
     manifest = manifest or load_manifest()
     cuda, _how = detect_cuda_version()
-    return manifest.select(cuda, machine_arch())
+    pin = manifest.select(cuda, machine_arch())
+    override = settings.wheel_sha256()
+    if override is None or override == pin.sha256:
+        return pin
+    # Another build of the wheel: the pinned RECORD hash, member list and size describe the
+    # pinned bytes only, so the whole wheel is downloaded and checked against the override.
+    return dataclasses.replace(pin, sha256=override, size=None, record_sha256=None, members=None)
 
 
-def _pinned_entry(pin: WheelPin) -> CacheEntry:
-    return CacheEntry(settings.cache_root(), pin.sha256, pin.filename, pin.record_sha256)
+def _pinned_entry(pin: WheelPin, verify: bool | None = None) -> CacheEntry:
+    return CacheEntry(settings.cache_root(), pin.sha256, pin.filename, pin.record_sha256, full_verify=verify or None)
 
 
 # -- extraction (shared by b, d, e) -------------------------------------------------------------
@@ -219,14 +267,18 @@ def _not_cached(entry: CacheEntry, members: list[str]) -> KernelNotFoundError:
     damage = f"; damaged in the cache: {'; '.join(entry.problems)}" if entry.problems else ""
     return KernelNotFoundError(
         f"{', '.join(members)} not in the cache {entry.dir} and downloading is off "
-        f"({settings.OFFLINE_ENV}=1 or download=False){damage}; run `python -m flashinfer_cy fetch` "
-        "where there is network, or point FLASHINFER_CY_KERNEL_WHEEL at the wheel"
+        f"({settings.OFFLINE_ENV}=1 or download=False){damage}. To get them: run `flashinfer-cy fetch` "
+        f"(the installed console script; `python -m flashinfer_cy` inside a source checkout would pick "
+        f"the uncompiled tree) where there is network, with the same {settings.CACHE_DIR_ENV}; or set "
+        f"{settings.KERNEL_WHEEL_ENV} to the wheel {entry.filename or ''}; or build them with "
+        f"`python tools/build_kernels.py --out DIR <uris>` and set {settings.KERNEL_DIR_ENV}=DIR"
     )
 
 
-def _ensure_pinned(pin: WheelPin, members: list[str], *, download: bool, full: bool, progress: Progress) -> str:
+def _ensure_pinned(pin: WheelPin, members: list[str], *, download: bool, full: bool, progress: Progress,
+                   verify: bool = False) -> str:
     """Make every member valid in the pinned entry; return the step that supplied them."""
-    entry = _pinned_entry(pin)
+    entry = _pinned_entry(pin, verify)
     if all(entry.member_ok(m) for m in members):
         return "cache"
     may_download = download and not settings.offline()
@@ -234,13 +286,14 @@ def _ensure_pinned(pin: WheelPin, members: list[str], *, download: bool, full: b
         # Nothing here could supply them: say so without the lock, which a read-only cache
         # cannot give (and which would make us wait behind a download for nothing).
         raise _not_cached(entry, members)
-    with entry.lock():
+    with _locked(entry):
         if all(entry.member_ok(m) for m in members):  # another process did it while we waited
             return "cache"
         entry.store_source(pin.filename, pin.download_url())
         if entry.wheel_ok():
             try:
                 _extract_from_file(entry, entry.wheel_path, members, pin)
+                entry.sweep_temporaries()
                 return "cache"
             except CorruptWheelError:
                 # The stat index vouched for bytes that rotted since (same size and mtime):
@@ -251,6 +304,7 @@ def _ensure_pinned(pin: WheelPin, members: list[str], *, download: bool, full: b
         if not may_download:
             raise _not_cached(entry, members)
         _extract_remote(entry, pin, members, full=full, progress=progress)
+        entry.sweep_temporaries()
         return "download"
 
 
@@ -270,6 +324,7 @@ def locate(uri: str, *, download: bool = True, progress: Progress = None) -> tup
     path, manifest, member = _begin(uri)
     if path:
         return "kernel_dir", path
+    settings.warn_ignored()
     notes = []
     if settings.env(settings.KERNEL_DIR_ENV):
         notes.append(f"(a) not in {settings.env(settings.KERNEL_DIR_ENV)}")
@@ -303,68 +358,89 @@ def locate(uri: str, *, download: bool = True, progress: Progress = None) -> tup
     return step, _pinned_entry(pin).file_path(member)
 
 
-def fetch(uris=None, *, wheel: str | Path | None = None, full: bool = False, progress: Progress = None) -> dict[str, Path]:
+def fetch(uris=None, *, wheel: str | Path | None = None, full: bool = False, progress: Progress = None,
+          verify: bool = False) -> dict[str, Path]:
     """Put modules ``uris`` (default: the fixed ones) into the cache now; return their paths.
 
     ``wheel``: take them from this local wheel (verified like step b) instead of the pinned
     download. ``full``: download the whole wheel even when a partial fetch is possible.
+    ``verify``: hash the cached copies in full (not only size and mtime) and replace damaged ones.
+    Temporary files that a killed extraction left in the entry are removed.
     """
+    settings.warn_ignored()
     uris = [check_uri(u) for u in (uris or FIXED_MODULES)]
     manifest = load_manifest()
     members = {u: member_for(manifest.member_prefix, u) for u in uris}
     if wheel is not None:
         path, entry = _local_wheel(manifest, wheel)  # same verification rules as step (b)
+        entry.full_verify = entry.full_verify or verify
         _extract_local(path, entry, list(members.values()))
+        _sweep(entry)
         return {u: entry.file_path(m) for u, m in members.items()}
     pin = platform_pin(manifest)
     if pin.members is not None:
         missing = [m for m in members.values() if m not in pin.members]
         if missing:
             raise KernelNotFoundError(f"not in the pinned wheel {pin.filename}: {', '.join(missing)}")
+    entry = _pinned_entry(pin, verify)
     if full:
-        entry = _pinned_entry(pin)
-        with entry.lock():
+        with _locked(entry):
             if not entry.wheel_ok():
                 _download_wheel(entry, pin, progress)
-    _ensure_pinned(pin, list(members.values()), download=True, full=full, progress=progress)
-    return {u: _pinned_entry(pin).file_path(m) for u, m in members.items()}
+    _ensure_pinned(pin, list(members.values()), download=True, full=full, progress=progress, verify=verify)
+    _sweep(entry)
+    return {u: entry.file_path(m) for u, m in members.items()}
 
 
-def where_is(uri: str) -> tuple[str, Path | None]:
+def where_is(uri: str, *, verify: bool = False) -> tuple[str, Path | None]:
     """Which step would supply ``uri``, and its path if it is already on disk.
 
     No network, no extraction (at most the cache's stat index is refreshed).
     ``("download", None)``: it would be fetched; ``("missing", None)``: no source has it.
-    A ``None`` path with another step means "would be extracted from that step's wheel".
+    A ``None`` path with another step means "would be extracted from that step's wheel"
+    (a damaged cached copy included). ``verify``: hash cached copies in full.
     An unusable ``$FLASHINFER_CY_KERNEL_WHEEL`` raises the ArtifactError ``locate`` raises.
     """
+    return inspect(uri, verify=verify)[:2]
+
+
+def inspect(uri: str, *, verify: bool = False) -> tuple[str, Path | None, list[str]]:
+    """:func:`where_is` plus the damage met in the cache (``"<path>: <what is wrong>"``)."""
     path, manifest, member = _begin(uri)
     if path:
-        return "kernel_dir", path
+        return "kernel_dir", path, []
+    problems: list[str] = []
+
+    def ok(entry: CacheEntry) -> bool:
+        entry.full_verify = entry.full_verify or verify
+        good = entry.member_ok(member)
+        problems.extend(p for p in entry.problems if p not in problems)
+        return good
+
     # An unusable FLASHINFER_CY_KERNEL_WHEEL raises here as it does in locate(): reporting the
     # module as available while locate() fails would send doctor users down the wrong path.
     local = _local_wheel(manifest, settings.env(settings.KERNEL_WHEEL_ENV))
     if local:
         wheel, entry = local
-        if entry.member_ok(member):
-            return "local_wheel", entry.file_path(member)
+        if ok(entry):
+            return "local_wheel", entry.file_path(member), problems
         if _zip_has(wheel, member):
-            return "local_wheel", None
+            return "local_wheel", None, problems
     path = _installed_path(manifest, uri)
     if path:
-        return "installed_package", path
+        return "installed_package", path, problems
     try:
         pin = platform_pin(manifest)
     except UnsupportedPlatformError:
-        return "missing", None
+        return "missing", None, problems
     if pin.members is not None and member not in pin.members:
-        return "missing", None
+        return "missing", None, problems
     entry = _pinned_entry(pin)
-    if entry.member_ok(member):
-        return "cache", entry.file_path(member)
+    if ok(entry):
+        return "cache", entry.file_path(member), problems
     if entry.wheel_path.is_file() and _zip_has(entry.wheel_path, member):
-        return "cache", None
-    return ("missing" if settings.offline() else "download"), None
+        return "cache", None, problems
+    return ("missing" if settings.offline() else "download"), None, problems
 
 
 def _zip_has(wheel: Path, member: str) -> bool:
@@ -414,9 +490,11 @@ def describe_sources() -> list[dict]:
         from .host import detect_cuda_version, machine_arch
 
         cuda, how = detect_cuda_version()
-        pin = manifest.select(cuda, machine_arch())
+        pin = platform_pin(manifest)
         entry = _pinned_entry(pin)
         platform = f"CUDA {cuda} from {how}, {machine_arch()} -> {pin.key}"
+        if settings.wheel_sha256():
+            platform += f", sha256 {pin.sha256} from {settings.WHEEL_SHA256_ENV}"
         cached = len(entry.extracted_members())
         wheel_state = "full wheel cached" if entry.wheel_path.exists() else "no full wheel"
         row("cache", True, entry.dir, f"{platform}; {cached} module(s) extracted; {wheel_state}")

@@ -2,7 +2,9 @@
 
 The server binds 127.0.0.1 only, runs in daemon threads, stops itself after ``max_lifetime``
 seconds, records every request (Range header, status, body bytes sent) and can inject faults:
-HTTP status codes, a connection reset mid-body, a stall, ignoring Range, throttling.
+HTTP status codes, a connection reset mid-body, a stall, a body without Content-Length that ends
+early, a trickle of one byte per second (every one bounded in time), ignoring Range, throttling.
+``refused_url()`` gives a loopback URL on which nothing listens.
 """
 
 from __future__ import annotations
@@ -112,7 +114,10 @@ class WheelServer:
         self.files = dict(files)
         self.ignore_range = False
         self.throttle = 0.0  # seconds slept after each CHUNK of body
-        self.faults = collections.deque()  # consumed one per GET: ("status", code) | ("reset", n) | ("stall", n)
+        # consumed one per GET: ("status", code) | ("reset", n) | ("stall", n) | ("nolength", n) | ("trickle", s)
+        # n: body bytes sent first; "nolength": no Content-Length, close after n bytes;
+        # "trickle": one byte per second for at most s seconds, then close
+        self.faults = collections.deque()
         self.log: list[dict] = []
         self._lock = threading.Lock()
         self._stopped = threading.Event()
@@ -186,14 +191,30 @@ class WheelServer:
                 return
             start, end, status = *parsed, 206
         rec["status"] = status
+        kind = fault[0] if fault else None
         h.send_response(status)
-        h.send_header("Content-Length", str(end - start))
+        if kind == "nolength":  # the body ends when the connection closes: early, here
+            h.send_header("Connection", "close")
+            h.close_connection = True
+            end = min(end, start + fault[1])
+        else:
+            h.send_header("Content-Length", str(end - start))
         h.send_header("Accept-Ranges", "bytes")
         if status == 206:
             h.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
         h.end_headers()
         pos = start
         try:
+            if kind == "trickle":
+                deadline = time.monotonic() + fault[1]
+                while pos < end and time.monotonic() < deadline and not self._stopped.is_set():
+                    h.wfile.write(data[pos : pos + 1])
+                    h.wfile.flush()
+                    pos += 1
+                    rec["sent"] += 1
+                    self._stopped.wait(1.0)
+                h.close_connection = True
+                return
             while pos < end:
                 if fault and fault[0] in ("reset", "stall") and pos - start >= fault[1]:
                     if fault[0] == "reset":  # RST instead of FIN: the client sees ECONNRESET
@@ -213,6 +234,14 @@ class WheelServer:
             h.close_connection = True
 
 
+def refused_url(name: str = "x.whl") -> str:
+    """A loopback URL on which nothing listens (connecting is refused at once)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/{name}"
+
+
 def _parse_range(value: str, size: int):
     if not value.startswith("bytes=") or "," in value:
         return None
@@ -223,6 +252,38 @@ def _parse_range(value: str, size: int):
     first = int(first)
     end = min(size, int(last) + 1) if last else size
     return (first, end) if first < size and first < end else None
+
+
+def run_cli(argv, capsys):
+    """``(exit status, captured out/err)`` of the artifacts subcommands run in this process."""
+    import argparse
+
+    from flashinfer_cy.artifacts import cli
+
+    parser = argparse.ArgumentParser(prog="flashinfer-cy")
+    cli.add_subcommands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args), capsys.readouterr()
+
+
+def rot_in_place(path: Path) -> None:
+    """Flip one byte of ``path``, keeping its size and mtime (what the cache's stat index compares)."""
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def refuse_locks(monkeypatch, err: int, text: str) -> None:
+    """Taking an entry's lock fails as it does in a cache this user cannot write (root ignores
+    permission bits, so tests make filelock fail the way it does there)."""
+    import filelock
+
+    def acquire(self, *args, **kwargs):
+        raise OSError(err, text, self.lock_file)
+
+    monkeypatch.setattr(filelock.FileLock, "acquire", acquire)
 
 
 # -- fixtures ----------------------------------------------------------------------------------

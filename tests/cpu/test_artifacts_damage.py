@@ -4,7 +4,6 @@ directories where files belong (and the reverse), a damaged RECORD, a renamed lo
 Every case ends in a repaired cache or in an ArtifactError naming the path, never in a raw
 zlib/OS traceback or in good files deleted."""
 
-import argparse
 import hashlib
 import io
 import os
@@ -18,11 +17,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _wheelserver import (  # noqa: E402,F401
-    ARCH, PREFIX, WHEEL_NAME, WheelServer, artifacts_env, build_wheel, served_wheel, write_manifest,
+    ARCH, PREFIX, WHEEL_NAME, WheelServer, artifacts_env, build_wheel, run_cli, served_wheel, write_manifest,
 )
 
 from flashinfer_cy.artifacts import (  # noqa: E402
-    cli, fetch_modules, locate_module, locate_module_ex, settings, where_is,
+    fetch_modules, locate_module, locate_module_ex, settings, where_is,
 )
 from flashinfer_cy.artifacts.cli import cmd_cache_verify  # noqa: E402
 from flashinfer_cy.artifacts.fsutil import CacheAccessError  # noqa: E402
@@ -33,12 +32,6 @@ NAME = WHEEL_NAME.format(arch=ARCH)
 NOWHERE = "http://127.0.0.1:9/" + NAME  # discard port: any request would fail loudly
 NORM = f"{PREFIX}norm/norm.so"
 
-
-def run_cli(argv, capsys):
-    parser = argparse.ArgumentParser(prog="python -m flashinfer_cy")
-    cli.add_subcommands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args), capsys.readouterr()
 
 
 def corrupt_member(blob: bytes, member: str, how: str) -> bytes:

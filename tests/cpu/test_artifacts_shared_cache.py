@@ -1,7 +1,6 @@
 """A cache shared between users, read-only, on a full disk, or busy with another download:
 lookups of what is there keep working, everything else is one clear error naming the path."""
 
-import argparse
 import errno
 import os
 import resource
@@ -16,11 +15,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _wheelserver import (  # noqa: E402,F401
-    ARCH, NEUTRAL_CWD, PYTHON, WHEEL_NAME, artifacts_env, build_wheel, served_wheel, subprocess_env, write_manifest,
+    ARCH, NEUTRAL_CWD, PYTHON, WHEEL_NAME, artifacts_env, build_wheel, refuse_locks, run_cli, served_wheel,
+    subprocess_env, write_manifest,
 )
 
 from flashinfer_cy.artifacts import (  # noqa: E402
-    cli, fetch_modules, locate_module, locate_module_ex, settings, where_is,
+    fetch_modules, locate_module, locate_module_ex, settings, where_is,
 )
 from flashinfer_cy.artifacts.cache import CacheEntry  # noqa: E402
 from flashinfer_cy.artifacts.fsutil import CacheAccessError, write_atomic  # noqa: E402
@@ -40,12 +40,6 @@ def cached(artifacts_env):
     fetch_modules(["norm"], wheel=wheel["path"])
     return wheel
 
-
-def run_cli(argv, capsys):
-    parser = argparse.ArgumentParser(prog="python -m flashinfer_cy")
-    cli.add_subcommands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args), capsys.readouterr()
 
 
 # -- 2. files other users can read ---------------------------------------------------------------
@@ -67,14 +61,7 @@ def test_cache_files_get_the_mode_a_new_file_gets(artifacts_env, umask):
 # -- 3. a read-only cache ------------------------------------------------------------------------
 @pytest.fixture
 def read_only(monkeypatch):
-    """Taking an entry's lock fails as it does in a cache this user cannot write (root ignores
-    permission bits, so the test makes filelock fail the way it does there)."""
-    import filelock
-
-    def acquire(self, *args, **kwargs):
-        raise PermissionError(errno.EACCES, "Permission denied", self.lock_file)
-
-    monkeypatch.setattr(filelock.FileLock, "acquire", acquire)
+    refuse_locks(monkeypatch, errno.EACCES, "Permission denied")
 
 
 def test_read_only_cache_serves_what_it_has(cached, read_only, monkeypatch):
@@ -100,7 +87,7 @@ def test_read_only_cache_missing_module_online_names_the_lock(cached, read_only)
     assert isinstance(info.value, OSError) and info.value.errno == errno.EACCES
 
 
-@pytest.mark.parametrize("argv", [["cache", "verify"], ["cache", "clean"], ["cache", "clean", "--all"],
+@pytest.mark.parametrize("argv", [["cache", "clean"], ["cache", "clean", "--all"],
                                   ["fetch", "--modules", "page"]])
 def test_cli_on_read_only_cache_is_one_error_line(cached, read_only, monkeypatch, capsys, argv):
     if argv[-1] == "--all":
@@ -127,7 +114,8 @@ def test_really_read_only_cache_in_another_process(cached, artifacts_env):
     assert out.stdout.split() == ["cache", "KernelNotFoundError"], out.stderr
     out = subprocess.run([*drop, PYTHON, "-m", "flashinfer_cy", "cache", "verify"], env=env, cwd=NEUTRAL_CWD,
                          capture_output=True, text=True, timeout=60)
-    assert out.returncode == 1 and out.stderr.startswith("error: cannot lock") and "Traceback" not in out.stderr
+    # verified without the lock it cannot take, nothing to repair
+    assert out.returncode == 0 and "cannot lock" in out.stdout and "all files intact" in out.stdout, out
 
 
 # -- 9. local write errors are not network errors ------------------------------------------------

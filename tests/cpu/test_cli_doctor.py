@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _wheelserver import ARCH, WHEEL_NAME, artifacts_env, build_wheel, write_manifest  # noqa: E402,F401
+from _wheelserver import ARCH, WHEEL_NAME, artifacts_env, build_wheel, rot_in_place, write_manifest  # noqa: E402,F401
 
 import flashinfer_cy.cli as fcli  # noqa: E402
 from cuda_guard import no_cuda  # noqa: E402
@@ -65,3 +65,83 @@ def test_unusable_local_wheel_is_a_doctor_failure(cached, artifacts_env, monkeyp
     code, out = doctor()
     assert "norm: error: kernel wheel" in out and "norm: cache" not in out
     assert "[FAIL] kernel sources" in out and "result: FAILED" in out and code == 1
+
+
+# -- what doctor requires (see the module docstring of flashinfer_cy.cli) ------------------------
+def fake_machine(monkeypatch, gpu: bool):
+    """doctor's probes as on a machine with (or without) one GPU; the smoke kernel is stubbed."""
+    def no_driver():
+        raise RuntimeError("no CUDA driver (test)")
+
+    monkeypatch.setattr(fcli, "_tvm_ffi", lambda: "libtvm_ffi (test)")  # no_cuda refuses the runtime
+    monkeypatch.setattr(fcli, "_driver", (lambda: "CUDA driver API 13.0") if gpu else no_driver)
+    monkeypatch.setattr(fcli, "_gpus", lambda: [(0, "Test GPU", (9, 0))])
+    monkeypatch.setattr(fcli, "_cudart", lambda: "libcudart.so.13 (test)")
+    monkeypatch.setattr(fcli, "_smoke_norm", lambda: "stubbed (test)")
+
+
+@pytest.fixture
+def nothing_cached(artifacts_env, monkeypatch):
+    """A pinned wheel, an empty cache, and no network: no source can supply a module."""
+    wheel = build_wheel(artifacts_env / NAME)
+    write_manifest(artifacts_env / "manifest.json", wheel, "http://127.0.0.1:9/" + NAME)
+    monkeypatch.setenv(settings.OFFLINE_ENV, "1")
+
+
+def doctor_argv(*argv) -> tuple[int, str]:
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = fcli.main(["doctor", *argv])
+    return code, buf.getvalue()
+
+
+def test_missing_modules_fail_doctor_on_a_gpu_machine(nothing_cached, monkeypatch):
+    fake_machine(monkeypatch, gpu=True)
+    code, out = doctor_argv()
+    assert "norm: missing" in out
+    assert "[FAIL] kernel modules" in out and "missing: norm, page, gdn_prefill_sm90" in out
+    assert "flashinfer-cy fetch" in out and "FLASHINFER_CY_KERNEL_DIR" in out
+    assert "result: FAILED" in out and code == 1
+
+
+def test_report_only_prints_the_same_and_exits_0(nothing_cached, monkeypatch):
+    fake_machine(monkeypatch, gpu=True)
+    code, out = doctor_argv("--report-only")
+    assert "[FAIL] kernel modules" in out and "report only" in out and code == 0
+
+
+def test_without_a_gpu_missing_modules_are_a_warning_that_names_them(nothing_cached, monkeypatch):
+    """CI: a CPU machine without kernels passes, and is told what it lacks."""
+    fake_machine(monkeypatch, gpu=False)
+    code, out = doctor_argv()
+    assert "[warn] kernel modules" in out and "missing: norm, page, gdn_prefill_sm90" in out
+    assert "result: OK" in out and code == 0
+    code, out = doctor_argv("--require-gpu")
+    assert "[FAIL] kernel modules" in out and code == 1
+
+
+def test_without_cuda_version_ci_machine_passes(artifacts_env, monkeypatch):
+    """The CI machine: no GPU, no driver, no toolkit, so no wheel can even be chosen."""
+    from flashinfer_cy.artifacts import host
+
+    fake_machine(monkeypatch, gpu=False)
+    monkeypatch.delenv(settings.CUDA_VERSION_ENV)
+    monkeypatch.delenv(settings.MANIFEST_ENV)  # the packaged one
+    monkeypatch.setattr(host, "PROBES", ())
+    host._probe.cache_clear()
+    try:
+        code, out = doctor_argv()
+    finally:
+        host._probe.cache_clear()
+    assert "norm: missing" in out and "[warn] kernel modules" in out and code == 0
+
+
+def test_doctor_hashes_cached_modules(cached, artifacts_env, monkeypatch):
+    """Bit rot that kept size and mtime passes the stat check; doctor hashes and fails."""
+    fake_machine(monkeypatch, gpu=False)
+    path = locate_module("norm")
+    rot_in_place(path)
+    assert locate_module("norm") == path  # the fast path trusts size + mtime (documented)
+    code, out = doctor_argv()
+    assert f"damaged: {path}: sha256" in out and "[FAIL] kernel cache" in out
+    assert "fetch --verify" in out and code == 1
