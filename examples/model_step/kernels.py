@@ -32,10 +32,19 @@ def rope_function(lib: Any, cfg: ModelConfig) -> tuple[Any, dict[str, Any]]:
 
 class EagerOps:
     def __init__(self, cfg: ModelConfig, attention: Any) -> None:
+        self.cfg = cfg
         self.eps = cfg.rms_norm_eps
         self.attention_wrapper = attention  # a planned Batch{Prefill,Decode} wrapper
         self.s: Any = None
         self._rope, self._rope_kw = rope_function(fc, cfg)
+
+    def plan_decode(self, indptr: Any, indices: Any, last_page_len: Any, page_size: int,
+                    dtype: str, stream: Any) -> None:
+        """Re-plan the decode wrapper for this step's page table (host arrays)."""
+        c = self.cfg
+        self.attention_wrapper.plan(indptr, indices, last_page_len, c.num_heads,
+                                    c.num_kv_heads, c.head_dim, page_size, q_data_type=dtype,
+                                    stream=stream)
 
     def begin(self, stream: Any) -> None:
         """A forward pass starts: its calls go to ``stream``."""
@@ -113,9 +122,20 @@ class FlashInferPythonOps:
         import flashinfer
 
         self.fi = flashinfer
+        self.cfg = cfg
         self.eps = cfg.rms_norm_eps
         self.attention_wrapper = attention  # a planned flashinfer.BatchDecodeWithPagedKVCacheWrapper
         self._rope, self._rope_kw = rope_function(flashinfer, cfg)
+
+    def plan_decode(self, indptr: Any, indices: Any, last_page_len: Any, page_size: int,
+                    dtype: str, stream: Any) -> None:
+        import torch
+
+        c = self.cfg
+        self.attention_wrapper.plan(
+            torch.from_numpy(indptr), torch.from_numpy(indices).cuda(),
+            torch.from_numpy(last_page_len), c.num_heads, c.num_kv_heads, c.head_dim,
+            page_size, q_data_type=getattr(torch, dtype))
 
     def begin(self, stream: Any) -> None:
         pass

@@ -108,7 +108,9 @@ class Model:
             "NHD", use_cuda_graph=True, max_num_pages=max_pages)
         self.seqs: list[int] = []
         self.dec: StepBuffers | None = None
-        self._ops: dict[str, Any] = {}
+        self._ops: dict[str, Any] = {"eager": EagerOps(cfg, self.decode_wrapper),
+                                     "prepared": PreparedOps(cfg, self.decode_wrapper),
+                                     "graph": None}  # graph: eager ops, captured
         self._replay: Any = None
         self._prefill_buffers: StepBuffers | None = None
 
@@ -200,15 +202,10 @@ class Model:
         """One token per sequence (``tokens``: a device int array ``[batch]``, e.g. the
         sampler's output): float32 logits ``[batch, vocab]`` (a static buffer, overwritten
         by the next step)."""
-        if mode not in MODES:
-            raise ValueError(f"mode: one of {MODES}, got {mode!r}")
         cfg, be = self.cfg, self.be
-        batch = len(self.seqs)
-        if self.dec is None:
-            self.dec = StepBuffers(be, cfg, batch, batch, self.max_pages)
-            self._ops = {"eager": EagerOps(cfg, self.decode_wrapper),
-                         "prepared": PreparedOps(cfg, self.decode_wrapper)}
-        buf = self.dec
+        buf = self.decode_buffers()
+        if mode not in self._ops:
+            raise ValueError(f"mode: one of {sorted(self._ops)}, got {mode!r}")
         # Host side, the same in every mode: grow each sequence by its new token, copy the
         # cache metadata into the static buffers, re-plan on the stream the step runs on.
         for s in self.seqs:
@@ -216,9 +213,8 @@ class Model:
         positions = np.array([self.alloc.length(s) - 1 for s in self.seqs], dtype=np.int32)
         indptr, indices, last = self._write_cache_metadata(buf, positions,
                                                            buf.batch_indices_host)
-        self.decode_wrapper.plan(indptr, indices, last, cfg.num_heads, cfg.num_kv_heads,
-                                 cfg.head_dim, self.page_size, q_data_type=be.dtype,
-                                 stream=be.stream())
+        ops = self._ops["eager" if mode == "graph" else mode]
+        ops.plan_decode(indptr, indices, last, self.page_size, be.dtype, be.stream())
         be.copy(buf.ids, tokens)
         if mode != "graph":
             return self.forward(self._ops[mode], buf, True)
@@ -228,6 +224,17 @@ class Model:
             return out
         self._replay()
         return buf.logits_f32
+
+    def decode_buffers(self) -> StepBuffers:
+        """The decode step's static buffers (made on the first decode, for this batch)."""
+        if self.dec is None:
+            batch = len(self.seqs)
+            self.dec = StepBuffers(self.be, self.cfg, batch, batch, self.max_pages)
+        return self.dec
+
+    def add_decode_ops(self, mode: str, ops: Any) -> None:
+        """Another set of kernels for ``decode(mode=...)`` (e.g. flashinfer-python's)."""
+        self._ops[mode] = ops
 
     def start_over(self) -> None:
         """Free every sequence's pages (the buffers and graph stay)."""
