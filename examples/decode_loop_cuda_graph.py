@@ -5,6 +5,11 @@ table replanned between replays. Per layer of a toy decoder (random weights, rea
             -> batch decode attention -> o projection -> fused_add_rmsnorm
             -> gate/up projection -> silu_and_mul -> down projection -> fused_add_rmsnorm
 
+then the LM head and a top-k/top-p sampler. The sampler is a prepared launch *outside* the
+graph: FlashInfer 0.6.3 takes the philox seed and offset as scalars, so a captured sampler
+would replay the same random numbers every step; ``PreparedCall.set(philox_offset=...)``
+moves them on per step for the cost of one GIL-free call.
+
 The rules that make this work (docs/api.md, "CUDA graphs"):
 
 * the wrapper is built with ``use_cuda_graph=True`` and ``max_num_pages``: its buffers never
@@ -37,6 +42,7 @@ LAYERS, BATCH, STEPS = 4, 8, 16
 HQ, HKV, D, PAGE = 32, 8, 128, 16
 HIDDEN = HQ * D
 INTER = 2 * HIDDEN  # the MLP's intermediate size
+VOCAB = 32000
 PAGES_PER_REQ = 64  # each request owns a fixed range of pages (a toy allocator)
 POOL = BATCH * PAGES_PER_REQ
 I32 = npt.NDArray[np.int32]
@@ -70,6 +76,7 @@ def main() -> None:
     w_gate_up = rand(LAYERS, HIDDEN, 2 * INTER, scale=HIDDEN ** -0.5)
     w_down = rand(LAYERS, INTER, HIDDEN, scale=INTER ** -0.5)
     w_mlp = rand(LAYERS, HIDDEN)
+    w_head = rand(HIDDEN, VOCAB, scale=HIDDEN ** -0.5)
     kv = rand(LAYERS, POOL, 2, PAGE, HKV, D)
 
     # Static buffers: everything the graph reads or writes.
@@ -82,6 +89,8 @@ def main() -> None:
     delta = torch.empty_like(h)
     gate_up = torch.empty(BATCH, 2 * INTER, device=dev, dtype=f16)
     act = torch.empty(BATCH, INTER, device=dev, dtype=f16)
+    logits = torch.empty(BATCH, VOCAB, device=dev, dtype=torch.float32)
+    tokens = torch.empty(BATCH, device=dev, dtype=torch.int32)
     batch_indices = torch.arange(BATCH, device=dev, dtype=torch.int32)  # one token each
     positions = torch.zeros(BATCH, device=dev, dtype=torch.int32)
     kv_indptr = torch.zeros(BATCH + 1, device=dev, dtype=torch.int32)
@@ -111,6 +120,7 @@ def main() -> None:
             torch.matmul(act, w_down[layer], out=delta)
             fc.fused_add_rmsnorm(delta, residual, w_mlp[layer], stream=s)  # residual += mlp
             h.copy_(delta)
+        torch.matmul(h, w_head, out=logits)  # LM head (h is the final-normed hidden state)
 
     rng = np.random.default_rng(0)
     lens = rng.integers(1, PAGES_PER_REQ * PAGE // 2, BATCH).astype(np.int32)  # prompt lengths
@@ -140,11 +150,21 @@ def main() -> None:
     with torch.cuda.graph(graph):
         decode_step()
 
-    for _ in range(STEPS):
+    # The sampler: checked and packed once; each step moves the philox offset on (by 4 per
+    # row, as flashinfer-python's generator would) and launches it right after the replay.
+    sampler = fc.prepare(fc.top_k_top_p_sampling_from_logits, logits, 50, 0.9, seed=2024,
+                         offset=0, out=tokens)
+    drawn = []
+    for step in range(STEPS):
         lens += 1
         pages = prepare_step()
         graph.replay()
+        sampler.set(philox_offset=4 * BATCH * step)
+        sampler.launch()
+        drawn.append(tokens.clone())
     torch.cuda.synchronize()
+    assert all(((t >= 0) & (t < VOCAB)).all() for t in drawn), "a token id out of range"
+    print("tokens of the last step:", drawn[-1].tolist())
 
     # The last layer's attention of the last step against a float64 reference.
     k_last, v_last = kv[LAYERS - 1][:, 0].float().cpu(), kv[LAYERS - 1][:, 1].float().cpu()
