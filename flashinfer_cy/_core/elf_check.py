@@ -26,8 +26,10 @@ _PHDR_SIZE = 56
 _SHDR_SIZE = 64
 
 
-def elf_problem(path: str) -> str | None:
+def elf_problem(path: str | os.PathLike[str]) -> str | None:
     """Why ``path`` is not a complete 64-bit ELF shared object, or None when it is."""
+    if not isinstance(path, (str, os.PathLike)):  # open(1) would take over stdout's fd
+        raise TypeError(f"path: expected a file path, got {type(path).__name__} {path!r}")
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size

@@ -32,7 +32,7 @@ from flashinfer_cy._abi.ffi_call cimport fcy_call, FCY_ERR_SET_DEVICE
 from flashinfer_cy._core.tensor cimport MAX_DEVICES
 
 from flashinfer_cy import errors as _errors
-from flashinfer_cy._core.elf_check import elf_problem
+from flashinfer_cy._core.elf_check import elf_problem as _elf_problem
 
 cdef extern from "<dlfcn.h>" nogil:
     void* dlopen(const char* filename, int flags)
@@ -411,7 +411,7 @@ def load_module_path(path, uri=None):
             return mod
         if not os.path.isfile(path):
             raise _errors.KernelNotFoundError(f"kernel module file {path} does not exist")
-        damage = elf_problem(path)  # dlopen of a truncated file dies of SIGBUS
+        damage = _elf_problem(path)  # dlopen of a truncated file dies of SIGBUS
         if damage is not None:
             raise _errors.KernelNotFoundError(
                 f"kernel module file {path} is damaged: {damage}; it is not a whole shared "
