@@ -12,8 +12,10 @@ Producers are tried fastest first:
 Nothing is ever copied. Strides are always filled (kernels read them unchecked) and any
 byte offset is folded into ``data`` (TensorView::data_ptr ignores byte_offset). What no
 kernel can take is refused here, naming the argument: more than MAX_NDIM dimensions, a
-device ordinal out of range, a NULL data pointer for a tensor with elements. A producer's
-read-only flag is kept in the slot; arguments a kernel writes refuse it (check_writable).
+NULL shape array, a negative size, a view whose addressed bytes overflow int64 or the address
+space, a device ordinal out of range, a NULL data pointer for a tensor with elements. A
+producer's read-only flag is kept in the slot; arguments a kernel writes refuse it
+(check_writable).
 """
 
 from cpython.pycapsule cimport (PyCapsule_GetPointer, PyCapsule_IsValid, PyCapsule_New,

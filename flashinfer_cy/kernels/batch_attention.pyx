@@ -1029,7 +1029,8 @@ cdef class BatchDecodeWithPagedKVCache(_BatchAttention):
     ``BatchDecodeWithPagedKVCache(kv_layout="NHD", *, use_cuda_graph=False, device=0,
     float_workspace_buffer=None, int_workspace_buffer=None, float_workspace_bytes=128 MiB,
     int_workspace_bytes=8 MiB, max_num_pages=None, pinned_slots=4)``. Workspaces are
-    allocated on the first plan unless given (u8, 1-D, on ``device``). Graph mode needs
+    allocated on the first plan unless given (u8, 1-D, on ``device``, at least
+    ``MIN_WORKSPACE_BYTES``; checked here). Graph mode needs
     ``max_num_pages`` (page-table capacity) and keeps the first plan's batch size.
     Paged caches: NHD ``[num_pages, page_size, num_kv_heads, head_dim]``, HND ``[num_pages,
     num_kv_heads, page_size, head_dim]``; k and v as a tuple or one ``[num_pages, 2, ...]``
