@@ -104,7 +104,7 @@ cdef class Binding:
     """
 
     def __init__(self, str uri not None, str symbol not None, str signature not None,
-                 str device=None, bint serialize=False, tuple per_launch=()):
+                 str device=None, serialize=False, tuple per_launch=()):
         items = signature.split()
         if len(items) > MAX_ARGS:
             raise ValueError(f"{symbol}: at most {MAX_ARGS} arguments")
@@ -141,7 +141,8 @@ cdef class Binding:
             raise ValueError(f"device: {device!r} must be a T (tensor) argument of {symbol} "
                              f"({signature})")
         self._fn = None
-        if serialize:  # the export's launcher is not thread-safe (runtime.serialize_calls)
+        # the export's launcher is not thread-safe (runtime.serialize_calls)
+        if as_bool(serialize, "serialize", "True or False"):
             _runtime.serialize_calls(uri, symbol)
 
     cdef Function function(self):
@@ -375,7 +376,7 @@ cdef class OpaquePtr:
         self.value = int(value)
 
 
-def call_generic(Function fn, tuple args, stream):
+def call_generic(Function fn not None, tuple args not None, stream):
     """Pack arbitrary Python values (None, bool, int, float, str, dtype/device/pointer
     wrappers, tensors, Objects) and call ``fn``. Slower than a Binding; for tests/tools."""
     cdef CallFrame f

@@ -29,8 +29,10 @@ from flashinfer_cy._abi.tvm_ffi cimport (
     kTVMFFIDevice, kTVMFFISmallStr, kTVMFFISmallBytes, kTVMFFIStaticObjectBegin, kTVMFFIStr,
     kTVMFFIBytes, kTVMFFIArray, kTVMFFIShape)
 from flashinfer_cy._abi.ffi_call cimport fcy_call, FCY_ERR_SET_DEVICE
+from flashinfer_cy._core.tensor cimport MAX_DEVICES
 
 from flashinfer_cy import errors as _errors
+from flashinfer_cy._core.elf_check import elf_problem as _elf_problem
 
 cdef extern from "<dlfcn.h>" nogil:
     void* dlopen(const char* filename, int flags)
@@ -409,6 +411,12 @@ def load_module_path(path, uri=None):
             return mod
         if not os.path.isfile(path):
             raise _errors.KernelNotFoundError(f"kernel module file {path} does not exist")
+        damage = _elf_problem(path)  # dlopen of a truncated file dies of SIGBUS
+        if damage is not None:
+            raise _errors.KernelNotFoundError(
+                f"kernel module file {path} is damaged: {damage}; it is not a whole shared "
+                f"library (a truncated or half-copied file?). Copy or build it again, or "
+                f"delete it so that it is fetched again")
         _load_cudart()
         h = dlopen(os.fsencode(path), RTLD_NOW | RTLD_LOCAL)
         if h == NULL:
@@ -503,6 +511,8 @@ cdef class Function:
         cdef int rc
         cdef TVMFFISafeCallType fn = self.fn
         cdef PyThread_type_lock serial = self.serial
+        if fn == NULL:  # Function.__new__ from Python: there is no export to call
+            raise TypeError("this Function was not made by Module.function(name)")
         with nogil:
             if serial != NULL:  # taken without the GIL: other threads keep running Python
                 PyThread_acquire_lock(serial, WAIT_LOCK)
@@ -515,8 +525,6 @@ cdef class Function:
         return 0
 
     def __call__(self, *args, stream=None):
-        if self.fn == NULL:  # Function.__new__ from Python
-            raise TypeError("this Function was not made by Module.function(name)")
         from flashinfer_cy._core.binding import call_generic
         return call_generic(self, args, stream)
 
@@ -574,9 +582,27 @@ def device_compute_capability_major(int device):
     return compute_capability_major(device)
 
 
+# TVMFFIEnvSetStream indexes its per-thread table [device_type][device_id], grown to fit
+# and never checked for negatives: a negative index is a wild write, a huge one a huge
+# allocation. DLPack's device types are < 32; ordinals as tensors may name (MAX_DEVICES).
+cdef enum:
+    MAX_ENV_DEVICE_TYPE = 64
+
+
+cdef int _check_env_device(int device_type, int device_id) except -1:
+    if not 0 <= device_type < MAX_ENV_DEVICE_TYPE:
+        raise ValueError(f"device_type: expected a DLPack device type 0 <= device_type < "
+                         f"{MAX_ENV_DEVICE_TYPE}, got {device_type}")
+    if not 0 <= device_id < MAX_DEVICES:
+        raise ValueError(f"device_id: expected a device ordinal 0 <= device_id < "
+                         f"{MAX_DEVICES}, got {device_id}")
+    return 0
+
+
 def _env_set_stream(int device_type, int device_id, size_t handle):
     """Set the thread's TVM-FFI stream for a device; returns the previous handle."""
     cdef void* prev = NULL
+    _check_env_device(device_type, device_id)
     ensure_ffi()
     if g_ffi.EnvSetStream(device_type, device_id, <void*>handle, &prev) != 0:
         raise_call_error(-1, "TVMFFIEnvSetStream")
@@ -590,6 +616,7 @@ cdef void* env_stream(int32_t device_type, int32_t device_id) except? NULL:
 
 
 def _env_get_stream(int device_type, int device_id):
+    _check_env_device(device_type, device_id)
     return <size_t>env_stream(device_type, device_id)
 
 

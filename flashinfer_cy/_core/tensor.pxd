@@ -9,6 +9,8 @@ cdef enum:
     MAX_DEVICES = 1 << 16
     # from_exchange: the producer gave more than MAX_NDIM (or negative) dimensions.
     BAD_NDIM = -2
+    # from_exchange: the producer gave dimensions but a NULL shape array.
+    NULL_SHAPE = -3
 
 # Packed dtype keys, (code << 16) | (bits << 8) | lanes, the same packing FlashInfer's
 # dispatchers switch on (csrc/tvm_ffi_utils.h).
@@ -75,7 +77,7 @@ cdef int check_disjoint(TensorSlot* w, str w_name, TensorSlot* r, str r_name) ex
 cdef int64_t numel(TensorSlot* s) noexcept
 cdef str describe(TensorSlot* s)
 cdef double finite_float(object value, str name, str expected) except? -1.0
-cdef int check_native_order(object dtype, str name) except -1
+cpdef int check_native_order(object dtype, str name) except -1
 cdef int as_bool(object value, str name, str expected) except -1
 
 cdef class TensorDesc:
@@ -107,6 +109,8 @@ cdef inline int from_exchange(PyObject* obj, TensorSlot* s,
     s.api = api
     if <uint32_t>s.dl.ndim > MAX_NDIM:  # normalize_slot would write past s.strides
         return BAD_NDIM
+    if s.dl.shape == NULL and s.dl.ndim > 0:  # normalize_slot would read through it
+        return NULL_SHAPE
     normalize_slot(s)
     return 0
 

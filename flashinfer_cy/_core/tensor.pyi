@@ -61,3 +61,7 @@ class TensorDesc:
     def __cuda_array_interface__(self) -> dict[str, Any]:
         """CUDA Array Interface v3 (AttributeError for non-CUDA tensors and for dtypes
         without a typestr: bfloat16, float8)."""
+
+def check_native_order(dtype: object, name: str) -> int:
+    """TypeError naming ``name`` when ``dtype`` (a numpy dtype) is not in this machine's
+    byte order; 0 otherwise."""

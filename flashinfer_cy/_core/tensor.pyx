@@ -12,8 +12,10 @@ Producers are tried fastest first:
 Nothing is ever copied. Strides are always filled (kernels read them unchecked) and any
 byte offset is folded into ``data`` (TensorView::data_ptr ignores byte_offset). What no
 kernel can take is refused here, naming the argument: more than MAX_NDIM dimensions, a
-device ordinal out of range, a NULL data pointer for a tensor with elements. A producer's
-read-only flag is kept in the slot; arguments a kernel writes refuse it (check_writable).
+NULL shape array, a negative size, a view whose addressed bytes overflow int64 or the address
+space, a device ordinal out of range, a NULL data pointer for a tensor with elements. A
+producer's read-only flag is kept in the slot; arguments a kernel writes refuse it
+(check_writable).
 """
 
 from cpython.pycapsule cimport (PyCapsule_GetPointer, PyCapsule_IsValid, PyCapsule_New,
@@ -155,6 +157,10 @@ cdef int _from_dlpack(object obj, TensorSlot* slot, str name) except -1:
     if <uint32_t>slot.dl.ndim > MAX_NDIM:
         raise ValueError(f"{name}: at most {MAX_NDIM} dimensions are supported, got "
                          f"{slot.dl.ndim}")
+    if slot.dl.shape == NULL and slot.dl.ndim > 0:
+        raise ValueError(_null_shape_message(slot, name))
+    # A NULL strides array is read as row-major compact (normalize_slot), as DLPack < 1.2
+    # defines it; 1.2 forbids it without changing that meaning, so nothing is refused.
     # Hold the capsule until the call returns; dropping it unconsumed makes the producer
     # free its managed tensor (DLPack's rule for unconsumed capsules).
     Py_INCREF(cap)
@@ -268,10 +274,59 @@ cdef int to_dltensor(object obj, TensorSlot* slot, str name) except -1:
     else:
         _from_other_producer(obj, slot, name)
     # A producer's device ordinal indexes TVM-FFI's stream table; a NULL pointer would
-    # reach the kernel (a TensorDesc(0, ...) placeholder, a CAI data of 0).
-    if slot.dl.data == NULL or <uint32_t>slot.dl.device.device_id >= MAX_DEVICES:
+    # reach the kernel (a TensorDesc(0, ...) placeholder, a CAI data of 0); a view whose
+    # addresses overflow would make the kernel's index arithmetic wrap.
+    if (slot.dl.data == NULL or <uint32_t>slot.dl.device.device_id >= MAX_DEVICES
+            or not _span_fits(slot)):
         return _refuse_described(slot, name)
     return 0
+
+
+cdef extern from *:
+    bint mul_overflow "__builtin_mul_overflow"(int64_t a, int64_t b, int64_t* out) nogil
+    bint add_overflow "__builtin_add_overflow"(int64_t a, int64_t b, int64_t* out) nogil
+    bint sub_overflow "__builtin_sub_overflow"(int64_t a, int64_t b, int64_t* out) nogil
+
+
+cdef bint _span_fits(TensorSlot* s) noexcept:
+    """Whether every size is >= 0 and the bytes the view can address, from its lowest to
+    its highest element, fit in int64 and in the address space -- computed with overflow
+    checks. Strides such as (2**62, 128, 1) on a [4, 8, 128] tensor fail it: the kernel
+    would form offsets that wrap. An empty tensor addresses nothing and passes."""
+    cdef int i
+    cdef int64_t n, off
+    cdef int64_t lo = 0, hi = 0  # lowest / highest element offset, in elements
+    cdef int64_t item = (s.dl.dtype.bits * s.dl.dtype.lanes + 7) // 8
+    cdef bint empty = False
+    for i in range(s.dl.ndim):
+        if s.dl.shape[i] < 0:
+            return False
+        empty = empty or s.dl.shape[i] == 0
+    if empty:
+        return True
+    for i in range(s.dl.ndim):
+        n = s.dl.shape[i]
+        if n == 1:
+            continue  # its stride never multiplies a non-zero index
+        if mul_overflow(n - 1, s.dl.strides[i], &off):
+            return False
+        if off > 0:
+            if add_overflow(hi, off, &hi):
+                return False
+        elif add_overflow(lo, off, &lo):
+            return False
+    # In bytes: [lo * item, (hi + 1) * item); and the span between them
+    if (add_overflow(hi, 1, &hi) or mul_overflow(hi, item, &hi) or mul_overflow(lo, item, &lo)
+            or sub_overflow(hi, lo, &n)):
+        return False
+    # ... must not wrap around the address space either way from data.
+    return (<uint64_t><uintptr_t>s.dl.data <= <uint64_t>(-1) - <uint64_t>hi
+            and <uint64_t><uintptr_t>s.dl.data >= <uint64_t>(-lo))
+
+
+cdef str _null_shape_message(TensorSlot* s, str name):
+    return (f"{name}: the producer gave {s.dl.ndim} dimensions but a NULL shape array "
+            f"(a malformed DLPack tensor)")
 
 
 cdef int exchange_failed(int rc, TensorSlot* s, str name) except -1:
@@ -279,6 +334,8 @@ cdef int exchange_failed(int rc, TensorSlot* s, str name) except -1:
     if rc == BAD_NDIM:
         raise ValueError(f"{name}: at most {MAX_NDIM} dimensions are supported, got "
                          f"{s.dl.ndim}")
+    if rc == NULL_SHAPE:
+        raise ValueError(_null_shape_message(s, name))
     if PyErr_Occurred() == NULL:
         raise TypeError(f"{name}: the producer's DLPack exchange API failed without an error")
     return -1  # the producer's exception
@@ -290,6 +347,12 @@ cdef int _refuse_described(TensorSlot* s, str name) except -1:
     if <uint32_t>s.dl.device.device_id >= MAX_DEVICES:
         msg = (f"{name}: the producer names device {s.dl.device.device_id}; expected a "
                f"device ordinal 0 <= device < {MAX_DEVICES}")
+    elif min(shape_of(s), default=0) < 0:
+        msg = f"{name}: sizes must be >= 0, got {describe(s)}"
+    elif not _span_fits(s):
+        msg = (f"{name}: the elements of {describe(s)} at {<uintptr_t>s.dl.data:#x} span "
+               f"more bytes than int64 (or the address space) holds; a stride or size is "
+               f"out of range")
     else:
         for i in range(s.dl.ndim):
             if s.dl.shape[i] == 0:
@@ -342,8 +405,12 @@ cdef str _device_str(DLDevice d):
     return f"{_DEVICE_NAMES.get(<int>d.device_type, f'device_type {<int>d.device_type}')}:{d.device_id}"
 
 
+cdef tuple shape_of(TensorSlot* s):
+    return tuple([s.dl.shape[i] for i in range(s.dl.ndim)])
+
+
 cdef str describe(TensorSlot* s):
-    shape = tuple(s.dl.shape[i] for i in range(s.dl.ndim))
+    shape = shape_of(s)
     strides = tuple(s.dl.strides[i] for i in range(s.dl.ndim))
     return (f"{dtype_name(dtype_key(s.dl.dtype))} {shape} strides {strides} on "
             f"{_device_str(s.dl.device)}")
@@ -647,7 +714,7 @@ cdef class TensorDesc:
         # the caller established (this library launches only on the streams it is given).
         cdef DLManagedTensorVersioned* mv
         cdef DLManagedTensor* m
-        if copy:
+        if copy is not None and as_bool(copy, "copy", "True, False or None"):
             raise BufferError("TensorDesc never copies (copy=True requested)")
         if dl_device is not None:
             # A tuple, as the array API says: no len()/iteration of an arbitrary object
@@ -715,7 +782,7 @@ cdef double finite_float(object value, str name, str expected) except? -1.0:
     return v
 
 
-cdef int check_native_order(object dtype, str name) except -1:
+cpdef int check_native_order(object dtype, str name) except -1:
     """A numpy dtype (anything with ``isnative``) must be in this machine's byte order:
     device data is native, and nothing here ever swaps bytes."""
     if getattr(dtype, "isnative", True) is False:
@@ -727,6 +794,8 @@ cdef int check_native_order(object dtype, str name) except -1:
 cdef int as_bool(object value, str name, str expected) except -1:
     """A bool argument as 0 or 1: True/False, numpy.bool_, or the ints 0 and 1. Never by
     truthiness ("False", None, 0.5); TypeError naming it, ``expected`` saying what fits."""
+    if value is False or value is True:  # nearly every call: no type checks
+        return value is True
     if isinstance(value, int) and (value == 0 or value == 1):  # bool too
         return value == 1
     if type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_"):

@@ -28,7 +28,7 @@ from flashinfer_cy._core.tensor cimport (
     TensorSlot, DT_F16, DT_BF16, DT_F32, DT_E4M3, dtype_key, dtype_name, describe, to_dltensor,
     check_cuda,
     check_dtype, check_same_dtype, check_ndim, check_contiguous, check_last_contiguous,
-    check_same_device, check_same_shape, check_writable)
+    check_same_device, check_same_shape, check_writable, as_bool)
 
 from flashinfer_cy import errors as _errors
 from flashinfer_cy._core.array import DeviceArray
@@ -346,10 +346,13 @@ cdef tuple _kv_dims(TensorSlot* k, int layout):
     return k.dl.shape[1], k.dl.shape[0]
 
 
-cdef object _single(str family, object q, object k, object v, bint causal, object kv_layout,
-                    object window_left, object logits_soft_cap, object sm_scale,
-                    object rope_scale, object rope_theta, object out, object lse,
-                    bint return_lse, str backend, object enable_pdl, object stream):
+cdef object _single(str family, object q, object k, object v, object causal_arg,
+                    object kv_layout, object window_left, object logits_soft_cap,
+                    object sm_scale, object rope_scale, object rope_theta, object out,
+                    object lse, object return_lse_arg, str backend, object enable_pdl,
+                    object stream):
+    cdef bint causal = as_bool(causal_arg, "causal", "True or False")
+    cdef bint return_lse = as_bool(return_lse_arg, "return_lse", "True or False")
     cdef CallFrame f
     cdef TVMFFIAny result
     cdef TensorSlot* qs
@@ -499,6 +502,6 @@ def single_prefill(q, k, v, *, causal=False, kv_layout="NHD", window_left=-1,
     as :func:`single_decode`; lse is ``[qo_len, num_qo_heads]``."""
     if not isinstance(backend, str):
         raise TypeError(f"backend: expected 'auto', 'fa2' or 'fa3', got {backend!r}")
-    return _single("single_prefill", q, k, v, bool(causal), kv_layout, window_left,
+    return _single("single_prefill", q, k, v, causal, kv_layout, window_left,
                    logits_soft_cap, sm_scale, rope_scale, rope_theta, out, lse, return_lse,
                    backend, None, stream)

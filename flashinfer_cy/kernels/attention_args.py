@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 
+from flashinfer_cy._core.tensor import check_native_order
 from flashinfer_cy.kernels.attention_uri import FP8_KV, HEAD_DIMS, SUPPORTED_DTYPES
 
 LAYOUTS = {"NHD": 0, "HND": 1}
@@ -19,15 +20,17 @@ _DTYPE_ALIASES = {"float16": "float16", "half": "float16", "f16": "float16", "fp
 _FP8_ALIASES = {"float8_e4m3fn": FP8_KV, "e4m3": FP8_KV, "float8_e4m3": FP8_KV}
 
 
-def _spelled(dtype) -> str:
-    """A dtype's bare lower-case name: from a string, a numpy dtype or a torch dtype."""
+def _spelled(dtype, name: str) -> str:
+    """A dtype's bare lower-case name: from a string, a numpy dtype or a torch dtype
+    (numpy's '>f2' is named float16 too: refused, as TensorDesc refuses it)."""
+    check_native_order(dtype, name)
     raw = dtype if isinstance(dtype, str) else getattr(dtype, "name", None) or str(dtype)
     return raw.lower().rpartition(".")[2]  # "torch.bfloat16" -> "bfloat16"
 
 
 def dtype_name(dtype, name: str) -> str:
     """'float16' / 'bfloat16' from a string, numpy dtype or torch dtype (by name)."""
-    key = _DTYPE_ALIASES.get(_spelled(dtype))
+    key = _DTYPE_ALIASES.get(_spelled(dtype, name))
     if key is None:
         raise TypeError(f"{name}: expected one of {SUPPORTED_DTYPES}, got {dtype!r}")
     return key
@@ -38,7 +41,7 @@ def kv_dtype_name(kv_data_type, q_dtype: str) -> str:
     (FlashInfer's FA2 kernels read an e4m3 cache with 16-bit q; no scale is applied)."""
     if kv_data_type is None:
         return q_dtype
-    name = _spelled(kv_data_type)
+    name = _spelled(kv_data_type, "kv_data_type")
     kv = _DTYPE_ALIASES.get(name) or _FP8_ALIASES.get(name)
     if kv is None or (kv != q_dtype and kv != FP8_KV):
         raise TypeError(f"kv_data_type: expected q_data_type ({q_dtype}) or {FP8_KV}, got "

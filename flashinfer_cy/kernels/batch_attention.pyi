@@ -14,6 +14,7 @@ _Lse = TypeVar("_Lse", bound=TensorLike)
 
 DEFAULT_FLOAT_WORKSPACE_BYTES: Final[int]
 DEFAULT_INT_WORKSPACE_BYTES: Final[int]
+MIN_WORKSPACE_BYTES: Final[int]
 
 class Plan:
     """What plan() planned; owns the kernel's plan-info Array (released with the Plan).

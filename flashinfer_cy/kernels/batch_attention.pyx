@@ -65,6 +65,10 @@ from flashinfer_cy.kernels.attention import choose_backend
 
 DEFAULT_FLOAT_WORKSPACE_BYTES = 128 * 1024 * 1024  # upstream's recommendation
 DEFAULT_INT_WORKSPACE_BYTES = 8 * 1024 * 1024      # upstream's int workspace (and mirror)
+# Less than any plan takes: the smallest (a 1-request prefill) puts five index arrays, four
+# of them 16-byte aligned, in the int workspace (scheduler.cuh PrefillPlan). A plan that
+# still overflows a bigger workspace is refused by the planner (no plan is current then).
+MIN_WORKSPACE_BYTES = 128
 
 cdef enum Kind:
     DECODE = 0
@@ -259,12 +263,15 @@ cdef class _BatchAttention:
         if backend not in _uri.BACKENDS:
             raise ValueError(f"backend: expected one of {_uri.BACKENDS}, got {backend!r}")
         self.backend = backend
-        self.use_cuda_graph = bool(use_cuda_graph)
+        self.use_cuda_graph = as_bool(use_cuda_graph, "use_cuda_graph", "True or False")
         if isinstance(device, bool) or not isinstance(device, int) or device < 0:
             raise ValueError(f"device: expected a CUDA device ordinal >= 0, got {device!r}")
         self.device = device
-        self.float_bytes = _A().positive_int(float_workspace_bytes, "float_workspace_bytes")
-        self.int_bytes = _A().positive_int(int_workspace_bytes, "int_workspace_bytes")
+        self.float_bytes = _workspace_size(
+            _A().positive_int(float_workspace_bytes, "float_workspace_bytes"),
+            "float_workspace_bytes")
+        self.int_bytes = _workspace_size(
+            _A().positive_int(int_workspace_bytes, "int_workspace_bytes"), "int_workspace_bytes")
         self._float_ws = float_workspace_buffer
         self._int_ws = int_workspace_buffer
         self._max_pages = -1 if max_num_pages is None else _A().positive_int(
@@ -275,6 +282,12 @@ cdef class _BatchAttention:
         self._generation = 0
         self._ring = PinnedRing(self.int_bytes, device, _A().positive_int(pinned_slots,
                                                                             "pinned_slots"))
+        # Given buffers are checked now, not at the first plan() (checked again there: a
+        # framework tensor may have been resized since).
+        if float_workspace_buffer is not None:
+            self._check_workspace(float_workspace_buffer, "float_workspace_buffer")
+        if int_workspace_buffer is not None:
+            self._check_workspace(int_workspace_buffer, "int_workspace_buffer")
 
     # -- resources -----------------------------------------------------------------------
 
@@ -292,6 +305,7 @@ cdef class _BatchAttention:
             check_contiguous(&s, name)
             if (<uintptr_t>s.dl.data) % 16:
                 raise ValueError(f"{name}: must be 16-byte aligned")
+            _workspace_size(s.dl.shape[0], name)
             if name == "int_workspace_buffer":
                 self.int_bytes = s.dl.shape[0]
                 self._ring = PinnedRing(self.int_bytes, self.device, self._ring.max_slots)
@@ -739,7 +753,8 @@ cdef class _BatchAttention:
         return 0
 
     cdef object _run(self, object q, object kv, object k, object v, object out, object lse,
-                     bint return_lse, object enable_pdl, object stream, Plan plan):
+                     object return_lse_arg, object enable_pdl, object stream, Plan plan):
+        cdef bint return_lse = as_bool(return_lse_arg, "return_lse", "True or False")
         cdef CallFrame f
         cdef PyObject* objs[MAX_ARGS]
         cdef TensorSlot* qs
@@ -1014,7 +1029,8 @@ cdef class BatchDecodeWithPagedKVCache(_BatchAttention):
     ``BatchDecodeWithPagedKVCache(kv_layout="NHD", *, use_cuda_graph=False, device=0,
     float_workspace_buffer=None, int_workspace_buffer=None, float_workspace_bytes=128 MiB,
     int_workspace_bytes=8 MiB, max_num_pages=None, pinned_slots=4)``. Workspaces are
-    allocated on the first plan unless given (u8, 1-D, on ``device``). Graph mode needs
+    allocated on the first plan unless given (u8, 1-D, on ``device``, at least
+    ``MIN_WORKSPACE_BYTES``; checked here). Graph mode needs
     ``max_num_pages`` (page-table capacity) and keeps the first plan's batch size.
     Paged caches: NHD ``[num_pages, page_size, num_kv_heads, head_dim]``, HND ``[num_pages,
     num_kv_heads, page_size, head_dim]``; k and v as a tuple or one ``[num_pages, 2, ...]``
@@ -1049,7 +1065,7 @@ cdef class BatchDecodeWithPagedKVCache(_BatchAttention):
         _hosts(True, &ip, &lp, &ix, NULL)
         try:
             _host_i32(indptr, "indptr", &ip)
-            _check_indptr(&ip, "indptr", -1, False)
+            _check_indptr(&ip, "indptr", -1)
             batch = ip.n - 1
             _host_i32(last_page_len, "last_page_len", &lp)
             _check_last_page_len(&ip, &lp, c.page_size, "last_page_len")
@@ -1127,9 +1143,10 @@ cdef class BatchPrefillWithPagedKVCache(_BatchAttention):
         cdef int64_t min_pages = 0
         cdef void* given_h
         cdef bint given = _stream_arg(stream, &given_h)
+        causal = as_bool(causal, "causal", "True or False")
         _hosts(True, &qo, &kv, &lp, &ix)
         try:
-            _read_indptrs(qo_indptr, paged_kv_indptr, "paged_kv_indptr", False, &qo, &kv)
+            _read_indptrs(qo_indptr, paged_kv_indptr, "paged_kv_indptr", &qo, &kv)
             ps = _A().positive_int(page_size, "page_size")
             _host_i32(paged_kv_last_page_len, "paged_kv_last_page_len", &lp)
             _check_last_page_len(&kv, &lp, ps, "paged_kv_last_page_len")
@@ -1139,7 +1156,7 @@ cdef class BatchPrefillWithPagedKVCache(_BatchAttention):
                               ps, window_left, logits_soft_cap, sm_scale, rope_scale,
                               rope_theta), False)
             return _plan_paged_or_ragged(self, PAGED_PREFILL, c, &qo, &kv, &lp, &ix, &st,
-                                         min_pages, bool(causal), given, given_h)
+                                         min_pages, causal, given, given_h)
         finally:
             _hosts(False, &qo, &kv, &lp, &ix)
 
@@ -1173,15 +1190,16 @@ cdef class BatchPrefillWithRaggedKVCache(_BatchAttention):
         cdef Staging st
         cdef void* given_h
         cdef bint given = _stream_arg(stream, &given_h)
+        causal = as_bool(causal, "causal", "True or False")
         _hosts(True, &qo, &kv, &none, NULL)
         try:
-            _read_indptrs(qo_indptr, kv_indptr, "kv_indptr", True, &qo, &kv)
+            _read_indptrs(qo_indptr, kv_indptr, "kv_indptr", &qo, &kv)
             c = self._config((q_data_type, kv_data_type, num_qo_heads, num_kv_heads, head_dim,
                               1, window_left, logits_soft_cap, sm_scale, rope_scale,
                               rope_theta), False)
             _staging_init(&st)
             return _plan_paged_or_ragged(self, RAGGED_PREFILL, c, &qo, &kv, &none, &none, &st,
-                                         0, bool(causal), given, given_h)
+                                         0, causal, given, given_h)
         finally:
             _hosts(False, &qo, &kv, NULL, NULL)
 
@@ -1200,6 +1218,13 @@ cdef class BatchPrefillWithRaggedKVCache(_BatchAttention):
 # arguments is kept for the next plan() with the same ones (_PlanConfig).
 
 cdef object _ndarray = None   # numpy.ndarray, bound on first use (import stays numpy-free)
+
+
+cdef int64_t _workspace_size(int64_t nbytes, str name) except -1:
+    if nbytes < MIN_WORKSPACE_BYTES:
+        raise ValueError(f"{name}: {nbytes} bytes is less than any plan takes; expected at "
+                         f"least {MIN_WORKSPACE_BYTES} (upstream uses 128 MiB float, 8 MiB int)")
+    return nbytes
 
 
 cdef bint _stream_arg(object stream, void** handle) except -1:
@@ -1244,14 +1269,14 @@ cdef void _hosts(bint init, HostI32* a, HostI32* b, HostI32* c, HostI32* d) noex
                 _host_release(all_[i])
 
 
-cdef int _read_indptrs(object qo_indptr, object kv_indptr, str kv_name, bint kv_from_zero,
+cdef int _read_indptrs(object qo_indptr, object kv_indptr, str kv_name,
                        HostI32* qo, HostI32* kv) except -1:
     """The prefill plans' two indptrs: ``kv_indptr`` (any batch), then ``qo_indptr`` (the
     same batch, rows of q from 0), both checked."""
     _host_i32(kv_indptr, kv_name, kv)
-    _check_indptr(kv, kv_name, -1, kv_from_zero)
+    _check_indptr(kv, kv_name, -1)
     _host_i32(qo_indptr, "qo_indptr", qo)
-    _check_indptr(qo, "qo_indptr", kv.n - 1, True)
+    _check_indptr(qo, "qo_indptr", kv.n - 1)
     return 0
 
 
@@ -1287,17 +1312,18 @@ cdef int _host_i32(object x, str name, HostI32* h) except -1:
     return 0
 
 
-cdef int _check_indptr(HostI32* a, str name, int64_t batch, bint from_zero) except -1:
-    """batch + 1 >= 2 entries (exactly, when ``batch`` >= 0), first entry >= 0 (0 when
-    ``from_zero``: rows of q / packed k are addressed from 0), non-decreasing."""
+cdef int _check_indptr(HostI32* a, str name, int64_t batch) except -1:
+    """batch + 1 >= 2 entries (exactly, when ``batch`` >= 0), from 0 (upstream's layout;
+    a page table offset is not something every planner and kernel is known to honour),
+    non-decreasing."""
     cdef Py_ssize_t i, n = a.n
     cdef const int32_t* p = a.p
     if n < 2:
         raise ValueError(f"{name}: expected batch_size + 1 >= 2 entries, got {n}")
     if batch >= 0 and n != batch + 1:
         raise ValueError(f"{name}: expected {batch + 1} entries (batch_size + 1), got {n}")
-    if p[0] < 0 or (from_zero and p[0] != 0):
-        raise ValueError(f"{name}: must start at {'0' if from_zero else '>= 0'}, got {p[0]}")
+    if p[0] != 0:
+        raise ValueError(f"{name}: must start at 0, got {name}[0] = {p[0]}")
     for i in range(1, n):
         if p[i] < p[i - 1]:
             raise ValueError(f"{name}: must be non-decreasing, but {name}[{i}] = {p[i]} < "

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 __all__ = ["get_seq_lens", "get_batch_indices_positions"]
 
+_INT32_LIMIT = 2**31
+
 
 def _int_vector(x, name: str):
     import numpy as np
@@ -35,11 +37,22 @@ def get_seq_lens(kv_indptr, kv_last_page_len, page_size: int):
         raise ValueError(f"kv_indptr: expected {last.shape[0] + 1} entries (len(kv_last_page_len)"
                          f" + 1), got {indptr.shape[0]}")
     if isinstance(page_size, bool) or not isinstance(page_size, (int, np.integer)) \
-            or page_size <= 0:
-        raise ValueError(f"page_size: expected a positive int, got {page_size!r}")
+            or not 0 < page_size < _INT32_LIMIT:
+        raise ValueError(f"page_size: expected an int in [1, 2**31), got {page_size!r}")
+    page_size = int(page_size)
     pages = np.diff(indptr)
     if (pages < 0).any():
         raise ValueError("kv_indptr: must be non-decreasing")
+    if pages.size and pages.max() >= _INT32_LIMIT:
+        raise ValueError(f"kv_indptr: {int(pages.max())} pages for one request; its KV "
+                         f"tokens do not fit in int32")
+    # As plan() checks it: 1..page_size tokens in the last page of a request with pages.
+    bad = np.where(pages > 0, (last < 1) | (last > page_size), last != 0)
+    if bad.any():
+        b = int(np.argmax(bad))
+        raise ValueError(f"kv_last_page_len[{b}] = {int(last[b])} is invalid for a request "
+                         f"with {int(pages[b])} page(s) of page_size {page_size}: expected "
+                         f"1..page_size when it has pages, 0 when it has none")
     lens = np.maximum(pages - 1, 0) * page_size + np.where(pages > 0, last, 0)
     if lens.size and lens.max() >= 2**31:
         b = int(np.argmax(lens >= 2**31))

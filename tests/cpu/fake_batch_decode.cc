@@ -73,7 +73,10 @@ Array<int64_t> BatchDecodeWithPagedKVCachePlan(
   TVM_FFI_ICHECK_EQ(indptr.size(0), batch_size + 1);
   TVM_FFI_ICHECK_EQ(i32(indptr)[0], 0);
   TVM_FFI_ICHECK_EQ(page_locked_int_workspace_buffer.size(0), int_workspace_buffer.size(0));
-  TVM_FFI_ICHECK_GT(float_workspace_buffer.size(0), 0);
+  // The real planner's AlignedAllocator refuses a plan whose split-KV partial outputs
+  // (num_qo_heads x batch x head_dim, 16-bit) overflow the float workspace.
+  TVM_FFI_ICHECK_GE(float_workspace_buffer.size(0), num_qo_heads * batch_size * head_dim_vo * 2)
+      << "Out of workspace memory in AlignedAllocator";
   TVM_FFI_ICHECK_EQ(head_dim_qk, head_dim_vo);
   TVM_FFI_ICHECK_EQ(num_qo_heads % num_kv_heads, 0);
   TVM_FFI_ICHECK_EQ(empty_q_data.dtype().bits, 16);

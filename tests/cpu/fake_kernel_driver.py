@@ -339,7 +339,8 @@ def scenario_decode_plan_failure_and_streams():
     kc, vc = upload(b.k_cache, dtype), upload(b.v_cache, dtype)
     q64 = rng.standard_normal((3, hq, d))
     q = upload(q64, dtype)
-    w = fc.BatchDecodeWithPagedKVCache()
+    # A float workspace that holds this batch's split-KV partial outputs and no more.
+    w = fc.BatchDecodeWithPagedKVCache(float_workspace_bytes=hq * 3 * d * 2)
 
     def plan(stream=None):
         return w.plan(b.indptr, b.indices, b.last_page_len, hq, hkv, d, ps, stream=stream)
@@ -363,14 +364,15 @@ def scenario_decode_plan_failure_and_streams():
     step = w.prepare(q, (kc, vc), out)
     w.run(q, (kc, vc), out=out)
     expect(out, "first plan")
-    # The stand-in planner refuses a page table offset that plan() itself allows.
-    shifted = (b.indptr + 1).astype(np.int32)
+    # One request more overflows the workspace inside the planner (plan() cannot know).
+    grown = np.append(b.indptr, b.indptr[-1] + 1).astype(np.int32)
     try:
-        w.plan(shifted, np.zeros(shifted[-1], np.int32), b.last_page_len, hq, hkv, d, ps)
+        w.plan(grown, np.zeros(grown[-1], np.int32), np.append(b.last_page_len, 1), hq, hkv,
+               d, ps)
     except fc.errors.KernelError:
         pass
     else:
-        raise AssertionError("the stand-in planner accepted indptr[0] = 1")
+        raise AssertionError("the stand-in planner accepted an overflowing workspace")
     assert w.current_plan is None
     refused(lambda: w.run(q, (kc, vc), out=out), "run()")
     refused(step.launch, "launch()")

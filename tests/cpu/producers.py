@@ -55,8 +55,9 @@ def exchange_type(describe=True, stream=True):
     """A tensor type with ``__dlpack_c_exchange_api__`` (as torch.Tensor has), built with
     ctypes. ``T(arr, shape=None, device_id=0)`` is described as float32 ``arr`` on the CPU,
     with that shape (any rank) and device ordinal. ``describe=False`` / ``stream=False``
-    leave dltensor_from_py_object_no_sync / current_work_stream NULL. ``__dlpack__``
-    exports ``arr`` (the fallback)."""
+    leave dltensor_from_py_object_no_sync / current_work_stream NULL; ``T(...,
+    null_shape=True)`` describes a NULL shape array. ``__dlpack__`` exports ``arr`` (the
+    fallback)."""
 
     def from_py(obj_ptr, out):
         obj = ctypes.cast(obj_ptr, ctypes.py_object).value
@@ -77,10 +78,12 @@ def exchange_type(describe=True, stream=True):
     _alive.append(api)
     cap = _capsule_new(ctypes.addressof(api), b"dlpack_exchange_api", None)
 
-    def __init__(self, arr, shape=None, device_id=0):
+    def __init__(self, arr, shape=None, device_id=0, null_shape=False):
         self.arr, self.device_id = arr, device_id
         self.shape = arr.shape if shape is None else shape
-        self.dims = (ctypes.c_int64 * max(len(self.shape), 1))(*self.shape)
+        # null_shape: the DLTensor says len(shape) dimensions but gives no shape array
+        self.dims = None if null_shape else (ctypes.c_int64 * max(len(self.shape), 1))(
+            *self.shape)
 
     return type("Exchanged", (), {"__dlpack_c_exchange_api__": cap, "__init__": __init__,
                                   "__dlpack__": lambda self, **kw: self.arr.__dlpack__(**kw),
@@ -125,3 +128,43 @@ class CAI:
     def __init__(self, ptr, shape, read_only=False, typestr="<f4"):
         self.__cuda_array_interface__ = {"data": (ptr, read_only), "shape": shape,
                                          "typestr": typestr, "version": 3}
+
+
+class _Legacy(ctypes.Structure):  # DLManagedTensor
+    _fields_ = [("dl", _DLTensor), ("manager_ctx", ctypes.c_void_p),
+                ("deleter", ctypes.c_void_p)]
+
+
+_NULL = object()  # Forged(shape=_NULL): a NULL array
+
+
+class Forged:
+    """A DLPack producer whose capsule says what a broken producer may say: ``ndim``
+    dimensions with ``shape`` / ``strides`` arrays or NULL (``NULL``), any ``data`` address,
+    device and dtype; versioned (``DLManagedTensorVersioned``, minor ``minor``) or legacy.
+    The capsule has no destructor (nothing to free: the producer keeps the structs)."""
+
+    NULL = _NULL
+
+    def __init__(self, shape=(4, 8), strides=None, data=0x7F0000000000, ndim=None,
+                 versioned=True, minor=3, device=(2, 0), dtype=(2, 16, 1)):
+        self.versioned = versioned
+        n = ndim if ndim is not None else 0 if shape is _NULL else len(shape)
+        self._arrays = [None if a is _NULL or a is None else (ctypes.c_int64 * max(len(a), 1))(*a)
+                        for a in (shape, strides)]
+        t = _DLTensor(data=data, ndim=n, byte_offset=0)
+        t.device.device_type, t.device.device_id = device
+        t.code, t.bits, t.lanes = dtype
+        t.shape, t.strides = (ctypes.cast(a, ctypes.POINTER(ctypes.c_int64)) if a is not None
+                              else None for a in self._arrays)
+        self._managed = (_Versioned(1, minor, None, None, 0, t) if versioned
+                         else _Legacy(t, None, None))
+
+    def __dlpack__(self, **kw):
+        if self.versioned and kw.get("max_version") is None:
+            raise TypeError("max_version")  # a consumer that does not ask gets no capsule
+        name = b"dltensor_versioned" if self.versioned else b"dltensor"
+        return _capsule_new(ctypes.addressof(self._managed), name, None)
+
+    def __dlpack_device__(self):
+        return (self._managed.dl.device.device_type, self._managed.dl.device.device_id)
