@@ -518,13 +518,33 @@ cdef int64_t numel(TensorSlot* s) noexcept:
     return n
 
 
+cdef void byte_range(TensorSlot* s, uintptr_t* lo, uintptr_t* hi) noexcept:
+    """``[lo, hi)``: the bytes the view addresses, strides of any sign (to_dltensor checked
+    that the span cannot overflow). Empty for a view with no elements."""
+    cdef int64_t first = 0, last = 0, step
+    cdef int64_t item = (s.dl.dtype.bits * s.dl.dtype.lanes + 7) // 8
+    cdef int i
+    lo[0] = hi[0] = <uintptr_t>s.dl.data
+    for i in range(s.dl.ndim):
+        if s.dl.shape[i] == 0:
+            return
+        step = (s.dl.shape[i] - 1) * s.dl.strides[i]
+        if step < 0:
+            first += step
+        else:
+            last += step
+    lo[0] = <uintptr_t>s.dl.data + <uintptr_t>(first * item)
+    hi[0] = <uintptr_t>s.dl.data + <uintptr_t>((last + 1) * item)
+
+
 cdef int check_disjoint(TensorSlot* w, str w_name, TensorSlot* r, str r_name) except -1:
     """``w``, which a kernel writes, shares no byte with ``r`` (kernels read and write
-    through __restrict__ pointers from many blocks at once). Both must be contiguous (the
-    caller checked): their byte ranges are then exact."""
-    cdef uintptr_t w0 = <uintptr_t>w.dl.data, r0 = <uintptr_t>r.dl.data
-    cdef uintptr_t w1 = w0 + <uintptr_t>(numel(w) * ((w.dl.dtype.bits * w.dl.dtype.lanes + 7) // 8))
-    cdef uintptr_t r1 = r0 + <uintptr_t>(numel(r) * ((r.dl.dtype.bits * r.dl.dtype.lanes + 7) // 8))
+    through __restrict__ pointers from many blocks at once). Strided views are compared by
+    the byte ranges they span: exact for contiguous tensors, conservative for views that
+    interleave inside one buffer."""
+    cdef uintptr_t w0, w1, r0, r1
+    byte_range(w, &w0, &w1)
+    byte_range(r, &r0, &r1)
     if (w0 < w1 and r0 < r1 and w0 < r1 and r0 < w1
             and w.dl.device.device_type == r.dl.device.device_type
             and w.dl.device.device_id == r.dl.device.device_id):

@@ -35,7 +35,8 @@ from flashinfer_cy._core.stream cimport resolve_stream
 from flashinfer_cy._core.tensor cimport (TensorSlot, DT_F16, DT_BF16, DT_F32, DT_I32, DT_I64,
                                          check_cuda, check_dtype, check_same_dtype, check_ndim,
                                          check_dim, check_last_contiguous, check_contiguous,
-                                         check_same_shape, check_same_device, describe, own_shape,
+                                         check_same_shape, check_same_device, check_disjoint, describe,
+                                         own_shape,
                                          dtype_key, dtype_name, finite_float, as_bool)
 
 from flashinfer_cy._core.array import DeviceArray
@@ -85,29 +86,16 @@ cdef int _check_rows(TensorSlot* s, str name) except -1:
     return 0
 
 
-cdef uint64_t _end(TensorSlot* s) noexcept:
-    """One past the last byte ``s`` addresses (strides checked non-negative)."""
-    cdef uint64_t span = 1
-    cdef int i
-    for i in range(s.dl.ndim):
-        if s.dl.shape[i] == 0:
-            return <uintptr_t>s.dl.data
-        span += <uint64_t>(s.dl.shape[i] - 1) * <uint64_t>s.dl.strides[i]
-    return <uintptr_t>s.dl.data + span * (s.dl.dtype.bits // 8)
-
-
 cdef int _check_output(TensorSlot* o, str name, TensorSlot* x, str x_name) except -1:
     check_same_device(o, name, x, x_name)
     check_same_dtype(o, name, x, x_name)
     check_same_shape(o, name, x, x_name)
     _check_rows(o, name)
-    # In place is the same view; anything else that shares bytes with the input would be
-    # read after the kernel wrote it.
-    cdef bint same = (o.dl.data == x.dl.data and o.dl.strides[0] == x.dl.strides[0]
-                      and o.dl.strides[1] == x.dl.strides[1])
-    if not same and <uintptr_t>o.dl.data < _end(x) and <uintptr_t>x.dl.data < _end(o):
-        raise ValueError(f"{name}: overlaps {x_name} without being the same view (write in "
-                         f"place with the *_inplace function, or to separate memory)")
+    # In place is the same view (the kernel reads each vector before writing it back);
+    # anything else that shares bytes with the input would be read after it was written.
+    if not (o.dl.data == x.dl.data and o.dl.strides[0] == x.dl.strides[0]
+            and o.dl.strides[1] == x.dl.strides[1]):
+        check_disjoint(o, name, x, x_name)
     return 0
 
 
