@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from testmod_build import child_pythonpath
+
 import flashinfer_cy as fc
 from cuda_guard import no_cuda, raises, reaches_cuda
 from producers import Forged
@@ -33,7 +35,7 @@ def in_child(code: str, env: dict | None = None) -> str:
     res = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
         timeout=120, cwd=HERE,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(HERE)]),
+        env={**os.environ, "PYTHONPATH": child_pythonpath(),
              **(env or {})})
     assert res.returncode >= 0, f"killed by signal {-res.returncode}:\n{code}\n{res.stderr}"
     assert res.returncode == 0, f"exit {res.returncode}:\n{code}\n{res.stderr[-3000:]}"

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from testmod_build import child_pythonpath
+
 HERE = Path(__file__).parent
 REPO = HERE.parents[1]
 
@@ -24,7 +26,7 @@ def test_hostile_arguments_never_kill_the_process(tmp_path):
     seconds = float(os.environ.get("FLASHINFER_CY_FUZZ_SECONDS", "30"))
     seed = os.environ.get("FLASHINFER_CY_FUZZ_SEED", "0")
     (tmp_path / "kernels").mkdir()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(HERE)]),
+    env = {**os.environ, "PYTHONPATH": child_pythonpath(),
            "CUDA_VISIBLE_DEVICES": "", "FLASHINFER_CY_OFFLINE": "1",
            "FLASHINFER_CY_KERNEL_DIR": str(tmp_path / "kernels"),
            "FLASHINFER_CY_FUZZ_SECONDS": str(seconds), "FLASHINFER_CY_FUZZ_SEED": seed}
@@ -37,7 +39,7 @@ def test_hostile_arguments_never_kill_the_process(tmp_path):
     def rerun(text):
         case = re.search(r"case (\d+)", text)
         return (f"FLASHINFER_CY_FUZZ_SEED={seed} FLASHINFER_CY_FUZZ_CASE="
-                f"{case.group(1) if case else '?'} PYTHONPATH={REPO}:{HERE} "
+                f"{case.group(1) if case else '?'} PYTHONPATH={child_pythonpath()} "
                 f"{sys.executable} {cmd[1]} <scratch dir>")
 
     try:

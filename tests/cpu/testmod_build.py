@@ -15,6 +15,14 @@ import pytest
 HERE = Path(__file__).parent
 
 
+def child_pythonpath() -> str:
+    """PYTHONPATH for a test's child interpreter: this folder (the tests' helper modules)
+    before whatever this process was given. Never the checkout itself: in CI the tests run
+    against the installed wheel, and the checkout's flashinfer_cy is the uncompiled tree."""
+    inherited = os.environ.get("PYTHONPATH")
+    return os.pathsep.join([str(HERE)] + ([inherited] if inherited else []))
+
+
 def tvm_ffi_include() -> Path:
     spec = importlib.util.find_spec("tvm_ffi")
     assert spec is not None, "apache-tvm-ffi must be installed"
