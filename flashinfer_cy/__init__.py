@@ -9,6 +9,7 @@ from flashinfer_cy.errors import (
     FlashInferError,
     KernelError,
     KernelNotFoundError,
+    KernelVersionError,
     RuntimeLibraryError,
     SymbolNotFoundError,
     UnsupportedDeviceError,
@@ -80,8 +81,8 @@ from flashinfer_cy.kernels.batch_attention import (
 __version__ = "0.1.0.dev0"
 
 __all__ = [
-    "FlashInferError", "KernelError", "KernelNotFoundError", "RuntimeLibraryError",
-    "SymbolNotFoundError", "UnsupportedDeviceError", "CudaError",
+    "FlashInferError", "KernelError", "KernelNotFoundError", "KernelVersionError",
+    "RuntimeLibraryError", "SymbolNotFoundError", "UnsupportedDeviceError", "CudaError",
     "TensorDesc", "DeviceArray", "Binding", "load_module", "load_module_path",
     "runtime_info", "use_stream", "current_stream",
     "rmsnorm", "qk_rmsnorm", "gemma_rmsnorm", "fused_add_rmsnorm", "gemma_fused_add_rmsnorm",

@@ -86,6 +86,14 @@ class UnsupportedDeviceError(FlashInferError, RuntimeError):
     """The kernel cannot run on this GPU (e.g. an SM90-only kernel on another arch)."""
 
 
+class KernelVersionError(FlashInferError, RuntimeError):
+    """A kernel module is from a FlashInfer version whose argument list for an export differs
+    from the Binding (or lacks the export), or from an unknown version or one without an
+    extracted ABI. Raised when a Binding first resolves its export, never after a call: a
+    mismatched argument list would corrupt memory. Names the module, both versions, the
+    supported ones and how to get matching modules (docs/abi-versions.md)."""
+
+
 class CudaError(FlashInferError, RuntimeError):
     """A CUDA driver/runtime call made by this library failed."""
 

@@ -35,7 +35,8 @@ class Binding:
     def writes(self) -> tuple[str, ...]:
         """The names of the arguments the kernel writes (marked ``!``)."""
     def load(self) -> Function:
-        """Resolve the module and symbol now (normally done on first call)."""
+        """Resolve the module and symbol now (normally done on first call), checking the
+        module's FlashInfer version (KernelVersionError)."""
     def __call__(self, *args: Any, stream: StreamLike | None = None) -> Any:
         """Call with positional arguments packed by the declared kinds."""
 

@@ -28,6 +28,7 @@ from flashinfer_cy._core.tensor cimport (TensorSlot, to_dltensor, release_slot, 
 from flashinfer_cy._core.stream cimport resolve_stream
 
 from flashinfer_cy._core import runtime as _runtime
+from flashinfer_cy.abi import match as _abi_match
 
 _KIND_CODES = {"T": K_TENSOR, "T?": K_OPT_TENSOR, "H": K_HOST_TENSOR, "I": K_INT,
                "F": K_FLOAT, "B": K_BOOL, "D": K_DTYPE, "A": K_OBJECT}
@@ -147,11 +148,18 @@ cdef class Binding:
 
     cdef Function function(self):
         if self._fn is None:
-            self._fn = _runtime.load_module(self.uri).function(self.symbol)
+            mod = _runtime.load_module(self.uri)
+            # Once per Binding, before its first call (never on the hot path): does the
+            # module's FlashInfer release declare this argument list? KernelVersionError if
+            # not, so a mismatched kernel set is an error, never a call.
+            _abi_match.require_match(self.uri, self.symbol, self.signature,
+                                     mod.flashinfer_version, mod.version_from, mod.path)
+            self._fn = mod.function(self.symbol)
         return self._fn
 
     def load(self):
-        """Resolve the module and symbol now (normally done on first call)."""
+        """Resolve the module and symbol now (normally done on first call), checking the
+        module's FlashInfer version (KernelVersionError)."""
         return self.function()
 
     @property

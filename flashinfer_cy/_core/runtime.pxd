@@ -19,6 +19,8 @@ cdef class Module:
     cdef readonly str uri
     cdef dict _functions
     cdef set _uris                    # the URIs serialize_calls matches it by
+    cdef readonly object flashinfer_version  # str, or None: unknown (Bindings refuse it)
+    cdef readonly str version_from    # how that version was learned (for error messages)
 
 cdef class Function:
     cdef TVMFFISafeCallType fn

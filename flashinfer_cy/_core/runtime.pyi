@@ -49,6 +49,12 @@ class Module:
     def path(self) -> str: ...
     @property
     def uri(self) -> str: ...
+    @property
+    def flashinfer_version(self) -> str | None:
+        """The FlashInfer release the file was built from (None: unknown)."""
+    @property
+    def version_from(self) -> str:
+        """How that version was learned (marker file, wheel name, setting...)."""
     def function(self, name: str) -> Function:
         """The export ``__tvm_ffi_<name>`` (cached). Raises SymbolNotFoundError."""
 
@@ -65,8 +71,11 @@ class Function:
         """Whether calls of this export take turns between threads."""
     def __call__(self, *args: Any, stream: StreamLike | None = None) -> Any: ...
 
-def load_module_path(path: str | os.PathLike[str], uri: str | None = None) -> Module:
-    """dlopen a kernel module file (RTLD_NOW | RTLD_LOCAL), once per path."""
+def load_module_path(path: str | os.PathLike[str], uri: str | None = None,
+                     flashinfer_version: str | None = None) -> Module:
+    """dlopen a kernel module file (RTLD_NOW | RTLD_LOCAL), once per path.
+    ``flashinfer_version``: the FlashInfer release it was built from (else
+    ``$FLASHINFER_CY_FLASHINFER_VERSION``, else unknown: Bindings refuse to call it)."""
 
 def serialize_calls(uri: str, symbol: str) -> None:
     """Calls of export ``symbol`` of module ``uri`` take turns between threads (a per-export
@@ -74,7 +83,8 @@ def serialize_calls(uri: str, symbol: str) -> None:
     was loaded (a module loaded by path alone is matched by its file name)."""
 
 def load_module(uri: str) -> Module:
-    """The kernel module for ``uri``, located through flashinfer_cy.artifacts."""
+    """The kernel module for ``uri``, located through flashinfer_cy.artifacts (its FlashInfer
+    version: the source's, see flashinfer_cy.artifacts.locate_module_source)."""
 
 def device_compute_capability_major(device: int) -> int: ...
 def device_multiprocessor_count(device: int) -> int: ...

@@ -395,16 +395,56 @@ cdef class Module:
         return f
 
     def __repr__(self):
-        return f"<flashinfer_cy Module {self.uri!r} from {self.path}>"
+        return (f"<flashinfer_cy Module {self.uri!r} from {self.path}, flashinfer "
+                f"{self.flashinfer_version or 'unknown'}>")
 
 
-def load_module_path(path, uri=None):
-    """dlopen a kernel module file (RTLD_NOW | RTLD_LOCAL), once per path."""
+def load_module_path(path, uri=None, flashinfer_version=None):
+    """dlopen a kernel module file (RTLD_NOW | RTLD_LOCAL), once per path.
+
+    ``flashinfer_version``: the FlashInfer release the file was built from ("0.6.3"). A
+    Binding checks it against that release's ABI before its first call
+    (docs/abi-versions.md). Without it, ``$FLASHINFER_CY_FLASHINFER_VERSION``; without
+    that, the version is unknown and every Binding refuses to call the module
+    (:class:`~flashinfer_cy.errors.KernelVersionError`): a file of another release with a
+    changed argument list would corrupt memory. ``Module.function`` (the generic path) is
+    not checked."""
+    if flashinfer_version is not None:
+        if not isinstance(flashinfer_version, str) or not flashinfer_version.strip():
+            raise TypeError(f"flashinfer_version: expected a FlashInfer version string like "
+                            f"'0.6.3', got {flashinfer_version!r}")
+        return _load(path, uri, flashinfer_version.strip(), "load_module_path(flashinfer_version=)")
+    from flashinfer_cy.artifacts import settings
+    version = settings.flashinfer_version()
+    return _load(path, uri, version, settings.FLASHINFER_VERSION_ENV if version else
+                 "load_module_path() without flashinfer_version=")
+
+
+cdef int _note_version(Module m, object version, str how) except -1:
+    """Record the FlashInfer version of ``m``: a known version fills an unknown one; two
+    different known versions for one file is an error. Under _lock."""
+    if version is None:
+        if m.flashinfer_version is None:
+            m.version_from = how
+        return 0
+    if m.flashinfer_version is None:
+        m.flashinfer_version = version
+        m.version_from = how
+    elif m.flashinfer_version != version:
+        raise _errors.KernelVersionError(
+            f"kernel module {m.path} was loaded as flashinfer {m.flashinfer_version} "
+            f"({m.version_from}); {how} now says flashinfer {version}. One file is one release: "
+            f"fix the marker, the setting or the argument that is wrong")
+    return 0
+
+
+def _load(path, uri, version, str how):
     ensure_ffi()
     path = os.path.abspath(os.fspath(path))
     with _lock:
         mod = _modules.get(path)
         if mod is not None:
+            _note_version(<Module>mod, version, how)
             if uri:  # loaded before under another name (or none)
                 _add_uri(mod, uri)
                 _modules[("uri", uri)] = mod
@@ -429,6 +469,7 @@ def load_module_path(path, uri=None):
         (<Module>m).handle = h
         (<Module>m).path = path
         (<Module>m).uri = uri or os.path.splitext(os.path.basename(path))[0]
+        _note_version(<Module>m, version, how)
         _modules[path] = m
         if uri:
             _modules[("uri", uri)] = m
@@ -472,12 +513,14 @@ def serialize_calls(str uri, str symbol):
 
 def load_module(str uri):
     """The kernel module for ``uri`` (``norm``, ``page``, an attention URI...), located
-    through :func:`flashinfer_cy.artifacts.locate_module` on first use."""
+    through :func:`flashinfer_cy.artifacts.locate_module` on first use; its FlashInfer
+    version is the source's (:func:`flashinfer_cy.artifacts.locate_module_source`)."""
     mod = _modules.get(("uri", uri))
     if mod is not None:
         return mod
-    from flashinfer_cy.artifacts import locate_module
-    return load_module_path(locate_module(uri), uri)
+    from flashinfer_cy.artifacts import locate_module_source
+    src = locate_module_source(uri)  # where it comes from, and so which FlashInfer it is
+    return _load(src.path, uri, src.flashinfer_version, src.version_from)
 
 
 # ----------------------------------------------------------------------------- functions

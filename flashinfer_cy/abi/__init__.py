@@ -4,7 +4,8 @@
 flashinfer-python wheel of that release (docs/abi-versions.md): per module, the csrc files
 that make it and, per export, the return type, the ``[C++ type, name]`` parameters in order
 (the attention generators' ADDITIONAL_FUNC_PARAMS expanded) and the declaration's file:line.
-tests/cpu/test_abi_tables.py checks every ``Binding`` line against every version here;
+tests/cpu/test_abi_tables.py checks every ``Binding`` line against every version here, and
+:mod:`.match` checks a Binding against its module's version before its first call;
 :mod:`.known_differences` lists, reviewed and with the reason, where a Binding does not
 match a version. Pure Python, loaded on demand (``import flashinfer_cy`` does not read it).
 """
@@ -16,6 +17,11 @@ import json
 from pathlib import Path
 
 _DIR = Path(__file__).resolve().parent
+
+# The release the Binding tables are written for: the pinned kernel wheel's and
+# tools/build_kernels.py's. Modules of another release are checked line by line
+# (match.require_match) before a Binding first calls them.
+TABLES_VERSION = "0.6.3"
 
 # URI prefix of each attention family (flashinfer/jit/attention/modules.py get_*_uri); a
 # module of the family is keyed "<family>/<backend>", fa3 when the URI ends in "_sm90".

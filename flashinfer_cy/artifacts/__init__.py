@@ -15,6 +15,7 @@ first use.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 from .settings import KERNEL_DIR_ENV
 
@@ -22,7 +23,7 @@ FIXED_MODULES = ("norm", "page", "gdn_prefill_sm90")  # what the core loads eage
 
 __all__ = [
     "FIXED_MODULES", "KERNEL_DIR_ENV", "describe_sources", "fetch_modules", "locate_module",
-    "locate_module_ex", "platform_info", "where_is",
+    "locate_module_ex", "locate_module_source", "ModuleSource", "platform_info", "where_is",
 ]
 
 
@@ -43,6 +44,27 @@ def locate_module_ex(uri: str, *, download: bool = True, progress=None) -> tuple
     from .resolve import locate
 
     return locate(uri, download=download, progress=progress)
+
+
+class ModuleSource(NamedTuple):
+    """Where module ``<uri>.so`` came from and which FlashInfer release it is."""
+
+    step: str  # a step of resolve.STEPS
+    path: Path
+    flashinfer_version: str | None  # None: unknown (a kernel dir without a marker)
+    version_from: str  # how the version was learned, or why it is unknown
+
+
+def locate_module_source(uri: str, *, download: bool = True, progress=None) -> ModuleSource:
+    """Like :func:`locate_module_ex`, plus the module's FlashInfer version:
+    ``$FLASHINFER_CY_FLASHINFER_VERSION`` if set; else the kernel dir's
+    ``flashinfer_version.txt`` (written by ``tools/build_kernels.py``; none: unknown), the
+    wheel file name's version (local wheel, cache, download) or the installed
+    ``flashinfer_jit_cache``'s, before '+'. ``load_module`` gives it to the Bindings, which
+    check it before their first call."""
+    from .resolve import locate_source
+
+    return ModuleSource(*locate_source(uri, download=download, progress=progress))
 
 
 def where_is(uri: str, *, verify: bool = False) -> tuple[str, Path | None]:

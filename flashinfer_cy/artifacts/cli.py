@@ -248,6 +248,19 @@ class SourcesReport:
     damaged: list = dataclasses.field(default_factory=list)  # "<path>: <what is wrong>"
 
 
+def _version_line(step: str) -> str:
+    """Which FlashInfer release the source of ``step`` is (the Bindings are checked against it)."""
+    from .resolve import source_version
+
+    try:
+        version, how = source_version(step)
+    except Exception as exc:  # noqa: BLE001 - a doctor reports, it does not crash
+        return f"flashinfer version: cannot tell ({type(exc).__name__}: {exc})"
+    if version is None:
+        return f"flashinfer version: unknown ({how}); Bindings refuse to call it"
+    return f"flashinfer {version} ({how})"
+
+
 def print_sources(uris=None, out=None, *, verify: bool = True) -> SourcesReport:
     """For ``doctor``: each resolution step, then where each module would come from.
 
@@ -278,6 +291,8 @@ def print_sources(uris=None, out=None, *, verify: bool = True) -> SourcesReport:
         if step == "missing":
             found.missing.append(uri)
         print(f"  {uri}: {step}" + (f" {path}" if path else " (not on disk yet)"), file=out)
+        if step != "missing":
+            print(f"      {_version_line(step)}", file=out)
         for problem in problems:
             found.damaged.append(problem)
             print(f"      damaged: {problem}", file=out)

@@ -13,6 +13,12 @@
                           pins the wheel's RECORD, else the whole wheel. Off when ``$FLASHINFER_CY_OFFLINE=1``.
                           ``$FLASHINFER_CY_WHEEL_SHA256`` replaces the pinned sha256 (a mirror's own build).
 
+Which FlashInfer release a module is (:func:`source_version`; each Binding is checked against
+that release's ABI before its first call, docs/abi-versions.md): ``$FLASHINFER_CY_FLASHINFER_VERSION``
+if set; else (a) the ``flashinfer_version.txt`` marker that ``tools/build_kernels.py`` writes in the
+kernel dir (none: unknown); (b), (d), (e) the wheel file name's version before '+'; (c) the installed
+package's version before '+'.
+
 What is verified: (a) and (c) are used as they are. (b) and a full download (e): the wheel's
 sha256, before any member is extracted. A partial download (e): the wheel's RECORD against its
 pinned sha256, then each member against RECORD's sha256 and size (the wheel's own sha256 cannot
@@ -56,6 +62,52 @@ def _kernel_dir_path(uri: str) -> Path | None:
             if candidate.is_file():
                 return candidate
     return None
+
+
+VERSION_MARKER = "flashinfer_version.txt"  # in the kernel dir, beside the <uri>/ folders
+
+
+def _marker_version(root: str) -> tuple[str | None, str]:
+    marker = Path(root) / VERSION_MARKER
+    try:
+        text = marker.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None, (f"{settings.KERNEL_DIR_ENV}={root} has no {VERSION_MARKER} (write one with "
+                      f"tools/build_kernels.py, or set {settings.FLASHINFER_VERSION_ENV})")
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, f"{marker} cannot be read: {exc}"
+    if not settings.VERSION_RE.fullmatch(text):
+        return None, f"{marker} does not hold a version: {text[:40]!r}"
+    return text, str(marker)
+
+
+def wheel_version(filename: str) -> str:
+    """``flashinfer_jit_cache-0.6.3+cu130-...whl`` -> ``0.6.3`` (the version before '+')."""
+    parts = filename.split("-")
+    return parts[1].split("+", 1)[0] if len(parts) > 1 else ""
+
+
+def source_version(step: str, manifest: Manifest | None = None) -> tuple[str | None, str]:
+    """``(FlashInfer version or None when unknown, how it was learned)`` of what ``step``
+    supplies (a step name of :data:`STEPS`)."""
+    override = settings.flashinfer_version()
+    if override:
+        return override, settings.FLASHINFER_VERSION_ENV
+    if step == "kernel_dir":
+        return _marker_version(settings.env(settings.KERNEL_DIR_ENV) or ".")
+    manifest = manifest or load_manifest()
+    if step == "installed_package":
+        import importlib.metadata
+
+        version = importlib.metadata.version(manifest.package)
+        return version.split("+", 1)[0], f"installed {manifest.package} {version}"
+    if step == "local_wheel":
+        name = Path(settings.env(settings.KERNEL_WHEEL_ENV) or "").name
+    else:  # cache, download: the pinned wheel of this machine
+        name = platform_pin(manifest).filename
+    version = wheel_version(name)
+    return (version, f"wheel {name}") if settings.VERSION_RE.fullmatch(version) else (
+        None, f"wheel file name {name} names no version")
 
 
 # -- (b) local wheel ---------------------------------------------------------------------------
@@ -356,6 +408,12 @@ def locate(uri: str, *, download: bool = True, progress: Progress = None) -> tup
         )
     step = _ensure_pinned(pin, [member], download=download, full=False, progress=progress)
     return step, _pinned_entry(pin).file_path(member)
+
+
+def locate_source(uri: str, *, download: bool = True, progress: Progress = None):
+    """:func:`locate` plus the module's FlashInfer version: ``(step, path, version, how)``."""
+    step, path = locate(uri, download=download, progress=progress)
+    return (step, path, *source_version(step))
 
 
 def fetch(uris=None, *, wheel: str | Path | None = None, full: bool = False, progress: Progress = None,

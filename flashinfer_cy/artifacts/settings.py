@@ -28,6 +28,7 @@ HTTP_TIMEOUT_ENV = "FLASHINFER_CY_HTTP_TIMEOUT"  # seconds without a byte before
 HTTP_MIN_SPEED_ENV = "FLASHINFER_CY_HTTP_MIN_SPEED"  # bytes/s over HTTP_TIMEOUT seconds, else abandon
 HTTP_RETRIES_ENV = "FLASHINFER_CY_HTTP_RETRIES"  # retries after the first attempt
 HTTP_BACKOFF_ENV = "FLASHINFER_CY_HTTP_BACKOFF"  # first backoff in seconds, doubled per retry
+FLASHINFER_VERSION_ENV = "FLASHINFER_CY_FLASHINFER_VERSION"  # the modules' FlashInfer release, e.g. "0.6.3"
 TVM_FFI_LIB_ENV = "FLASHINFER_CY_TVM_FFI_LIB"  # read by the core (runtime.pyx), listed for the docs
 
 
@@ -77,6 +78,11 @@ def _settings_table() -> tuple[Setting, ...]:
                 "retries after the first attempt (5xx, 408/425/429, resets, timeouts, short bodies); other 4xx fail at once"),
         Setting(HTTP_BACKOFF_ENV, f"`{p.backoff:g}`",
                 f"seconds before the first retry, doubled per retry up to {p.max_backoff:g} s, with jitter"),
+        Setting(FLASHINFER_VERSION_ENV, "detected from the source",
+                "the FlashInfer release the kernel modules are, e.g. `0.6.3`, instead of what their source says "
+                "(the kernel dir's `flashinfer_version.txt`, the wheel's or installed package's version); "
+                "vouches for a kernel dir without that marker. Each Binding is checked against that release's "
+                "ABI before its first call"),
         Setting(TVM_FFI_LIB_ENV, "the installed `apache-tvm-ffi`'s", "use this `libtvm_ffi.so` instead"),
     )
 
@@ -118,6 +124,18 @@ def verify_full() -> bool:
         raise SettingsError(f"{VERIFY_ENV}={value!r} must be 'stat' (trust an unchanged size and mtime) "
                             "or 'full' (re-hash on every lookup)")
     return value == "full"
+
+
+VERSION_RE = re.compile(r"[0-9]+(\.[0-9]+)+([A-Za-z0-9.+_-]*)")
+
+
+def flashinfer_version() -> str | None:
+    """``$FLASHINFER_CY_FLASHINFER_VERSION``: the FlashInfer release of the kernel modules,
+    whatever their source says (None: detect it)."""
+    raw = env(FLASHINFER_VERSION_ENV)
+    if raw is not None and not VERSION_RE.fullmatch(raw):
+        raise SettingsError(f"{FLASHINFER_VERSION_ENV}={raw!r} is not a FlashInfer version like 0.6.3")
+    return raw
 
 
 def _sha256_setting(name: str) -> str | None:

@@ -2,7 +2,9 @@
 
 Calling an export with the wrong argument list is silent memory corruption, so each
 ``Binding(uri, symbol, "name:KIND ...")`` of every kernel family is checked against
-flashinfer_cy/abi/flashinfer-<version>.json (tools/extract_abi.py): the export exists in
+flashinfer_cy/abi/flashinfer-<version>.json (tools/extract_abi.py) by
+flashinfer_cy.abi.match.first_mismatch (the rule the runtime applies to a module of another
+release before a Binding's first call): the export exists in
 that module's sources, same arity, same parameter names in order, and each KIND can carry
 the C++ type. Bindings are discovered, not listed: every Binding in the globals (and
 dicts/tuples/lists) of every flashinfer_cy.kernels module, plus the attention Bindings made
@@ -23,30 +25,8 @@ import flashinfer_cy.kernels as kernels_pkg
 from flashinfer_cy import abi
 from flashinfer_cy._core.binding import Binding
 from flashinfer_cy.abi.known_differences import KNOWN_DIFFERENCES
-
-CSRC = "flashinfer/data/csrc/"
-
-# Which Binding kinds (``!`` stripped) may carry each C++ parameter type (after
-# tools/cxx_decls.normalize_type). TVM-FFI converts a DLTensor* (what T/T?/H pack) to
-# TensorView and Optional<TensorView>; ints and floats by value; Array via an object handle.
-CXX_KINDS = {
-    "TensorView": {"T", "H"},
-    "Optional<TensorView>": {"T?"},
-    "int64_t": {"I"}, "int": {"I"}, "int32_t": {"I"}, "uint32_t": {"I"}, "uint64_t": {"I"},
-    "double": {"F"}, "float": {"F"},
-    "bool": {"B"},
-    "DLDataType": {"D"},
-    "Array<int64_t>": {"A"}, "Optional<Array<int64_t>>": {"A"},
-}
-# ffi::Tensor / Optional<ffi::Tensor> accept a Tensor *object* (or None) only, never the
-# DLTensor* a T argument packs (docs/flashinfer-abi.md pitfall P1). An Optional<Tensor> may be
-# bound as T? only where the family is reviewed to always pass None, listed here.
-P1_NONE_ONLY = {
-    key: "kernels/attention.pyx pack_extras packs every T? of the generated "
-         "ADDITIONAL_FUNC_PARAMS tail as None (custom mask, ALiBi, scales: unused)"
-    for key in ("single_decode/fa2", "batch_decode/fa2", "single_prefill/fa2",
-                "single_prefill/fa3", "batch_prefill/fa2", "batch_prefill/fa3")
-}
+# The one comparison, shared with the runtime check (Binding.function -> require_match).
+from flashinfer_cy.abi.match import P1_NONE_ONLY, first_mismatch
 
 
 # ---------------------------------------------------------------------------- discovery
@@ -98,45 +78,6 @@ def discover():
 
 BINDINGS = discover()
 VERSIONS = abi.versions()
-
-
-# ---------------------------------------------------------------------------- comparison
-def _kinds(signature):
-    return [(n, k.rstrip("!")) for n, _, k in (item.partition(":") for item in signature.split())]
-
-
-def first_mismatch(version, uri, symbol, signature):
-    """None when ``signature`` matches the export in ``version``, else the first
-    difference, naming the C++ declaration's file:line."""
-    key = abi.module_key(uri)
-    module, export = abi.export(version, uri, symbol)
-    if module is None:
-        return f"module {key} is not built by flashinfer {version}"
-    if export is None:
-        return (f"export {symbol} is not in module {key} of flashinfer {version} "
-                f"(sources {module['sources']}; exports {sorted(module['exports'])})")
-    decl = export["decl"] if export["decl"].startswith("flashinfer/") else CSRC + export["decl"]
-    cxx = export["params"]
-    ours = _kinds(signature)
-    declared = ", ".join(f"{t} {n}" for t, n in cxx)
-    where = f"{decl}: {symbol}({declared})"
-    if len(cxx) != len(ours):
-        return (f"arity: flashinfer {version} declares {len(cxx)} arguments, the Binding "
-                f"{len(ours)}; {where}")
-    n_generated = export.get("generated", {}).get("count", 0)
-    for i, ((ctype, cname), (name, kind)) in enumerate(zip(cxx, ours)):
-        if cname != name:
-            return f"argument {i}: C++ {ctype} {cname}, Binding {name}:{kind}; {where}"
-        generated = i >= len(cxx) - n_generated
-        if ctype in ("Tensor", "Optional<Tensor>"):
-            if ctype == "Optional<Tensor>" and kind == "T?" and generated and key in P1_NONE_ONLY:
-                continue
-            return (f"argument {i} ({cname}): C++ {ctype} takes a Tensor object, never the "
-                    f"DLTensor* {kind} packs (P1); {where}")
-        if kind not in CXX_KINDS.get(ctype, ()):
-            return (f"argument {i} ({cname}): C++ {ctype} cannot take kind {kind} (allowed: "
-                    f"{sorted(CXX_KINDS.get(ctype, ())) or 'none known'}); {where}")
-    return None
 
 
 # ---------------------------------------------------------------------------- tests

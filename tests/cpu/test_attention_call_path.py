@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from testmod_build import HERE, compile_c_library, compile_module
+from testmod_build import HERE, compile_c_library, compile_module, mark_kernel_dir
 
 sys.path.insert(0, str(HERE.parent / "gpu"))
 
@@ -27,7 +27,7 @@ def stand_ins(tmp_path_factory):
     root = tmp_path_factory.mktemp("fake_attention")
     lib = compile_c_library(HERE / "fake_cudart.c", root / "lib" / "libcudart.so.13").parent
     so = compile_module(HERE / "fake_batch_decode.cc", root / "batch_decode.so")
-    kernels = root / "kernels"
+    kernels = mark_kernel_dir(root / "kernels")
     for uri in decode_uris():
         (kernels / uri).mkdir(parents=True)
         os.symlink(so, kernels / uri / f"{uri}.so")

@@ -25,7 +25,7 @@ from flashinfer_cy.errors import (FlashInferError, KernelError, KernelNotFoundEr
                                   SymbolNotFoundError)
 
 from producers import CAI, Relabelled, exchange_type
-from testmod_build import compile_cython, compile_module
+from testmod_build import compile_cython, compile_module, mark_kernel_dir
 
 
 def f(mod, name):
@@ -565,7 +565,7 @@ def test_serialize_applies_to_a_module_loaded_by_path(testmod_dir, tmp_path, mon
     shutil.copy(testmod_dir / "testmod" / "testmod.so", so)
     mod = fc.load_module_path(so)
     probe, most = mod.function("overlap_probe"), mod.function("max_overlap")
-    monkeypatch.setenv("FLASHINFER_CY_KERNEL_DIR", str(tmp_path))
+    monkeypatch.setenv("FLASHINFER_CY_KERNEL_DIR", str(mark_kernel_dir(tmp_path)))
     b = fc.Binding("by_path", "overlap_probe", "ms:I", serialize=True)
     assert probe.serialized and b.load() is probe
     most()

@@ -48,6 +48,20 @@ def compile_module(src: Path, out: Path, extra: list[str] | None = None) -> Path
     return _shared_library("C++", ["-std=c++17", f"-I{tvm_ffi_include()}"], src, out, extra)
 
 
+# The stand-in modules declare flashinfer 0.6.3's signatures (the release the Binding tables
+# are written for): they are loaded, or their kernel dirs marked, as that release, since a
+# module of unknown version is refused by every Binding (flashinfer_cy.abi.match).
+STAND_IN_VERSION = "0.6.3"
+
+
+def mark_kernel_dir(root: Path, version: str = STAND_IN_VERSION) -> Path:
+    """Write the flashinfer_version.txt marker tools/build_kernels.py writes (what
+    FLASHINFER_CY_KERNEL_DIR's modules are taken to be)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "flashinfer_version.txt").write_text(version + "\n")
+    return root
+
+
 def compile_c_library(src: Path, out: Path) -> Path:
     """A plain C shared library (the stand-in libcudart.so.13)."""
     return _shared_library("C", ["-std=c11"], src, out)

@@ -1,0 +1,140 @@
+"""Does a Binding line match a FlashInfer release's C++ declaration? One rule, two users.
+
+tests/cpu/test_abi_tables.py runs :func:`first_mismatch` for every Binding and every
+extracted release; ``Binding.function()`` (flashinfer_cy/_core/binding.pyx) runs
+:func:`require_match` once per Binding, before its first call, against the release its
+module was built from, so that a module of another release is an error, never a call
+(docs/abi-versions.md, "Which version a kernel set is").
+"""
+
+from __future__ import annotations
+
+import re
+
+from . import TABLES_VERSION, export, module_key, versions
+from ..errors import KernelVersionError
+
+CSRC = "flashinfer/data/csrc/"
+
+# Which Binding kinds (``!`` stripped) may carry each C++ parameter type (after
+# tools/cxx_decls.normalize_type). TVM-FFI converts a DLTensor* (what T/T?/H pack) to
+# TensorView and Optional<TensorView>; ints and floats by value; Array via an object handle.
+CXX_KINDS = {
+    "TensorView": {"T", "H"},
+    "Optional<TensorView>": {"T?"},
+    "int64_t": {"I"}, "int": {"I"}, "int32_t": {"I"}, "uint32_t": {"I"}, "uint64_t": {"I"},
+    "double": {"F"}, "float": {"F"},
+    "bool": {"B"},
+    "DLDataType": {"D"},
+    "Array<int64_t>": {"A"}, "Optional<Array<int64_t>>": {"A"},
+}
+# ffi::Tensor / Optional<ffi::Tensor> accept a Tensor *object* (or None) only, never the
+# DLTensor* a T argument packs (docs/flashinfer-abi.md pitfall P1). An Optional<Tensor> may be
+# bound as T? only where the family is reviewed to always pass None, listed here.
+P1_NONE_ONLY = {
+    key: "kernels/attention.pyx pack_extras packs every T? of the generated "
+         "ADDITIONAL_FUNC_PARAMS tail as None (custom mask, ALiBi, scales: unused)"
+    for key in ("single_decode/fa2", "batch_decode/fa2", "single_prefill/fa2",
+                "single_prefill/fa3", "batch_prefill/fa2", "batch_prefill/fa3")
+}
+
+
+def _kinds(signature):
+    return [(n, k.rstrip("!")) for n, _, k in (item.partition(":") for item in signature.split())]
+
+
+def first_mismatch(version, uri, symbol, signature):
+    """None when ``signature`` matches the export in ``version``, else the first
+    difference, naming the C++ declaration's file:line."""
+    key = module_key(uri)
+    module, exp = export(version, uri, symbol)
+    if module is None:
+        return f"module {key} is not built by flashinfer {version}"
+    if exp is None:
+        return (f"export {symbol} is not in module {key} of flashinfer {version} "
+                f"(sources {module['sources']}; exports {sorted(module['exports'])})")
+    decl = exp["decl"] if exp["decl"].startswith("flashinfer/") else CSRC + exp["decl"]
+    cxx = exp["params"]
+    ours = _kinds(signature)
+    declared = ", ".join(f"{t} {n}" for t, n in cxx)
+    where = f"{decl}: {symbol}({declared})"
+    if len(cxx) != len(ours):
+        return (f"arity: flashinfer {version} declares {len(cxx)} arguments, the Binding "
+                f"{len(ours)}; {where}")
+    n_generated = exp.get("generated", {}).get("count", 0)
+    for i, ((ctype, cname), (name, kind)) in enumerate(zip(cxx, ours)):
+        if cname != name:
+            return f"argument {i}: C++ {ctype} {cname}, Binding {name}:{kind}; {where}"
+        generated = i >= len(cxx) - n_generated
+        if ctype in ("Tensor", "Optional<Tensor>"):
+            if ctype == "Optional<Tensor>" and kind == "T?" and generated and key in P1_NONE_ONLY:
+                continue
+            return (f"argument {i} ({cname}): C++ {ctype} takes a Tensor object, never the "
+                    f"DLTensor* {kind} packs (P1); {where}")
+        if kind not in CXX_KINDS.get(ctype, ()):
+            return (f"argument {i} ({cname}): C++ {ctype} cannot take kind {kind} (allowed: "
+                    f"{sorted(CXX_KINDS.get(ctype, ())) or 'none known'}); {where}")
+    return None
+
+
+def abi_version(version: str) -> str:
+    """The release whose ABI file describes ``version``: the local part ("+cu130") and a
+    post-release suffix (same sources, repackaged) dropped."""
+    return re.sub(r"\.post\d+$", "", version.split("+", 1)[0].strip())
+
+
+def _way_out() -> str:
+    from ..artifacts.settings import FLASHINFER_VERSION_ENV, KERNEL_DIR_ENV
+    return (f"Use modules of flashinfer {TABLES_VERSION}: the pinned wheel (`flashinfer-cy "
+            f"fetch`, with {KERNEL_DIR_ENV} unset), or build them with `python "
+            f"tools/build_kernels.py --out DIR <uris>` (it writes DIR/flashinfer_version.txt) "
+            f"and set {KERNEL_DIR_ENV}=DIR. If these modules are of a release you know, say "
+            f"which with {FLASHINFER_VERSION_ENV}=<version> (docs/abi-versions.md)")
+
+
+def require_match(uri: str, symbol: str, signature: str, version, version_from: str,
+                  path: str) -> None:
+    """Raise :class:`KernelVersionError` unless the module at ``path`` (module ``uri``, of
+    FlashInfer ``version`` as ``version_from`` says; None: unknown) declares ``symbol``
+    with exactly ``signature``. The tables are written for :data:`TABLES_VERSION`: that
+    release passes (CI checks every line against it) unless its ABI has the module but not
+    the export; another release with an
+    extracted ABI passes only where its declaration matches the line; an unknown release,
+    or one without an ABI file, never does."""
+    where = f"module {uri!r} ({path})"
+    supported = (f"supported: flashinfer {TABLES_VERSION}, and for the exports whose argument "
+                 f"list did not change, {', '.join(v for v in versions() if v != TABLES_VERSION)}")
+    if version is None:
+        raise KernelVersionError(
+            f"{where}: its flashinfer version is unknown ({version_from}); the bindings are "
+            f"written for flashinfer {TABLES_VERSION}, and {symbol} is not called with an "
+            f"argument list it may not declare ({supported}). {_way_out()}")
+    release = abi_version(version)
+    if release == TABLES_VERSION:
+        module, exp = export(release, uri, symbol)
+        if module is None or exp is not None:
+            # CI checks every table line against this release; a module it has no ABI of
+            # (a user's own, a test double) is the caller's word.
+            return
+    if release not in versions():
+        raise KernelVersionError(
+            f"{where} is flashinfer {version} ({version_from}); the bindings are written for "
+            f"flashinfer {TABLES_VERSION} and no ABI of flashinfer {release} is extracted, so "
+            f"{symbol} cannot be checked and is not called ({supported}). {_way_out()}")
+    mismatch = first_mismatch(release, uri, symbol, signature)
+    if mismatch is None:
+        return
+    _, exp = export(release, uri, symbol)
+    if exp is None:
+        having = [v for v in versions() if export(v, uri, symbol)[1] is not None]
+        raise KernelVersionError(
+            f"{where} is flashinfer {version} ({version_from}); {symbol} is not in it: "
+            f"{mismatch}. It exists in flashinfer {', '.join(having) or 'no extracted release'}"
+            f" (the bindings are written for {TABLES_VERSION}). {_way_out()}")
+    raise KernelVersionError(
+        f"{where} is flashinfer {version} ({version_from}); the binding of {symbol} is "
+        f"written for flashinfer {TABLES_VERSION} and flashinfer {release} declares another "
+        f"argument list ({mismatch}), so it is not called ({supported}). {_way_out()}")
+
+
+__all__ = ["CXX_KINDS", "P1_NONE_ONLY", "abi_version", "first_mismatch", "require_match"]
