@@ -12,7 +12,9 @@ generators import torch; no CUDA device is queried because the arch list is give
         --wheel dist/flashinfer_jit_cache-0.6.3+cu130.sm90a-py3-none-linux_x86_64.whl
 
 Output layout ``<out>/<uri>/<uri>.so`` is what FLASHINFER_CY_KERNEL_DIR reads; the
-wheel's ``flashinfer_jit_cache/jit_cache/<uri>/<uri>.so`` is the prebuilt one's.
+wheel's ``flashinfer_jit_cache/jit_cache/<uri>/<uri>.so`` is the prebuilt one's. A build
+(not --no-build) writes ``<out>/flashinfer_version.txt`` ("0.6.3"), the release flashinfer_cy
+checks each Binding against (docs/abi-versions.md); --out marked for another release is refused.
 One JSON line per module goes to stdout ({"uri", "ok", "seconds", "bytes", ...}; seconds
 run from the module's first compile to its link inside one shared ninja run, so modules
 built together overlap). Build logs go to a file (stderr with -v). Requested modules are
@@ -331,6 +333,29 @@ def default_jobs() -> int:
     return max(1, min(os.cpu_count() or 1, avail_gb // 4))
 
 
+# Which FlashInfer release the modules in --out are: flashinfer_cy reads it when
+# FLASHINFER_CY_KERNEL_DIR points there (flashinfer_cy/artifacts/resolve.py VERSION_MARKER)
+# and checks each Binding against that release's ABI; a dir without it is refused.
+VERSION_MARKER = "flashinfer_version.txt"
+
+
+def claim_out_dir(out: Path) -> None:
+    """Mark --out as holding flashinfer FLASHINFER_VERSION modules, before any is written;
+    refuse a dir marked for another release (one dir is one release)."""
+    marker = out / VERSION_MARKER
+    version = kernel_uris.FLASHINFER_VERSION
+    if marker.is_file():
+        have = marker.read_text(encoding="utf-8").strip()
+        if have != version:
+            sys.exit(f"error: {out} holds flashinfer {have} modules ({marker}); this tool builds "
+                     f"{version}: use another --out")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = marker.with_suffix(".tmp")
+    tmp.write_text(version + "\n", encoding="utf-8")
+    os.replace(tmp, marker)
+
+
 def update_status(path: Path, uri: str, rec: dict) -> None:
     lines = [ln for ln in (path.read_text().splitlines() if path.exists() else [])
              if ln.split(" ", 1)[0] != uri]
@@ -378,6 +403,8 @@ def main(argv=None) -> int:
         print("\n".join(uris))
         return 0
 
+    if not args.no_build:  # --no-build only reads --out: it neither writes nor removes the marker
+        claim_out_dir(args.out)
     results = {}
 
     def finish(uri, ok, seconds=0.0, built=None, error=None, skipped=False):

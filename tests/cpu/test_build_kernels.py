@@ -352,3 +352,33 @@ def test_cli_verify_and_pack_existing(tmp_path, no_flashinfer):
     r = run_tool("--no-build", "--verify", "--out", out, "@built")
     recs = {d["uri"]: d for d in map(json.loads, r.stdout.splitlines())}
     assert set(recs) == {"norm", "page"} and recs["page"]["error"] == "not an ELF file"
+
+
+def test_build_marks_out_with_its_release_and_no_build_leaves_it(tmp_path, no_flashinfer):
+    """A build writes <out>/flashinfer_version.txt (what flashinfer_cy checks Bindings
+    against); --skip-existing with every module present builds nothing, imports no
+    flashinfer, and still marks the dir; --no-build never writes or removes it."""
+    from flashinfer_cy.artifacts.resolve import VERSION_MARKER
+
+    assert build_kernels.VERSION_MARKER == VERSION_MARKER  # the name the runtime reads
+    out = tmp_path / "kernels"
+    mods = fake_modules(out, ["norm"])
+    marker = out / VERSION_MARKER
+    r = run_tool("--no-build", "--out", out, "norm")
+    assert r.returncode == 0, r.stderr
+    assert not marker.exists()
+    r = run_tool("--skip-existing", "--out", out, "norm")
+    assert r.returncode == 0, r.stderr
+    assert marker.read_text() == kernel_uris.FLASHINFER_VERSION + "\n"
+    r = run_tool("--no-build", "--out", out, "norm")
+    assert r.returncode == 0 and marker.read_text() == "0.6.3\n", r.stderr
+    assert mods["norm"].is_file()
+
+
+def test_build_refuses_an_out_dir_of_another_release(tmp_path, no_flashinfer):
+    out = tmp_path / "kernels"
+    fake_modules(out, ["norm"])
+    (out / "flashinfer_version.txt").write_text("0.7.4\n")
+    r = run_tool("--skip-existing", "--out", out, "norm")
+    assert r.returncode != 0 and "holds flashinfer 0.7.4 modules" in r.stderr
+    assert (out / "flashinfer_version.txt").read_text() == "0.7.4\n"
