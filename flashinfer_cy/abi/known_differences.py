@@ -3,8 +3,10 @@
 Key: (flashinfer version, module key as in the ABI file, export). Value: ``expect``, the
 start of the first mismatch tests/cpu/test_abi_tables.py reports (it fails when the
 difference changes or goes away, so a stale entry cannot hide a new one), and ``reason``.
-The Binding tables follow 0.6.3 (the release whose prebuilt modules this package loads);
-version-aware tables (issue 19 item 3) are to use the other versions' argument lists.
+The Binding tables follow 0.6.3 (the release whose prebuilt modules this package loads).
+Each entry is also an export a Binding refuses to call on a module of that release
+(flashinfer_cy.abi.match.require_match raises KernelVersionError); tables with the other
+releases' argument lists are issue 19 items 4-5.
 """
 
 _KV_SF = ("0.7.x's FA2 generator appends maybe_k_cache_sf and maybe_v_cache_sf "
