@@ -89,7 +89,8 @@ def main() -> None:
     delta = torch.empty_like(h)
     gate_up = torch.empty(BATCH, 2 * INTER, device=dev, dtype=f16)
     act = torch.empty(BATCH, INTER, device=dev, dtype=f16)
-    logits = torch.empty(BATCH, VOCAB, device=dev, dtype=torch.float32)
+    logits16 = torch.empty(BATCH, VOCAB, device=dev, dtype=f16)
+    logits = torch.empty(BATCH, VOCAB, device=dev, dtype=torch.float32)  # the sampler's input
     tokens = torch.empty(BATCH, device=dev, dtype=torch.int32)
     batch_indices = torch.arange(BATCH, device=dev, dtype=torch.int32)  # one token each
     positions = torch.zeros(BATCH, device=dev, dtype=torch.int32)
@@ -120,7 +121,8 @@ def main() -> None:
             torch.matmul(act, w_down[layer], out=delta)
             fc.fused_add_rmsnorm(delta, residual, w_mlp[layer], stream=s)  # residual += mlp
             h.copy_(delta)
-        torch.matmul(h, w_head, out=logits)  # LM head (h is the final-normed hidden state)
+        torch.matmul(h, w_head, out=logits16)  # LM head (h is the final-normed hidden state)
+        logits.copy_(logits16)
 
     rng = np.random.default_rng(0)
     lens = rng.integers(1, PAGES_PER_REQ * PAGE // 2, BATCH).astype(np.int32)  # prompt lengths

@@ -3,9 +3,11 @@
 Every sampling kernel of 0.6.3 takes ``philox_seed`` and ``philox_offset`` as host scalars
 and starts each output row's Philox stream at (seed, subsequence = row, offset). Upstream
 (``flashinfer.sampling.get_seed_and_offset``) reads the (seed, offset) state of a CUDA
-``torch.Generator``, hands the kernel that offset and advances the generator's offset by
-``(increment + 3) // 4 * 4``, where ``increment`` is per function (see ``INCREMENT`` below
-and the functions' docstrings). :class:`SamplingGenerator` does exactly that without torch,
+``torch.Generator``, advances the offset by ``(increment + 3) // 4 * 4``, where
+``increment`` is per function (see ``INCREMENT`` below and the functions' docstrings), sets
+the state back and hands the kernel the *advanced* offset: ``seed, offset =
+state.view(torch.int64)`` unpacks into views of the state, so ``offset += ...`` moves the
+offset it then returns (seen on an H100: handing the kernel the old offset drew other ids). :class:`SamplingGenerator` does exactly that without torch,
 so a sequence of calls with one ``SamplingGenerator(seed, offset)`` draws what the same
 sequence of flashinfer-python calls draws with a torch generator in state (seed, offset).
 Any object with torch.Generator's ``get_state()`` / ``set_state()`` (a CUDA generator's
@@ -86,12 +88,12 @@ class SamplingGenerator:
             self._offset = o
 
     def draw(self, increment: int) -> tuple[int, int]:
-        """The (seed, offset) for one call, advancing the offset past it."""
+        """The (seed, offset) for one call: the offset is advanced first and the advanced
+        value is the call's, as upstream's get_seed_and_offset does."""
         step = philox_advance(increment)
         with self._lock:
-            seed, offset = self._seed, self._offset
-            self._offset = (offset + step) % U64
-        return seed, offset
+            self._offset = (self._offset + step) % U64
+            return self._seed, self._offset
 
     def __repr__(self) -> str:
         return f"SamplingGenerator(seed={self._seed}, offset={self._offset})"
@@ -141,7 +143,7 @@ def _draw_torch_like(generator, increment: int) -> tuple[int, int]:
                         "shares its memory (as a CPU torch.Tensor's does), so the advanced "
                         "offset reaches set_state()")
     generator.set_state(state)
-    return seed % U64, offset % U64
+    return seed % U64, new % U64  # the advanced offset, as upstream hands the kernel
 
 
 def seed_and_offset(increment: int, generator, seed, offset) -> tuple[int, int]:

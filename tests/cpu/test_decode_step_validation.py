@@ -206,3 +206,10 @@ def test_binding_per_launch_must_name_scalars():
         fc.Binding("m", "f", "x:T seed:I", per_launch=("x",))
     with pytest.raises(ValueError, match="per_launch"):
         fc.Binding("m", "f", "x:T seed:I", per_launch=("nope",))
+
+
+def test_activation_empty_input_takes_any_strides():
+    """A (0, 2d) tensor addresses no memory; torch and CuPy export it with strides (0, 0)."""
+    out = fc.silu_and_mul(T((0, 256), strides=(0, 0)), out=T((0, 128), strides=(0, 0)),
+                          enable_pdl=False)
+    assert out is not None

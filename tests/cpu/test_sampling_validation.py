@@ -383,7 +383,8 @@ class TorchLikeGenerator:
 def test_torch_like_generator_is_advanced_in_its_state():
     g = TorchLikeGenerator(-5, 40)  # a seed >= 2**63 reads back as a negative int64
     seed, offset = sampling_rng.seed_and_offset(10, g, None, None)
-    assert (seed, offset) == (2**64 - 5, 40)
+    # upstream hands the kernel the advanced offset (its `offset` is a view of the state)
+    assert (seed, offset) == (2**64 - 5, upstream_offset_after(40, 10))
     assert list(g.state.view(np.int64)) == [-5, upstream_offset_after(40, 10)] and g.sets == 1
     reaches_cuda(lambda: fc.top_p_sampling_from_probs(P, 0.5, generator=g))
     assert g.state.view(np.int64)[1] == upstream_offset_after(52, B * 32)
@@ -406,7 +407,7 @@ def test_torch_like_generator_of_the_wrong_kind_is_refused():
 
 def test_sampling_generator_rules():
     g = fc.SamplingGenerator(2**64 - 1, 2**64 - 4)
-    assert g.draw(1) == (2**64 - 1, 2**64 - 4) and g.offset == 0  # wraps modulo 2**64
+    assert g.draw(1) == (2**64 - 1, 0) and g.offset == 0  # advanced first; wraps mod 2**64
     assert g.manual_seed(7) is g and (g.seed, g.offset) == (7, 0)
     for bad, exc in ((-1, ValueError), (2**64, ValueError), (1.5, TypeError),
                      (False, TypeError), ("1", TypeError)):

@@ -146,7 +146,16 @@ def test_renorm_and_mask_match_peer(vocab, batch, rng):
     for k in (37, k_arr, vocab, vocab + 5):
         out = torch.full_like(probs, float("nan"))
         fc.top_k_renorm_probs(probs, k, out=out)
-        assert_bits_equal(out, fi.sampling.top_k_renorm_probs(probs, k), "top_k_renorm")
+        peer = fi.sampling.top_k_renorm_probs(probs, k)
+        if vocab <= 65536:
+            assert_bits_equal(out, peer, "top_k_renorm")
+        else:
+            # Wide rows take the multi-CTA radix path, whose CTAs add their partial sums of
+            # the kept mass with atomicAdd (topk.cuh, sum_topk): the order, and so the last
+            # bits of the divisor, vary from run to run, for the peer as for us (seen on an
+            # H100: 39 of 607744 bytes). The kept set is exact; the values agree to ulps.
+            assert torch.equal(out > 0, peer > 0), "top_k_renorm kept set"
+            torch.testing.assert_close(out, peer, rtol=4e-7, atol=0)
         kk = k.cpu().numpy() if torch.is_tensor(k) else np.full(batch, k)
         got = out.cpu().numpy()
         assert_top_k_kept(got > 0, probs.cpu().numpy(), kk, "top_k_renorm")
