@@ -121,7 +121,8 @@ cdef int _check_weight(TensorSlot* w, TensorSlot* x, str x_name) except -1:
     check_same_device(w, "weight", x, x_name)
     check_same_dtype(w, "weight", x, x_name)
     check_ndim(w, "weight", 1)
-    check_dim(w, "weight", 0, x.dl.shape[x.dl.ndim - 1], f"the last dimension of {x_name}")
+    if w.dl.shape[0] != x.dl.shape[x.dl.ndim - 1]:  # the message is formatted on failure only
+        check_dim(w, "weight", 0, x.dl.shape[x.dl.ndim - 1], f"the last dimension of {x_name}")
     check_last_contiguous(w, "weight")
     _check_vector_layout(w, "weight", w.dl.shape[0])
     return 0

@@ -135,8 +135,9 @@ cdef int64_t _pack_qk(Binding b, CallFrame* f, object q, object k, int64_t head_
     check_same_device(sk, k_name, sq, q_name)
     check_same_dtype(sk, k_name, sq, q_name)
     check_ndim(sk, k_name, 3)
-    check_dim(sk, k_name, 0, sq.dl.shape[0], f"{q_name}'s token count (dimension 0)")
-    check_dim(sk, k_name, 2, sq.dl.shape[2], f"{q_name}'s head_dim (dimension 2)")
+    if sk.dl.shape[0] != sq.dl.shape[0] or sk.dl.shape[2] != sq.dl.shape[2]:  # format on failure
+        check_dim(sk, k_name, 0, sq.dl.shape[0], f"{q_name}'s token count (dimension 0)")
+        check_dim(sk, k_name, 2, sq.dl.shape[2], f"{q_name}'s head_dim (dimension 2)")
     cdef int64_t head_dim = sq.dl.shape[2]
     if head_dim not in (64, 128, 256, 512):
         raise ValueError(f"{q_name}: head_dim must be 64, 128, 256 or 512 (the sizes the rope "

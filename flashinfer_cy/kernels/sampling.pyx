@@ -182,7 +182,8 @@ cdef int _pack_ids(Binding b, CallFrame* f, int i, object obj, str name, TensorS
                         f"{dtype_name(dtype_key(s.dl.dtype))}")
     check_ndim(s, name, ndim)
     for d in range(ndim):
-        check_dim(s, name, d, shape[d], f"from {ref_name}")
+        if s.dl.shape[d] != shape[d]:  # the message is formatted on failure only
+            check_dim(s, name, d, shape[d], f"from {ref_name}")
     check_contiguous(s, name)
     return 0
 
@@ -266,7 +267,8 @@ cdef int _pack_param(Binding b, CallFrame* f, int i, object value, str name, int
     check_same_device(s, name, ref, ref_name)
     check_dtype(s, name, tensor_dtype)
     check_ndim(s, name, 1)
-    check_dim(s, name, 0, ref.dl.shape[0], f"one per row of {ref_name}")
+    if s.dl.shape[0] != ref.dl.shape[0]:  # the message is formatted on failure only
+        check_dim(s, name, 0, ref.dl.shape[0], f"one per row of {ref_name}")
     check_contiguous(s, name)
     if batch > ref.dl.shape[0]:
         raise ValueError(f"{name}: the kernel reads {name}[i] for output i, so with "
