@@ -19,7 +19,7 @@ from libc.stdint cimport int64_t, uintptr_t
 
 from flashinfer_cy._abi.tvm_ffi cimport TVMFFIAny
 from flashinfer_cy._core.binding cimport Binding, CallFrame, frame_init, frame_release, set_bool
-from flashinfer_cy._core.runtime cimport compute_capability_major
+from flashinfer_cy.kernels.attention cimport pdl_default, pdl_flag
 from flashinfer_cy._core.stream cimport resolve_stream
 from flashinfer_cy._core.tensor cimport (TensorSlot, DT_F16, DT_BF16, check_cuda, check_dtype,
                                          check_same_dtype, check_same_device, check_contiguous,
@@ -100,8 +100,7 @@ cdef object _act_and_mul(Binding b, object input, object out, object enable_pdl,
     cdef void* handle = NULL
     cdef int64_t d, tokens = 1
     cdef int i
-    cdef int pdl = -1 if enable_pdl is None else as_bool(enable_pdl, "enable_pdl",
-                                                           "True, False or None")
+    cdef int pdl = pdl_flag(enable_pdl)
     if stream is not None:
         resolve_stream(stream, &handle)  # a bad stream is refused before anything else
     frame_init(&f, 3)
@@ -126,9 +125,7 @@ cdef object _act_and_mul(Binding b, object input, object out, object enable_pdl,
         if tokens >= (1 << 31):
             raise ValueError(f"input: {tokens} tokens; the kernel launches one block per "
                              f"token, at most 2**31 - 1")
-        if pdl < 0:  # FlashInfer's default: programmatic dependent launch from sm_90 on
-            pdl = compute_capability_major(x.dl.device.device_id) >= 9
-        set_bool(&f, 2, pdl)
+        set_bool(&f, 2, pdl_default(x.dl.device.device_id) if pdl < 0 else pdl)
         b.invoke(&f, stream, &result)
         return out
     finally:

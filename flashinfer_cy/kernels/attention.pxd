@@ -15,6 +15,7 @@ cdef int check_lse(TensorSlot* s, int64_t rows, int64_t heads, TensorSlot* ref) 
 cdef int split_kv_pair(CallFrame* f, int ik, int iv, object kv_cache, Binding b) except -1
 cdef int run_stream(Binding b, CallFrame* f, object stream, void** out) except -1
 cdef bint pdl_default(int device) except -1
+cdef int pdl_flag(object enable_pdl) except -2
 cdef uint32_t dtype_key_of(str dtype) noexcept
 cdef object _A()  # flashinfer_cy.kernels.attention_args, imported on first use (numpy)
 

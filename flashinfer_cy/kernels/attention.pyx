@@ -317,6 +317,14 @@ cdef bint pdl_default(int device) except -1:
     return compute_capability_major(device) >= 9
 
 
+cdef int pdl_flag(object enable_pdl) except -2:
+    """``enable_pdl`` as 0 or 1, or -1 for pdl_default; anything else is a TypeError (every
+    family's kernel functions take it this way)."""
+    if enable_pdl is None:
+        return -1
+    return as_bool(enable_pdl, "enable_pdl", "True, False or None")
+
+
 cdef object _tmp_buffer(int device, void* stream):
     key = (device, <uintptr_t>stream)
     buf = _tmp_buffers.get(key)

@@ -259,7 +259,8 @@ def merge_states(v, s, v_merged=None, s_merged=None, stream=None):
 
     ``v``: ``[seq_len, num_states, num_heads, head_dim]``, float16 or bfloat16, head_dim
     64/128/256/512; ``s``: float32 ``[seq_len, num_states, num_heads]``, base-2
-    log-sum-exp. Contiguous, one CUDA device. ``num_states == 0`` gives zeros and ``-inf``.
+    log-sum-exp. Contiguous, one CUDA device. ``num_states == 0`` gives zeros and an lse of
+    -5e4 (FlashInfer's minus infinity, ``math::inf``).
     ``v_merged`` (``[seq_len, num_heads, head_dim]``, v's dtype) and ``s_merged`` (float32
     ``[seq_len, num_heads]``) are allocated as :class:`DeviceArray` when omitted. Returns
     ``(v_merged, s_merged)``. Asynchronous.

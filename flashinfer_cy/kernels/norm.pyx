@@ -19,7 +19,7 @@ from libc.stdint cimport int64_t, uint32_t, uint64_t, uintptr_t
 from flashinfer_cy._abi.tvm_ffi cimport TVMFFIAny
 from flashinfer_cy._core.binding cimport (Binding, CallFrame, frame_init, frame_release,
                                           set_float, set_bool)
-from flashinfer_cy._core.runtime cimport compute_capability_major
+from flashinfer_cy.kernels.attention cimport pdl_default, pdl_flag
 from flashinfer_cy._core.stream cimport resolve_stream
 from flashinfer_cy._core.tensor cimport (
     TensorSlot, DT_F16, DT_BF16, check_cuda, check_dtype, check_same_dtype, check_ndim,
@@ -94,18 +94,6 @@ cdef int _check_rows_disjoint(TensorSlot* s, str name) except -1:
     return 0
 
 
-cdef bint _pdl_default(TensorSlot* s) except -1:
-    # FlashInfer's own default: programmatic dependent launch on sm_90 and newer.
-    return compute_capability_major(s.dl.device.device_id) >= 9
-
-
-cdef int _pdl_flag(object enable_pdl) except -2:
-    """``enable_pdl`` as 0 or 1, or -1 for the default; anything else is a TypeError."""
-    if enable_pdl is None:
-        return -1
-    return as_bool(enable_pdl, "enable_pdl", "True, False or None")
-
-
 cdef int _check_input(TensorSlot* s, str name, int ndim_lo, int ndim_hi) except -1:
     check_cuda(s, name)
     check_dtype(s, name, DT_F16, DT_BF16)
@@ -163,14 +151,14 @@ cdef int _launch(Binding b, CallFrame* f, TensorSlot* x, double eps, object enab
     """eps and enable_pdl are the last two arguments of every norm export."""
     cdef TVMFFIAny result
     cdef void* handle = NULL
-    cdef int pdl = _pdl_flag(enable_pdl)
+    cdef int pdl = pdl_flag(enable_pdl)
     if stream is not None:
         # Checked even when there is nothing to do, and before the PDL default asks CUDA.
         resolve_stream(stream, &handle)
     if _rows(x) == 0:
         return 0  # nothing to normalise; the kernel would reject an empty grid
     set_float(f, 3, eps)
-    set_bool(f, 4, _pdl_default(x) if pdl < 0 else pdl)
+    set_bool(f, 4, pdl_default(x.dl.device.device_id) if pdl < 0 else pdl)
     return b.invoke(f, stream, &result)
 
 
@@ -180,7 +168,7 @@ cdef object _norm_out_of_place(Binding b, object input, object weight, object ep
     cdef TensorSlot* x
     cdef void* handle = NULL
     cdef double eps_v = _as_eps(eps)
-    _pdl_flag(enable_pdl)  # checked before ``out`` may be allocated (CUDA)
+    pdl_flag(enable_pdl)  # checked before ``out`` may be allocated (CUDA)
     frame_init(&f, 5)
     try:
         x = _pack_input(b, &f, 1, input, max_ndim)

@@ -40,7 +40,7 @@ from flashinfer_cy._core.tensor cimport (
     TensorSlot, DT_F32, DT_F16, DT_BF16, DT_I32, DT_I64, DT_U8, dtype_key, dtype_name,
     check_cuda, check_dtype, check_ndim, check_dim, check_contiguous, check_same_device,
     check_same_dtype, check_same_shape, describe, finite_float, as_bool)
-from flashinfer_cy.kernels.attention cimport pdl_default, run_stream
+from flashinfer_cy.kernels.attention cimport pdl_default, pdl_flag, run_stream
 
 from flashinfer_cy import errors as _errors
 from flashinfer_cy._core.array import DeviceArray
@@ -292,12 +292,6 @@ cdef int _no_check_nan(object check_nan) except -1:
     return 0
 
 
-cdef int _pdl_flag(object enable_pdl) except -2:
-    if enable_pdl is None:
-        return -1
-    return as_bool(enable_pdl, "enable_pdl", "True, False or None")
-
-
 cdef bint _top_k_first(object filter_apply_order) except -1:
     if filter_apply_order == "top_k_first":
         return True
@@ -484,7 +478,7 @@ def softmax(logits, temperature=None, enable_pdl=None, *, out=None, workspace_bu
     A row of all ``-inf`` gives NaN. Returns ``out``. Asynchronous.
     """
     cdef CallFrame f
-    cdef int pdl = _pdl_flag(enable_pdl)
+    cdef int pdl = pdl_flag(enable_pdl)
     frame_init(&f, 6)
     try:
         _pack_softmax(&f, logits, temperature, out, workspace_buffer)
