@@ -18,7 +18,8 @@ threads per token.
 from libc.stdint cimport int64_t, uintptr_t
 
 from flashinfer_cy._abi.tvm_ffi cimport TVMFFIAny
-from flashinfer_cy._core.binding cimport Binding, CallFrame, frame_init, frame_release, set_bool
+from flashinfer_cy._core.binding cimport (Binding, CallFrame, frame_init, frame_release,
+                                          set_bool, work_stream)
 from flashinfer_cy.kernels.attention cimport pdl_default, pdl_flag
 from flashinfer_cy._core.stream cimport resolve_stream
 from flashinfer_cy._core.tensor cimport (TensorSlot, DT_F16, DT_BF16, check_cuda, check_dtype,
@@ -110,12 +111,10 @@ cdef object _act_and_mul(Binding b, object input, object out, object enable_pdl,
         d = _half_width(x)
         if out is None:
             # Allocated on the stream the kernel will run on (stream-ordered, no sync).
-            if b.pick_stream(&f, stream, &handle) == 0:
-                handle = NULL
             out = DeviceArray.empty(_out_shape(x, d),
                                     "float16" if x.dl.dtype.code == 2 else "bfloat16",
                                     x.dl.device.device_id,
-                                    <uintptr_t>handle if handle != NULL else stream)
+                                    work_stream(b, &f, stream, x.dl.device.device_id))
         b.tensor(&f, 0, out)
         _check_out(&f.slots[0], x, d)
         for i in range(x.dl.ndim - 1):

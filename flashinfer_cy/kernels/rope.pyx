@@ -30,7 +30,7 @@ from libc.stdint cimport int64_t, uint64_t, uintptr_t
 
 from flashinfer_cy._abi.tvm_ffi cimport TVMFFIAny
 from flashinfer_cy._core.binding cimport (Binding, CallFrame, frame_init, frame_release,
-                                          set_bool, set_float, set_int)
+                                          set_bool, set_float, set_int, work_stream)
 from flashinfer_cy._core.stream cimport resolve_stream
 from flashinfer_cy._core.tensor cimport (TensorSlot, DT_F16, DT_BF16, DT_F32, DT_I32, DT_I64,
                                          check_cuda, check_dtype, check_same_dtype, check_ndim,
@@ -156,14 +156,11 @@ cdef object _pack_outputs(Binding b, CallFrame* f, object q_rope, object k_rope,
     """q_rope / k_rope into their slots (allocated when omitted, in the caller's shapes of
     q/k; q/k themselves in place); returns them as a tuple."""
     cdef TensorSlot* sq = &f.slots[Q]
-    cdef void* handle = NULL
     if inplace:
         q_rope, k_rope = q, k
     elif q_rope is None or k_rope is None:
         # Allocated on the stream the kernel will run on (stream-ordered, no sync).
-        if b.pick_stream(f, stream, &handle) == 0:
-            handle = NULL
-        on = <uintptr_t>handle if handle != NULL else stream
+        on = work_stream(b, f, stream, sq.dl.device.device_id)
         dt = "float16" if sq.dl.dtype.code == 2 else "bfloat16"
         if q_rope is None:
             q_rope = DeviceArray.empty(_shape_as_given(sq, q, head_size), dt,
