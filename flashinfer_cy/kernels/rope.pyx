@@ -369,6 +369,8 @@ cdef object _cos_sin_cache(object positions, object query, object key, object he
     cdef TensorSlot* c
     if isinstance(head_size, bool) or not isinstance(head_size, int) or head_size <= 0:
         raise TypeError(f"head_size: expected a positive int, got {head_size!r}")
+    if head_size >= (1 << 31):  # no row is that wide; and it must fit the int64 below
+        raise ValueError(f"head_size: expected a positive int below 2**31, got {head_size!r}")
     hs = head_size
     if stream is not None:
         resolve_stream(stream, &handle)

@@ -147,6 +147,7 @@ def test_cos_sin_cache_checks():
            "rotary_dim")
     raises(cache_call(query=T((NNZ, HQ * HD + 64))), ValueError, "query: expected .*head_size")
     raises(cache_call(head_size=0), TypeError, "head_size")
+    raises(cache_call(head_size=10**400), ValueError, "head_size: expected a positive int below")  # not OverflowError
     raises(cache_call(positions=T((NNZ,), "float32", offset=MB)), TypeError, "positions")
     raises(cache_call(key_out=T((NNZ, HK * HD), offset=MB // 2 + 512)), ValueError,
            "key_out: .*must not overlap key")
