@@ -1,5 +1,5 @@
 cimport cython
-from libc.stdint cimport int32_t, int64_t, uint32_t
+from libc.stdint cimport int8_t, int32_t, int64_t, uint32_t
 from flashinfer_cy._abi.dlpack cimport kDLCUDA
 from flashinfer_cy._abi.tvm_ffi cimport TVMFFIAny
 from flashinfer_cy._core.runtime cimport Function, Object
@@ -42,8 +42,16 @@ cdef class Binding:
     cdef uint32_t per_launch   # bit i: a prepared launch may change scalar argument i
     cdef int device_arg
     cdef Function _fn
+    cdef readonly dict layouts  # release -> its argument list as a layout (abi/layouts.py)
+    # The loaded module's argument list, when its release has a layout (set by function()):
+    # argument j is the frame's lay_src[j], or lay_const[j] where lay_src[j] < 0.
+    # lay_n == 0: the module takes the frame as it is.
+    cdef int lay_n
+    cdef int8_t lay_src[MAX_ARGS]
+    cdef TVMFFIAny lay_const[MAX_ARGS]
 
     cdef Function function(self)
+    cdef int _set_layout(self, tuple plan) except -1
     cdef int tensor(self, CallFrame* f, int i, object obj) except -1
     @cython.final
     cdef int tensor_as(self, CallFrame* f, int i, object obj, str name) except -1
@@ -51,6 +59,22 @@ cdef class Binding:
     cdef int pick_stream(self, CallFrame* f, object stream, void** handle) except -1
     cdef int stream_slot(self, CallFrame* f) noexcept
     cdef int invoke(self, CallFrame* f, object stream, TVMFFIAny* result) except -1
+    cdef int call_args(self, const TVMFFIAny* args, TVMFFIAny* result, int32_t dev_type,
+                       int32_t dev_id, void* stream, bint set_stream) except -1
+
+
+cdef inline const TVMFFIAny* layout_args(const TVMFFIAny* args, int lay_n,
+                                         const int8_t* src, const TVMFFIAny* consts,
+                                         TVMFFIAny* tmp) noexcept nogil:
+    """A frame's arguments (in the Binding's order) as the loaded module's release takes
+    them: ``args`` itself when ``lay_n`` is 0, else rearranged into ``tmp`` (16 bytes per
+    argument; the tensors still point at the frame's slots)."""
+    cdef int j
+    if lay_n == 0:
+        return args
+    for j in range(lay_n):
+        tmp[j] = args[src[j]] if src[j] >= 0 else consts[j]
+    return tmp
 
 cdef inline void set_int(CallFrame* f, int i, int64_t v) noexcept:
     f.args[i].type_index = 1  # kTVMFFIInt

@@ -14,10 +14,13 @@ class Binding:
     A (object handle); ``T!`` / ``T?!`` mark a tensor the kernel writes (a read-only one is
     refused). ``device`` names the T argument whose device and producer stream the kernel
     runs on (default: the first T argument). ``serialize``: calls take turns between
-    threads (for launchers that are not thread-safe; see runtime.serialize_calls)."""
+    threads (for launchers that are not thread-safe; see runtime.serialize_calls).
+    ``layouts``: another release's argument list as a rearrangement of this one
+    (flashinfer_cy/abi/layouts.py), used when the module is of that release."""
 
     def __init__(self, uri: str, symbol: str, signature: str, device: str | None = None,
-                 serialize: bool = False, per_launch: tuple[str, ...] = ()) -> None: ...
+                 serialize: bool = False, per_launch: tuple[str, ...] = (),
+                 layouts: dict[str, str] | None = None) -> None: ...
     @property
     def uri(self) -> str: ...
     @property
@@ -28,6 +31,12 @@ class Binding:
     def names(self) -> tuple[str, ...]: ...
     @property
     def nargs(self) -> int: ...
+    @property
+    def layouts(self) -> dict[str, str]:
+        """``{release: argument list}`` of releases called through a layout."""
+    @property
+    def module_signature(self) -> str | None:
+        """The argument list the loaded module is called with (None before loading)."""
     @property
     def launch_scalars(self) -> tuple[str, ...]:
         """The scalar arguments a prepared launch may change (``per_launch``)."""

@@ -13,7 +13,7 @@ picks the stream, and makes one GIL-free call. Adding a kernel is adding a table
 validator, never copying the call sequence.
 """
 
-from libc.stdint cimport int32_t, int64_t, uint32_t, uintptr_t
+from libc.stdint cimport int8_t, int32_t, int64_t, uint32_t, uintptr_t
 from cpython.pythread cimport PyThread_get_thread_ident
 from libc.math cimport isfinite
 
@@ -28,7 +28,7 @@ from flashinfer_cy._core.tensor cimport (TensorSlot, to_dltensor, release_slot, 
 from flashinfer_cy._core.stream cimport resolve_stream
 
 from flashinfer_cy._core import runtime as _runtime
-from flashinfer_cy.abi import match as _abi_match
+from flashinfer_cy.abi import layouts as _abi_layouts, match as _abi_match
 
 _KIND_CODES = {"T": K_TENSOR, "T?": K_OPT_TENSOR, "H": K_HOST_TENSOR, "I": K_INT,
                "F": K_FLOAT, "B": K_BOOL, "D": K_DTYPE, "A": K_OBJECT}
@@ -79,6 +79,12 @@ cdef void frame_release_masked(CallFrame* f, uint32_t mask) noexcept:
             release_slot(&f.slots[i])
 
 
+cdef inline void set_none_any(TVMFFIAny* a) noexcept:
+    a.type_index = kTVMFFINone
+    a.zero_padding = 0
+    a.v_int64 = 0
+
+
 cdef int set_object(CallFrame* f, int i, Object obj) except -1:
     if obj is None or obj.handle == NULL:
         raise TypeError("expected a live flashinfer_cy Object (e.g. a plan), got None")
@@ -102,10 +108,14 @@ cdef class Binding:
     ``per_launch``: the I/F/B arguments a prepared launch may change between launches
     (``PreparedCall.set``), e.g. a sampler's philox seed and offset. Only arguments whose
     every value of that kind is valid belong here: ``set`` checks the kind, nothing else.
+    ``layouts``: ``{release: argument list}`` for FlashInfer releases whose export takes
+    this one's arguments rearranged or with added arguments of a fixed value
+    (flashinfer_cy/abi/layouts.py); a module of that release is called with the frame
+    rearranged, and checked against that list instead of ``signature``.
     """
 
     def __init__(self, str uri not None, str symbol not None, str signature not None,
-                 str device=None, serialize=False, tuple per_launch=()):
+                 str device=None, serialize=False, tuple per_launch=(), dict layouts=None):
         items = signature.split()
         if len(items) > MAX_ARGS:
             raise ValueError(f"{symbol}: at most {MAX_ARGS} arguments")
@@ -142,6 +152,10 @@ cdef class Binding:
             raise ValueError(f"device: {device!r} must be a T (tensor) argument of {symbol} "
                              f"({signature})")
         self._fn = None
+        self.lay_n = 0
+        for release, layout in (layouts or {}).items():
+            _abi_layouts.parse(signature, layout)  # a table error shows at import
+        self.layouts = dict(layouts or {})
         # the export's launcher is not thread-safe (runtime.serialize_calls)
         if as_bool(serialize, "serialize", "True or False"):
             _runtime.serialize_calls(uri, symbol)
@@ -149,13 +163,67 @@ cdef class Binding:
     cdef Function function(self):
         if self._fn is None:
             mod = _runtime.load_module(self.uri)
+            signature, plan = self.signature, ()
+            if self.layouts and mod.flashinfer_version is not None:
+                layout = self.layouts.get(_abi_match.abi_version(mod.flashinfer_version))
+                if layout is not None:
+                    signature, plan = _abi_layouts.parse(self.signature, layout)
             # Once per Binding, before its first call (never on the hot path): does the
             # module's FlashInfer release declare this argument list? KernelVersionError if
             # not, so a mismatched kernel set is an error, never a call.
-            _abi_match.require_match(self.uri, self.symbol, self.signature,
+            _abi_match.require_match(self.uri, self.symbol, signature,
                                      mod.flashinfer_version, mod.version_from, mod.path)
-            self._fn = mod.function(self.symbol)
+            fn = mod.function(self.symbol)
+            self._set_layout(plan)
+            self._fn = fn
         return self._fn
+
+    cdef int _set_layout(self, tuple plan) except -1:
+        cdef int j
+        for j, step in enumerate(plan):
+            if step[0] == "arg":
+                self.lay_src[j] = step[1]
+                continue
+            self.lay_src[j] = -1
+            kind, value = step[1], step[2]
+            if value is None:
+                set_none_any(&self.lay_const[j])
+            elif kind == "B":
+                self.lay_const[j].type_index = 2  # kTVMFFIBool
+                self.lay_const[j].zero_padding = 0
+                self.lay_const[j].v_int64 = 1 if value else 0
+            elif kind == "I":
+                self.lay_const[j].type_index = 1  # kTVMFFIInt
+                self.lay_const[j].zero_padding = 0
+                self.lay_const[j].v_int64 = value
+            else:
+                self.lay_const[j].type_index = 3  # kTVMFFIFloat
+                self.lay_const[j].zero_padding = 0
+                self.lay_const[j].v_float64 = value
+        self.lay_n = len(plan)
+        return 0
+
+    @property
+    def module_signature(self):
+        """The argument list the loaded module is called with: ``signature``, or the
+        layout of its release (None before the module is loaded)."""
+        if self._fn is None:
+            return None
+        if self.lay_n == 0:
+            return self.signature
+        release = _abi_match.abi_version(self._fn.module.flashinfer_version)
+        return _abi_layouts.parse(self.signature, self.layouts[release])[0]
+
+    cdef int call_args(self, const TVMFFIAny* args, TVMFFIAny* result, int32_t dev_type,
+                       int32_t dev_id, void* stream, bint set_stream) except -1:
+        """Call the export with a checked frame's arguments (the Binding's order), as the
+        loaded module's release takes them."""
+        cdef TVMFFIAny tmp[MAX_ARGS]
+        cdef Function fn = self.function()
+        if self.lay_n == 0:
+            return fn.call(args, self.n, result, dev_type, dev_id, stream, set_stream)
+        return fn.call(layout_args(args, self.lay_n, self.lay_src, self.lay_const, tmp),
+                       self.lay_n, result, dev_type, dev_id, stream, set_stream)
 
     def load(self):
         """Resolve the module and symbol now (normally done on first call), checking the
@@ -261,8 +329,7 @@ cdef class Binding:
         set_stream = self.pick_stream(f, stream, &handle)
         if g_recorder is not None and g_recorder_thread == PyThread_get_thread_ident():
             return g_recorder.record(self, f, dev_type, dev_id, handle, set_stream)
-        return self.function().call(f.args, self.n, result, dev_type, dev_id, handle,
-                                    set_stream)
+        return self.call_args(f.args, result, dev_type, dev_id, handle, set_stream)
 
     def __call__(self, *args, stream=None):
         """Call with positional arguments packed by the declared kinds (the typed kernel

@@ -20,7 +20,7 @@ the same shape. For wrappers with a plan (the batch attention wrappers) use thei
 
 from cpython.pycapsule cimport PyCapsule_GetPointer
 from cpython.ref cimport PyObject, Py_XINCREF
-from libc.stdint cimport int32_t, int64_t, uint32_t, uintptr_t
+from libc.stdint cimport int8_t, int32_t, int64_t, uint32_t, uintptr_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
@@ -31,7 +31,7 @@ from flashinfer_cy._abi.ffi_call cimport fcy_call
 from flashinfer_cy._abi.tvm_ffi cimport (TVMFFIAny, TVMFFISafeCallType, kTVMFFIDLTensorPtr,
                                          kTVMFFINone)
 from flashinfer_cy._core.binding cimport (Binding, CallFrame, Recorder, frame_release,
-                                          start_recording, stop_recording, set_bool,
+                                          layout_args, start_recording, MAX_ARGS, stop_recording, set_bool,
                                           set_float, set_int, K_BOOL, K_FLOAT, K_INT)
 from flashinfer_cy._core.runtime cimport Function, cudart_symbol, g_cudart, g_ffi, take_result
 from flashinfer_cy._core.stream cimport resolve_stream
@@ -50,6 +50,9 @@ cdef struct Launch:        # one recorded kernel call
     int32_t dev_id
     void* stream
     bint set_stream
+    int lay_n               # the module's argument list (Binding.lay_*, borrowed: the
+    const int8_t* lay_src   # Binding is held in PreparedCall._bindings)
+    const TVMFFIAny* lay_const
 
 
 cdef class PreparedCall(Recorder):
@@ -107,6 +110,9 @@ cdef class PreparedCall(Recorder):
         self.calls[self.n_calls].dev_id = dev_id
         self.calls[self.n_calls].stream = stream
         self.calls[self.n_calls].set_stream = set_stream
+        self.calls[self.n_calls].lay_n = b.lay_n
+        self.calls[self.n_calls].lay_src = b.lay_src
+        self.calls[self.n_calls].lay_const = b.lay_const
         self.n_calls += 1
         self._bindings.append(b)
         self._fns.append(fn)
@@ -121,6 +127,7 @@ cdef class PreparedCall(Recorder):
         prepared (e.g. its ``out``). ``stream``: run on this stream instead of the one
         chosen at prepare time (e.g. a graph-capture stream). Asynchronous."""
         cdef TVMFFIAny result
+        cdef TVMFFIAny tmp[MAX_ARGS]
         cdef Launch* L
         cdef int k
         cdef void* handle = NULL
@@ -132,8 +139,10 @@ cdef class PreparedCall(Recorder):
             result.type_index = kTVMFFINone
             result.zero_padding = 0
             result.v_int64 = 0
-            (<Function>L.fn).call(L.frame.args, L.frame.n, &result, L.dev_type, L.dev_id,
-                                  handle if override else L.stream,
+            (<Function>L.fn).call(layout_args(L.frame.args, L.lay_n, L.lay_src, L.lay_const,
+                                              tmp),
+                                  L.lay_n if L.lay_n else L.frame.n, &result, L.dev_type,
+                                  L.dev_id, handle if override else L.stream,
                                   True if override else L.set_stream)
             if result.type_index != kTVMFFINone:
                 take_result(&result)  # a kernel function's result is not used: drop it
@@ -150,6 +159,7 @@ cdef class PreparedCall(Recorder):
         cdef int (*sync)() noexcept nogil
         cdef timespec t0, t1
         cdef TVMFFIAny result
+        cdef TVMFFIAny tmp[MAX_ARGS]
         cdef Launch* L
         cdef DLTensor scratch
         cdef void* cur = NULL
@@ -178,7 +188,9 @@ cdef class PreparedCall(Recorder):
             with nogil:
                 for k in range(self.n_calls):
                     L = &self.calls[k]
-                    rc |= fcy_call(&g_ffi, &g_cudart, L.sym, L.frame.args, L.frame.n,
+                    rc |= fcy_call(&g_ffi, &g_cudart, L.sym,
+                                   layout_args(L.frame.args, L.lay_n, L.lay_src, L.lay_const,
+                                               tmp), L.lay_n if L.lay_n else L.frame.n,
                                    &result, L.dev_type, L.dev_id, L.stream, L.set_stream)
         clock_gettime(CLOCK_MONOTONIC, &t1)
         if rc != 0:

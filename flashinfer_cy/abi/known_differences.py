@@ -5,13 +5,10 @@ start of the first mismatch tests/cpu/test_abi_tables.py reports (it fails when 
 difference changes or goes away, so a stale entry cannot hide a new one), and ``reason``.
 The Binding tables follow 0.6.3 (the release whose prebuilt modules this package loads).
 Each entry is also an export a Binding refuses to call on a module of that release
-(flashinfer_cy.abi.match.require_match raises KernelVersionError); tables with the other
-releases' argument lists are issue 19 items 4-5.
+(flashinfer_cy.abi.match.require_match raises KernelVersionError). Where a release only
+added arguments of a value the family can state, the Binding carries that release's list
+as a layout (flashinfer_cy/abi/layouts.py) instead of an entry here.
 """
-
-_KV_SF = ("0.7.x's FA2 generator appends maybe_k_cache_sf and maybe_v_cache_sf "
-          "(Optional<ffi::Tensor>, nvfp4/fp8 per-token-head KV scales) to the generated "
-          "extras, before the float scalars: 2 more arguments")
 
 _SAMPLER = ("0.7.x's samplers write a `TensorView valid` (per-row success flags) after "
             "`output` and take the philox seed and offset as `Optional<TensorView> "
@@ -23,7 +20,6 @@ _SAMPLER_NO_VALID = ("0.7.x takes the philox seed and offset as `Optional<Tensor
                      "CUDA-graph-safe form)")
 _RENORM_P = ("0.7.x adds `bool is_deterministic` and a `TensorView workspace` to "
              "top_p_renorm_probs")
-_RENORM_K = "0.7.x adds `bool is_deterministic` before the row states buffer"
 _CHAIN = ("0.7.x takes chain_speculative_sampling's philox seed and offset as optional "
           "device tensors beside the scalars (CUDA-graph-safe), 2 more arguments")
 _TOPK = ("0.7.x's radix top-k makes the values output optional and appends sorting, "
@@ -35,23 +31,6 @@ KNOWN_DIFFERENCES = {
         "expect": "module gdn_prefill_sm90 is not built by flashinfer 0.7.4",
         "reason": "0.7.x dropped flashinfer/jit/gdn.py and csrc/gdn_prefill_launcher.cu; GDN "
                   "prefill moved to the cake GDN modules (jit/cake_gdn*.py), another ABI",
-    },
-    ("0.7.4", "batch_prefill/fa2", "plan"): {
-        "expect": "arity: flashinfer 0.7.4 declares 21 arguments, the Binding 19",
-        "reason": "0.7.x appends uniform_q_len (int64_t) and fixed_uniform_q_len (bool) to "
-                  "BatchPrefillWithKVCachePlan",
-    },
-    ("0.7.4", "batch_prefill/fa2", "ragged_run"): {
-        "expect": "arity: flashinfer 0.7.4 declares 27 arguments, the Binding 25",
-        "reason": _KV_SF,
-    },
-    ("0.7.4", "batch_prefill/fa2", "paged_run"): {
-        "expect": "arity: flashinfer 0.7.4 declares 29 arguments, the Binding 27",
-        "reason": _KV_SF,
-    },
-    ("0.7.4", "single_prefill/fa2", "run"): {
-        "expect": "arity: flashinfer 0.7.4 declares 17 arguments, the Binding 15",
-        "reason": _KV_SF,
     },
     ("0.7.4", "sampling", "sampling_from_probs"): {
         "expect": "arity: flashinfer 0.7.4 declares 9 arguments, the Binding 6",
@@ -80,10 +59,6 @@ KNOWN_DIFFERENCES = {
     ("0.7.4", "sampling", "top_p_renorm_probs"): {
         "expect": "arity: flashinfer 0.7.4 declares 6 arguments, the Binding 4",
         "reason": _RENORM_P,
-    },
-    ("0.7.4", "sampling", "top_k_renorm_probs"): {
-        "expect": "arity: flashinfer 0.7.4 declares 6 arguments, the Binding 5",
-        "reason": _RENORM_K,
     },
     ("0.7.4", "sampling", "chain_speculative_sampling"): {
         "expect": "arity: flashinfer 0.7.4 declares 11 arguments, the Binding 9",

@@ -13,6 +13,7 @@ _Lse = TypeVar("_Lse", bound=TensorLike)
 
 # (family, backend, export) -> (Binding signature, the tensor giving device and stream)
 SIGNATURES: Final[dict[tuple[str, str, str], tuple[str, str]]]
+LAYOUTS: Final[dict[tuple[str, str, str], dict[str, str]]]
 SINGLE_TMP_BYTES: Final[int]
 
 def binding_for(variant: Any, symbol: str) -> Binding:

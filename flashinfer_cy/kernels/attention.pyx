@@ -33,6 +33,7 @@ from flashinfer_cy._core.tensor cimport (
 from flashinfer_cy import errors as _errors
 from flashinfer_cy._core.array import DeviceArray
 from flashinfer_cy.kernels import attention_uri as _uri
+from flashinfer_cy.abi import layouts as _layouts
 
 cdef object _args_module = None
 
@@ -98,6 +99,27 @@ SIGNATURES = {
     ("batch_prefill", "fa3", "paged_run"): (_PAGED_RUN + _FA3_BATCH_EXTRAS, "float_workspace_buffer"),
 }
 
+# Later releases' argument lists, as layouts of the lists above (flashinfer_cy/abi/layouts.py),
+# with the values their own Python wrappers pass where they added arguments:
+# * 0.7.x FA2 prefill runs add maybe_k_cache_sf / maybe_v_cache_sf (per-token-head KV scales
+#   of nvfp4/fp8 caches) before the float scalars: None, as prefill.py passes for f16/bf16/fp8
+#   caches without scales;
+# * 0.7.x FA2 prefill plan appends uniform_q_len (0: "no promise", what prefill.py's
+#   _resolve_uniform_q_len returns unless a caller promises equal query lengths under CUDA
+#   graphs) and fixed_uniform_q_len (False, always, in prefill.py).
+_KV_SF_NONE = "maybe_k_cache_sf:T?=None maybe_v_cache_sf:T?=None"
+LAYOUTS = {
+    ("single_prefill", "fa2", "run"): {"0.7.4": _layouts.insert(
+        SIGNATURES[("single_prefill", "fa2", "run")][0], "logits_soft_cap", _KV_SF_NONE)},
+    ("batch_prefill", "fa2", "ragged_run"): {"0.7.4": _layouts.insert(
+        SIGNATURES[("batch_prefill", "fa2", "ragged_run")][0], "logits_soft_cap", _KV_SF_NONE)},
+    ("batch_prefill", "fa2", "paged_run"): {"0.7.4": _layouts.insert(
+        SIGNATURES[("batch_prefill", "fa2", "paged_run")][0], "logits_soft_cap", _KV_SF_NONE)},
+    ("batch_prefill", "fa2", "plan"): {"0.7.4": _layouts.append(
+        SIGNATURES[("batch_prefill", "fa2", "plan")][0],
+        "uniform_q_len:I=0 fixed_uniform_q_len:B=False")},
+}
+
 SINGLE_TMP_BYTES = 32 * 1024 * 1024  # upstream's single-op scratch; the kernels never check it
 
 cdef dict _bindings = {}     # (uri, export) -> Binding, module loaded
@@ -111,7 +133,8 @@ def binding_for(variant, str symbol):
     b = _bindings.get(key)
     if b is None:
         sig, device = SIGNATURES[(variant.family, variant.backend, symbol)]
-        b = Binding(variant.uri, symbol, sig, device=device)
+        b = Binding(variant.uri, symbol, sig, device=device,
+                    layouts=LAYOUTS.get((variant.family, variant.backend, symbol)))
     return b
 
 

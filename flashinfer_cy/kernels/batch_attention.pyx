@@ -819,7 +819,7 @@ cdef class _BatchAttention:
         cdef TVMFFIAny result
         self._order_after_plan(p, stream)
         if f.slots[p.L.q].dl.shape[0] > 0:
-            p.run_b.function().call(f.args, f.n, &result, kDLCUDA, p.device, stream, True)
+            p.run_b.call_args(f.args, &result, kDLCUDA, p.device, stream, True)
         return 0
 
     cdef object _prepare(self, object q, object kv, object k, object v, object out,
@@ -859,7 +859,8 @@ cdef class _BatchAttention:
         r.stream = handle
         r.device = p.device
         r.empty = qs.dl.shape[0] == 0
-        r.fn = p.run_b.function()
+        r.run_b = p.run_b
+        r.run_b.function()  # loads the module (and its release's layout) now
         r.generation = p.generation
         self._order_after_plan(p, handle)
         return r
@@ -945,7 +946,7 @@ cdef class PreparedRun:
     cdef _BatchAttention wrapper
     cdef Plan plan
     cdef int64_t generation
-    cdef Function fn
+    cdef Binding run_b  # the run export (call_args: in the module's release's layout)
     cdef void* stream
     cdef int device
     cdef bint pdl
@@ -973,6 +974,7 @@ cdef class PreparedRun:
         w._pack_plan_args(self.frame, p, self.pdl)
         w._order_after_plan(p, self.stream)
         self.plan = p
+        self.run_b = p.run_b
         self.generation = p.generation
         return 0
 
@@ -985,8 +987,8 @@ cdef class PreparedRun:
         if self.generation != self.wrapper._generation:
             self._rebind()
         if not self.empty:
-            self.fn.call(self.frame.args, self.frame.n, &result, kDLCUDA, self.device,
-                         self.stream, True)
+            self.run_b.call_args(self.frame.args, &result, kDLCUDA, self.device,
+                                 self.stream, True)
         return self.out
 
     def repoint(self, q=None, out=None, lse=None):

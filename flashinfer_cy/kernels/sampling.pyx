@@ -83,9 +83,13 @@ TOP_K_TOP_P_SAMPLING_FROM_PROBS = Binding(
 TOP_P_RENORM_PROBS = Binding(
     "sampling", "top_p_renorm_probs",
     "probs:T renorm_probs:T! maybe_top_p_arr:T? top_p_val:F")
+_TOP_K_FILTER = "maybe_top_k_arr:T? top_k_val:I row_states_buffer:T!"
+# 0.7.x adds is_deterministic before the row states; its Python API defaults it to False,
+# the 0.6.3 kernel's behaviour (flashinfer/sampling.py top_k_renorm_probs).
+_TOP_K_FILTER_07 = "maybe_top_k_arr:T? top_k_val:I is_deterministic:B=False row_states_buffer:T!"
 TOP_K_RENORM_PROBS = Binding(
-    "sampling", "top_k_renorm_probs",
-    "probs:T renorm_probs:T! maybe_top_k_arr:T? top_k_val:I row_states_buffer:T!")
+    "sampling", "top_k_renorm_probs", "probs:T renorm_probs:T! " + _TOP_K_FILTER,
+    layouts={"0.7.4": "probs:T renorm_probs:T! " + _TOP_K_FILTER_07})
 TOP_K_MASK_LOGITS = Binding(
     "sampling", "top_k_mask_logits",
     "logits:T mask_logits:T! maybe_top_k_arr:T? top_k_val:I row_states_buffer:T!")
