@@ -18,7 +18,7 @@ from libc.stdint cimport int64_t, uint32_t, uint64_t, uintptr_t
 
 from flashinfer_cy._abi.tvm_ffi cimport TVMFFIAny
 from flashinfer_cy._core.binding cimport (Binding, CallFrame, frame_init, frame_release,
-                                          set_float, set_bool)
+                                          set_float, set_bool, work_stream)
 from flashinfer_cy.kernels.attention cimport pdl_default, pdl_flag
 from flashinfer_cy._core.stream cimport resolve_stream
 from flashinfer_cy._core.tensor cimport (
@@ -166,7 +166,6 @@ cdef object _norm_out_of_place(Binding b, object input, object weight, object ep
                                object enable_pdl, object stream, int max_ndim):
     cdef CallFrame f
     cdef TensorSlot* x
-    cdef void* handle = NULL
     cdef double eps_v = _as_eps(eps)
     pdl_flag(enable_pdl)  # checked before ``out`` may be allocated (CUDA)
     frame_init(&f, 5)
@@ -175,13 +174,12 @@ cdef object _norm_out_of_place(Binding b, object input, object weight, object ep
         b.tensor(&f, 2, weight)
         _check_weight(&f.slots[2], x, "input")
         if out is None:
-            # Allocated on the stream the kernel will run on (stream-ordered, no sync).
-            if b.pick_stream(&f, stream, &handle) == 0:
-                handle = NULL
+            # Allocated on the stream the kernel will run on (stream-ordered, no sync),
+            # the thread's use_stream() stream included.
             out = DeviceArray.empty(tuple(x.dl.shape[i] for i in range(x.dl.ndim)),
                                     "float16" if x.dl.dtype.code == 2 else "bfloat16",
                                     x.dl.device.device_id,
-                                    <uintptr_t>handle if handle != NULL else stream)
+                                    work_stream(b, &f, stream, x.dl.device.device_id))
         _pack_like_input(b, &f, 0, out, "out", x)
         _check_rows_disjoint(&f.slots[0], "out")
         _launch(b, &f, x, eps_v, enable_pdl, stream)

@@ -15,9 +15,9 @@ import numpy as np
 
 import flashinfer_cy as fc
 from flashinfer_cy._core import runtime
-from fake_kernel_driver import aligned, cuda_view
+from fake_kernel_driver import aligned, cuda_view, put
 
-URIS = ("rope", "silu_and_mul", "gelu_and_mul", "gelu_tanh_and_mul")
+URIS = ("rope", "silu_and_mul", "gelu_and_mul", "gelu_tanh_and_mul", "norm")
 ROPE = dict(interleave=True, rope_scale=2.5, rope_theta=1e4)  # what the stand-in expects
 LLAMA31 = dict(low_freq_factor=1.0, high_freq_factor=4.0, old_context_len=8192)
 
@@ -181,9 +181,45 @@ def scenario_prepare():
         raise AssertionError("nested prepare accepted")
 
 
+def scenario_alloc_stream():
+    """An output the call allocates is ordered on the stream the kernel runs on: stream=,
+    else the thread's use_stream() stream (never stream 0 while the kernel runs elsewhere).
+    Needs the stand-in libcudart.so.13 (fake_cudart.c), which records the stream."""
+    import ctypes
+
+    cudart = ctypes.CDLL("libcudart.so.13")
+    cudart.fake_cudart_last_malloc_stream.restype = ctypes.c_void_p
+    rng = np.random.default_rng()
+    x, w = _fill(rng, (3, 64)), _fill(rng, (64,))
+    qkv, q, k = packed(rng)
+    pos = put(rng.integers(0, 1000, 6).astype(np.int32))
+    calls = {
+        "rmsnorm": lambda **kw: fc.rmsnorm(cuda_view(x, "float16"), cuda_view(w, "float16"),
+                                           enable_pdl=False, **kw),
+        "silu_and_mul": lambda **kw: fc.silu_and_mul(cuda_view(x, "float16"),
+                                                     enable_pdl=False, **kw),
+        "apply_rope_pos_ids": lambda **kw: fc.apply_rope_pos_ids(
+            q, k, cuda_view(pos, "int32"), **ROPE, **kw),
+    }
+    for name, call in calls.items():
+        for how, stream in (("use_stream", 0x5A00), ("stream=", 0x5B00)):
+            if how == "use_stream":
+                with fc.use_stream(stream):
+                    call()
+            else:
+                with fc.use_stream(0x5C00):  # stream= wins over the thread's stream
+                    call(stream=stream)
+            got = cudart.fake_cudart_last_malloc_stream() or 0
+            assert got == stream, f"{name} ({how}): output allocated on {got:#x}, " \
+                                  f"the kernel runs on {stream:#x}"
+    out = fc.rmsnorm(cuda_view(x, "float16"), cuda_view(w, "float16"), enable_pdl=False)
+    np.testing.assert_array_equal(out.numpy().view(np.uint16), x ^ w)  # the allocated output is what the kernel wrote
+
+
 if __name__ == "__main__":
     so, scenario = Path(sys.argv[1]), sys.argv[2]
-    runtime._load_cudart = lambda: None  # no CUDA runtime: leave the current device alone
+    if scenario != "alloc_stream":
+        runtime._load_cudart = lambda: None  # no CUDA runtime: leave the current device alone
     for uri in URIS:
         fc.load_module_path(so, uri=uri, flashinfer_version="0.6.3")  # its signatures' release
     globals()[f"scenario_{scenario}"]()

@@ -49,8 +49,10 @@ int cudaHostAlloc(void** ptr, size_t size, unsigned int flags) {
 
 int cudaFreeHost(void* ptr) { free(ptr); return OK; }
 
+static void* last_malloc_stream = NULL;
+
 int cudaMallocAsync(void** ptr, size_t size, void* stream) {
-  (void)stream;
+  last_malloc_stream = stream;
   counts[N_MALLOC]++;
   *ptr = aligned(size);
   return *ptr ? OK : 2;
@@ -95,3 +97,6 @@ const char* cudaGetErrorString(int err) { return err == OK ? "no error" : "fake 
 
 /* host_alloc, malloc, memcpy, event_record, event_query, event_sync, stream_wait, stream_sync */
 void fake_cudart_counts(long* out) { memcpy(out, counts, sizeof(counts)); }
+
+/* The stream the last cudaMallocAsync was ordered on (which stream an output went to). */
+void* fake_cudart_last_malloc_stream(void) { return last_malloc_stream; }

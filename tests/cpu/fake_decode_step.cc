@@ -128,6 +128,19 @@ void act_and_mul(TensorView out, TensorView input, bool enable_pdl) {
                                            (enable_pdl ? 1 : 0));
 }
 
+// rmsnorm's argument list, marking out = input ^ weight (per row) + enable_pdl.
+void rmsnorm(TensorView out, TensorView input, TensorView weight, double eps,
+             bool enable_pdl) {
+  int64_t d = input.size(input.ndim() - 1);
+  int64_t rows = input.numel() / d;
+  auto* in = static_cast<const uint16_t*>(input.data_ptr());
+  auto* w = static_cast<const uint16_t*>(weight.data_ptr());
+  auto* o = static_cast<uint16_t*>(out.data_ptr());
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < d; ++j)
+      o[r * d + j] = static_cast<uint16_t>((in[r * d + j] ^ w[j]) + (enable_pdl ? 1 : 0));
+}
+
 }  // namespace
 
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(apply_rope, apply_rope);
@@ -137,5 +150,6 @@ TVM_FFI_DLL_EXPORT_TYPED_FUNC(apply_llama31_rope_pos_ids, apply_llama31_rope_pos
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(apply_rope_pos_ids_cos_sin_cache,
                               apply_rope_pos_ids_cos_sin_cache);
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(silu_and_mul, act_and_mul);
+TVM_FFI_DLL_EXPORT_TYPED_FUNC(rmsnorm, rmsnorm);
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(gelu_and_mul, act_and_mul);
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(gelu_tanh_and_mul, act_and_mul);

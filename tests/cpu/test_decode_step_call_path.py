@@ -27,3 +27,21 @@ def test_call_path_against_stand_in_kernels(scenario, stand_in):
                           scenario], capture_output=True, text=True, timeout=120, cwd=HERE)
     assert res.returncode == 0 and res.stdout.strip().endswith("ok"), \
         f"scenario {scenario} failed:\n{res.stdout}\n{res.stderr}"
+
+
+def test_allocated_outputs_follow_the_kernels_stream(stand_in, tmp_path):
+    """rmsnorm, silu_and_mul and rope without ``out``: the output is allocated (stream-ordered)
+    on the stream the kernel runs on -- ``stream=``, else the thread's use_stream() stream --
+    as the stand-in libcudart.so.13 records."""
+    import os
+
+    from testmod_build import compile_c_library
+
+    lib = compile_c_library(HERE / "fake_cudart.c", tmp_path / "lib" / "libcudart.so.13").parent
+    env = dict(os.environ, LD_LIBRARY_PATH=os.pathsep.join(
+        filter(None, [str(lib), os.environ.get("LD_LIBRARY_PATH")])))
+    res = subprocess.run([sys.executable, str(HERE / "decode_step_driver.py"), str(stand_in),
+                          "alloc_stream"], capture_output=True, text=True, timeout=120,
+                         cwd=HERE, env=env)
+    assert res.returncode == 0 and res.stdout.strip().endswith("ok"), \
+        f"alloc_stream failed:\n{res.stdout}\n{res.stderr}"
