@@ -50,3 +50,9 @@ class DeviceArray(TensorDesc):
     ) -> np.ndarray[Any, np.dtype[Any]]:
         """Copy to a new host array; synchronizes ``stream`` (the one call that does).
         bfloat16 comes back as uint16 bits, float8 as uint8, unless ``dtype`` says."""
+
+
+def stream_scratch(what: str, device: int, stream: int | None, nbytes: int, zero: bool = False,
+                   instead: str = "") -> DeviceArray:
+    """A kernel's scratch buffer of at least ``nbytes``, kept per (what, device, stream);
+    refused (StreamCaptureError) when it must be allocated during a CUDA graph capture."""

@@ -9,8 +9,8 @@ without a copy.
 from libc.stdint cimport uintptr_t, int64_t
 
 from flashinfer_cy._abi.dlpack cimport kDLCUDA
-from flashinfer_cy._core.pinned cimport (copy_async, copy_to_host_sync, free_async,
-                                        malloc_async, memset_async)
+from flashinfer_cy._core.pinned cimport (capture_status, copy_async, copy_to_host_sync,
+                                        free_async, malloc_async, memset_async)
 from flashinfer_cy._core.tensor cimport TensorDesc, check_native_order
 from flashinfer_cy._core.stream cimport resolve_stream
 
@@ -106,3 +106,32 @@ cdef class DeviceArray(TensorDesc):
         if self._alloc != NULL:
             free_async(self._alloc, self._stream, self.dl.device.device_id)
             self._alloc = NULL
+
+
+# ------------------------------------------------------------------------ per-stream scratch
+
+cdef dict _scratch = {}  # (what, device, stream handle) -> DeviceArray
+
+
+def stream_scratch(str what, int device, stream, int64_t nbytes, bint zero=False,
+                   str instead=""):
+    """A kernel's scratch buffer of at least ``nbytes``, kept per (``what``, device, stream):
+    two streams never share one (the kernels write them), and calls on one stream reuse it
+    in stream order (upstream's ``_get_cache_buf``, keyed by stream as well). Allocated,
+    stream-ordered (and zero-filled with ``zero``), on first use or to grow. Refused
+    (StreamCaptureError) while ``stream`` is capturing a CUDA graph: the allocation would
+    belong to the graph, and the cache would hand its memory to later eager calls.
+    ``instead``: how the caller can pass the buffer itself, for the error."""
+    cdef uintptr_t handle = 0 if stream is None else stream
+    key = (what, device, handle)
+    buf = _scratch.get(key)
+    if buf is None or (<DeviceArray>buf).allocated_bytes < <size_t>nbytes:
+        if capture_status(<void*>handle, device) != 0:
+            from flashinfer_cy.errors import StreamCaptureError
+            raise StreamCaptureError(
+                f"{what}: allocated on the first call on each stream; make one call on this "
+                f"stream before capturing{', or ' + instead if instead else ''}")
+        buf = (DeviceArray.zeros if zero else DeviceArray.empty)(
+            (nbytes,), "uint8", device, handle)
+        _scratch[key] = buf
+    return buf

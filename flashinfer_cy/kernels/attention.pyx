@@ -31,7 +31,7 @@ from flashinfer_cy._core.tensor cimport (
     check_same_device, check_same_shape, check_writable, as_bool)
 
 from flashinfer_cy import errors as _errors
-from flashinfer_cy._core.array import DeviceArray
+from flashinfer_cy._core.array import DeviceArray, stream_scratch
 from flashinfer_cy.kernels import attention_uri as _uri
 from flashinfer_cy.abi import layouts as _layouts
 
@@ -124,7 +124,6 @@ SINGLE_TMP_BYTES = 32 * 1024 * 1024  # upstream's single-op scratch; the kernels
 
 cdef dict _bindings = {}     # (uri, export) -> Binding, module loaded
 cdef dict _fa3_usable = {}   # (family, dtype, head_dim, swa, cap, device) -> bool (auto backend)
-cdef dict _tmp_buffers = {}  # (device, stream handle) -> DeviceArray scratch of single_* ops
 
 
 def binding_for(variant, str symbol):
@@ -349,12 +348,9 @@ cdef int pdl_flag(object enable_pdl) except -2:
 
 
 cdef object _tmp_buffer(int device, void* stream):
-    key = (device, <uintptr_t>stream)
-    buf = _tmp_buffers.get(key)
-    if buf is None:
-        buf = DeviceArray.empty((SINGLE_TMP_BYTES,), "uint8", device, <uintptr_t>stream)
-        _tmp_buffers[key] = buf
-    return buf
+    """The single ops' scratch, per device and stream (refused while capturing: make one
+    call on the stream first; flashinfer_cy._core.array.stream_scratch)."""
+    return stream_scratch("single-op scratch", device, <uintptr_t>stream, SINGLE_TMP_BYTES)
 
 
 # ---------------------------------------------------------------------------- single ops

@@ -35,7 +35,6 @@ from libc.stdint cimport int64_t, uint32_t, uintptr_t
 from flashinfer_cy._abi.tvm_ffi cimport TVMFFIAny, kTVMFFIDLTensorPtr
 from flashinfer_cy._core.binding cimport (Binding, CallFrame, frame_init, frame_release,
                                           set_bool, set_float, set_int)
-from flashinfer_cy._core.pinned cimport capture_status
 from flashinfer_cy._core.tensor cimport (
     TensorSlot, DT_F32, DT_F16, DT_BF16, DT_I32, DT_I64, DT_U8, dtype_key, dtype_name,
     check_cuda, check_dtype, check_ndim, check_dim, check_contiguous, check_same_device,
@@ -43,7 +42,7 @@ from flashinfer_cy._core.tensor cimport (
 from flashinfer_cy.kernels.attention cimport pdl_default, pdl_flag, run_stream
 
 from flashinfer_cy import errors as _errors
-from flashinfer_cy._core.array import DeviceArray
+from flashinfer_cy._core.array import DeviceArray, stream_scratch
 from flashinfer_cy.kernels.sampling_rng import (SamplingGenerator, as_int64_slot,
                                                 default_generator, seed_and_offset)
 
@@ -117,7 +116,6 @@ cdef enum ParamKind:
     P_TOP_K = 2        # an int, 1 <= k < 2**31 (k >= vocab: no top-k filtering)
     P_TEMPERATURE = 3  # finite, > 0
 
-cdef dict _buffers = {}  # (what, device, stream handle) -> DeviceArray (softmax, row states)
 
 
 # ----------------------------------------------------------------------------- checks
@@ -334,20 +332,9 @@ cdef object _stream_of(Binding b, CallFrame* f, object stream):
 
 
 cdef object _cached_buffer(str what, int device, object stream, int64_t nbytes, bint zero):
-    """Upstream's ``_get_cache_buf``, keyed by stream as well: two streams never share one
-    (the kernels write them). Allocated (stream-ordered) on first use or to grow; refused
-    during a CUDA graph capture, where the allocation would belong to the graph."""
-    key = (what, device, stream)
-    buf = _buffers.get(key)
-    if buf is None or buf.allocated_bytes < nbytes:
-        if capture_status(<void*><uintptr_t>stream, device) != 0:
-            raise _errors.StreamCaptureError(
-                f"{what}: allocated on the first call on each stream; make one call on this "
-                f"stream before capturing, or pass the buffer")
-        buf = (DeviceArray.zeros if zero else DeviceArray.empty)(
-            (nbytes,), "uint8", device, stream)
-        _buffers[key] = buf
-    return buf
+    """The softmax workspace / top-k row states kept per device and stream
+    (flashinfer_cy._core.array.stream_scratch; refused while capturing)."""
+    return stream_scratch(what, device, stream, nbytes, zero, "pass the buffer")
 
 
 cdef int _invoke(Binding b, CallFrame* f, object stream) except -1:

@@ -1,11 +1,13 @@
 /* A CPU stand-in for the libcudart.so.13 calls flashinfer_cy makes itself (_core/pinned.pyx,
  * _core/runtime.pyx): "device" memory is host memory, copies are memcpy, events are always
- * complete, no stream is ever capturing, and device 0 is an sm_90 part with 132 SMs.
+ * complete, no stream is capturing (unless fake_cudart_set_capturing names one), and device 0
+ * is an sm_90 part with 132 SMs.
  *
  * Built as libcudart.so.13 by the CPU tests and put first on LD_LIBRARY_PATH of a driver
  * subprocess, so the batch-attention plan/run path (pinned staging ring, events, stream
  * ordering, DeviceArray workspaces) runs end to end without a GPU. Counters let a test see
  * how often each call was made (fake_cudart_counts). */
+#define _POSIX_C_SOURCE 200809L  /* posix_memalign under -std=c11 */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,7 +92,12 @@ int cudaStreamWaitEvent(void* stream, void* event, unsigned int flags) {
   return OK;
 }
 
-int cudaStreamIsCapturing(void* stream, int* status) { (void)stream; *status = 0; return OK; }
+static void* capturing_stream = NULL; /* fake_cudart_set_capturing: "is capturing" */
+int cudaStreamIsCapturing(void* stream, int* status) {
+  *status = capturing_stream != NULL && stream == capturing_stream;
+  return OK;
+}
+void fake_cudart_set_capturing(void* stream) { capturing_stream = stream; }
 int cudaStreamSynchronize(void* stream) { (void)stream; counts[N_STREAM_SYNC]++; return OK; }
 
 const char* cudaGetErrorString(int err) { return err == OK ? "no error" : "fake cudart error"; }
