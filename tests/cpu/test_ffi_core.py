@@ -709,12 +709,14 @@ def test_module_is_loaded_once(testmod_dir, testmod):
 
 
 def test_import_is_light(tmp_path):
-    code = ("import sys, time; t = time.perf_counter(); import flashinfer_cy; "
-            "dt = time.perf_counter() - t; "
-            "print(dt, 'torch' in sys.modules, 'tvm_ffi' in sys.modules, "
-            "'cuda.bindings.driver' in sys.modules)")
+    """``import flashinfer_cy`` loads no framework, no array library and none of what only
+    kernel loading, downloads or the CLI need: checked by module, not by a timing (which a
+    loaded CI machine would make flaky)."""
+    heavy = ("torch", "numpy", "tvm_ffi", "cuda.bindings.driver", "urllib.request",
+             "hashlib", "platformdirs", "filelock", "tqdm", "secrets", "ctypes")
+    code = ("import sys; import flashinfer_cy; "
+            f"print(' '.join(m for m in {heavy!r} if m in sys.modules) or '-')")
     # cwd outside the checkout: "-c" puts the cwd first on sys.path
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=tmp_path).stdout.split()
-    assert out[1:] == ["False", "False", "False"], out
-    assert float(out[0]) < 0.1, f"import took {out[0]} s"
+                         check=True, cwd=tmp_path).stdout.strip()
+    assert out == "-", f"import flashinfer_cy loaded {out}"
