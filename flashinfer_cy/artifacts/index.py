@@ -87,7 +87,8 @@ class _WheelName:
 
     @classmethod
     def parse(cls, filename: str) -> "_WheelName | None":
-        if not filename.endswith(".whl"):
+        # the name becomes a file in the cache entry: a path in it (an unquoted %2F) is no wheel name
+        if not filename.endswith(".whl") or any(c in filename for c in "/\\\0"):
             return None
         parts = filename[:-4].split("-")
         if len(parts) not in (5, 6):
@@ -134,7 +135,7 @@ def choose(links: list[IndexLink], version: str, cuda_key: str, arch: str, page_
         elif link.sha256 is None:
             set_aside.append(f"{link.filename} has no #sha256= fragment on its link (refused: its bytes "
                              "could not be verified)")
-        elif urlsplit(link.url).scheme.lower() != "https" and not _loopback_http(link.url):
+        elif not settings.secure_url(link.url):
             set_aside.append(f"{link.filename} is served over {urlsplit(link.url).scheme}://, not https://")
         else:
             other = usable.setdefault(link.filename, link)
@@ -148,11 +149,6 @@ def choose(links: list[IndexLink], version: str, cuda_key: str, arch: str, page_
             f"Set {settings.WHEEL_INDEX_URL_ENV} to an index that has one, or {settings.FLASHINFER_VERSION_ENV} "
             "to a release that has one")
     return min(usable.values(), key=lambda link: (_WheelName.parse(link.filename).glibc(arch), link.filename))
-
-
-def _loopback_http(url: str) -> bool:
-    parts = urlsplit(url)
-    return parts.scheme.lower() == "http" and parts.hostname in settings.LOOPBACK_HOSTS
 
 
 def page_url(cuda_key: str) -> str:
@@ -205,7 +201,8 @@ def _stored(path: Path, version: str) -> dict | None:
     if not isinstance(doc, dict) or not all(isinstance(doc.get(k), str) for k in ("filename", "url", "index")):
         return None
     name = _WheelName.parse(doc["filename"])
-    if doc.get("version") != version or name is None or name.version != version or not _is_sha256(doc.get("sha256")):
+    if (doc.get("version") != version or name is None or name.version != version
+            or not _is_sha256(doc.get("sha256")) or not settings.secure_url(doc["url"])):
         return None
     return doc
 

@@ -222,15 +222,22 @@ def wheel_index_url() -> str:
     from urllib.parse import urlsplit
 
     url = env(WHEEL_INDEX_URL_ENV) or DEFAULT_WHEEL_INDEX_URL
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if not parts.netloc or not (scheme == "https" or (scheme == "http" and parts.hostname in LOOPBACK_HOSTS)):
+    if not urlsplit(url).netloc or not secure_url(url):
         raise SettingsError(f"{WHEEL_INDEX_URL_ENV}={url!r} is not an https:// URL like {DEFAULT_WHEEL_INDEX_URL} "
                             "(http:// only to 127.0.0.1, ::1 or localhost)")
     return url.rstrip("/")
 
 
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+def secure_url(url: str) -> bool:
+    """https, or http to loopback (a local mirror, the tests): what index hashes may travel over."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme == "https" or (scheme == "http" and parts.hostname in LOOPBACK_HOSTS)
 
 _MAX_SECONDS = 1e6  # ~11 days; far larger values overflow the socket layer's clock arithmetic
 

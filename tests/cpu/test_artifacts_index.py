@@ -193,5 +193,11 @@ def test_choice_is_deterministic_whatever_the_page_order():
 def test_clear_text_link_and_contradicting_hashes():
     with pytest.raises(KernelNotFoundError, match="http://, not https://"):
         index.choose([link(NAME, url="http://example.com/" + NAME)], VERSION, "cu130", ARCH, BASE)
+    # the python tag is the one field no other rule constrains: a path there would leave the cache entry
+    escaping = NAME.replace("-cp39-", "-cp39%2F..%2F..%2Fx-")
+    (evil,) = index.parse_index(f'<a href="{escaping}#sha256={"a" * 64}">x</a>', BASE)
+    assert evil.filename == NAME.replace("-cp39-", "-cp39/../../x-")
+    with pytest.raises(KernelNotFoundError, match="none is listed"):
+        index.choose([evil], VERSION, "cu130", ARCH, BASE)
     with pytest.raises(WheelIndexError, match="twice with different sha256"):
         index.choose([link(NAME), link(NAME, "b" * 64)], VERSION, "cu130", ARCH, BASE)
