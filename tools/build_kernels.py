@@ -378,7 +378,12 @@ def flashinfer_sources(src: Path, work: Path) -> Path:
         return src.resolve()
     if not (src.is_file() and src.name.startswith("flashinfer_python-") and src.suffix == ".whl"):
         sys.exit(f"error: --flashinfer-src {src} is neither a folder nor a flashinfer_python-*.whl")
-    dest = work / "flashinfer-src" / hashlib.sha256(src.read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha256()
+    with open(src, "rb") as f:  # ~100 MB: streamed, not read whole (file_digest is 3.11+)
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    digest = digest.hexdigest()
+    dest = work / "flashinfer-src" / digest[:16]
     if not (dest / ".complete").is_file():
         shutil.rmtree(dest, ignore_errors=True)
         with zipfile.ZipFile(src) as z:
