@@ -147,6 +147,11 @@ class CacheAccessError(ArtifactError, OSError):
     system, disk full, a directory where a file belongs...). Names the path; never retried."""
 
 
+class WheelIndexError(ArtifactError):
+    """FlashInfer's wheel index cannot name a wheel we can trust for the release asked for
+    (clear-text index, contradictory hashes, an oversized page)."""
+
+
 class SettingsError(ArtifactError, ValueError):
     """An environment variable of the artifact layer has a value it cannot use (names the
     variable)."""

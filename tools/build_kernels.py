@@ -1,19 +1,25 @@
 #!/usr/bin/env python3
-"""Build flashinfer 0.6.3 kernel modules (<uri>.so, TVM-FFI exports) without a GPU.
+"""Build flashinfer kernel modules (<uri>.so, TVM-FFI exports) without a GPU: 0.6.3 or 0.7.4.
 
 For developers, tests and users without the prebuilt ``flashinfer_jit_cache`` wheel.
 It calls the same generator functions as ``flashinfer/aot.py`` (so the modules are
 those of the wheel, for the archs you pick) and compiles them with nvcc through ninja.
-Run it with an interpreter where ``flashinfer==0.6.3`` and torch import (the
-generators import torch; no CUDA device is queried because the arch list is given).
+Run it with an interpreter where torch and flashinfer-python of the release you build
+import (the generators import torch; no CUDA device is queried because the arch list is
+given). ``--flashinfer-version`` picks the release (default 0.6.3; the URI grammar and presets
+are that release's, tools/kernel_uris.py); ``--flashinfer-src`` takes that release's sources
+from an unpacked flashinfer-python wheel or the .whl itself instead of the installed package
+(``pip download --no-deps flashinfer-python==0.7.4``).
 
     python tools/build_kernels.py @core @test --out .kernels --verify
+    python tools/build_kernels.py norm --flashinfer-version 0.7.4 \\
+        --flashinfer-src flashinfer_python-0.7.4-py3-none-any.whl --out .kernels-0.7.4
     python tools/build_kernels.py --no-build --verify @all --out .kernels \\
         --wheel dist/flashinfer_jit_cache-0.6.3+cu130.sm90a-py3-none-linux_x86_64.whl
 
 Output layout ``<out>/<uri>/<uri>.so`` is what FLASHINFER_CY_KERNEL_DIR reads; the
 wheel's ``flashinfer_jit_cache/jit_cache/<uri>/<uri>.so`` is the prebuilt one's. A build
-(not --no-build) writes ``<out>/flashinfer_version.txt`` ("0.6.3"), the release flashinfer_cy
+(not --no-build) writes ``<out>/flashinfer_version.txt`` (e.g. "0.6.3"), the release flashinfer_cy
 checks each Binding against (docs/abi-versions.md); --out marked for another release is refused.
 One JSON line per module goes to stdout ({"uri", "ok", "seconds", "bytes", ...}; seconds
 run from the module's first compile to its link inside one shared ninja run, so modules
@@ -170,14 +176,14 @@ def prepare_env(args, work: Path) -> Path:
 
 # --------------------------------------------------------------------------- build
 
-def make_spec(uri: str):
+def make_spec(uri: str, version: str):
     """Call the flashinfer generator for ``uri`` (writes generated sources + build.ninja)."""
     import importlib
 
     import torch
     dtypes = {"f16": torch.float16, "bf16": torch.bfloat16, "e4m3": torch.float8_e4m3fn,
               "e5m2": torch.float8_e5m2, "i32": torch.int32, "i64": torch.int64}
-    mod = kernel_uris.parse_uri(uri)
+    mod = kernel_uris.parse_uri(uri, version)
     kwargs = {k: dtypes[v] if k.startswith("dtype_") else v for k, v in mod.kwargs.items()}
     module_name, func = mod.family.generator.split(":")
     spec = getattr(importlib.import_module(module_name), func)(**kwargs)
@@ -206,7 +212,7 @@ def build(uris: list, args, work: Path, finish) -> None:
     specs = {}
     for uri in uris:
         try:
-            specs[uri] = make_spec(uri)
+            specs[uri] = make_spec(uri, args.flashinfer_version)
         except Exception as e:  # e.g. generator assertions for unsupported combos
             finish(uri, ok=False, error=f"generator failed: {type(e).__name__}: {e}")
     if not specs:
@@ -249,7 +255,7 @@ def build(uris: list, args, work: Path, finish) -> None:
 
 # --------------------------------------------------------------------------- verify / pack
 
-def verify(so: Path, uri: str) -> tuple:
+def verify(so: Path, uri: str, version: str = kernel_uris.DEFAULT_VERSION) -> tuple:
     """(ok, note): ELF with every __tvm_ffi_<name> the runtime calls for this family."""
     with open(so, "rb") as f:
         if f.read(4) != b"\x7fELF":
@@ -260,7 +266,7 @@ def verify(so: Path, uri: str) -> tuple:
     if r.returncode != 0:
         return False, f"nm failed: {r.stderr.strip()}"
     have = {line.split()[-1] for line in r.stdout.splitlines() if line.strip()}
-    missing = [n for n in kernel_uris.parse_uri(uri).exports if f"__tvm_ffi_{n}" not in have]
+    missing = [n for n in kernel_uris.parse_uri(uri, version).exports if f"__tvm_ffi_{n}" not in have]
     return (False, "missing exports: " + " ".join(missing)) if missing else (True, "")
 
 
@@ -268,7 +274,7 @@ WHEEL_NAME = re.compile(r"(?P<name>flashinfer_jit_cache)-(?P<version>[^-]+)(-\d[
                         r"-(?P<py>[^-]+)-(?P<abi>[^-]+)-(?P<plat>[^-]+)\.whl")
 
 
-def pack_wheel(path: Path, modules: dict) -> int:
+def pack_wheel(path: Path, modules: dict, release: str = kernel_uris.DEFAULT_VERSION) -> int:
     """Write a wheel laid out like the prebuilt flashinfer_jit_cache; returns its size.
 
     ``modules`` maps uri -> .so path. The file name fixes version and tags, e.g.
@@ -278,13 +284,13 @@ def pack_wheel(path: Path, modules: dict) -> int:
     if not m:
         raise ValueError(f"{path.name!r} is not a flashinfer_jit_cache-<version>-<py>-<abi>-<plat>.whl name")
     version = m["version"]
-    if not version.startswith(kernel_uris.FLASHINFER_VERSION):
+    if not version.startswith(release):
         # flashinfer refuses a jit cache whose __version__ does not start with its own.
-        raise ValueError(f"wheel version {version!r} must start with {kernel_uris.FLASHINFER_VERSION}")
+        raise ValueError(f"wheel version {version!r} must start with {release}")
     pkg, info = "flashinfer_jit_cache", f"flashinfer_jit_cache-{version}.dist-info"
     files = {
         f"{pkg}/__init__.py": (
-            f'"""Kernel modules for flashinfer {kernel_uris.FLASHINFER_VERSION}, built by '
+            f'"""Kernel modules for flashinfer {release}, built by '
             'flashinfer_cy tools/build_kernels.py."""\n\nfrom pathlib import Path\n\n'
             "from ._build_meta import __git_version__, __version__  # noqa: F401\n\n\n"
             "def get_jit_cache_dir() -> str:\n"
@@ -339,21 +345,51 @@ def default_jobs() -> int:
 VERSION_MARKER = "flashinfer_version.txt"
 
 
-def claim_out_dir(out: Path) -> None:
-    """Mark --out as holding flashinfer FLASHINFER_VERSION modules, before any is written;
+def claim_out_dir(out: Path, version: str) -> None:
+    """Mark --out as holding flashinfer ``version`` modules, before any is written;
     refuse a dir marked for another release (one dir is one release)."""
     marker = out / VERSION_MARKER
-    version = kernel_uris.FLASHINFER_VERSION
     if marker.is_file():
         have = marker.read_text(encoding="utf-8").strip()
         if have != version:
-            sys.exit(f"error: {out} holds flashinfer {have} modules ({marker}); this tool builds "
-                     f"{version}: use another --out")
+            sys.exit(f"error: {out} holds flashinfer {have} modules ({marker}); this build is "
+                     f"for {version} (--flashinfer-version): use another --out")
         return
     out.mkdir(parents=True, exist_ok=True)
     tmp = marker.with_suffix(".tmp")
     tmp.write_text(version + "\n", encoding="utf-8")
     os.replace(tmp, marker)
+
+
+def known_release(version: str) -> str:
+    """argparse type of --flashinfer-version: a release tools/kernel_uris.py describes."""
+    try:
+        return kernel_uris.release(version).version
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def flashinfer_sources(src: Path, work: Path) -> Path:
+    """The sys.path entry holding ``flashinfer/`` of ``src``: a folder as it is, a wheel
+    unpacked once under the work dir (the generators read csrc and headers from files)."""
+    if src.is_dir():
+        if not (src / "flashinfer" / "__init__.py").is_file():
+            sys.exit(f"error: --flashinfer-src {src} has no flashinfer/__init__.py")
+        return src.resolve()
+    if not (src.is_file() and src.name.startswith("flashinfer_python-") and src.suffix == ".whl"):
+        sys.exit(f"error: --flashinfer-src {src} is neither a folder nor a flashinfer_python-*.whl")
+    digest = hashlib.sha256()
+    with open(src, "rb") as f:  # ~100 MB: streamed, not read whole (file_digest is 3.11+)
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    digest = digest.hexdigest()
+    dest = work / "flashinfer-src" / digest[:16]
+    if not (dest / ".complete").is_file():
+        shutil.rmtree(dest, ignore_errors=True)
+        with zipfile.ZipFile(src) as z:
+            z.extractall(dest)  # pip's own wheel from PyPI: the same trust as installing it
+        (dest / ".complete").write_text(src.name + "\n")
+    return dest
 
 
 def update_status(path: Path, uri: str, rec: dict) -> None:
@@ -369,11 +405,18 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="presets: " + ", ".join(
                                     f"@{k} ({len(v)})" for k, v in kernel_uris.PRESETS.items())
+                                + f" (for {kernel_uris.DEFAULT_VERSION}; --list shows another release's)"
                                 + "; @built = every module already in --out")
     p.add_argument("modules", nargs="+", metavar="URI|@preset")
     p.add_argument("--arch", default="9.0a", metavar="ARCHS", type=lambda s: s.replace(",", " ").split(),
                    help="CUDA archs, e.g. '9.0a' or '9.0a,10.0a' (FLASHINFER_CUDA_ARCH_LIST; "
                         "fa3/gdn modules are sm_90a whatever this says). Default 9.0a")
+    p.add_argument("--flashinfer-version", default=kernel_uris.DEFAULT_VERSION, metavar="X.Y.Z",
+                   type=known_release, help="the release to build: its URIs, presets and sources; written to "
+                   f"<out>/{VERSION_MARKER} (default %(default)s; known: {', '.join(kernel_uris.RELEASES)})")
+    p.add_argument("--flashinfer-src", type=Path, metavar="DIR|WHL",
+                   help="take flashinfer from this flashinfer-python wheel (or the folder holding its unpacked "
+                        "flashinfer/) instead of the installed one")
     p.add_argument("--out", type=Path, default=Path(".kernels"), metavar="DIR", help="output dir <out>/<uri>/<uri>.so")
     p.add_argument("--wheel", type=Path, metavar="PATH.whl", help="also pack the modules as a flashinfer_jit_cache wheel")
     p.add_argument("-j", "--jobs", type=int, metavar="N", default=default_jobs(), help="parallel compile jobs (default %(default)s)")
@@ -396,7 +439,7 @@ def main(argv=None) -> int:
     if "@built" in args.modules:
         names += sorted(d.name for d in args.out.glob("*") if (d / f"{d.name}.so").is_file())
     try:
-        uris = kernel_uris.expand(names)
+        uris = kernel_uris.expand(names, args.flashinfer_version)
     except ValueError as e:
         p.error(str(e))
     if args.list:
@@ -404,7 +447,7 @@ def main(argv=None) -> int:
         return 0
 
     if not args.no_build:  # --no-build only reads --out: it neither writes nor removes the marker
-        claim_out_dir(args.out)
+        claim_out_dir(args.out, args.flashinfer_version)
     results = {}
 
     def finish(uri, ok, seconds=0.0, built=None, error=None, skipped=False):
@@ -418,7 +461,7 @@ def main(argv=None) -> int:
         if skipped:
             rec["skipped"] = True
         if ok and args.verify:
-            rec["verified"], note = verify(dst, uri)
+            rec["verified"], note = verify(dst, uri, args.flashinfer_version)
             rec["ok"] = rec["verified"] is not False
             error = note or error
         if error:
@@ -437,13 +480,17 @@ def main(argv=None) -> int:
             todo.append(uri)
     if todo:
         args.work_dir.mkdir(parents=True, exist_ok=True)
+        src = args.flashinfer_src and flashinfer_sources(args.flashinfer_src, args.work_dir.resolve())
         prepare_env(args, args.work_dir.resolve())
         # torch warns when numpy is absent; the generators do not need numpy.
         warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
+        if src:
+            sys.path.insert(0, str(src))
         import flashinfer  # only now: it reads the environment set above at import
-        if not flashinfer.__version__.startswith(kernel_uris.FLASHINFER_VERSION):
-            sys.exit(f"error: flashinfer {flashinfer.__version__} found; these URIs are for "
-                     f"{kernel_uris.FLASHINFER_VERSION}")
+        if not flashinfer.__version__.startswith(args.flashinfer_version):
+            sys.exit(f"error: flashinfer {flashinfer.__version__} found at {Path(flashinfer.__file__).parent}; "
+                     f"these URIs are for {args.flashinfer_version}: install flashinfer-python=="
+                     f"{args.flashinfer_version} (--no-deps) in this interpreter or pass --flashinfer-src")
         build(todo, args, args.work_dir.resolve(), finish)
 
     failed = [u for u in uris if not results[u]["ok"]]
@@ -451,7 +498,7 @@ def main(argv=None) -> int:
         if failed:
             log(f"not writing {args.wheel}: {len(failed)} module(s) failed")
         else:
-            size = pack_wheel(args.wheel, {u: args.out / u / f"{u}.so" for u in uris})
+            size = pack_wheel(args.wheel, {u: args.out / u / f"{u}.so" for u in uris}, args.flashinfer_version)
             emit({"wheel": str(args.wheel), "modules": len(uris), "bytes": size})
     if failed:
         log(f"{len(failed)} of {len(uris)} module(s) failed: {' '.join(failed)}")

@@ -1,21 +1,25 @@
-"""Kernel module URIs of flashinfer 0.6.3: parse, format, presets, expected exports.
+"""Kernel module URIs per flashinfer release: parse, format, presets, expected exports.
 
 Pure Python (no torch, no flashinfer) so that CI and ``build_kernels.py --list`` /
 ``--no-build`` work anywhere. A URI is the module name the runtime asks for; it is
 also the build directory name and the ``.so`` stem (``<dir>/<uri>/<uri>.so``).
 
-The templates mirror ``flashinfer/jit/attention/modules.py`` (``get_*_uri``) of
-flashinfer 0.6.3, see docs/flashinfer-abi.md §4.1. Field names are the keyword
+The templates mirror ``flashinfer/jit/attention/modules.py`` (``get_*_uri``) of each
+release, see docs/flashinfer-abi.md §4.1 and :data:`RELEASES`. Field names are the keyword
 arguments of the matching ``gen_*_module`` generator, so a parsed URI can be passed
-to the generator as-is once dtype tokens are mapped to torch dtypes.
+to the generator as-is once dtype tokens are mapped to torch dtypes. Every function takes
+``version`` (default :data:`DEFAULT_VERSION`); an unknown one is a ValueError.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import re
 from dataclasses import dataclass
 
-FLASHINFER_VERSION = "0.6.3"
+DEFAULT_VERSION = "0.6.3"  # the release flashinfer_cy's tables are written for
+FLASHINFER_VERSION = DEFAULT_VERSION  # older name of the default
 
 # Tokens of flashinfer's filename_safe_dtype_map that make sense per slot.
 FLOAT_DTYPES = ("f16", "bf16", "e4m3", "e5m2")
@@ -48,7 +52,7 @@ _ATTN = "flashinfer.jit.attention.modules"
 _QKV = "dtype_q_{dtype_q}_dtype_kv_{dtype_kv}_dtype_o_{dtype_o}_"
 _TAIL = "posenc_{pos_encoding_mode}_use_swa_{use_sliding_window}_use_logits_cap_{use_logits_soft_cap}"
 
-FAMILIES = (
+_FAMILIES_063 = (
     Family("norm", "norm", "flashinfer.jit.norm:gen_norm_module",
            ("rmsnorm", "fused_add_rmsnorm", "gemma_rmsnorm", "gemma_fused_add_rmsnorm")),
     Family("page", "page", "flashinfer.jit.page:gen_page_module",
@@ -93,7 +97,7 @@ FAMILIES = (
            + "dtype_idx_{dtype_idx}_head_dim_ckv_{head_dim_ckv}_head_dim_kpe_{head_dim_kpe}_profiler_{use_profiler}",
            _ATTN + ":gen_batch_mla_module", ("plan", "run"), has_backend=True),
 )
-FAMILY = {f.name: f for f in FAMILIES}
+
 
 
 def _field_pattern(field: str) -> str:
@@ -115,7 +119,6 @@ def _compile(family: Family) -> re.Pattern:
     return re.compile(body + suffix)
 
 
-_PATTERNS = [(f, _compile(f)) for f in FAMILIES]
 
 
 def _placeholder_template(family: Family) -> str:
@@ -141,9 +144,14 @@ class ModuleSpec:
         return self.family.exports
 
 
-def parse_uri(uri: str) -> ModuleSpec:
-    """Map a URI back to its generator kwargs, or raise ValueError saying why not."""
-    for family, pattern in _PATTERNS:
+def parse_uri(uri: str, version: str = DEFAULT_VERSION) -> ModuleSpec:
+    """Map a URI of flashinfer ``version`` back to its generator kwargs, or raise ValueError
+    saying why not (naming the release when the module does not exist in it)."""
+    rel = release(version)
+    for key, why in rel.absent.items():
+        if uri == key or uri.startswith(key + "_"):
+            raise ValueError(f"{uri!r} does not exist in flashinfer {rel.version}: {why}")
+    for family, pattern in rel.patterns:
         m = pattern.fullmatch(uri)
         if not m:
             continue
@@ -158,20 +166,22 @@ def parse_uri(uri: str) -> ModuleSpec:
         if family.has_backend:
             kwargs["backend"] = "fa3" if m.group("sm90") else "fa2"
         spec = ModuleSpec(uri, family, kwargs)
-        assert format_uri(family.name, kwargs) == uri, uri  # grammar is unambiguous
+        assert format_uri(family.name, kwargs, version) == uri, uri  # grammar is unambiguous
         return spec
     # Name the family the URI was presumably meant for, with its grammar.
-    for family in FAMILIES:
+    for family in rel.families:
         stem = family.template.split("{", 1)[0]
         if "{" in family.template and uri.startswith(stem.split("_dtype_")[0]):
-            raise ValueError(f"malformed {family.name} URI {uri!r}; expected {_placeholder_template(family)}")
-    known = ", ".join(f.template for f in FAMILIES if "{" not in f.template)
-    prefixes = ", ".join(f.template.split("_dtype_")[0] + "_..." for f in FAMILIES if "{" in f.template)
-    raise ValueError(f"unknown kernel module URI {uri!r}; expected one of {known} or {prefixes}")
+            raise ValueError(f"malformed {family.name} URI {uri!r} for flashinfer {rel.version}; "
+                             f"expected {_placeholder_template(family)}")
+    known = ", ".join(f.template for f in rel.families if "{" not in f.template)
+    prefixes = ", ".join(f.template.split("_dtype_")[0] + "_..." for f in rel.families if "{" in f.template)
+    raise ValueError(f"unknown kernel module URI {uri!r} for flashinfer {rel.version}; "
+                     f"expected one of {known} or {prefixes}")
 
 
-def format_uri(family: str, kwargs: dict) -> str:
-    fam = FAMILY[family]
+def format_uri(family: str, kwargs: dict, version: str = DEFAULT_VERSION) -> str:
+    fam = release(version).family[family]
     uri = fam.template.format(**{k: kwargs[k] for k in fam.field_names()})
     if fam.has_backend:
         if kwargs["backend"] not in ("fa2", "fa3"):
@@ -186,13 +196,14 @@ def format_uri(family: str, kwargs: dict) -> str:
 # ---------------------------------------------------------------------------------------
 
 def attention_uri(family: str, dtype: str = "f16", head_dim: int = 128, swa: bool = False,
-                  cap: bool = False, backend: str = "fa2", kv: str | None = None) -> str:
+                  cap: bool = False, backend: str = "fa2", kv: str | None = None,
+                  version: str = DEFAULT_VERSION) -> str:
     """An attention module URI; ``kv`` is the KV cache's dtype token (default: ``dtype``)."""
     kwargs = dict(dtype_q=dtype, dtype_kv=kv or dtype, dtype_o=dtype, dtype_idx="i32",
                   head_dim_qk=head_dim, head_dim_vo=head_dim, pos_encoding_mode=0,
                   use_sliding_window=swa, use_logits_soft_cap=cap,
                   use_fp16_qk_reduction=False, backend=backend)
-    return format_uri(family, kwargs)
+    return format_uri(family, kwargs, version)
 
 
 def _test_preset() -> list:
@@ -211,30 +222,98 @@ def _test_preset() -> list:
     return uris
 
 
-PRESETS = {
-    "core": ["norm", "page"],
-    # What a decode step needs besides attention (issue 16's kernels).
-    "decode_step": ["rope", "silu_and_mul", "gelu_and_mul", "gelu_tanh_and_mul", "sampling",
-                    "cascade", "topk"],
-    "gdn": ["gdn_prefill_sm90"],
-    "sampling": ["sampling"],
-    # What the project's GPU tests load (attention only; they also need @core).
-    "test": _test_preset(),
+def _presets(families) -> dict:
+    """The same preset names for every release; a preset whose modules a release lacks is absent."""
+    names = {f.name for f in families}
+    presets = {
+        "core": ["norm", "page"],
+        # What a decode step needs besides attention (issue 16's kernels).
+        "decode_step": ["rope", "silu_and_mul", "gelu_and_mul", "gelu_tanh_and_mul", "sampling",
+                        "cascade", "topk"],
+        "gdn": ["gdn_prefill_sm90"] if "gdn_prefill" in names else None,
+        "sampling": ["sampling"],
+        # What the project's GPU tests load (attention only; they also need @core).
+        "test": _test_preset(),  # the default variants' URIs are the same in every release here
+    }
+    presets["all"] = list(dict.fromkeys(presets["core"] + presets["decode_step"] + (presets["gdn"] or [])
+                                        + presets["test"]))
+    return {k: v for k, v in presets.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Release:
+    """One flashinfer release: its URI grammar (families), presets, and what it lacks."""
+
+    version: str
+    families: tuple
+    absent: dict  # URI or "@preset" -> why this release has no such module
+
+    @functools.cached_property  # frozen: cached_property writes __dict__ directly
+    def family(self) -> dict:
+        return {f.name: f for f in self.families}
+
+    @functools.cached_property
+    def patterns(self) -> list:
+        return [(f, _compile(f)) for f in self.families]
+
+    @functools.cached_property
+    def presets(self) -> dict:
+        return _presets(self.families)
+
+
+_NO_GDN = ("0.7.x removed jit/gdn.py and gdn_prefill_launcher.cu; GDN prefill moved to the cake GDN "
+           "modules, which have another ABI")
+
+
+def _families_074() -> tuple:
+    """0.6.3 -> 0.7.4 for the families here (read from the 0.7.4 wheel's flashinfer/jit):
+    gdn_prefill_sm90 is gone; batch_mla's URI gains ``_planabi2`` before the backend suffix (its
+    plan() packs a new plan_info). The other URIs are unchanged for the variants we build:
+    0.7.4's new suffixes (``_token_head_sf``, ``_kv_stride_*``, ``page_nvfp4_4over6``,
+    ``fp4x2_e2m1`` KV) only name variants whose generator arguments default to off."""
+    out = []
+    for f in _FAMILIES_063:
+        if f.name == "gdn_prefill":
+            continue
+        if f.name == "batch_mla":
+            f = dataclasses.replace(f, template=f.template + "_planabi2")
+        out.append(f)
+    return tuple(out)
+
+
+RELEASES = {
+    "0.6.3": Release("0.6.3", _FAMILIES_063, {}),
+    "0.7.4": Release("0.7.4", _families_074(), {"gdn_prefill_sm90": _NO_GDN, "@gdn": _NO_GDN}),
 }
-PRESETS["all"] = list(dict.fromkeys(PRESETS["core"] + PRESETS["decode_step"] + PRESETS["gdn"]
-                                    + PRESETS["test"]))
 
 
-def expand(names) -> list:
-    """Expand "@preset" names, validate every URI, drop duplicates keeping order."""
+def release(version: str = DEFAULT_VERSION) -> Release:
+    if version not in RELEASES:
+        raise ValueError(f"flashinfer {version!r} is not a release tools/kernel_uris.py knows; known: "
+                         f"{', '.join(RELEASES)} (adding one: docs/abi-versions.md)")
+    return RELEASES[version]
+
+
+# The default release's tables, under their old names.
+FAMILIES = _FAMILIES_063
+FAMILY = RELEASES[DEFAULT_VERSION].family
+PRESETS = RELEASES[DEFAULT_VERSION].presets
+
+
+def expand(names, version: str = DEFAULT_VERSION) -> list:
+    """Expand "@preset" names, validate every URI against ``version``, drop duplicates keeping order."""
+    rel = release(version)
+    presets = rel.presets
     out = []
     for name in names:
         if name.startswith("@"):
-            if name[1:] not in PRESETS:
+            if name in rel.absent:
+                raise ValueError(f"preset {name} has no modules in flashinfer {rel.version}: {rel.absent[name]}")
+            if name[1:] not in presets:
                 raise ValueError(f"unknown preset {name!r}; known: "
-                                 + ", ".join("@" + p for p in PRESETS))
-            out += PRESETS[name[1:]]
+                                 + ", ".join("@" + p for p in presets))
+            out += presets[name[1:]]
         else:
-            parse_uri(name)
+            parse_uri(name, version)
             out.append(name)
     return list(dict.fromkeys(out))

@@ -103,8 +103,9 @@ def platform_info() -> dict:
     info = {"arch": machine_arch(), "cuda": None, "cuda_source": None, "wheel": None}
     try:
         info["cuda"], info["cuda_source"] = detect_cuda_version()
-        pin = platform_pin()
-        info["wheel"] = f"{pin.key}: {pin.filename}"
+        pin = platform_pin(network=False)
+        info["wheel"] = (f"{pin.key}: {pin.filename} ({pin.trust_source()})" if pin else
+                         "an unpinned release, resolved from the wheel index when first needed")
     except ArtifactError as exc:
         info["wheel"] = f"none: {exc}"
     return info

@@ -34,6 +34,11 @@ class WheelPin:
     members: Mapping[str, int] | None  # member path -> uncompressed size, if known
     member_prefix: str  # "flashinfer_jit_cache/jit_cache/"
     version: str  # "0.6.3"
+    trust: str | None = None  # None: pinned in the manifest; else "index <page URL>" that gave the sha256
+
+    def trust_source(self) -> str:
+        """Where the sha256 the wheel is checked against comes from, for ``doctor``."""
+        return f"sha256 from the {self.trust}" if self.trust else "sha256 pinned in the manifest"
 
     def member_for(self, uri: str) -> str:
         return member_for(self.member_prefix, uri)
@@ -63,15 +68,24 @@ class Manifest:
             out.append(f"CUDA {cuda} ({key}): {', '.join(archs)}")
         return out
 
-    def select(self, cuda: str, arch: str) -> WheelPin:
+    def _unsupported(self, cuda: str, arch: str) -> UnsupportedPlatformError:
+        return UnsupportedPlatformError(
+            f"no pinned kernel wheel for CUDA {cuda} on {arch}; supported: "
+            + "; ".join(self.supported())
+            + f" (set {settings.CUDA_VERSION_ENV} to override the detected CUDA version)"
+        )
+
+    def cuda_key(self, cuda: str, arch: str) -> str:
+        """The wheel flavour (``cu130``) for CUDA ``cuda``: the one the pins use, for any release."""
         key = self.cuda_keys.get(cuda)
-        pin = self.pins.get(f"{key}/{arch}") if key else None
+        if key is None:
+            raise self._unsupported(cuda, arch)
+        return key
+
+    def select(self, cuda: str, arch: str) -> WheelPin:
+        pin = self.pins.get(f"{self.cuda_key(cuda, arch)}/{arch}")
         if pin is None:
-            raise UnsupportedPlatformError(
-                f"no pinned kernel wheel for CUDA {cuda} on {arch}; supported: "
-                + "; ".join(self.supported())
-                + f" (set {settings.CUDA_VERSION_ENV} to override the detected CUDA version)"
-            )
+            raise self._unsupported(cuda, arch)
         return pin
 
     def by_filename(self, filename: str) -> WheelPin | None:

@@ -207,8 +207,9 @@ def _installed_package(manifest: Manifest) -> tuple[Path | None, str]:
     except importlib.metadata.PackageNotFoundError:
         return None, f"found at {location} but has no distribution metadata"
     public, _, local = version.partition("+")
-    if not re.fullmatch(re.escape(manifest.version) + r"(\.post\d+)?", public):
-        return None, f"version {version} at {location}, need {manifest.version}"
+    need = wanted_version(manifest)
+    if not re.fullmatch(re.escape(need) + r"(\.post\d+)?", public):
+        return None, f"version {version} at {location}, need {need}"
     keys = {pin.key.split("/")[0] for pin in manifest.pins.values()}
     if local and local not in keys:
         return None, f"version {version} is built for {local}, pins are for {', '.join(sorted(keys))}"
@@ -224,19 +225,39 @@ def _installed_path(manifest: Manifest, uri: str) -> Path | None:
 
 
 # -- (d)/(e) pinned wheel ---------------------------------------------------------------------
-def platform_pin(manifest: Manifest | None = None) -> WheelPin:
-    """The pinned wheel for this machine; :class:`UnsupportedPlatformError` lists what exists."""
+def wanted_version(manifest: Manifest) -> str:
+    """The FlashInfer release the wheel steps (c), (d), (e) supply: ``$FLASHINFER_CY_FLASHINFER_VERSION``,
+    else the pinned one."""
+    return settings.flashinfer_version() or manifest.version
+
+
+def platform_pin(manifest: Manifest | None = None, *, network: bool = True) -> WheelPin | None:
+    """The wheel for this machine: the manifest's pin for the pinned release, else the one
+    FlashInfer's index names (:mod:`.index`); :class:`UnsupportedPlatformError` lists what exists.
+
+    ``network=False`` (``doctor``, ``where_is``): None for an unpinned release not resolved before.
+    """
     from .host import detect_cuda_version, machine_arch
 
     manifest = manifest or load_manifest()
     cuda, _how = detect_cuda_version()
-    pin = manifest.select(cuda, machine_arch())
+    arch = machine_arch()
+    version = wanted_version(manifest)
+    if version == manifest.version:
+        pin = manifest.select(cuda, arch)
+    else:
+        from .index import resolve
+
+        pin = resolve(manifest, version, manifest.cuda_key(cuda, arch), arch, network=network)
+        if pin is None:
+            return None
     override = settings.wheel_sha256()
     if override is None or override == pin.sha256:
         return pin
     # Another build of the wheel: the pinned RECORD hash, member list and size describe the
     # pinned bytes only, so the whole wheel is downloaded and checked against the override.
-    return dataclasses.replace(pin, sha256=override, size=None, record_sha256=None, members=None)
+    return dataclasses.replace(pin, sha256=override, size=None, record_sha256=None, members=None,
+                               trust=f"setting {settings.WHEEL_SHA256_ENV}")
 
 
 def _pinned_entry(pin: WheelPin, verify: bool | None = None) -> CacheEntry:
@@ -488,9 +509,11 @@ def inspect(uri: str, *, verify: bool = False) -> tuple[str, Path | None, list[s
     if path:
         return "installed_package", path, problems
     try:
-        pin = platform_pin(manifest)
+        pin = platform_pin(manifest, network=False)
     except UnsupportedPlatformError:
         return "missing", None, problems
+    if pin is None:  # an unpinned release not resolved yet: the index names its wheel on download
+        return ("missing" if settings.offline() else "download"), None, problems
     if pin.members is not None and member not in pin.members:
         return "missing", None, problems
     entry = _pinned_entry(pin)
@@ -499,6 +522,21 @@ def inspect(uri: str, *, verify: bool = False) -> tuple[str, Path | None, list[s
     if entry.wheel_path.is_file() and _zip_has(entry.wheel_path, member):
         return "cache", None, problems
     return ("missing" if settings.offline() else "download"), None, problems
+
+
+def _describe_unresolved(row, manifest: Manifest, cuda: str, platform: str) -> None:
+    """The cache and download rows for a release the manifest does not pin, before the index was read."""
+    from .host import machine_arch
+    from .index import page_url
+
+    page = page_url(manifest.cuda_key(cuda, machine_arch()))
+    version = wanted_version(manifest)
+    row("cache", False, settings.cache_root(),
+        f"{platform}; {manifest.package} {version} is not pinned ({manifest.version} is) and its wheel was "
+        "not resolved yet: nothing cached")
+    row("download", not settings.offline(), page,
+        f"off ({settings.OFFLINE_ENV}=1)" if settings.offline() else
+        f"wheel and sha256 from the index {page} ({settings.WHEEL_INDEX_URL_ENV}), https, checked before use")
 
 
 def _zip_has(wheel: Path, member: str) -> bool:
@@ -548,11 +586,12 @@ def describe_sources() -> list[dict]:
         from .host import detect_cuda_version, machine_arch
 
         cuda, how = detect_cuda_version()
-        pin = platform_pin(manifest)
+        pin = platform_pin(manifest, network=False)
+        if pin is None:
+            _describe_unresolved(row, manifest, cuda, f"CUDA {cuda} from {how}, {machine_arch()}")
+            return rows
         entry = _pinned_entry(pin)
-        platform = f"CUDA {cuda} from {how}, {machine_arch()} -> {pin.key}"
-        if settings.wheel_sha256():
-            platform += f", sha256 {pin.sha256} from {settings.WHEEL_SHA256_ENV}"
+        platform = f"CUDA {cuda} from {how}, {machine_arch()} -> {pin.key} {pin.filename}; {pin.trust_source()}"
         cached = len(entry.extracted_members())
         wheel_state = "full wheel cached" if entry.wheel_path.exists() else "no full wheel"
         row("cache", True, entry.dir, f"{platform}; {cached} module(s) extracted; {wheel_state}")
@@ -563,8 +602,8 @@ def describe_sources() -> list[dict]:
             row("download", False, None, f"unusable: {exc}")
         else:
             row("download", not settings.offline(), url,
-                f"off ({settings.OFFLINE_ENV}=1)" if settings.offline() else how_fetch)
-    except UnsupportedPlatformError as exc:
+                (f"off ({settings.OFFLINE_ENV}=1)" if settings.offline() else how_fetch) + f", {pin.trust_source()}")
+    except ArtifactError as exc:  # no pin for this platform, a malformed index setting
         row("cache", False, root, str(exc))
         row("download", False, None, str(exc))
     return rows

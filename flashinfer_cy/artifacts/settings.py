@@ -18,6 +18,8 @@ KERNEL_DIR_ENV = "FLASHINFER_CY_KERNEL_DIR"  # (a) directory of <uri>/<uri>.so
 KERNEL_WHEEL_ENV = "FLASHINFER_CY_KERNEL_WHEEL"  # (b) a local kernel wheel file
 KERNEL_WHEEL_SHA256_ENV = "FLASHINFER_CY_KERNEL_WHEEL_SHA256"  # (b) its sha256 when not pinned
 WHEEL_SHA256_ENV = "FLASHINFER_CY_WHEEL_SHA256"  # (e) the downloaded wheel's sha256 instead of the pin
+WHEEL_INDEX_URL_ENV = "FLASHINFER_CY_WHEEL_INDEX_URL"  # (d)/(e) PEP 503 index for releases without a pin
+DEFAULT_WHEEL_INDEX_URL = "https://flashinfer.ai/whl/{cuda}"  # FlashInfer's own, one per CUDA flavour
 CACHE_DIR_ENV = "FLASHINFER_CY_CACHE_DIR"
 WHEEL_BASE_URL_ENV = "FLASHINFER_CY_WHEEL_BASE_URL"  # mirror: <base>/<wheel filename>
 OFFLINE_ENV = "FLASHINFER_CY_OFFLINE"  # 1 = never touch the network
@@ -65,6 +67,10 @@ def _settings_table() -> tuple[Setting, ...]:
         Setting(WHEEL_SHA256_ENV, "unset (the manifest's pin)",
                 "the sha256 the downloaded wheel must have instead of the pinned one (a mirror serving "
                 "another build); the whole wheel is then downloaded and checked (no partial fetch)"),
+        Setting(WHEEL_INDEX_URL_ENV, f"`{DEFAULT_WHEEL_INDEX_URL}`",
+                f"PEP 503 index (`{{cuda}}` = the CUDA flavour, e.g. `cu130`) that names the wheel and its sha256 "
+                f"(`#sha256=` on the link) when `{FLASHINFER_VERSION_ENV}` asks for a release `manifest.json` "
+                "does not pin; https only (http only to loopback); links without a sha256 and yanked ones are refused"),
         Setting(CUDA_VERSION_ENV, "detected (driver, then toolkit)",
                 "CUDA `major.minor` that picks the pinned wheel, e.g. `13.0`"),
         Setting(MANIFEST_ENV, "the packaged `manifest.json`",
@@ -82,7 +88,8 @@ def _settings_table() -> tuple[Setting, ...]:
                 "the FlashInfer release the kernel modules are, e.g. `0.6.3`, instead of what their source says "
                 "(the kernel dir's `flashinfer_version.txt`, the wheel's or installed package's version); "
                 "vouches for a kernel dir without that marker. Each Binding is checked against that release's "
-                "ABI before its first call"),
+                "ABI before its first call. Also picks the release of the installed package, cache and download: "
+                f"the pinned wheel for the pinned release, else the one `{WHEEL_INDEX_URL_ENV}` names"),
         Setting(TVM_FFI_LIB_ENV, "the installed `apache-tvm-ffi`'s", "use this `libtvm_ffi.so` instead"),
     )
 
@@ -206,6 +213,31 @@ def wheel_base_url() -> str | None:
                             f"(scheme one of {', '.join(_URL_SCHEMES)})")
     return base.rstrip("/")
 
+
+def wheel_index_url() -> str:
+    """``$FLASHINFER_CY_WHEEL_INDEX_URL`` (default FlashInfer's) without its trailing '/'.
+
+    https only: the index's hashes are what an unpinned wheel is trusted by. http is allowed to
+    loopback alone (a local mirror, the tests)."""
+    from urllib.parse import urlsplit
+
+    url = env(WHEEL_INDEX_URL_ENV) or DEFAULT_WHEEL_INDEX_URL
+    if not urlsplit(url).netloc or not secure_url(url):
+        raise SettingsError(f"{WHEEL_INDEX_URL_ENV}={url!r} is not an https:// URL like {DEFAULT_WHEEL_INDEX_URL} "
+                            "(http:// only to 127.0.0.1, ::1 or localhost)")
+    return url.rstrip("/")
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+def secure_url(url: str) -> bool:
+    """https, or http to loopback (a local mirror, the tests): what index hashes may travel over."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme == "https" or (scheme == "http" and parts.hostname in LOOPBACK_HOSTS)
 
 _MAX_SECONDS = 1e6  # ~11 days; far larger values overflow the socket layer's clock arithmetic
 

@@ -131,6 +131,16 @@ def test_c_installed_package_wrong_version_skipped(local_wheel, installed, versi
     assert not row["configured"] and version in row["status"]
 
 
+def test_c_installed_package_of_the_selected_release(local_wheel, installed, monkeypatch):
+    """FLASHINFER_CY_FLASHINFER_VERSION picks the installed package's release too: an installed
+    0.7.4 serves a 0.7.4 selection and not the default, and the 0.6.3 one the reverse."""
+    pkg = installed("0.7.4+cu130")
+    row = [r for r in describe_sources() if r["step"] == "installed_package"][0]
+    assert not row["configured"] and "need 0.6.3" in row["status"]
+    monkeypatch.setenv(settings.FLASHINFER_VERSION_ENV, "0.7.4")
+    assert where_is("norm") == ("installed_package", pkg / "jit_cache" / "norm" / "norm.so")
+
+
 def test_d_cache_serves_offline_after_download(served_wheel, monkeypatch):
     server, wheel, _ = served_wheel
     assert locate_module_ex("norm", progress=False)[0] == "download"
