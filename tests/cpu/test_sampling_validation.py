@@ -518,3 +518,86 @@ def test_abi_tables_mark_what_the_kernels_write():
         "output_token_ids", "output_accepted_token_num", "output_emitted_draft_token_num")
     for name in ("sampling_from_probs", "top_k_top_p_sampling_from_probs"):
         assert writes[name] == ("output",)
+
+
+# ----------------------------------------------------------------------------- 0.7.x args
+# valid= / return_valid= and device seed/offset tensors: checked before any module load
+# (no_cuda), and refused on a 0.6.3 module once its release is known, naming 0.7.x.
+
+SEED_T, OFF_T = T((1,), "int64"), T((B,), "int64", offset=64)  # (TensorDesc has no uint64)
+LATER_BAD = {
+    "valid-dtype": (lambda: fc.sampling_from_probs(P, valid=T((B,), "uint8")), TypeError,
+                    "valid: expected dtype bool"),
+    "valid-shape": (lambda: fc.top_p_sampling_from_probs(P, 0.5, valid=T((B + 1,), "bool")),
+                    ValueError, "valid: .*dimension 0"),
+    "valid-device": (lambda: fc.top_k_sampling_from_probs(P, 3, valid=T((B,), "bool",
+                                                                       device=1)),
+                     ValueError, "valid: expected a tensor on cuda:0"),
+    "valid-host": (lambda: fc.min_p_sampling_from_probs(
+        P, 0.1, valid=T((B,), "bool", device_type="cpu")), ValueError, "valid: .*CUDA"),
+    "valid-readonly": (lambda: fc.sampling_from_probs(P, valid=ReadOnly(T((B,), "bool"))),
+                       ValueError, "valid: the kernel writes this tensor"),
+    "return-valid-str": (lambda: fc.sampling_from_probs(P, return_valid="yes"), TypeError,
+                         "return_valid"),
+    "seed-dtype": (lambda: fc.sampling_from_probs(P, seed=T((1,), "int32"), offset=OFF_T),
+                   TypeError, "seed: expected a device tensor of dtype int64 or uint64"),
+    "offset-len": (lambda: fc.sampling_from_logits(P, seed=SEED_T, offset=T((B + 1,), "int64")),
+                   ValueError, "offset: expected length 1 .* or 4"),
+    "seed-2d": (lambda: fc.top_p_sampling_from_probs(P, 0.5, seed=T((1, 1), "int64"),
+                                                     offset=OFF_T), ValueError,
+                "seed: expected 1 dimensions"),
+    "seed-device": (lambda: fc.chain_speculative_sampling(
+        T((B, 3, V)), T((B, 3), "int32"), T((B, 4, V)), seed=T((1,), "int64", device=1),
+        offset=OFF_T), ValueError, "seed: expected a tensor on cuda:0"),
+    "seed-host": (lambda: fc.sampling_from_probs(
+        P, seed=T((1,), "int64", device_type="cpu"), offset=OFF_T), ValueError, "seed: .*CUDA"),
+    "seed-mixed": (lambda: fc.sampling_from_probs(P, seed=1, offset=OFF_T), TypeError,
+                   "seed, offset: both ints or both device tensors"),
+    "offset-alone": (lambda: fc.sampling_from_probs(P, offset=OFF_T), ValueError,
+                     "seed: seed and offset go together"),
+    "renorm-det-str": (lambda: fc.top_p_renorm_probs(P, 0.5, "no"), TypeError,
+                       "is_deterministic"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LATER_BAD))
+def test_later_release_arguments_are_checked_before_cuda(name):
+    call, exc, words = LATER_BAD[name]
+    raises(call, exc, words)
+
+
+LATER_OK = {
+    "valid": lambda: fc.sampling_from_probs(P, valid=T((B,), "bool"), seed=1, offset=2),
+    "return-valid": lambda: fc.top_k_sampling_from_probs(P, 3, return_valid=True),
+    "seed-tensors": lambda: fc.top_p_sampling_from_probs(P, 0.5, seed=SEED_T, offset=OFF_T),
+    "seed-tensors-logits": lambda: fc.sampling_from_logits(P, seed=OFF_T, offset=SEED_T),
+    "seed-tensors-joint": lambda: fc.top_k_top_p_sampling_from_probs(
+        P, 3, 0.5, filter_apply_order="joint", seed=SEED_T, offset=OFF_T,
+        valid=T((B,), "bool")),
+    "seed-tensors-chain": lambda: fc.chain_speculative_sampling(
+        T((B, 3, V)), T((B, 3), "int32"), T((B, 4, V)), seed=SEED_T, offset=OFF_T),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LATER_OK))
+def test_later_release_arguments_pass_the_checks(name):
+    reaches_cuda(LATER_OK[name])
+
+
+@pytest.mark.parametrize("name", sorted(LATER_OK))
+def test_later_release_arguments_are_refused_on_0_6_3(name, module_release):
+    module_release("0.6.3")
+    raises(LATER_OK[name], ValueError, r"flashinfer 0\.7\.x.*this \w+ module is flashinfer 0\.6\.3")
+
+
+@pytest.mark.parametrize("name", sorted(LATER_OK))
+def test_later_release_arguments_are_taken_on_0_7_4(name, module_release):
+    module_release("0.7.4")
+    reaches_cuda(LATER_OK[name])
+
+
+def test_seed_tensors_leave_the_generator_alone(module_release):
+    module_release("0.7.4")
+    g = fc.SamplingGenerator(9, 12)
+    reaches_cuda(lambda: fc.sampling_from_probs(P, generator=g, seed=SEED_T, offset=OFF_T))
+    assert (g.seed, g.offset) == (9, 12)
