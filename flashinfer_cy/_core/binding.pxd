@@ -43,6 +43,9 @@ cdef class Binding:
     cdef int device_arg
     cdef Function _fn
     cdef readonly dict layouts  # release -> its argument list as a layout (abi/layouts.py)
+    cdef readonly str written_for  # the release whose C++ declaration ``signature`` is
+    cdef readonly str release      # the loaded module's release (ABI file), set by function()
+    cdef readonly dict aliases     # another name -> own argument name (prepared set/repoint)
     # The loaded module's argument list, when its release has a layout (set by function()):
     # argument j is the frame's lay_src[j], or lay_const[j] where lay_src[j] < 0.
     # lay_n == 0: the module takes the frame as it is.
@@ -51,6 +54,7 @@ cdef class Binding:
     cdef TVMFFIAny lay_const[MAX_ARGS]
 
     cdef Function function(self)
+    cpdef int arg_index(self, str name) except -2
     cdef int _set_layout(self, tuple plan) except -1
     cdef int tensor(self, CallFrame* f, int i, object obj) except -1
     @cython.final

@@ -16,11 +16,15 @@ class Binding:
     runs on (default: the first T argument). ``serialize``: calls take turns between
     threads (for launchers that are not thread-safe; see runtime.serialize_calls).
     ``layouts``: another release's argument list as a rearrangement of this one
-    (flashinfer_cy/abi/layouts.py), used when the module is of that release."""
+    (flashinfer_cy/abi/layouts.py), used when the module is of that release.
+    ``written_for``: the release whose declaration ``signature`` is (default: the tables'
+    release); such a line calls modules of that release only. ``aliases``: other names
+    ``PreparedCall.set``/``repoint`` accept for an argument (``{alias: own name}``)."""
 
     def __init__(self, uri: str, symbol: str, signature: str, device: str | None = None,
                  serialize: bool = False, per_launch: tuple[str, ...] = (),
-                 layouts: dict[str, str] | None = None) -> None: ...
+                 layouts: dict[str, str] | None = None, written_for: str | None = None,
+                 aliases: dict[str, str] | None = None) -> None: ...
     @property
     def uri(self) -> str: ...
     @property
@@ -34,6 +38,17 @@ class Binding:
     @property
     def layouts(self) -> dict[str, str]:
         """``{release: argument list}`` of releases called through a layout."""
+    @property
+    def written_for(self) -> str:
+        """The FlashInfer release whose C++ declaration ``signature`` is."""
+    @property
+    def release(self) -> str | None:
+        """The loaded module's FlashInfer release (None before loading or if unknown)."""
+    @property
+    def aliases(self) -> dict[str, str]:
+        """``{alias: own argument name}`` for prepared launches."""
+    def arg_index(self, name: str) -> int:
+        """The index of argument ``name`` or of the one an alias names; -1 if none."""
     @property
     def module_signature(self) -> str | None:
         """The argument list the loaded module is called with (None before loading)."""

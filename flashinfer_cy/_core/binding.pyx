@@ -28,7 +28,9 @@ from flashinfer_cy._core.tensor cimport (TensorSlot, to_dltensor, release_slot, 
 from flashinfer_cy._core.stream cimport resolve_stream
 
 from flashinfer_cy._core import runtime as _runtime
+from flashinfer_cy.abi import TABLES_VERSION as _TABLES_VERSION
 from flashinfer_cy.abi import layouts as _abi_layouts, match as _abi_match
+from flashinfer_cy.errors import KernelVersionError as _KernelVersionError
 
 _KIND_CODES = {"T": K_TENSOR, "T?": K_OPT_TENSOR, "H": K_HOST_TENSOR, "I": K_INT,
                "F": K_FLOAT, "B": K_BOOL, "D": K_DTYPE, "A": K_OBJECT}
@@ -112,10 +114,19 @@ cdef class Binding:
     this one's arguments rearranged or with added arguments of a fixed value
     (flashinfer_cy/abi/layouts.py); a module of that release is called with the frame
     rearranged, and checked against that list instead of ``signature``.
+    ``written_for``: the release whose declaration ``signature`` is (default: the tables'
+    release, flashinfer_cy.abi.TABLES_VERSION). A line written for a later release, beside
+    the tables' line of the same export, is where that release changed the export beyond
+    a layout (a family picks the line by the module's release); it calls modules of that
+    release only (KernelVersionError otherwise). ``aliases``: ``{name: own name}``, names
+    a prepared launch's ``set``/``repoint`` also accept for an argument (the tables'
+    line's name, so that ``set(philox_seed=...)`` works on either release's line).
+    ``release`` (after the first call or ``load()``): the loaded module's release.
     """
 
     def __init__(self, str uri not None, str symbol not None, str signature not None,
-                 str device=None, serialize=False, tuple per_launch=(), dict layouts=None):
+                 str device=None, serialize=False, tuple per_launch=(), dict layouts=None,
+                 str written_for=None, dict aliases=None):
         items = signature.split()
         if len(items) > MAX_ARGS:
             raise ValueError(f"{symbol}: at most {MAX_ARGS} arguments")
@@ -156,6 +167,16 @@ cdef class Binding:
         for release, layout in (layouts or {}).items():
             _abi_layouts.parse(signature, layout)  # a table error shows at import
         self.layouts = dict(layouts or {})
+        self.written_for = written_for or _TABLES_VERSION
+        self.release = None
+        if self.written_for != _TABLES_VERSION and self.layouts:
+            raise ValueError(f"{symbol}: a line written for {self.written_for} carries no "
+                             f"layouts (layouts rearrange the tables' {_TABLES_VERSION} line)")
+        for alias, own in (aliases or {}).items():
+            if own not in names or alias in names:
+                raise ValueError(f"aliases: {alias!r} -> {own!r} must name an argument of "
+                                 f"{symbol} ({signature}) by a name it does not have")
+        self.aliases = dict(aliases or {})
         # the export's launcher is not thread-safe (runtime.serialize_calls)
         if as_bool(serialize, "serialize", "True or False"):
             _runtime.serialize_calls(uri, symbol)
@@ -163,6 +184,14 @@ cdef class Binding:
     cdef Function function(self):
         if self._fn is None:
             mod = _runtime.load_module(self.uri)
+            release = (_abi_match.abi_version(mod.flashinfer_version)
+                       if mod.flashinfer_version is not None else None)
+            if self.written_for != _TABLES_VERSION and release != self.written_for:
+                raise _KernelVersionError(
+                    f"module {self.uri!r} ({mod.path}) is flashinfer "
+                    f"{mod.flashinfer_version or 'of unknown version'}; this {self.symbol} "
+                    f"line is flashinfer {self.written_for}'s argument list and calls modules "
+                    f"of that release only")
             signature, plan = self.signature, ()
             if self.layouts and mod.flashinfer_version is not None:
                 layout = self.layouts.get(_abi_match.abi_version(mod.flashinfer_version))
@@ -175,8 +204,17 @@ cdef class Binding:
                                      mod.flashinfer_version, mod.version_from, mod.path)
             fn = mod.function(self.symbol)
             self._set_layout(plan)
+            self.release = release
             self._fn = fn
         return self._fn
+
+    cpdef int arg_index(self, str name) except -2:
+        """The index of argument ``name`` (or of the argument an alias names); -1 if none."""
+        name = self.aliases.get(name, name)
+        try:
+            return self.names.index(name)
+        except ValueError:
+            return -1
 
     cdef int _set_layout(self, tuple plan) except -1:
         cdef int j

@@ -200,7 +200,7 @@ cdef class PreparedCall(Recorder):
     cdef int _find(self, str name, object call, bint scalar) except -1:
         """The call index holding argument ``name`` (``call`` narrows it when several do)."""
         cdef Binding b
-        found = [k for k, b in enumerate(self._bindings) if name in b.names
+        found = [k for k, b in enumerate(self._bindings) if b.arg_index(name) >= 0
                  and (call is None or k == call)]
         if not found:
             what = "scalar" if scalar else "tensor"
@@ -220,7 +220,7 @@ cdef class PreparedCall(Recorder):
         for name, value in values.items():
             k = self._find(name, call, True)
             b = self._bindings[k]
-            i = b.names.index(name)
+            i = b.arg_index(name)
             if not (b.per_launch >> i) & 1:
                 raise ValueError(f"{name}: not a per-launch argument of {b.symbol} (those "
                                  f"are: {', '.join(b.launch_scalars) or 'none'}); prepare "
@@ -257,7 +257,7 @@ cdef class PreparedCall(Recorder):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"{name}: expected an integer device address, got {value!r}")
             k = self._find(name, call, False)
-            i = (<Binding>self._bindings[k]).names.index(name)
+            i = (<Binding>self._bindings[k]).arg_index(name)
             if self.calls[k].frame.args[i].type_index != kTVMFFIDLTensorPtr:
                 raise ValueError(f"{name}: not a tensor given to the prepared call")
             old = <uintptr_t>self.calls[k].frame.slots[i].dl.data

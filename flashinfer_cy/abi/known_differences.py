@@ -7,73 +7,15 @@ The Binding tables follow 0.6.3 (the release whose prebuilt modules this package
 Each entry is also an export a Binding refuses to call on a module of that release
 (flashinfer_cy.abi.match.require_match raises KernelVersionError). Where a release only
 added arguments of a value the family can state, the Binding carries that release's list
-as a layout (flashinfer_cy/abi/layouts.py) instead of an entry here.
+as a layout (flashinfer_cy/abi/layouts.py) instead of an entry here; where it changed an
+export beyond that, the family has a second line written for that release
+(``Binding(..., written_for=...)``, e.g. the 0.7.4 samplers in kernels/sampling.pyx).
 """
-
-_SAMPLER = ("0.7.x's samplers write a `TensorView valid` (per-row success flags) after "
-            "`output` and take the philox seed and offset as `Optional<TensorView> "
-            "maybe_seed_arr, uint64_t seed_val, Optional<TensorView> maybe_offset_arr, "
-            "uint64_t offset_val` (device tensors: the CUDA-graph-safe form)")
-_SAMPLER_NO_VALID = ("0.7.x takes the philox seed and offset as `Optional<TensorView> "
-                     "maybe_seed_arr, uint64_t seed_val, Optional<TensorView> "
-                     "maybe_offset_arr, uint64_t offset_val` (device tensors: the "
-                     "CUDA-graph-safe form)")
-_RENORM_P = ("0.7.x adds `bool is_deterministic` and a `TensorView workspace` to "
-             "top_p_renorm_probs")
-_CHAIN = ("0.7.x takes chain_speculative_sampling's philox seed and offset as optional "
-          "device tensors beside the scalars (CUDA-graph-safe), 2 more arguments")
-_TOPK = ("0.7.x's radix top-k makes the values output optional and appends sorting, "
-         "determinism and tie-break options (and, for the transforms, graph-safety and "
-         "row-start arguments)")
 
 KNOWN_DIFFERENCES = {
     ("0.7.4", "gdn_prefill_sm90", "gdn_prefill"): {
         "expect": "module gdn_prefill_sm90 is not built by flashinfer 0.7.4",
         "reason": "0.7.x dropped flashinfer/jit/gdn.py and csrc/gdn_prefill_launcher.cu; GDN "
                   "prefill moved to the cake GDN modules (jit/cake_gdn*.py), another ABI",
-    },
-    ("0.7.4", "sampling", "sampling_from_probs"): {
-        "expect": "arity: flashinfer 0.7.4 declares 9 arguments, the Binding 6",
-        "reason": _SAMPLER,
-    },
-    ("0.7.4", "sampling", "sampling_from_logits"): {
-        "expect": "arity: flashinfer 0.7.4 declares 8 arguments, the Binding 6",
-        "reason": _SAMPLER_NO_VALID,
-    },
-    ("0.7.4", "sampling", "top_p_sampling_from_probs"): {
-        "expect": "arity: flashinfer 0.7.4 declares 11 arguments, the Binding 8",
-        "reason": _SAMPLER,
-    },
-    ("0.7.4", "sampling", "top_k_sampling_from_probs"): {
-        "expect": "arity: flashinfer 0.7.4 declares 11 arguments, the Binding 8",
-        "reason": _SAMPLER,
-    },
-    ("0.7.4", "sampling", "min_p_sampling_from_probs"): {
-        "expect": "arity: flashinfer 0.7.4 declares 11 arguments, the Binding 8",
-        "reason": _SAMPLER,
-    },
-    ("0.7.4", "sampling", "top_k_top_p_sampling_from_probs"): {
-        "expect": "arity: flashinfer 0.7.4 declares 13 arguments, the Binding 10",
-        "reason": _SAMPLER,
-    },
-    ("0.7.4", "sampling", "top_p_renorm_probs"): {
-        "expect": "arity: flashinfer 0.7.4 declares 6 arguments, the Binding 4",
-        "reason": _RENORM_P,
-    },
-    ("0.7.4", "sampling", "chain_speculative_sampling"): {
-        "expect": "arity: flashinfer 0.7.4 declares 11 arguments, the Binding 9",
-        "reason": _CHAIN,
-    },
-    ("0.7.4", "topk", "radix_topk"): {
-        "expect": "arity: flashinfer 0.7.4 declares 9 arguments, the Binding 5",
-        "reason": _TOPK,
-    },
-    ("0.7.4", "topk", "radix_topk_page_table_transform"): {
-        "expect": "arity: flashinfer 0.7.4 declares 14 arguments, the Binding 7",
-        "reason": _TOPK,
-    },
-    ("0.7.4", "topk", "radix_topk_ragged_transform"): {
-        "expect": "arity: flashinfer 0.7.4 declares 10 arguments, the Binding 6",
-        "reason": _TOPK,
     },
 }

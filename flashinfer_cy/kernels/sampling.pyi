@@ -1,6 +1,7 @@
 # Stub for the compiled module flashinfer_cy/kernels/sampling.pyx.
-"""Sampling family from FlashInfer's ``sampling`` module (flashinfer 0.6.3): names and
-argument order of ``flashinfer.sampling``; asynchronous on the call's stream; every argument
+"""Sampling family from FlashInfer's ``sampling`` module (flashinfer 0.6.3, and 0.7.4's
+argument lists where they changed: the ``valid`` flags, device seed/offset tensors): names
+and argument order of ``flashinfer.sampling``; asynchronous on the call's stream; every argument
 checked before the kernel is touched. Each function has two forms: ``out`` omitted returns
 a new DeviceArray (stream-ordered allocation); ``out`` given returns that very object."""
 
@@ -32,6 +33,15 @@ TOP_P_RENORM_PROBS: Final[Binding]
 TOP_K_RENORM_PROBS: Final[Binding]
 TOP_K_MASK_LOGITS: Final[Binding]
 CHAIN_SPECULATIVE_SAMPLING: Final[Binding]
+# flashinfer 0.7.4's lines of the exports it changed (written_for="0.7.4")
+SAMPLING_FROM_PROBS_074: Final[Binding]
+SAMPLING_FROM_LOGITS_074: Final[Binding]
+TOP_P_SAMPLING_FROM_PROBS_074: Final[Binding]
+TOP_K_SAMPLING_FROM_PROBS_074: Final[Binding]
+MIN_P_SAMPLING_FROM_PROBS_074: Final[Binding]
+TOP_K_TOP_P_SAMPLING_FROM_PROBS_074: Final[Binding]
+TOP_P_RENORM_PROBS_074: Final[Binding]
+CHAIN_SPECULATIVE_SAMPLING_074: Final[Binding]
 SOFTMAX_WORKSPACE_BYTES: Final[int]
 ROW_STATES_BYTES: Final[int]
 
@@ -62,10 +72,12 @@ def sampling_from_probs(
     deterministic: bool = True,
     generator: _Generator | None = None,
     check_nan: bool = False,
-    seed: int | None = None,
-    offset: int | None = None,
+    seed: int | TensorLike | None = None,
+    offset: int | TensorLike | None = None,
+    return_valid: Literal[False] = False,
     *,
     out: None = None,
+    valid: TensorLike | None = None,
     stream: StreamLike | None = None,
 ) -> DeviceArray: ...
 @overload
@@ -75,12 +87,29 @@ def sampling_from_probs(
     deterministic: bool = True,
     generator: _Generator | None = None,
     check_nan: bool = False,
-    seed: int | None = None,
-    offset: int | None = None,
+    seed: int | TensorLike | None = None,
+    offset: int | TensorLike | None = None,
+    return_valid: Literal[False] = False,
     *,
     out: _Out,
+    valid: TensorLike | None = None,
     stream: StreamLike | None = None,
 ) -> _Out: ...
+@overload
+def sampling_from_probs(
+    probs: TensorLike,
+    indices: TensorLike | None = None,
+    deterministic: bool = True,
+    generator: _Generator | None = None,
+    check_nan: bool = False,
+    seed: int | TensorLike | None = None,
+    offset: int | TensorLike | None = None,
+    return_valid: Literal[True] = ...,
+    *,
+    out: TensorLike | None = None,
+    valid: TensorLike | None = None,
+    stream: StreamLike | None = None,
+) -> tuple[Any, Any]: ...
 @overload
 def sampling_from_logits(
     logits: TensorLike,
@@ -88,8 +117,8 @@ def sampling_from_logits(
     deterministic: bool = True,
     generator: _Generator | None = None,
     check_nan: bool = False,
-    seed: int | None = None,
-    offset: int | None = None,
+    seed: int | TensorLike | None = None,
+    offset: int | TensorLike | None = None,
     *,
     out: None = None,
     stream: StreamLike | None = None,
@@ -101,8 +130,8 @@ def sampling_from_logits(
     deterministic: bool = True,
     generator: _Generator | None = None,
     check_nan: bool = False,
-    seed: int | None = None,
-    offset: int | None = None,
+    seed: int | TensorLike | None = None,
+    offset: int | TensorLike | None = None,
     *,
     out: _Out,
     stream: StreamLike | None = None,
@@ -115,10 +144,12 @@ def top_p_sampling_from_probs(
     deterministic: bool = True,
     generator: _Generator | None = None,
     check_nan: bool = False,
-    seed: int | None = None,
-    offset: int | None = None,
+    seed: int | TensorLike | None = None,
+    offset: int | TensorLike | None = None,
+    return_valid: Literal[False] = False,
     *,
     out: None = None,
+    valid: TensorLike | None = None,
     stream: StreamLike | None = None,
 ) -> DeviceArray: ...
 @overload
@@ -129,12 +160,30 @@ def top_p_sampling_from_probs(
     deterministic: bool = True,
     generator: _Generator | None = None,
     check_nan: bool = False,
-    seed: int | None = None,
-    offset: int | None = None,
+    seed: int | TensorLike | None = None,
+    offset: int | TensorLike | None = None,
+    return_valid: Literal[False] = False,
     *,
     out: _Out,
+    valid: TensorLike | None = None,
     stream: StreamLike | None = None,
 ) -> _Out: ...
+@overload
+def top_p_sampling_from_probs(
+    probs: TensorLike,
+    top_p: float | TensorLike,
+    indices: TensorLike | None = None,
+    deterministic: bool = True,
+    generator: _Generator | None = None,
+    check_nan: bool = False,
+    seed: int | TensorLike | None = None,
+    offset: int | TensorLike | None = None,
+    return_valid: Literal[True] = ...,
+    *,
+    out: TensorLike | None = None,
+    valid: TensorLike | None = None,
+    stream: StreamLike | None = None,
+) -> tuple[Any, Any]: ...
 @overload
 def top_k_sampling_from_probs(
     probs: TensorLike,
@@ -143,10 +192,12 @@ def top_k_sampling_from_probs(
     deterministic: bool = True,
     generator: _Generator | None = None,
     check_nan: bool = False,
-    seed: int | None = None,
-    offset: int | None = None,
+    seed: int | TensorLike | None = None,
+    offset: int | TensorLike | None = None,
+    return_valid: Literal[False] = False,
     *,
     out: None = None,
+    valid: TensorLike | None = None,
     stream: StreamLike | None = None,
 ) -> DeviceArray: ...
 @overload
@@ -157,12 +208,30 @@ def top_k_sampling_from_probs(
     deterministic: bool = True,
     generator: _Generator | None = None,
     check_nan: bool = False,
-    seed: int | None = None,
-    offset: int | None = None,
+    seed: int | TensorLike | None = None,
+    offset: int | TensorLike | None = None,
+    return_valid: Literal[False] = False,
     *,
     out: _Out,
+    valid: TensorLike | None = None,
     stream: StreamLike | None = None,
 ) -> _Out: ...
+@overload
+def top_k_sampling_from_probs(
+    probs: TensorLike,
+    top_k: int | TensorLike,
+    indices: TensorLike | None = None,
+    deterministic: bool = True,
+    generator: _Generator | None = None,
+    check_nan: bool = False,
+    seed: int | TensorLike | None = None,
+    offset: int | TensorLike | None = None,
+    return_valid: Literal[True] = ...,
+    *,
+    out: TensorLike | None = None,
+    valid: TensorLike | None = None,
+    stream: StreamLike | None = None,
+) -> tuple[Any, Any]: ...
 @overload
 def min_p_sampling_from_probs(
     probs: TensorLike,
@@ -171,10 +240,12 @@ def min_p_sampling_from_probs(
     deterministic: bool = True,
     generator: _Generator | None = None,
     check_nan: bool = False,
-    seed: int | None = None,
-    offset: int | None = None,
+    seed: int | TensorLike | None = None,
+    offset: int | TensorLike | None = None,
+    return_valid: Literal[False] = False,
     *,
     out: None = None,
+    valid: TensorLike | None = None,
     stream: StreamLike | None = None,
 ) -> DeviceArray: ...
 @overload
@@ -185,10 +256,64 @@ def min_p_sampling_from_probs(
     deterministic: bool = True,
     generator: _Generator | None = None,
     check_nan: bool = False,
-    seed: int | None = None,
-    offset: int | None = None,
+    seed: int | TensorLike | None = None,
+    offset: int | TensorLike | None = None,
+    return_valid: Literal[False] = False,
     *,
     out: _Out,
+    valid: TensorLike | None = None,
+    stream: StreamLike | None = None,
+) -> _Out: ...
+@overload
+def min_p_sampling_from_probs(
+    probs: TensorLike,
+    min_p: float | TensorLike,
+    indices: TensorLike | None = None,
+    deterministic: bool = True,
+    generator: _Generator | None = None,
+    check_nan: bool = False,
+    seed: int | TensorLike | None = None,
+    offset: int | TensorLike | None = None,
+    return_valid: Literal[True] = ...,
+    *,
+    out: TensorLike | None = None,
+    valid: TensorLike | None = None,
+    stream: StreamLike | None = None,
+) -> tuple[Any, Any]: ...
+@overload
+def top_k_top_p_sampling_from_probs(
+    probs: TensorLike,
+    top_k: int | TensorLike,
+    top_p: float | TensorLike,
+    indices: TensorLike | None = None,
+    filter_apply_order: _Order = "top_k_first",
+    deterministic: bool = True,
+    generator: _Generator | None = None,
+    check_nan: bool = False,
+    seed: int | TensorLike | None = None,
+    offset: int | TensorLike | None = None,
+    return_valid: Literal[False] = False,
+    *,
+    out: None = None,
+    valid: TensorLike | None = None,
+    stream: StreamLike | None = None,
+) -> DeviceArray: ...
+@overload
+def top_k_top_p_sampling_from_probs(
+    probs: TensorLike,
+    top_k: int | TensorLike,
+    top_p: float | TensorLike,
+    indices: TensorLike | None = None,
+    filter_apply_order: _Order = "top_k_first",
+    deterministic: bool = True,
+    generator: _Generator | None = None,
+    check_nan: bool = False,
+    seed: int | TensorLike | None = None,
+    offset: int | TensorLike | None = None,
+    return_valid: Literal[False] = False,
+    *,
+    out: _Out,
+    valid: TensorLike | None = None,
     stream: StreamLike | None = None,
 ) -> _Out: ...
 @overload
@@ -201,28 +326,14 @@ def top_k_top_p_sampling_from_probs(
     deterministic: bool = True,
     generator: _Generator | None = None,
     check_nan: bool = False,
-    seed: int | None = None,
-    offset: int | None = None,
+    seed: int | TensorLike | None = None,
+    offset: int | TensorLike | None = None,
+    return_valid: Literal[True] = ...,
     *,
-    out: None = None,
+    out: TensorLike | None = None,
+    valid: TensorLike | None = None,
     stream: StreamLike | None = None,
-) -> DeviceArray: ...
-@overload
-def top_k_top_p_sampling_from_probs(
-    probs: TensorLike,
-    top_k: int | TensorLike,
-    top_p: float | TensorLike,
-    indices: TensorLike | None = None,
-    filter_apply_order: _Order = "top_k_first",
-    deterministic: bool = True,
-    generator: _Generator | None = None,
-    check_nan: bool = False,
-    seed: int | None = None,
-    offset: int | None = None,
-    *,
-    out: _Out,
-    stream: StreamLike | None = None,
-) -> _Out: ...
+) -> tuple[Any, Any]: ...
 @overload
 def top_k_top_p_sampling_from_logits(
     logits: TensorLike,
@@ -233,8 +344,8 @@ def top_k_top_p_sampling_from_logits(
     deterministic: bool = True,
     generator: _Generator | None = None,
     check_nan: bool = False,
-    seed: int | None = None,
-    offset: int | None = None,
+    seed: int | TensorLike | None = None,
+    offset: int | TensorLike | None = None,
     *,
     out: None = None,
     stream: StreamLike | None = None,
@@ -249,8 +360,8 @@ def top_k_top_p_sampling_from_logits(
     deterministic: bool = True,
     generator: _Generator | None = None,
     check_nan: bool = False,
-    seed: int | None = None,
-    offset: int | None = None,
+    seed: int | TensorLike | None = None,
+    offset: int | TensorLike | None = None,
     *,
     out: _Out,
     stream: StreamLike | None = None,
@@ -259,6 +370,7 @@ def top_k_top_p_sampling_from_logits(
 def top_p_renorm_probs(
     probs: TensorLike,
     top_p: float | TensorLike,
+    is_deterministic: bool = False,
     *,
     out: None = None,
     stream: StreamLike | None = None,
@@ -267,6 +379,7 @@ def top_p_renorm_probs(
 def top_p_renorm_probs(
     probs: TensorLike,
     top_p: float | TensorLike,
+    is_deterministic: bool = False,
     *,
     out: _Out,
     stream: StreamLike | None = None,
@@ -316,8 +429,8 @@ def chain_speculative_sampling(
     maybe_output_emitted_draft_token_num: TensorLike | None = None,
     deterministic: bool = True,
     generator: _Generator | None = None,
-    seed: int | None = None,
-    offset: int | None = None,
+    seed: int | TensorLike | None = None,
+    offset: int | TensorLike | None = None,
     *,
     out: TensorLike | None = None,
     stream: StreamLike | None = None,

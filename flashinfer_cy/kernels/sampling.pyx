@@ -24,7 +24,16 @@ out-of-bounds read on the device or a meaningless sample.
 Randomness: each kernel takes ``philox_seed`` and ``philox_offset`` as host scalars (see
 :mod:`flashinfer_cy.kernels.sampling_rng` for how they are drawn from a generator). A CUDA
 graph, or a prepared launch, therefore replays the *same* draws on every replay unless the
-scalars are updated per launch.
+scalars are updated per launch. FlashInfer 0.7.x's kernels also take them as int64/uint64
+device tensors (``[1]`` or ``[batch]``), read when the kernel runs: a captured graph draws
+anew on each replay when the tensors are advanced on the device between replays.
+
+Releases: where 0.7.x changed an export beyond a layout (the samplers' ``valid`` output,
+the seed/offset tensors, top_p_renorm_probs' workspace), the export has two table lines,
+the tables' (0.6.3) and 0.7.4's; an :class:`_Export` picks the one of the loaded module's
+release once, on the first call, after the arguments are checked (a call packs the
+resolved line's list, and before the first call the tables' one, packing again once if the
+module turns out to be of the other release).
 """
 
 import numbers
@@ -36,15 +45,19 @@ from flashinfer_cy._abi.tvm_ffi cimport TVMFFIAny, kTVMFFIDLTensorPtr
 from flashinfer_cy._core.binding cimport (Binding, CallFrame, frame_init, frame_release,
                                           set_bool, set_float, set_int)
 from flashinfer_cy._core.tensor cimport (
-    TensorSlot, DT_F32, DT_F16, DT_BF16, DT_I32, DT_I64, DT_U8, dtype_key, dtype_name,
-    check_cuda, check_dtype, check_ndim, check_dim, check_contiguous, check_same_device,
-    check_same_dtype, check_same_shape, describe, finite_float, as_bool)
+    TensorSlot, DT_F32, DT_F16, DT_BF16, DT_I32, DT_I64, DT_U8, DT_BOOL, dtype_key,
+    dtype_name, check_cuda, check_dtype, check_ndim, check_dim, check_contiguous,
+    check_same_device, check_same_dtype, check_same_shape, check_aligned, check_writable,
+    describe, finite_float, as_bool, to_dltensor, release_slot)
 from flashinfer_cy.kernels.attention cimport pdl_default, pdl_flag, run_stream
 
 from flashinfer_cy import errors as _errors
+from flashinfer_cy._core import runtime as _runtime
 from flashinfer_cy._core.array import DeviceArray, stream_scratch
-from flashinfer_cy.kernels.sampling_rng import (SamplingGenerator, as_int64_slot,
-                                                default_generator, seed_and_offset)
+from flashinfer_cy.abi.match import abi_version as _abi_version
+from flashinfer_cy.kernels.sampling_rng import (SamplingGenerator, as_int64_slot, as_u64,
+                                                check_generator, default_generator,
+                                                seed_and_offset)
 
 # ABI table: (module, symbol, arguments in order) -- csrc/flashinfer_sampling_binding.cu
 # ("!": written). philox_seed / philox_offset are uint64_t in C++: the int64 slot carries
@@ -52,6 +65,13 @@ from flashinfer_cy.kernels.sampling_rng import (SamplingGenerator, as_int64_slot
 # A prepared launch (flashinfer_cy.prepare) may move the generator on between launches:
 # every 64-bit value is a valid seed or offset.
 _PHILOX = ("philox_seed", "philox_offset")
+# flashinfer 0.7.4's lines (written_for="0.7.4"): the samplers write `valid` after `output`,
+# and take the seed and offset as an optional device tensor beside each scalar. A prepared
+# launch's set(philox_seed=, philox_offset=) reaches seed_val / offset_val (aliases).
+_074 = "0.7.4"
+_SEEDS_074 = "maybe_seed_arr:T? seed_val:I maybe_offset_arr:T? offset_val:I"
+_PHILOX_074 = ("seed_val", "offset_val")
+_ALIASES_074 = {"philox_seed": "seed_val", "philox_offset": "offset_val"}
 
 SOFTMAX = Binding(
     "sampling", "softmax",
@@ -60,28 +80,61 @@ SOFTMAX = Binding(
 SAMPLING_FROM_PROBS = Binding(
     "sampling", "sampling_from_probs",
     "probs:T output:T! maybe_indices:T? deterministic:B philox_seed:I philox_offset:I", per_launch=_PHILOX)
+SAMPLING_FROM_PROBS_074 = Binding(
+    "sampling", "sampling_from_probs",
+    "probs:T output:T! valid:T! maybe_indices:T? deterministic:B " + _SEEDS_074,
+    per_launch=_PHILOX_074, aliases=_ALIASES_074, written_for=_074)
 SAMPLING_FROM_LOGITS = Binding(
     "sampling", "sampling_from_logits",
     "logits:T output:T! maybe_indices:T? deterministic:B philox_seed:I philox_offset:I", per_launch=_PHILOX)
+SAMPLING_FROM_LOGITS_074 = Binding(
+    "sampling", "sampling_from_logits",
+    "logits:T output:T! maybe_indices:T? deterministic:B " + _SEEDS_074,
+    per_launch=_PHILOX_074, aliases=_ALIASES_074, written_for=_074)
 TOP_P_SAMPLING_FROM_PROBS = Binding(
     "sampling", "top_p_sampling_from_probs",
     "probs:T output:T! maybe_indices:T? maybe_top_p_arr:T? top_p_val:F deterministic:B "
     "philox_seed:I philox_offset:I", per_launch=_PHILOX)
+TOP_P_SAMPLING_FROM_PROBS_074 = Binding(
+    "sampling", "top_p_sampling_from_probs",
+    "probs:T output:T! valid:T! maybe_indices:T? maybe_top_p_arr:T? top_p_val:F "
+    "deterministic:B " + _SEEDS_074,
+    per_launch=_PHILOX_074, aliases=_ALIASES_074, written_for=_074)
 TOP_K_SAMPLING_FROM_PROBS = Binding(
     "sampling", "top_k_sampling_from_probs",
     "probs:T output:T! maybe_indices:T? maybe_top_k_arr:T? top_k_val:I deterministic:B "
     "philox_seed:I philox_offset:I", per_launch=_PHILOX)
+TOP_K_SAMPLING_FROM_PROBS_074 = Binding(
+    "sampling", "top_k_sampling_from_probs",
+    "probs:T output:T! valid:T! maybe_indices:T? maybe_top_k_arr:T? top_k_val:I "
+    "deterministic:B " + _SEEDS_074,
+    per_launch=_PHILOX_074, aliases=_ALIASES_074, written_for=_074)
 MIN_P_SAMPLING_FROM_PROBS = Binding(
     "sampling", "min_p_sampling_from_probs",
     "probs:T output:T! maybe_indices:T? maybe_min_p_arr:T? min_p_val:F deterministic:B "
     "philox_seed:I philox_offset:I", per_launch=_PHILOX)
+MIN_P_SAMPLING_FROM_PROBS_074 = Binding(
+    "sampling", "min_p_sampling_from_probs",
+    "probs:T output:T! valid:T! maybe_indices:T? maybe_min_p_arr:T? min_p_val:F "
+    "deterministic:B " + _SEEDS_074,
+    per_launch=_PHILOX_074, aliases=_ALIASES_074, written_for=_074)
 TOP_K_TOP_P_SAMPLING_FROM_PROBS = Binding(
     "sampling", "top_k_top_p_sampling_from_probs",
     "probs:T output:T! maybe_indices:T? maybe_top_k_arr:T? top_k_val:F maybe_top_p_arr:T? "
     "top_p_val:F deterministic:B philox_seed:I philox_offset:I", per_launch=_PHILOX)
+TOP_K_TOP_P_SAMPLING_FROM_PROBS_074 = Binding(
+    "sampling", "top_k_top_p_sampling_from_probs",
+    "probs:T output:T! valid:T! maybe_indices:T? maybe_top_k_arr:T? top_k_val:F "
+    "maybe_top_p_arr:T? top_p_val:F deterministic:B " + _SEEDS_074,
+    per_launch=_PHILOX_074, aliases=_ALIASES_074, written_for=_074)
 TOP_P_RENORM_PROBS = Binding(
     "sampling", "top_p_renorm_probs",
     "probs:T renorm_probs:T! maybe_top_p_arr:T? top_p_val:F")
+# 0.7.x: AIR top-p (radix) with its scratch, for vocab >= 2048 (renorm.cu)
+TOP_P_RENORM_PROBS_074 = Binding(
+    "sampling", "top_p_renorm_probs",
+    "probs:T renorm_probs:T! maybe_top_p_arr:T? top_p_val:F is_deterministic:B workspace:T!",
+    written_for=_074)
 _TOP_K_FILTER = "maybe_top_k_arr:T? top_k_val:I row_states_buffer:T!"
 # 0.7.x adds is_deterministic before the row states; its Python API defaults it to False,
 # the 0.6.3 kernel's behaviour (flashinfer/sampling.py top_k_renorm_probs).
@@ -92,11 +145,68 @@ TOP_K_RENORM_PROBS = Binding(
 TOP_K_MASK_LOGITS = Binding(
     "sampling", "top_k_mask_logits",
     "logits:T mask_logits:T! maybe_top_k_arr:T? top_k_val:I row_states_buffer:T!")
+_CHAIN_ARGS = ("draft_probs:T draft_token_ids:T target_probs:T output_token_ids:T! "
+               "output_accepted_token_num:T! output_emitted_draft_token_num:T! deterministic:B ")
 CHAIN_SPECULATIVE_SAMPLING = Binding(
     "sampling", "chain_speculative_sampling",
-    "draft_probs:T draft_token_ids:T target_probs:T output_token_ids:T! "
-    "output_accepted_token_num:T! output_emitted_draft_token_num:T! deterministic:B "
-    "philox_seed:I philox_offset:I", per_launch=_PHILOX)
+    _CHAIN_ARGS + "philox_seed:I philox_offset:I", per_launch=_PHILOX)
+CHAIN_SPECULATIVE_SAMPLING_074 = Binding(
+    "sampling", "chain_speculative_sampling", _CHAIN_ARGS + _SEEDS_074,
+    per_launch=_PHILOX_074, aliases=_ALIASES_074, written_for=_074)
+
+
+cdef class _Export:
+    """An export a later release changed beyond a layout: the tables' line and that
+    release's line. ``resolve()`` picks the loaded module's once (it loads the module);
+    ``guess()`` is the resolved line, or the tables' before the first call."""
+    cdef readonly Binding base, later
+    cdef readonly str release   # the module's release, once resolved
+    cdef Binding current
+    cdef int valid_shift        # 1 where the later line has `valid` after `output`
+
+    def __init__(self, Binding base, Binding later):
+        self.base, self.later = base, later
+        self.valid_shift = 1 if "valid" in later.names else 0
+
+    cdef inline Binding guess(self):
+        return self.current if self.current is not None else self.base
+
+    cdef Binding resolve(self):
+        if self.current is None:
+            version = _runtime.load_module(self.base.uri).flashinfer_version
+            self.release = _abi_version(version) if version is not None else None
+            # any other release takes the tables' line, whose first call refuses it
+            self.current = self.later if self.release == self.later.written_for else self.base
+        return self.current
+
+    cdef inline int shift(self, Binding b) noexcept:
+        """How far the arguments after ``output`` moved in line ``b`` (``valid``)."""
+        return self.valid_shift if b is self.later else 0
+
+    cdef inline bint seed_tensors(self, Binding b) noexcept:
+        """Line ``b`` takes maybe_seed_arr/seed_val/maybe_offset_arr/offset_val last."""
+        return b is self.later
+
+
+cdef _Export _SAMPLE_PROBS = _Export(SAMPLING_FROM_PROBS, SAMPLING_FROM_PROBS_074)
+cdef _Export _SAMPLE_LOGITS = _Export(SAMPLING_FROM_LOGITS, SAMPLING_FROM_LOGITS_074)
+cdef _Export _TOP_P = _Export(TOP_P_SAMPLING_FROM_PROBS, TOP_P_SAMPLING_FROM_PROBS_074)
+cdef _Export _TOP_K = _Export(TOP_K_SAMPLING_FROM_PROBS, TOP_K_SAMPLING_FROM_PROBS_074)
+cdef _Export _MIN_P = _Export(MIN_P_SAMPLING_FROM_PROBS, MIN_P_SAMPLING_FROM_PROBS_074)
+cdef _Export _TOP_K_TOP_P = _Export(TOP_K_TOP_P_SAMPLING_FROM_PROBS, TOP_K_TOP_P_SAMPLING_FROM_PROBS_074)
+cdef _Export _TOP_P_RENORM = _Export(TOP_P_RENORM_PROBS, TOP_P_RENORM_PROBS_074)
+cdef _Export _CHAIN = _Export(CHAIN_SPECULATIVE_SAMPLING, CHAIN_SPECULATIVE_SAMPLING_074)
+_EXPORTS = (_SAMPLE_PROBS, _SAMPLE_LOGITS, _TOP_P, _TOP_K, _MIN_P, _TOP_K_TOP_P, _TOP_P_RENORM,
+            _CHAIN)
+
+
+def _forget_releases():
+    """Tests: resolve every export's line again on its next call (a table Binding keeps
+    its loaded Function for the process; this only clears the line choice)."""
+    for e in _EXPORTS:
+        (<_Export>e).current = None
+        (<_Export>e).release = None
+
 
 cdef int64_t UINT32_LIMIT = 1 << 32   # the kernels form row * vocab + column in uint32
 cdef int64_t GRID_LIMIT = (1 << 31) - 1  # one thread block per output row (gridDim.x)
@@ -115,6 +225,19 @@ cdef enum ParamKind:
     P_MIN_P = 1        # 0 <= p <= 1
     P_TOP_K = 2        # an int, 1 <= k < 2**31 (k >= vocab: no top-k filtering)
     P_TEMPERATURE = 3  # finite, > 0
+
+cdef uint32_t DT_U64 = (1 << 16) | (64 << 8) | 1  # kDLUInt, 64 bits
+
+# How a call's seed and offset come (_seed_kind)
+cdef enum SeedKind:
+    SEED_DRAWN = 0     # neither given: drawn from the generator
+    SEED_INTS = 1      # both Python ints
+    SEED_TENSORS = 2   # both device tensors (flashinfer 0.7.x)
+
+# What _pack_later checks
+cdef enum LaterKind:
+    L_VALID = 0        # bool [batch] output
+    L_SEED = 1         # int64/uint64 [1] or [batch]
 
 
 
@@ -190,17 +313,17 @@ cdef int _pack_ids(Binding b, CallFrame* f, int i, object obj, str name, TensorS
     return 0
 
 
-cdef int64_t _pack_indices(Binding b, CallFrame* f, object indices, TensorSlot* probs,
+cdef int64_t _pack_indices(Binding b, CallFrame* f, int at, object indices, TensorSlot* probs,
                            str probs_name) except -1:
-    """Slot 2 (maybe_indices) of the sampling exports; returns the batch (outputs)."""
+    """Slot ``at`` (maybe_indices) of the sampling exports; returns the batch (outputs)."""
     cdef TensorSlot* s
     cdef int64_t batch
     if indices is None:
-        b.opt_tensor(f, 2, None)
+        b.opt_tensor(f, at, None)
         batch = probs.dl.shape[0]
     else:
-        b.tensor_as(f, 2, indices, "indices")
-        s = &f.slots[2]
+        b.tensor_as(f, at, indices, "indices")
+        s = &f.slots[at]
         check_same_device(s, "indices", probs, probs_name)
         check_dtype(s, "indices", DT_I32, DT_I64)
         check_ndim(s, "indices", 1)
@@ -215,15 +338,16 @@ cdef int64_t _pack_indices(Binding b, CallFrame* f, object indices, TensorSlot* 
     return batch
 
 
-cdef uint32_t _id_dtype(CallFrame* f) noexcept:
-    """The sampled ids' dtype: that of indices (the kernel requires them equal), else int32."""
-    if f.args[2].type_index == kTVMFFIDLTensorPtr:
-        return dtype_key(f.slots[2].dl.dtype)
+cdef uint32_t _id_dtype(CallFrame* f, int at) noexcept:
+    """The sampled ids' dtype: that of indices (slot ``at``; the kernel requires them
+    equal), else int32."""
+    if f.args[at].type_index == kTVMFFIDLTensorPtr:
+        return dtype_key(f.slots[at].dl.dtype)
     return DT_I32
 
 
-cdef str _id_dtype_rule(CallFrame* f):
-    if f.args[2].type_index == kTVMFFIDLTensorPtr:
+cdef str _id_dtype_rule(CallFrame* f, int at):
+    if f.args[at].type_index == kTVMFFIDLTensorPtr:
         return " (the dtype of indices: the kernel writes ids of that type)"
     return ""
 
@@ -342,71 +466,207 @@ cdef int _invoke(Binding b, CallFrame* f, object stream) except -1:
     return b.invoke(f, stream, &result)
 
 
-cdef int _set_seed(CallFrame* f, int i, int64_t increment, object generator, object seed,
-                   object offset) except -1:
-    """Slots ``i`` (philox_seed) and ``i + 1`` (philox_offset), drawn as upstream does."""
-    s, o = seed_and_offset(increment, generator, seed, offset)
-    set_int(f, i, as_int64_slot(s))
-    set_int(f, i + 1, as_int64_slot(o))
+cdef int _seed_kind(object seed, object offset) except -1:
+    """How seed/offset come: both None (drawn), both ints (checked here), or both device
+    tensors (checked by _pack_later). Upstream refuses a mix; one without the other is
+    refused here (upstream would ignore it silently)."""
+    if seed is None and offset is None:
+        return SEED_DRAWN
+    if seed is None or offset is None:
+        missing = "offset" if offset is None else "seed"
+        raise ValueError(f"{missing}: seed and offset go together; pass both, or neither to "
+                         f"draw them from the generator")
+    cdef bint s_num = isinstance(seed, numbers.Number)
+    if s_num != isinstance(offset, numbers.Number):
+        raise TypeError(f"seed, offset: both ints or both device tensors (flashinfer 0.7.x's "
+                        f"form), got {type(seed).__name__} and {type(offset).__name__}")
+    if s_num:
+        as_u64(seed, "seed")
+        as_u64(offset, "offset")
+        return SEED_INTS
+    return SEED_TENSORS
+
+
+cdef int _check_generator(object generator, int seeds) except -1:
+    """The generator's kind, before the module is loaded (it is drawn from once the line is
+    known, after the checks)."""
+    if seeds == SEED_DRAWN:
+        check_generator(generator)
     return 0
 
 
-cdef int _sampled_ids(Binding b, CallFrame* f, object out, int64_t batch,
+cdef int _check_later(TensorSlot* s, str name, int what, TensorSlot* ref, str ref_name,
+                      int64_t batch) except -1:
+    check_cuda(s, name)
+    check_same_device(s, name, ref, ref_name)
+    if what == L_VALID:
+        if dtype_key(s.dl.dtype) != DT_BOOL:
+            raise TypeError(f"{name}: expected dtype bool (one flag per output), got "
+                            f"{dtype_name(dtype_key(s.dl.dtype))}")
+        check_ndim(s, name, 1)
+        check_dim(s, name, 0, batch, "one per output")
+        check_contiguous(s, name)
+        return 0
+    if dtype_key(s.dl.dtype) != DT_I64 and dtype_key(s.dl.dtype) != DT_U64:
+        raise TypeError(f"{name}: expected a device tensor of dtype int64 or uint64, got "
+                        f"{dtype_name(dtype_key(s.dl.dtype))}")
+    check_ndim(s, name, 1)
+    if s.dl.shape[0] != 1 and s.dl.shape[0] != batch:
+        raise ValueError(f"{name}: expected length 1 (all outputs) or {batch} (one per "
+                         f"output), got {describe(s)}")
+    check_contiguous(s, name)
+    check_aligned(s, name, 8)
+    return 0
+
+
+cdef int _pack_later(Binding b, CallFrame* f, int i, object obj, str name, int what,
+                     TensorSlot* ref, str ref_name, int64_t batch) except -1:
+    """A tensor only flashinfer 0.7.x's line takes (``valid``, a seed/offset tensor),
+    checked: packed into slot ``i`` of that line, or (``i < 0``, the tables' line before
+    the module is known) checked aside; _refuse_later then refuses it on a 0.6.3 module."""
+    cdef TensorSlot aside
+    cdef TensorSlot* s = &aside
+    aside.keep = NULL
+    try:
+        if i >= 0:
+            b.tensor_as(f, i, obj, name)
+            s = &f.slots[i]
+        else:
+            to_dltensor(obj, &aside, name)
+            if what == L_VALID and aside.read_only:
+                check_writable(&aside, name)
+        return _check_later(s, name, what, ref, ref_name, batch)
+    finally:
+        release_slot(&aside)
+
+
+cdef int _refuse_later(_Export e, Binding r, object valid, bint want_valid,
+                       int seeds) except -1:
+    """On a module whose line lacks them: what only flashinfer 0.7.x takes."""
+    if r is e.later:
+        return 0
+    where = (f"this {r.symbol} module is flashinfer {e.release}" if e.release
+             else f"the {r.symbol} module's release is unknown")
+    if seeds == SEED_TENSORS:
+        raise ValueError(f"seed, offset: device tensors need flashinfer 0.7.x's sampling "
+                         f"module ({where}); pass ints")
+    if valid is not None or want_valid:
+        what = "valid" if valid is not None else "return_valid"
+        raise ValueError(f"{what}: the per-output success flags are written by flashinfer "
+                         f"0.7.x's sampling kernels ({where})")
+    return 0
+
+
+cdef int _set_seeds(_Export e, Binding b, CallFrame* f, int64_t increment,
+                    object generator, int seeds, object seed, object offset) except -1:
+    """The last arguments: philox_seed, philox_offset (0.6.3), or maybe_seed_arr,
+    seed_val, maybe_offset_arr, offset_val (0.7.x: tensors already packed, or None and the
+    scalars). A drawn offset follows the module's release (sampling_rng docstring)."""
+    cdef int n = b.n
+    cdef bint quad = e.seed_tensors(b)
+    if quad and seeds == SEED_TENSORS:
+        set_int(f, n - 3, 0)  # the kernel reads the tensors; upstream passes 0
+        set_int(f, n - 1, 0)
+        return 0
+    s, o = seed_and_offset(increment, generator, seed, offset, quad)
+    if quad:
+        b.opt_tensor(f, n - 4, None)
+        b.opt_tensor(f, n - 2, None)
+    set_int(f, n - 3 if quad else n - 2, as_int64_slot(s))
+    set_int(f, n - 1, as_int64_slot(o))
+    return 0
+
+
+cdef int _pack_seed_tensors(_Export e, Binding b, CallFrame* f, int seeds, object seed,
+                            object offset, TensorSlot* ref, str ref_name,
+                            int64_t batch) except -1:
+    if seeds == SEED_TENSORS:
+        quad = e.seed_tensors(b)
+        _pack_later(b, f, b.n - 4 if quad else -1, seed, "seed", L_SEED, ref, ref_name,
+                    batch)
+        _pack_later(b, f, b.n - 2 if quad else -1, offset, "offset", L_SEED, ref, ref_name,
+                    batch)
+    return 0
+
+
+cdef int _sampled_ids(Binding b, CallFrame* f, int at, object out, int64_t batch,
                       TensorSlot* probs, str probs_name) except -1:
-    """Check ``out`` (slot 1) when given; the caller allocates it after the checks."""
+    """Check ``out`` (slot 1) when given (``at``: the indices slot, which sets the dtype);
+    the caller allocates it after the checks."""
     cdef int64_t shape[1]
     shape[0] = batch
     if out is not None:
-        _pack_ids(b, f, 1, out, "out", probs, probs_name, 1, shape, _id_dtype(f),
-                  _id_dtype_rule(f))
+        _pack_ids(b, f, 1, out, "out", probs, probs_name, 1, shape, _id_dtype(f, at),
+                  _id_dtype_rule(f, at))
     return 0
 
 
-cdef object _finish_sampling(Binding b, CallFrame* f, object out, int64_t batch, int seed_at,
-                             int64_t increment, object deterministic, object generator,
-                             object seed, object offset, object stream):
-    """The common tail of every single-kernel sampling call: deterministic, seeds, the
-    output (allocated when omitted), the launch. Everything else is packed and checked."""
-    cdef bint det = _flag(deterministic, "deterministic")
-    set_bool(f, seed_at - 1, det)
-    handle = _stream_of(b, f, stream)
-    _set_seed(f, seed_at, increment, generator, seed, offset)
+cdef object _finish_sampling(_Export e, Binding b, CallFrame* f, object out, object valid,
+                             bint want_valid, int64_t batch, int64_t increment, bint det,
+                             object generator, int seeds, object seed, object offset,
+                             object handle, object stream):
+    """The common tail of every single-kernel sampling call, on the resolved line ``b``:
+    deterministic, seeds, the outputs (allocated when omitted), the launch."""
+    cdef int v = e.shift(b)
+    cdef int dev = f.slots[0].dl.device.device_id
+    set_bool(f, b.n - (5 if e.seed_tensors(b) else 3), det)
+    _set_seeds(e, b, f, increment, generator, seeds, seed, offset)
     if out is None:
-        out = DeviceArray.empty((batch,), dtype_name(_id_dtype(f)),
-                                f.slots[0].dl.device.device_id, handle)
+        out = DeviceArray.empty((batch,), dtype_name(_id_dtype(f, 2 + v)), dev, handle)
         b.tensor_as(f, 1, out, "out")
+    if v and valid is None:  # the kernel writes it either way (upstream allocates it too)
+        valid = DeviceArray.empty((batch,), "bool", dev, handle)
+        b.tensor_as(f, 2, valid, "valid")
     if batch > 0:
         _invoke(b, f, stream)
-    return out
+    return (out, valid) if want_valid else out
 
 
-cdef object _sample_probs(Binding b, object probs, object param, str param_name, int kind,
+cdef object _sample_probs(_Export e, object probs, object param, str param_name, int kind,
                           object indices, object deterministic, object generator,
-                          object check_nan, object seed, object offset, object out,
-                          object stream, int64_t per_row_draws, bint from_logits):
+                          object check_nan, object seed, object offset, object return_valid,
+                          object out, object valid, object stream, int64_t per_row_draws,
+                          bint from_logits):
     """sampling_from_probs/_logits, top_p / top_k / min_p_sampling_from_probs: the same
-    layout with (for the last three) one per-request parameter in slots 3-4."""
+    layout with (for the last three) one per-request parameter after maybe_indices."""
     cdef CallFrame f
     cdef int64_t batch
-    cdef int n = b.n
+    cdef Binding r, b = e.guess()
+    cdef int v = e.shift(b)
     cdef str pname = "logits" if from_logits else "probs"
+    cdef bint want_valid = _flag(return_valid, "return_valid")
+    cdef int seeds = _seed_kind(seed, offset)
     _no_check_nan(check_nan)
-    frame_init(&f, n)
+    _check_generator(generator, seeds)
+    frame_init(&f, b.n)
     try:
         b.tensor_as(&f, 0, probs, pname)
         _check_matrix(&f.slots[0], pname, 2, False)
-        batch = _pack_indices(b, &f, indices, &f.slots[0], pname)
+        batch = _pack_indices(b, &f, 2 + v, indices, &f.slots[0], pname)
         if param_name is not None:
-            _pack_param(b, &f, 3, param, param_name, kind, False, &f.slots[0], pname,
-                        _id_dtype(&f) if kind == P_TOP_K else DT_F32,
+            _pack_param(b, &f, 3 + v, param, param_name, kind, False, &f.slots[0], pname,
+                        _id_dtype(&f, 2 + v) if kind == P_TOP_K else DT_F32,
                         batch if kind != P_TOP_P else -1)
-        _sampled_ids(b, &f, out, batch, &f.slots[0], pname)
-        # upstream's increment: batch * vocab for logits (Gumbel noise per element)
-        increment = batch * (f.slots[0].dl.shape[1] if from_logits else per_row_draws)
-        return _finish_sampling(b, &f, out, batch, n - 2, increment, deterministic,
-                                generator, seed, offset, stream)
+        _sampled_ids(b, &f, 2 + v, out, batch, &f.slots[0], pname)
+        if valid is not None:
+            _pack_later(b, &f, 2 if v else -1, valid, "valid", L_VALID, &f.slots[0], pname,
+                        batch)
+        _pack_seed_tensors(e, b, &f, seeds, seed, offset, &f.slots[0], pname, batch)
+        det = _flag(deterministic, "deterministic")
+        handle = _stream_of(b, &f, stream)
+        r = e.resolve()
+        if r is b:
+            _refuse_later(e, r, valid, want_valid, seeds)
+            # upstream's increment: batch * vocab for logits (Gumbel noise per element)
+            increment = batch * (f.slots[0].dl.shape[1] if from_logits else per_row_draws)
+            return _finish_sampling(e, r, &f, out, valid, want_valid, batch, increment, det,
+                                    generator, seeds, seed, offset, handle, stream)
     finally:
         frame_release(&f)
+    # the first call found a module of the other release: pack its argument list
+    return _sample_probs(e, probs, param, param_name, kind, indices, deterministic, generator,
+                         check_nan, seed, offset, return_valid, out, valid, stream,
+                         per_row_draws, from_logits)
 
 
 # ----------------------------------------------------------------------------- softmax
@@ -481,7 +741,8 @@ def softmax(logits, temperature=None, enable_pdl=None, *, out=None, workspace_bu
 # ----------------------------------------------------------------------------- sampling
 
 def sampling_from_probs(probs, indices=None, deterministic=True, generator=None,
-                        check_nan=False, seed=None, offset=None, *, out=None, stream=None):
+                        check_nan=False, seed=None, offset=None, return_valid=False, *,
+                        out=None, valid=None, stream=None):
     """Sample one token per output from categorical distributions.
 
     ``probs``: float32 ``[rows, vocab]`` (rows need not sum to 1: the kernel samples in
@@ -491,79 +752,82 @@ def sampling_from_probs(probs, indices=None, deterministic=True, generator=None,
     ``deterministic``: the kernel's deterministic scan (default True). ``seed`` and
     ``offset``: the Philox seed and offset (both, 0 <= v < 2**64); else drawn from
     ``generator`` (a :class:`SamplingGenerator` or a ``torch.Generator``-like object) or the
-    process-wide default, advancing it by ``batch`` rounded up to 4 as upstream does.
+    process-wide default, advancing it by ``batch`` rounded up to 4 as upstream does (the
+    kernel gets the advanced offset on a 0.6.3 module, the one before on 0.7.x, as each
+    release's flashinfer-python). On a flashinfer 0.7.x module ``seed`` and ``offset`` may
+    also be int64/uint64 device tensors of length 1 or ``batch``, read when the kernel runs
+    (CUDA-graph safe: advance them on the device between replays); nothing is drawn then.
     ``check_nan``: only False (True needs a device-to-host read). ``out``: ``[batch]``
-    ids, allocated when omitted. Returns ``out``. Asynchronous.
+    ids, allocated when omitted. 0.7.x only: ``valid`` (bool ``[batch]``, allocated when
+    omitted) receives per-output success flags; ``return_valid=True`` returns
+    ``(out, valid)``. Returns ``out``. Asynchronous.
     """
-    return _sample_probs(SAMPLING_FROM_PROBS, probs, None, None, 0, indices, deterministic,
-                         generator, check_nan, seed, offset, out, stream, 1, False)
+    return _sample_probs(_SAMPLE_PROBS, probs, None, None, 0, indices, deterministic,
+                         generator, check_nan, seed, offset, return_valid, out, valid, stream,
+                         1, False)
 
 
 def sampling_from_logits(logits, indices=None, deterministic=True, generator=None,
                          check_nan=False, seed=None, offset=None, *, out=None, stream=None):
     """Sample from ``softmax(logits)`` per output (Gumbel-max, one kernel). ``logits``:
     float32 ``[rows, vocab]``. The generator advances by ``batch * vocab`` (rounded up to
-    4), as upstream's. Other arguments as :func:`sampling_from_probs`."""
-    return _sample_probs(SAMPLING_FROM_LOGITS, logits, None, None, 0, indices, deterministic,
-                         generator, check_nan, seed, offset, out, stream, 1, True)
+    4), as upstream's. Other arguments as :func:`sampling_from_probs` (no ``valid``: the
+    kernel writes none)."""
+    return _sample_probs(_SAMPLE_LOGITS, logits, None, None, 0, indices, deterministic,
+                         generator, check_nan, seed, offset, False, out, None, stream, 1, True)
 
 
 def top_p_sampling_from_probs(probs, top_p, indices=None, deterministic=True, generator=None,
-                              check_nan=False, seed=None, offset=None, *, out=None,
-                              stream=None):
+                              check_nan=False, seed=None, offset=None, return_valid=False, *,
+                              out=None, valid=None, stream=None):
     """Top-p (nucleus) sampling by rejection, without sorting. ``top_p``: a number in
     (0, 1] or a float32 ``[rows]`` device tensor (indexed by the row sampled from). The
     generator advances by ``batch * 32``. Other arguments as :func:`sampling_from_probs`."""
-    return _sample_probs(TOP_P_SAMPLING_FROM_PROBS, probs, top_p, "top_p", P_TOP_P, indices,
-                         deterministic, generator, check_nan, seed, offset, out, stream, 32,
-                         False)
+    return _sample_probs(_TOP_P, probs, top_p, "top_p", P_TOP_P, indices, deterministic,
+                         generator, check_nan, seed, offset, return_valid, out, valid, stream,
+                         32, False)
 
 
 def top_k_sampling_from_probs(probs, top_k, indices=None, deterministic=True, generator=None,
-                              check_nan=False, seed=None, offset=None, *, out=None,
-                              stream=None):
+                              check_nan=False, seed=None, offset=None, return_valid=False, *,
+                              out=None, valid=None, stream=None):
     """Top-k sampling by rejection, without sorting. ``top_k``: an int >= 1 (``top_k >=
     vocab``: no filtering, as upstream) or a ``[rows]`` device tensor of the output's
     dtype (int32; int64 with int64 ``indices``), which 0.6.3's kernel indexes by *output*
     position: with ``indices``, ``len(indices) <= rows``. The generator advances by
     ``batch * 32``. Other arguments as :func:`sampling_from_probs`."""
-    return _sample_probs(TOP_K_SAMPLING_FROM_PROBS, probs, top_k, "top_k", P_TOP_K, indices,
-                         deterministic, generator, check_nan, seed, offset, out, stream, 32,
-                         False)
+    return _sample_probs(_TOP_K, probs, top_k, "top_k", P_TOP_K, indices, deterministic,
+                         generator, check_nan, seed, offset, return_valid, out, valid, stream,
+                         32, False)
 
 
 def min_p_sampling_from_probs(probs, min_p, indices=None, deterministic=True, generator=None,
-                              check_nan=False, seed=None, offset=None, *, out=None,
-                              stream=None):
+                              check_nan=False, seed=None, offset=None, return_valid=False, *,
+                              out=None, valid=None, stream=None):
     """Min-p sampling: tokens with ``p >= min_p * max(p)``. ``min_p``: a number in [0, 1]
     or a float32 ``[rows]`` device tensor, indexed by *output* position as 0.6.3's kernel
     does (with ``indices``, ``len(indices) <= rows``). The generator advances by
     ``batch``. Other arguments as :func:`sampling_from_probs`."""
-    return _sample_probs(MIN_P_SAMPLING_FROM_PROBS, probs, min_p, "min_p", P_MIN_P, indices,
-                         deterministic, generator, check_nan, seed, offset, out, stream, 1,
-                         False)
+    return _sample_probs(_MIN_P, probs, min_p, "min_p", P_MIN_P, indices, deterministic,
+                         generator, check_nan, seed, offset, return_valid, out, valid, stream,
+                         1, False)
 
 
-cdef int _pack_joint(CallFrame* f, TensorSlot* probs, str pname, object top_k, object top_p,
-                     object indices, object out) except -1:
-    """top_k_top_p_sampling_from_probs (the joint kernel) without slot 0 and the tail."""
-    cdef Binding b = TOP_K_TOP_P_SAMPLING_FROM_PROBS
-    cdef int64_t batch = _pack_indices(b, f, indices, probs, pname)
-    _pack_param(b, f, 3, top_k, "top_k", P_TOP_K, True, probs, pname, _id_dtype(f), -1)
-    _pack_param(b, f, 5, top_p, "top_p", P_TOP_P, False, probs, pname, DT_F32, -1)
-    _sampled_ids(b, f, out, batch, probs, pname)
-    return 0
-
-
-cdef int _pack_top_p_stage(CallFrame* f, TensorSlot* probs, str pname, object top_p,
-                           object indices, object out) except -1:
-    """top_p_sampling_from_probs as the last stage of a composed call (slot 0, the
-    intermediate, filled later)."""
-    cdef Binding b = TOP_P_SAMPLING_FROM_PROBS
-    cdef int64_t batch = _pack_indices(b, f, indices, probs, pname)
-    _pack_param(b, f, 3, top_p, "top_p", P_TOP_P, False, probs, pname, DT_F32, -1)
-    _sampled_ids(b, f, out, batch, probs, pname)
-    return 0
+cdef int64_t _pack_last_stage(Binding b, int v, CallFrame* f, TensorSlot* probs, str pname,
+                              bint joint, object top_k, object top_p, object indices,
+                              object out) except -1:
+    """The sampling stage of a composed call without slot 0 (the intermediate, filled
+    later), ``valid`` and the tail: top_p_sampling_from_probs, or (``joint``)
+    top_k_top_p_sampling_from_probs. ``v``: the line's shift for ``valid``. Returns the
+    batch."""
+    cdef int64_t batch = _pack_indices(b, f, 2 + v, indices, probs, pname)
+    if joint:
+        _pack_param(b, f, 3 + v, top_k, "top_k", P_TOP_K, True, probs, pname,
+                    _id_dtype(f, 2 + v), -1)
+    _pack_param(b, f, (5 if joint else 3) + v, top_p, "top_p", P_TOP_P, False, probs, pname,
+                DT_F32, -1)
+    _sampled_ids(b, f, 2 + v, out, batch, probs, pname)
+    return batch
 
 
 cdef int _pack_top_k_filter(Binding b, CallFrame* f, object x, str name, object top_k,
@@ -599,8 +863,8 @@ cdef object _run_top_k_filter(Binding b, CallFrame* f, object out, object handle
 cdef object _sample_composed(object x, bint from_logits, object top_k, object top_p,
                              object indices, object filter_apply_order, object deterministic,
                              object generator, object check_nan, object seed, object offset,
-                             object out, object stream):
-    """top_k_top_p_sampling_from_probs / _logits as upstream composes them:
+                             object return_valid, object out, object valid, object stream):
+    """top_k_top_p_sampling_from_probs / _logits as upstream 0.6.3 composes them:
 
         probs,  top_k_first:  top_k_renorm_probs -> top_p_sampling_from_probs
         probs,  joint:        top_k_top_p_sampling_from_probs
@@ -611,14 +875,21 @@ cdef object _sample_composed(object x, bint from_logits, object top_k, object to
     the probabilities may differ from upstream's in the last bits). Every stage is checked
     before the first launches; the intermediates are allocated on the call's stream."""
     cdef CallFrame ff, fs, fl  # filter (renorm/mask), softmax, last (sampling)
-    cdef Binding last
+    cdef Binding last, r
     cdef Binding filt = TOP_K_MASK_LOGITS if from_logits else TOP_K_RENORM_PROBS
     cdef TensorSlot* x_slot
     cdef str name = "logits" if from_logits else "probs"
     cdef bint k_first = _top_k_first(filter_apply_order)
+    cdef _Export e = _TOP_P if k_first else _TOP_K_TOP_P
     cdef bint det = _flag(deterministic, "deterministic")
+    cdef bint want_valid = _flag(return_valid, "return_valid")
+    cdef int seeds = _seed_kind(seed, offset)
+    cdef int v
+    cdef int64_t batch
     _no_check_nan(check_nan)
-    last = TOP_P_SAMPLING_FROM_PROBS if k_first else TOP_K_TOP_P_SAMPLING_FROM_PROBS
+    _check_generator(generator, seeds)
+    last = e.guess()
+    v = e.shift(last)
     frame_init(&ff, 5)
     frame_init(&fs, 6)
     frame_init(&fl, last.n)
@@ -634,49 +905,76 @@ cdef object _sample_composed(object x, bint from_logits, object top_k, object to
             last.tensor_as(&fl, 0, x, name)
             x_slot = &fl.slots[0]
             _check_matrix(x_slot, name, 2, False)
-        if k_first:
-            _pack_top_p_stage(&fl, x_slot, name, top_p, indices, out)
-        else:
-            _pack_joint(&fl, x_slot, name, top_k, top_p, indices, out)
-        batch = x_slot.dl.shape[0] if indices is None else fl.slots[2].dl.shape[0]
-        set_bool(&fl, last.n - 3, det)
+        batch = _pack_last_stage(last, v, &fl, x_slot, name, not k_first, top_k, top_p,
+                                 indices, out)
+        if valid is not None:
+            _pack_later(last, &fl, 2 if v else -1, valid, "valid", L_VALID, x_slot, name,
+                        batch)
+        _pack_seed_tensors(e, last, &fl, seeds, seed, offset, x_slot, name, batch)
         handle = _stream_of(filt if k_first else (SOFTMAX if from_logits else last),
                             &ff if k_first else (&fs if from_logits else &fl), stream)
-        _set_seed(&fl, last.n - 2, batch * 32, generator, seed, offset)
-        probs = x
-        if k_first:
-            probs = _run_top_k_filter(filt, &ff, None, handle)
-        if from_logits:
-            if k_first:
-                _pack_softmax(&fs, probs, None, None, None)
-            probs = _run_softmax(&fs, None, -1, handle)
-        if probs is not x:
-            last.tensor_as(&fl, 0, probs, name)
-        if out is None:
-            out = DeviceArray.empty((batch,), dtype_name(_id_dtype(&fl)),
-                                    x_slot.dl.device.device_id, handle)
-            last.tensor_as(&fl, 1, out, "out")
-        if batch > 0:
-            _invoke(last, &fl, handle)
-        return out
+        r = e.resolve()
+        if r is last:
+            _refuse_later(e, r, valid, want_valid, seeds)
+            return _run_composed(e, last, &ff, &fs, &fl, x, x_slot, from_logits, k_first,
+                                 filt, name, batch, det, generator, seeds, seed, offset,
+                                 want_valid, out, valid, handle)
     finally:
         frame_release(&fl)
         frame_release(&fs)
         frame_release(&ff)
+    # the first call found a module of the other release: pack its argument list
+    return _sample_composed(x, from_logits, top_k, top_p, indices, filter_apply_order,
+                            deterministic, generator, check_nan, seed, offset, return_valid,
+                            out, valid, stream)
+
+
+cdef object _run_composed(_Export e, Binding last, CallFrame* ff, CallFrame* fs,
+                          CallFrame* fl, object x, TensorSlot* x_slot, bint from_logits,
+                          bint k_first, Binding filt, str name, int64_t batch, bint det,
+                          object generator, int seeds, object seed, object offset,
+                          bint want_valid, object out, object valid, object handle):
+    """_sample_composed once every stage is checked and packed: the launches."""
+    cdef int v = e.shift(last)
+    cdef int dev = x_slot.dl.device.device_id
+    set_bool(fl, last.n - (5 if e.seed_tensors(last) else 3), det)
+    _set_seeds(e, last, fl, batch * 32, generator, seeds, seed, offset)
+    probs = x
+    if k_first:
+        probs = _run_top_k_filter(filt, ff, None, handle)
+    if from_logits:
+        if k_first:
+            _pack_softmax(fs, probs, None, None, None)
+        probs = _run_softmax(fs, None, -1, handle)
+    if probs is not x:
+        last.tensor_as(fl, 0, probs, name)
+    if out is None:
+        out = DeviceArray.empty((batch,), dtype_name(_id_dtype(fl, 2 + v)), dev, handle)
+        last.tensor_as(fl, 1, out, "out")
+    if v and valid is None:
+        valid = DeviceArray.empty((batch,), "bool", dev, handle)
+        last.tensor_as(fl, 2, valid, "valid")
+    if batch > 0:
+        _invoke(last, fl, handle)
+    return (out, valid) if want_valid else out
 
 
 def top_k_top_p_sampling_from_probs(probs, top_k, top_p, indices=None,
                                     filter_apply_order="top_k_first", deterministic=True,
-                                    generator=None, check_nan=False, seed=None, offset=None, *,
-                                    out=None, stream=None):
+                                    generator=None, check_nan=False, seed=None, offset=None,
+                                    return_valid=False, *, out=None, valid=None, stream=None):
     """Top-k then top-p sampling. ``filter_apply_order="top_k_first"`` (default):
     :func:`top_k_renorm_probs` then :func:`top_p_sampling_from_probs` (``top_k`` tensor:
     int32 ``[rows]``); ``"joint"``: one kernel applying both each round (``top_k`` tensor:
     ``[rows]`` of the output's dtype). ``top_p`` as :func:`top_p_sampling_from_probs`.
-    The generator advances by ``batch * 32``. Other arguments as
-    :func:`sampling_from_probs`."""
+    The generator advances by ``batch * 32``. ``valid``/``return_valid`` (0.7.x): the
+    sampling stage's flags. Other arguments as :func:`sampling_from_probs`. On a 0.7.x
+    module ``top_k_first`` is still 0.6.3's composition (renorm, then top-p sampling):
+    0.7.4's flashinfer-python takes a sorted radix top-k fast path for large vocabularies
+    instead, so its ids may differ there; ``joint`` is one kernel in both."""
     return _sample_composed(probs, False, top_k, top_p, indices, filter_apply_order,
-                            deterministic, generator, check_nan, seed, offset, out, stream)
+                            deterministic, generator, check_nan, seed, offset, return_valid,
+                            out, valid, stream)
 
 
 def top_k_top_p_sampling_from_logits(logits, top_k, top_p, indices=None,
@@ -689,36 +987,67 @@ def top_k_top_p_sampling_from_logits(logits, top_k, top_p, indices=None,
     there, so probabilities (and rarely a sampled id) may differ from flashinfer-python's
     in the last bits."""
     return _sample_composed(logits, True, top_k, top_p, indices, filter_apply_order,
-                            deterministic, generator, check_nan, seed, offset, out, stream)
+                            deterministic, generator, check_nan, seed, offset, False, out,
+                            None, stream)
 
 
 # ----------------------------------------------------------------------------- renorm, mask
 
-def top_p_renorm_probs(probs, top_p, *, out=None, stream=None):
+cdef int64_t _air_top_p_workspace_bytes(int64_t rows, int64_t vocab, bint det) noexcept:
+    """flashinfer 0.7.x top_p_renorm_probs' scratch (sampling.py, = GetAirTopPRenorm...'s
+    carve-up in air_top_p.cuh): per row a 384-byte Counter, 2048-bucket histograms (uint64
+    when deterministic, else float), a 2048-bucket count histogram, two candidate buffers;
+    each part rounded up to 256 bytes."""
+    cdef int64_t buf_len = max(_align256(vocab // 32), 256)
+    return (_align256(384 * rows) + _align256((8 if det else 4) * 2048 * rows)
+            + _align256(4 * 2048 * rows) + 2 * _align256(4 * buf_len * rows))
+
+
+cdef inline int64_t _align256(int64_t x) noexcept:
+    return (x + 255) // 256 * 256
+
+
+def top_p_renorm_probs(probs, top_p, is_deterministic=False, *, out=None, stream=None):
     """Keep the smallest set of largest probabilities whose sum reaches ``top_p``, zero the
     rest, renormalise. ``probs``: float32 ``[batch, vocab]``; ``top_p``: a number in (0, 1]
-    or a float32 ``[batch]`` device tensor. ``out``: float32 ``[batch, vocab]``, allocated
-    when omitted. Returns ``out``. Asynchronous."""
+    or a float32 ``[batch]`` device tensor. ``is_deterministic``: flashinfer 0.7.x's radix
+    (AIR) kernel, used from vocab 2048, accumulates in integers for run-to-run identical
+    results (slower); 0.6.3's kernel reduces each row in one thread block and is
+    reproducible either way, so the flag changes nothing there. On 0.7.x the kernel's
+    scratch is cached per device and stream (grown on demand, not during a CUDA graph
+    capture). ``out``: float32 ``[batch, vocab]``, allocated when omitted. Returns
+    ``out``. Asynchronous."""
     cdef CallFrame f
-    cdef Binding b = TOP_P_RENORM_PROBS
-    frame_init(&f, 4)
+    cdef Binding r, b = _TOP_P_RENORM.guess()
+    cdef bint det = _flag(is_deterministic, "is_deterministic")
+    cdef TensorSlot* p
+    frame_init(&f, b.n)
     try:
         b.tensor_as(&f, 0, probs, "probs")
-        _check_matrix(&f.slots[0], "probs", 2, False)
-        _pack_param(b, &f, 2, top_p, "top_p", P_TOP_P, False, &f.slots[0], "probs", DT_F32,
-                    -1)
+        p = &f.slots[0]
+        _check_matrix(p, "probs", 2, False)
+        _pack_param(b, &f, 2, top_p, "top_p", P_TOP_P, False, p, "probs", DT_F32, -1)
         if out is not None:
-            _pack_like(b, &f, 1, out, "out", &f.slots[0], "probs")
+            _pack_like(b, &f, 1, out, "out", p, "probs")
         handle = _stream_of(b, &f, stream)
-        if out is None:
-            out = DeviceArray.empty((f.slots[0].dl.shape[0], f.slots[0].dl.shape[1]),
-                                    "float32", f.slots[0].dl.device.device_id, handle)
-            b.tensor_as(&f, 1, out, "out")
-        if f.slots[0].dl.shape[0] > 0:
-            _invoke(b, &f, stream)
-        return out
+        r = _TOP_P_RENORM.resolve()
+        if r is b:
+            dev = p.dl.device.device_id
+            if r is _TOP_P_RENORM.later:
+                set_bool(&f, 4, det)
+                b.tensor_as(&f, 5, _cached_buffer(
+                    "top-p renorm workspace", dev, handle,
+                    _air_top_p_workspace_bytes(p.dl.shape[0], p.dl.shape[1], det), False),
+                    "workspace")
+            if out is None:
+                out = DeviceArray.empty((p.dl.shape[0], p.dl.shape[1]), "float32", dev, handle)
+                b.tensor_as(&f, 1, out, "out")
+            if p.dl.shape[0] > 0:
+                _invoke(b, &f, stream)
+            return out
     finally:
         frame_release(&f)
+    return top_p_renorm_probs(probs, top_p, is_deterministic, out=out, stream=stream)
 
 
 cdef object _top_k_filter(Binding b, object x, str name, object top_k, object out,
@@ -769,17 +1098,21 @@ def chain_speculative_sampling(draft_probs, draft_token_ids, target_probs,
     ``[batch, n + 1, vocab]``; all contiguous on one CUDA device. The two counters (int32
     ``[batch]``) are *added to* in place; zero-filled new ones when omitted. ``out``: int32
     ``[batch, n + 1]`` accepted tokens, then the resampled or bonus token, then ``-1``
-    padding. The generator advances by ``batch * (n + 1)``. Returns
-    ``(out, accepted, emitted)``. Asynchronous.
+    padding. The generator advances by ``batch * (n + 1)`` on a 0.6.3 module and by
+    ``batch * (n + 2)`` on 0.7.x, as each release's flashinfer-python; ``seed``/``offset``
+    as :func:`sampling_from_probs` (device tensors of length 1 or ``batch``: 0.7.x).
+    Returns ``(out, accepted, emitted)``. Asynchronous.
     """
     cdef CallFrame f
-    cdef Binding b = CHAIN_SPECULATIVE_SAMPLING
+    cdef Binding b = _CHAIN.guess()
     cdef TensorSlot* d
     cdef int64_t shape[3]
     cdef int64_t batch, n, vocab
+    cdef int seeds = _seed_kind(seed, offset)
+    _check_generator(generator, seeds)
     counters = [maybe_output_accepted_token_num, maybe_output_emitted_draft_token_num]
     names = ("maybe_output_accepted_token_num", "maybe_output_emitted_draft_token_num")
-    frame_init(&f, 9)
+    frame_init(&f, b.n)
     try:
         b.tensor_as(&f, 0, draft_probs, "draft_probs")
         d = &f.slots[0]
@@ -801,19 +1134,30 @@ def chain_speculative_sampling(draft_probs, draft_token_ids, target_probs,
             if counters[i] is not None:
                 _pack_ids(b, &f, 4 + i, counters[i], names[i], d, "draft_probs", 1, shape,
                           DT_I32)
-        set_bool(&f, 6, _flag(deterministic, "deterministic"))
+        det = _flag(deterministic, "deterministic")
+        _pack_seed_tensors(_CHAIN, b, &f, seeds, seed, offset, d, "draft_probs", batch)
         handle = _stream_of(b, &f, stream)
-        _set_seed(&f, 7, batch * (n + 1), generator, seed, offset)
-        dev = d.dl.device.device_id
-        if out is None:
-            out = DeviceArray.empty((batch, n + 1), "int32", dev, handle)
-            b.tensor_as(&f, 3, out, "out")
-        for i in range(2):
-            if counters[i] is None:
-                counters[i] = DeviceArray.zeros((batch,), "int32", dev, handle)
-                b.tensor_as(&f, 4 + i, counters[i], names[i])
-        if batch > 0:
-            _invoke(b, &f, stream)
-        return out, counters[0], counters[1]
+        if _CHAIN.resolve() is b:
+            _refuse_later(_CHAIN, b, None, False, seeds)
+            set_bool(&f, 6, det)
+            # 0.7.x's flashinfer-python reserves one more draw per request (sampling.py)
+            _set_seeds(_CHAIN, b, &f, batch * (n + (2 if b is _CHAIN.later else 1)), generator,
+                       seeds, seed, offset)
+            dev = d.dl.device.device_id
+            if out is None:
+                out = DeviceArray.empty((batch, n + 1), "int32", dev, handle)
+                b.tensor_as(&f, 3, out, "out")
+            for i in range(2):
+                if counters[i] is None:
+                    counters[i] = DeviceArray.zeros((batch,), "int32", dev, handle)
+                    b.tensor_as(&f, 4 + i, counters[i], names[i])
+            if batch > 0:
+                _invoke(b, &f, stream)
+            return out, counters[0], counters[1]
     finally:
         frame_release(&f)
+    # the first call found a module of the other release: pack its argument list
+    return chain_speculative_sampling(
+        draft_probs, draft_token_ids, target_probs, maybe_output_accepted_token_num,
+        maybe_output_emitted_draft_token_num, deterministic, generator, seed, offset,
+        out=out, stream=stream)

@@ -1,4 +1,4 @@
-"""Philox seed and offset for the sampling kernels, as flashinfer-python 0.6.3 derives them.
+"""Philox seed and offset for the sampling kernels, as flashinfer-python derives them.
 
 Every sampling kernel of 0.6.3 takes ``philox_seed`` and ``philox_offset`` as host scalars
 and starts each output row's Philox stream at (seed, subsequence = row, offset). Upstream
@@ -12,6 +12,13 @@ so a sequence of calls with one ``SamplingGenerator(seed, offset)`` draws what t
 sequence of flashinfer-python calls draws with a torch generator in state (seed, offset).
 Any object with torch.Generator's ``get_state()`` / ``set_state()`` (a CUDA generator's
 16-byte state) is advanced the same way, duck-typed: torch is never imported.
+
+flashinfer-python 0.7.x reserves the same range but hands the kernel the offset *before*
+the reservation (its get_seed_and_offset unpacks ``map(int, state.view(torch.int64))``,
+copies, and returns ``seed, offset`` after setting ``offset + step`` back): pass
+``old_offset=True`` for a module of that release (the sampling family does, by the loaded
+module's release), so one generator state draws what that release's flashinfer-python
+draws.
 
 Pure Python: no CUDA, nothing but the host-side counter.
 """
@@ -87,13 +94,15 @@ class SamplingGenerator:
         with self._lock:
             self._offset = o
 
-    def draw(self, increment: int) -> tuple[int, int]:
-        """The (seed, offset) for one call: the offset is advanced first and the advanced
-        value is the call's, as upstream's get_seed_and_offset does."""
+    def draw(self, increment: int, old_offset: bool = False) -> tuple[int, int]:
+        """The (seed, offset) for one call: the offset is advanced by the call's range; the
+        call gets the advanced value (flashinfer-python 0.6.3) or, with ``old_offset``,
+        the value before (0.7.x)."""
         step = philox_advance(increment)
         with self._lock:
-            self._offset = (self._offset + step) % U64
-            return self._seed, self._offset
+            before = self._offset
+            self._offset = (before + step) % U64
+            return self._seed, before if old_offset else self._offset
 
     def __repr__(self) -> str:
         return f"SamplingGenerator(seed={self._seed}, offset={self._offset})"
@@ -128,7 +137,7 @@ def _state_words(state, what: str):
     return words.view(np.int64)
 
 
-def _draw_torch_like(generator, increment: int) -> tuple[int, int]:
+def _draw_torch_like(generator, increment: int, old_offset: bool) -> tuple[int, int]:
     """Upstream's get_seed_and_offset on a torch.Generator-like object: state viewed as
     int64 (seed, offset); the offset advanced in that state and set back."""
     state = generator.get_state()
@@ -143,11 +152,15 @@ def _draw_torch_like(generator, increment: int) -> tuple[int, int]:
                         "shares its memory (as a CPU torch.Tensor's does), so the advanced "
                         "offset reaches set_state()")
     generator.set_state(state)
-    return seed % U64, new % U64  # the advanced offset, as upstream hands the kernel
+    # 0.6.3 hands the kernel the advanced offset, 0.7.x the one before (module docstring)
+    return seed % U64, (offset if old_offset else new) % U64
 
 
-def seed_and_offset(increment: int, generator, seed, offset) -> tuple[int, int]:
-    """(philox_seed, philox_offset) for one call, each 0 <= v < 2**64.
+def seed_and_offset(increment: int, generator, seed, offset,
+                    old_offset: bool = False) -> tuple[int, int]:
+    """(philox_seed, philox_offset) for one call, each 0 <= v < 2**64. ``old_offset``: a
+    drawn offset is the generator's before this call's reservation (flashinfer 0.7.x), not
+    after it (0.6.3).
 
     ``seed`` and ``offset`` given: used as they are, nothing advanced (as upstream, which
     then leaves any generator alone). One without the other is refused (upstream would
@@ -160,12 +173,20 @@ def seed_and_offset(increment: int, generator, seed, offset) -> tuple[int, int]:
                              f"neither to draw them from the generator")
         return as_u64(seed, "seed"), as_u64(offset, "offset")
     if generator is None:
-        return default_generator().draw(increment)
+        return default_generator().draw(increment, old_offset)
     if isinstance(generator, SamplingGenerator):
-        return generator.draw(increment)
+        return generator.draw(increment, old_offset)
+    check_generator(generator)
+    return _draw_torch_like(generator, increment, old_offset)
+
+
+def check_generator(generator) -> None:
+    """TypeError unless ``generator`` is None, a SamplingGenerator or torch.Generator-like
+    (``get_state()`` / ``set_state()``)."""
+    if generator is None or isinstance(generator, SamplingGenerator):
+        return
     if not (callable(getattr(generator, "get_state", None))
             and callable(getattr(generator, "set_state", None))):
         raise TypeError(f"generator: expected a SamplingGenerator or an object with "
                         f"torch.Generator's get_state()/set_state(), got "
                         f"{type(generator).__name__}")
-    return _draw_torch_like(generator, increment)

@@ -46,22 +46,48 @@ from flashinfer_cy._core.array import DeviceArray
 
 # ABI table: (module, symbol, arguments in order) -- csrc/flashinfer_topk_binding.cu
 # ("!": written; the multi-block path also writes its row states)
+#
+# flashinfer 0.7.4 appends options to each export (csrc/topk.cu); its layouts pass the
+# values that give 0.6.3's behaviour, the defaults of 0.7.4's flashinfer/topk.py:
+#   sorted_output False   top_k(sorted=False): no device sort (this API offers no sorted=)
+#   deterministic False   top_k / the transforms' default: 0.6.3's collect path
+#   tie_break 0           TopKTieBreak.NONE, "legacy behavior" (topk.py; ParseTopKTieBreak)
+#   dsa_graph_safe False  the default: the FilteredTopK/radix heuristics of 0.6.3 (True
+#                         forces FilteredTopK with VEC_SIZE 1)
+#   page_size 1           one score per page-table entry (page_bits 0), as 0.6.3
+#   maybe_row_starts, maybe_page_table_row_starts, maybe_output_raw_indices  None: rows
+#                         start at column 0 and no raw indices are written, as 0.6.3
+# and the values output, optional in 0.7.4, is always passed here.
+_TOPK_07 = "sorted_output:B=False deterministic:B=False tie_break:I=0 dsa_graph_safe:B=False"
+_PT_07 = ("deterministic:B=False tie_break:I=0 page_size:I=1 dsa_graph_safe:B=False "
+          "maybe_row_starts:T?=None maybe_page_table_row_starts:T?=None "
+          "maybe_output_raw_indices:T?=None")
+_RAGGED_07 = ("deterministic:B=False tie_break:I=0 dsa_graph_safe:B=False "
+              "maybe_row_starts:T?=None")
 RADIX_TOPK = Binding(
     "topk", "radix_topk",
     "input:T output_indices:T! output_values:T! maybe_row_states_buffer:T?! top_k:I",
-    device="input")
+    device="input", layouts={"0.7.4": (
+        "input:T output_indices:T! maybe_output_values:T?!=output_values "
+        "maybe_row_states_buffer:T?! top_k:I " + _TOPK_07)})
 RADIX_TOPK_PAGE_TABLE_TRANSFORM = Binding(
     "topk", "radix_topk_page_table_transform",
     "input:T output_page_table:T! src_page_table:T maybe_row_to_batch:T? lengths:T "
-    "maybe_row_states_buffer:T?! top_k:I", device="input")
+    "maybe_row_states_buffer:T?! top_k:I", device="input", layouts={"0.7.4": (
+        "input:T output_page_table:T! src_page_table:T maybe_row_to_batch:T? lengths:T "
+        "maybe_row_states_buffer:T?! top_k:I " + _PT_07)})
 RADIX_TOPK_RAGGED_TRANSFORM = Binding(
     "topk", "radix_topk_ragged_transform",
     "input:T output_indices:T! offsets:T lengths:T maybe_row_states_buffer:T?! top_k:I",
-    device="input")
+    device="input", layouts={"0.7.4": (
+        "input:T output_indices:T! offsets:T lengths:T maybe_row_states_buffer:T?! top_k:I "
+        + _RAGGED_07)})
 CAN_IMPLEMENT_FILTERED_TOPK = Binding("topk", "can_implement_filtered_topk", "")
 
-# sizeof(sampling::RadixRowState): histogram[3][256] + 4 uint32/int + 1 float (topk.cuh)
+# sizeof(sampling::RadixRowState): histogram[3][256] + 4 uint32/int + 1 float (topk.cuh);
+# 0.7.4 appends an 8-byte-aligned uint64 (sum_topk_fixed): 3104
 RADIX_ROW_STATE_BYTES = 3092
+_ROW_STATE_BYTES = {"0.6.3": 3092, "0.7.4": 3104}  # by the module's release
 ROW_STATES_MIN_BYTES = 1 << 20  # what flashinfer-python allocates (1 MiB)
 cdef int64_t BLOCK_THREADS = 1024     # RadixTopKMultiCTA's block
 cdef int64_t FIXED_SMEM_BYTES = 2080  # its histogram + suffix sums + scalars, 16-byte rounded
@@ -135,9 +161,9 @@ cdef int _check_row_states(TensorSlot* s, TensorSlot* x) except -1:
     return 0
 
 
-cdef int64_t _row_states_needed(TensorSlot* x) except -1:
-    """Bytes of row states this call's radix path uses (0: one block per row, none); and
-    the device check: a row split over more blocks than SMs would never pass the barrier.
+cdef int64_t _row_state_groups(TensorSlot* x) except -1:
+    """Row states (groups of blocks) this call's radix path uses (0: one block per row,
+    none); and the device check: a row split over more blocks than SMs would never pass the barrier.
     Mirrors RadixTopKMultiCTA's sizing (topk.cuh)."""
     cdef int device = x.dl.device.device_id
     cdef int64_t item = x.dl.dtype.bits // 8
@@ -155,7 +181,14 @@ cdef int64_t _row_states_needed(TensorSlot* x) except -1:
                          f"scores per row)")
     if ctas == 1:
         return 0
-    return max(1, min(sms // ctas, rows)) * RADIX_ROW_STATE_BYTES
+    return max(1, min(sms // ctas, rows))
+
+
+cdef int _check_states_size(TensorSlot* s, int64_t groups, int64_t state_bytes) except -1:
+    if s.dl.shape[0] < groups * state_bytes:
+        raise ValueError(f"row_states_buffer: this call needs at least {groups * state_bytes} "
+                         f"bytes ({state_bytes} per group of blocks), got {s.dl.shape[0]}")
+    return 0
 
 
 cdef int _pack_row_states(Binding b, CallFrame* f, int i, object row_states_buffer,
@@ -164,13 +197,13 @@ cdef int _pack_row_states(Binding b, CallFrame* f, int i, object row_states_buff
     size) or the cached zeroed buffer of the call's (device, stream). Asks the device, so
     it runs after every argument check."""
     cdef TensorSlot* x = &f.slots[0]
-    cdef int64_t need = _row_states_needed(x)
+    cdef int64_t groups = _row_state_groups(x)
     cdef int device = x.dl.device.device_id
     if row_states_buffer is not None:
-        if f.slots[i].dl.shape[0] < need:
-            raise ValueError(f"row_states_buffer: this call needs at least {need} bytes "
-                             f"({RADIX_ROW_STATE_BYTES} per group of blocks), got "
-                             f"{f.slots[i].dl.shape[0]}")
+        _check_states_size(&f.slots[i], groups, RADIX_ROW_STATE_BYTES)  # before loading
+        b.function()  # the module's release sets the state's size (0.7.4: 3104 bytes)
+        _check_states_size(&f.slots[i], groups,
+                           _ROW_STATE_BYTES.get(b.release, RADIX_ROW_STATE_BYTES))
         return 0
     handle = work_stream(b, f, stream, device)
     key = (device, handle)
@@ -181,8 +214,8 @@ cdef int _pack_row_states(Binding b, CallFrame* f, int i, object row_states_buff
                 "top-k's row-states buffer for this stream is allocated on its first call, "
                 "which cannot happen during CUDA graph capture: call once before capturing, "
                 "or pass row_states_buffer")
-        nbytes = max(ROW_STATES_MIN_BYTES,
-                     _runtime.device_multiprocessor_count(device) * RADIX_ROW_STATE_BYTES)
+        nbytes = max(ROW_STATES_MIN_BYTES, _runtime.device_multiprocessor_count(device)
+                     * max(_ROW_STATE_BYTES.values()))
         # setdefault: a thread that lost a race uses the winner's buffer, never a dropped
         # one; the cache keeps it alive (the slot holds no reference).
         buf = _row_states.setdefault(key, DeviceArray.zeros((nbytes,), "uint8", device,

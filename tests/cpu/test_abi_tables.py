@@ -79,6 +79,11 @@ def discover():
 
 BINDINGS = discover()
 VERSIONS = abi.versions()
+# release -> {(module key, symbol)} of the exports with a line written for that release
+RELEASE_LINES = {}
+for _, _b in BINDINGS:
+    if _b.written_for != abi.TABLES_VERSION:
+        RELEASE_LINES.setdefault(_b.written_for, set()).add((abi.module_key(_b.uri), _b.symbol))
 
 
 # ---------------------------------------------------------------------------- tests
@@ -96,6 +101,13 @@ def test_discovery_finds_every_family():
 @pytest.mark.parametrize("where,b", BINDINGS,
                          ids=[f"{abi.module_key(b.uri)}.{b.symbol}" for _, b in BINDINGS])
 def test_binding_matches_the_release(version, where, b):
+    # A line written for a later release (a family's second line for an export) calls
+    # modules of that release only; the tables' line is not called on a release that has
+    # its own line for the export (the family picks that one).
+    if version != b.written_for and (b.written_for != abi.TABLES_VERSION
+                                     or (abi.module_key(b.uri), b.symbol) in
+                                     RELEASE_LINES.get(version, ())):
+        return
     # A release with a layout is called with that argument list: it is what must match.
     signature = b.signature
     if version in b.layouts:
@@ -121,6 +133,17 @@ def test_every_layout_is_for_another_extracted_release():
     for where, b in BINDINGS:
         for version in b.layouts:
             assert version in VERSIONS and version != abi.TABLES_VERSION, (where, version)
+
+
+def test_release_lines_are_for_extracted_releases_and_beside_a_tables_line():
+    """A line for another release is checked against that release only: it must have an
+    ABI file, and the tables' line of the same export must exist (the family's default)."""
+    tables = {(abi.module_key(b.uri), b.symbol) for _, b in BINDINGS
+              if b.written_for == abi.TABLES_VERSION}
+    assert RELEASE_LINES, "the sampling family's 0.7.4 lines were not discovered"
+    for version, exports in RELEASE_LINES.items():
+        assert version in VERSIONS and version != abi.TABLES_VERSION, version
+        assert exports <= tables, sorted(exports - tables)
 
 
 def test_every_known_difference_names_a_binding():

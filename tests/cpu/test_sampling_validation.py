@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 import flashinfer_cy as fc
-from cuda_guard import no_cuda, raises, reaches_cuda
+from cuda_guard import TouchedCuda, no_cuda, raises, reaches_cuda
 from producers import ReadOnly
+from flashinfer_cy._core import runtime
 from flashinfer_cy.kernels import sampling, sampling_rng
 
 PTR = 0x7F0000000000  # 256-byte aligned, never dereferenced
@@ -27,6 +28,32 @@ B, V = 4, 1000         # gcd(4, 1000) = 4: 16-byte vectors
 @pytest.fixture(autouse=True)
 def _no_cuda(monkeypatch):
     no_cuda(monkeypatch)
+    sampling._forget_releases()
+    yield
+    sampling._forget_releases()
+
+
+class StubModule:
+    """A kernel module of FlashInfer ``version`` as far as choosing a table line goes: its
+    functions are never reached (TouchedCuda), so a call that passes the checks, picks its
+    line and draws its seeds stops at the first CUDA allocation or the kernel."""
+
+    path, version_from = "<stub>", "test"
+
+    def __init__(self, version):
+        self.flashinfer_version = version
+
+    def function(self, symbol):
+        raise TouchedCuda(f"reached {symbol} of the stub module")
+
+
+@pytest.fixture
+def module_release(monkeypatch):
+    """``module_release("0.7.4")``: the sampling module is of that release."""
+    def use(version):
+        monkeypatch.setattr(runtime, "load_module", lambda uri: StubModule(version))
+        sampling._forget_releases()
+    return use
 
 
 def T(shape, dtype="float32", strides=None, offset=0, device=0, device_type="cuda"):
@@ -316,14 +343,15 @@ def upstream_offset_after(offset: int, increment: int) -> int:
     return offset + -(-increment // 4) * 4
 
 
-def increments(b, v, n):
-    """Per function, what upstream passes to get_seed_and_offset (sampling.py)."""
+def increments(b, v, n, release="0.6.3"):
+    """Per function, what upstream passes to get_seed_and_offset (sampling.py of that
+    release: 0.7.4 reserves n + 2 draws per chain request, 0.6.3 n + 1)."""
     return {
         "sampling_from_probs": b, "min_p_sampling_from_probs": b,
         "sampling_from_logits": b * v,
         "top_p_sampling_from_probs": b * 32, "top_k_sampling_from_probs": b * 32,
         "top_k_top_p_sampling_from_probs": b * 32, "top_k_top_p_sampling_from_logits": b * 32,
-        "chain_speculative_sampling": b * (n + 1),
+        "chain_speculative_sampling": b * (n + (2 if release == "0.7.4" else 1)),
     }
 
 
@@ -338,30 +366,50 @@ def call(name, b, v, n, generator, indices=None):
     return lambda: getattr(fc, name)(probs, *extra, indices, generator=generator)
 
 
+RELEASES = ["0.6.3", "0.7.4"]
+
+
+@pytest.mark.parametrize("release", RELEASES)
 @pytest.mark.parametrize("name", sorted(increments(1, 1, 1)))
 @pytest.mark.parametrize("b, v, n", [(1, 5, 1), (3, 1000, 2), (7, 33, 4)])
-def test_generator_advances_as_upstream(name, b, v, n):
+def test_generator_advances_as_upstream(name, b, v, n, release, module_release):
+    module_release(release)
     g = fc.SamplingGenerator(123, 4)
     for _ in range(3):
         before = g.offset
         reaches_cuda(call(name, b, v, n, g))
         assert g.seed == 123
-        assert g.offset == upstream_offset_after(before, increments(b, v, n)[name])
+        assert g.offset == upstream_offset_after(before, increments(b, v, n, release)[name])
 
 
 @pytest.mark.parametrize("name", ["sampling_from_probs", "sampling_from_logits",
                                   "top_k_sampling_from_probs"])
-def test_generator_counts_outputs_with_indices(name):
+def test_generator_counts_outputs_with_indices(name, module_release):
     """batch = len(indices), not the number of rows (upstream's rule)."""
+    module_release("0.6.3")
     g = fc.SamplingGenerator(1)
     reaches_cuda(call(name, 4, 40, 1, g, T((9,), "int32")))
     assert g.offset == upstream_offset_after(0, increments(9, 40, 1)[name])
 
 
-def test_explicit_seed_leaves_the_generator_alone():
+@pytest.mark.parametrize("release", RELEASES)
+def test_explicit_seed_leaves_the_generator_alone(release, module_release):
+    module_release(release)
     g = fc.SamplingGenerator(9, 12)
     reaches_cuda(lambda: fc.sampling_from_probs(P, generator=g, seed=1, offset=2))
     assert (g.seed, g.offset) == (9, 12)
+
+
+def test_drawn_offset_follows_the_release():
+    """0.6.3's get_seed_and_offset hands the kernel the advanced offset, 0.7.4's the one
+    before (both leave the generator advanced)."""
+    g = fc.SamplingGenerator(3, 8)
+    assert g.draw(5) == (3, 16) and g.offset == 16
+    assert g.draw(5, old_offset=True) == (3, 16) and g.offset == 24
+    t = TorchLikeGenerator(3, 8)
+    assert sampling_rng.seed_and_offset(5, t, None, None, True) == (3, 8)
+    assert t.state.view(np.int64)[1] == 16
+    assert sampling_rng.seed_and_offset(5, t, None, None) == (3, 24)
 
 
 class TorchLikeGenerator:
@@ -380,7 +428,8 @@ class TorchLikeGenerator:
         self.sets += 1
 
 
-def test_torch_like_generator_is_advanced_in_its_state():
+def test_torch_like_generator_is_advanced_in_its_state(module_release):
+    module_release("0.6.3")
     g = TorchLikeGenerator(-5, 40)  # a seed >= 2**63 reads back as a negative int64
     seed, offset = sampling_rng.seed_and_offset(10, g, None, None)
     # upstream hands the kernel the advanced offset (its `offset` is a view of the state)
@@ -390,7 +439,8 @@ def test_torch_like_generator_is_advanced_in_its_state():
     assert g.state.view(np.int64)[1] == upstream_offset_after(52, B * 32)
 
 
-def test_torch_like_generator_of_the_wrong_kind_is_refused():
+def test_torch_like_generator_of_the_wrong_kind_is_refused(module_release):
+    module_release("0.6.3")
     class CpuGenerator(TorchLikeGenerator):  # mt19937's 5056-byte state
         def get_state(self):
             return np.zeros(5056, np.uint8)
@@ -417,7 +467,8 @@ def test_sampling_generator_rules():
     assert sampling_rng.default_generator() is sampling_rng.default_generator()
 
 
-def test_default_generator_is_used_without_seed_or_generator():
+def test_default_generator_is_used_without_seed_or_generator(module_release):
+    module_release("0.6.3")
     g = sampling_rng.default_generator()
     before = g.offset
     reaches_cuda(lambda: fc.sampling_from_logits(P))
@@ -467,3 +518,86 @@ def test_abi_tables_mark_what_the_kernels_write():
         "output_token_ids", "output_accepted_token_num", "output_emitted_draft_token_num")
     for name in ("sampling_from_probs", "top_k_top_p_sampling_from_probs"):
         assert writes[name] == ("output",)
+
+
+# ----------------------------------------------------------------------------- 0.7.x args
+# valid= / return_valid= and device seed/offset tensors: checked before any module load
+# (no_cuda), and refused on a 0.6.3 module once its release is known, naming 0.7.x.
+
+SEED_T, OFF_T = T((1,), "int64"), T((B,), "int64", offset=64)  # (TensorDesc has no uint64)
+LATER_BAD = {
+    "valid-dtype": (lambda: fc.sampling_from_probs(P, valid=T((B,), "uint8")), TypeError,
+                    "valid: expected dtype bool"),
+    "valid-shape": (lambda: fc.top_p_sampling_from_probs(P, 0.5, valid=T((B + 1,), "bool")),
+                    ValueError, "valid: .*dimension 0"),
+    "valid-device": (lambda: fc.top_k_sampling_from_probs(P, 3, valid=T((B,), "bool",
+                                                                       device=1)),
+                     ValueError, "valid: expected a tensor on cuda:0"),
+    "valid-host": (lambda: fc.min_p_sampling_from_probs(
+        P, 0.1, valid=T((B,), "bool", device_type="cpu")), ValueError, "valid: .*CUDA"),
+    "valid-readonly": (lambda: fc.sampling_from_probs(P, valid=ReadOnly(T((B,), "bool"))),
+                       ValueError, "valid: the kernel writes this tensor"),
+    "return-valid-str": (lambda: fc.sampling_from_probs(P, return_valid="yes"), TypeError,
+                         "return_valid"),
+    "seed-dtype": (lambda: fc.sampling_from_probs(P, seed=T((1,), "int32"), offset=OFF_T),
+                   TypeError, "seed: expected a device tensor of dtype int64 or uint64"),
+    "offset-len": (lambda: fc.sampling_from_logits(P, seed=SEED_T, offset=T((B + 1,), "int64")),
+                   ValueError, "offset: expected length 1 .* or 4"),
+    "seed-2d": (lambda: fc.top_p_sampling_from_probs(P, 0.5, seed=T((1, 1), "int64"),
+                                                     offset=OFF_T), ValueError,
+                "seed: expected 1 dimensions"),
+    "seed-device": (lambda: fc.chain_speculative_sampling(
+        T((B, 3, V)), T((B, 3), "int32"), T((B, 4, V)), seed=T((1,), "int64", device=1),
+        offset=OFF_T), ValueError, "seed: expected a tensor on cuda:0"),
+    "seed-host": (lambda: fc.sampling_from_probs(
+        P, seed=T((1,), "int64", device_type="cpu"), offset=OFF_T), ValueError, "seed: .*CUDA"),
+    "seed-mixed": (lambda: fc.sampling_from_probs(P, seed=1, offset=OFF_T), TypeError,
+                   "seed, offset: both ints or both device tensors"),
+    "offset-alone": (lambda: fc.sampling_from_probs(P, offset=OFF_T), ValueError,
+                     "seed: seed and offset go together"),
+    "renorm-det-str": (lambda: fc.top_p_renorm_probs(P, 0.5, "no"), TypeError,
+                       "is_deterministic"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LATER_BAD))
+def test_later_release_arguments_are_checked_before_cuda(name):
+    call, exc, words = LATER_BAD[name]
+    raises(call, exc, words)
+
+
+LATER_OK = {
+    "valid": lambda: fc.sampling_from_probs(P, valid=T((B,), "bool"), seed=1, offset=2),
+    "return-valid": lambda: fc.top_k_sampling_from_probs(P, 3, return_valid=True),
+    "seed-tensors": lambda: fc.top_p_sampling_from_probs(P, 0.5, seed=SEED_T, offset=OFF_T),
+    "seed-tensors-logits": lambda: fc.sampling_from_logits(P, seed=OFF_T, offset=SEED_T),
+    "seed-tensors-joint": lambda: fc.top_k_top_p_sampling_from_probs(
+        P, 3, 0.5, filter_apply_order="joint", seed=SEED_T, offset=OFF_T,
+        valid=T((B,), "bool")),
+    "seed-tensors-chain": lambda: fc.chain_speculative_sampling(
+        T((B, 3, V)), T((B, 3), "int32"), T((B, 4, V)), seed=SEED_T, offset=OFF_T),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LATER_OK))
+def test_later_release_arguments_pass_the_checks(name):
+    reaches_cuda(LATER_OK[name])
+
+
+@pytest.mark.parametrize("name", sorted(LATER_OK))
+def test_later_release_arguments_are_refused_on_0_6_3(name, module_release):
+    module_release("0.6.3")
+    raises(LATER_OK[name], ValueError, r"flashinfer 0\.7\.x.*this \w+ module is flashinfer 0\.6\.3")
+
+
+@pytest.mark.parametrize("name", sorted(LATER_OK))
+def test_later_release_arguments_are_taken_on_0_7_4(name, module_release):
+    module_release("0.7.4")
+    reaches_cuda(LATER_OK[name])
+
+
+def test_seed_tensors_leave_the_generator_alone(module_release):
+    module_release("0.7.4")
+    g = fc.SamplingGenerator(9, 12)
+    reaches_cuda(lambda: fc.sampling_from_probs(P, generator=g, seed=SEED_T, offset=OFF_T))
+    assert (g.seed, g.offset) == (9, 12)
