@@ -38,6 +38,8 @@ MODULES = [
     "flashinfer_cy.kernels.norm",
     "flashinfer_cy._core.pinned",
     "flashinfer_cy.kernels.attention",
+    "flashinfer_cy.kernels.batch_plan",
+    "flashinfer_cy.kernels.batch_run",
     "flashinfer_cy.kernels.batch_attention",
     "flashinfer_cy.kernels.page",
     "flashinfer_cy.kernels.gdn",
