@@ -211,6 +211,15 @@ def _test_preset() -> list:
     return uris
 
 
+def mla_uri(dtype: str = "bf16", backend: str = "fa2", head_dim_ckv: int = 512,
+            head_dim_kpe: int = 64) -> str:
+    """A batched MLA module URI (q = kv = o dtype, int32 indices, no profiler)."""
+    return format_uri("batch_mla", dict(dtype_q=dtype, dtype_kv=dtype, dtype_o=dtype,
+                                        dtype_idx="i32", head_dim_ckv=head_dim_ckv,
+                                        head_dim_kpe=head_dim_kpe, use_profiler=False,
+                                        backend=backend))
+
+
 PRESETS = {
     "core": ["norm", "page"],
     # What a decode step needs besides attention (issue 16's kernels).
@@ -220,9 +229,11 @@ PRESETS = {
     "sampling": ["sampling"],
     # What the project's GPU tests load (attention only; they also need @core).
     "test": _test_preset(),
+    # Batched MLA (DeepSeek ckv 512 / kpe 64), FA2 and FA3 (sm90), f16 and bf16.
+    "mla": [mla_uri(dtype, backend) for dtype in ("f16", "bf16") for backend in ("fa2", "fa3")],
 }
 PRESETS["all"] = list(dict.fromkeys(PRESETS["core"] + PRESETS["decode_step"] + PRESETS["gdn"]
-                                    + PRESETS["test"]))
+                                    + PRESETS["test"] + PRESETS["mla"]))
 
 
 def expand(names) -> list:

@@ -30,6 +30,9 @@ _TOPK = ("0.7.x's radix top-k makes the values output optional and appends sorti
          "determinism and tie-break options (and, for the transforms, graph-safety and "
          "row-start arguments)")
 
+_MLA_RUN = ("0.7.x's batched MLA run appends `double ckv_scale, double kpe_scale, "
+            "Optional<TensorView> maybe_ckv_scale_arr` (fp8 cache dequantization scales)")
+
 KNOWN_DIFFERENCES = {
     ("0.7.4", "gdn_prefill_sm90", "gdn_prefill"): {
         "expect": "module gdn_prefill_sm90 is not built by flashinfer 0.7.4",
@@ -101,4 +104,7 @@ KNOWN_DIFFERENCES = {
         "expect": "arity: flashinfer 0.7.4 declares 10 arguments, the Binding 6",
         "reason": _TOPK,
     },
+    **{("0.7.4", f"batch_mla/{backend}", "run"): {
+        "expect": "arity: flashinfer 0.7.4 declares 18 arguments, the Binding 15",
+        "reason": _MLA_RUN} for backend in ("fa2", "fa3")},
 }

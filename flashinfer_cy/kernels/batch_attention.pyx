@@ -36,11 +36,10 @@ from cpython.ref cimport PyObject
 from libc.stdint cimport int32_t, int64_t, uint32_t
 
 from flashinfer_cy._abi.dlpack cimport kDLCUDA, kDLCPU
-from flashinfer_cy._core.binding cimport (Binding, CallFrame, frame_init, frame_release,
-                                          set_float, set_int, set_bool, set_object)
-from flashinfer_cy._core.runtime cimport Object
+from flashinfer_cy._core.binding cimport (Binding, CallFrame, frame_init, set_float, set_int,
+                                          set_bool)
 from flashinfer_cy._core.tensor cimport (TensorSlot, TensorDesc, dtype_key, describe,
-                                         release_slot, check_cuda, check_ndim,
+                                         check_cuda, check_ndim,
                                          check_same_device, check_same_shape, as_bool)
 from flashinfer_cy._core.pinned cimport PinnedSlot
 from flashinfer_cy.kernels.attention cimport (load_binding, pack_extras, check_qkv_tensor,
@@ -331,11 +330,7 @@ cdef class _BatchAttention(CheckedRunner):
         cdef Plan p = <Plan>pb
         cdef RunLayout* L = &p.L
         cdef Binding b = p.run_b
-        release_slot(&f.slots[L.fws])  # a rebind repacks these: drop what they held
-        release_slot(&f.slots[L.iws])
-        b.tensor(f, L.fws, self._float_ws)
-        b.tensor(f, L.iws, self._int_ws)
-        set_object(f, L.info, <Object>p.plan_info)
+        self._pack_plan_common(f, p)
         if L.qo_indptr >= 0:
             pack_i32(f, L.qo_indptr, p.d_qo_indptr, p.batch_size + 1, kDLCUDA, p.device)
         pack_i32(f, L.kv_indptr, p.d_kv_indptr, p.batch_size + 1, kDLCUDA, p.device)
@@ -443,27 +438,20 @@ cdef class BatchDecodeWithPagedKVCache(_BatchAttention):
             # ---- CUDA from here on
             slot = self._open_mha_plan(c, "run", "decode", batch, False, batch, given, given_h,
                                    &st, &stream_h)
-            try:
-                frame_init(&f, c.plan_b.n)
-                try:
-                    self._pack_workspaces(c.plan_b, &f, slot)
-                    pack_i32(&f, 3, at_word(slot.staging_ptr, st.off[0]), batch + 1, kDLCPU, 0)
-                    set_int(&f, 4, batch)
-                    set_int(&f, 5, c.hq)
-                    set_int(&f, 6, c.hkv)
-                    set_int(&f, 7, c.page_size)
-                    set_bool(&f, 8, self.use_cuda_graph)
-                    set_int(&f, 9, c.sc[0])
-                    set_float(&f, 10, c.sc[1])
-                    set_int(&f, 11, c.hd)
-                    set_int(&f, 12, c.hd)
-                    _pack_empty(&f, 13, slot, c.dtype)
-                    _pack_empty(&f, 14, slot, c.kv_dtype)
-                    info = self._call_plan(c.plan_b, &f, stream_h)
-                finally:
-                    frame_release(&f)
-            finally:
-                self._ring.commit(slot, stream_h)
+            frame_init(&f, c.plan_b.n)  # (nothing here raises before _plan_call)
+            pack_i32(&f, 3, at_word(slot.staging_ptr, st.off[0]), batch + 1, kDLCPU, 0)
+            set_int(&f, 4, batch)
+            set_int(&f, 5, c.hq)
+            set_int(&f, 6, c.hkv)
+            set_int(&f, 7, c.page_size)
+            set_bool(&f, 8, self.use_cuda_graph)
+            set_int(&f, 9, c.sc[0])
+            set_float(&f, 10, c.sc[1])
+            set_int(&f, 11, c.hd)
+            set_int(&f, 12, c.hd)
+            _pack_empty(&f, 13, slot, c.dtype)
+            _pack_empty(&f, 14, slot, c.kv_dtype)
+            info = self._plan_call(c.plan_b, &f, slot, stream_h)
         finally:
             hosts(False, &ip, &lp, &ix, NULL)
         p = self._new_plan(DECODE, c, batch, False, batch, batch, 0, min_pages)
@@ -602,12 +590,7 @@ cdef int _graph_caps(_BatchAttention w, Staging* st, int64_t batch, int64_t need
     if not w.use_cuda_graph:
         return 0
     if w.kind != RAGGED_PREFILL:
-        if w._max_pages < 0:
-            raise ValueError("use_cuda_graph=True needs max_num_pages (the page-table capacity) "
-                             "in the constructor")
-        if need > w._max_pages:
-            raise ValueError(f"paged_kv_indices: {need} pages exceed max_num_pages "
-                             f"{w._max_pages} of this CUDA-graph wrapper")
+        w._graph_pages(need, "paged_kv_indices")
     for i in range(st.n):
         st.cap[i] = batch + 1
     if w.kind != RAGGED_PREFILL:
@@ -640,14 +623,7 @@ cdef object _plan_paged_or_ragged(_BatchAttention w, int kind, _PlanConfig c, Ho
     cdef int32_t* kv_lens
     if causal:
         check_causal(qo, kv, lp, c.page_size)
-    planned = rows
-    if w.use_cuda_graph:
-        if w._max_rows < 0:
-            w._max_rows = rows
-        if rows > w._max_rows:
-            raise ValueError(f"qo_indptr: {rows} rows exceed the CUDA-graph capacity "
-                             f"{w._max_rows} (max_total_num_rows)")
-        planned = w._max_rows
+    planned = w._graph_rows(rows)
     seg(&st, qo.p, batch + 1)
     seg(&st, kv.p, batch + 1)
     if kind != RAGGED_PREFILL:
@@ -659,35 +635,28 @@ cdef object _plan_paged_or_ragged(_BatchAttention w, int kind, _PlanConfig c, Ho
     slot = w._open_mha_plan(c, "ragged_run" if kind == RAGGED_PREFILL else "paged_run",
                         _KIND_NAMES[kind], batch, causal, planned, given_stream, given_h, &st,
                         &stream_h)
-    try:
-        kv_lens = <int32_t*>at_word(slot.staging_ptr, st.host_off)
-        for i in range(batch):
-            kv_lens[i] = <int32_t>kv_len_of(kv, lp, c.page_size, i)
-        frame_init(&f, c.plan_b.n)
-        try:
-            w._pack_workspaces(c.plan_b, &f, slot)
-            pack_i32(&f, 3, at_word(slot.staging_ptr, st.off[0]), batch + 1, kDLCPU, 0)
-            pack_i32(&f, 4, at_word(slot.staging_ptr, st.off[1]), batch + 1, kDLCPU, 0)
-            pack_i32(&f, 5, kv_lens, batch, kDLCPU, 0)
-            set_int(&f, 6, planned)
-            set_int(&f, 7, batch)
-            set_int(&f, 8, c.hq)
-            set_int(&f, 9, c.hkv)
-            set_int(&f, 10, c.page_size)
-            set_bool(&f, 11, w.use_cuda_graph)
-            set_int(&f, 12, c.hd)
-            set_int(&f, 13, c.hd)
-            set_bool(&f, 14, causal)
-            set_int(&f, 15, c.sc[0])
-            if c.backend == "fa2":
-                set_int(&f, 16, -1)      # fixed_split_size: auto
-                set_bool(&f, 17, False)  # disable_split_kv
-                set_int(&f, 18, 0)       # num_colocated_ctas (upstream passes 0)
-            info = w._call_plan(c.plan_b, &f, stream_h)
-        finally:
-            frame_release(&f)
-    finally:
-        w._ring.commit(slot, stream_h)
+    kv_lens = <int32_t*>at_word(slot.staging_ptr, st.host_off)  # (nothing here raises
+    for i in range(batch):                                       # before _plan_call)
+        kv_lens[i] = <int32_t>kv_len_of(kv, lp, c.page_size, i)
+    frame_init(&f, c.plan_b.n)
+    pack_i32(&f, 3, at_word(slot.staging_ptr, st.off[0]), batch + 1, kDLCPU, 0)
+    pack_i32(&f, 4, at_word(slot.staging_ptr, st.off[1]), batch + 1, kDLCPU, 0)
+    pack_i32(&f, 5, kv_lens, batch, kDLCPU, 0)
+    set_int(&f, 6, planned)
+    set_int(&f, 7, batch)
+    set_int(&f, 8, c.hq)
+    set_int(&f, 9, c.hkv)
+    set_int(&f, 10, c.page_size)
+    set_bool(&f, 11, w.use_cuda_graph)
+    set_int(&f, 12, c.hd)
+    set_int(&f, 13, c.hd)
+    set_bool(&f, 14, causal)
+    set_int(&f, 15, c.sc[0])
+    if c.backend == "fa2":
+        set_int(&f, 16, -1)      # fixed_split_size: auto
+        set_bool(&f, 17, False)  # disable_split_kv
+        set_int(&f, 18, 0)       # num_colocated_ctas (upstream passes 0)
+    info = w._plan_call(c.plan_b, &f, slot, stream_h)
     p = w._new_plan(kind, c, batch, causal, rows, planned,
                     kv.p[kv.n - 1] if kind == RAGGED_PREFILL else 0, min_pages)
     w._finish_plan(p, c, info, &st, stream_h, slot, need)

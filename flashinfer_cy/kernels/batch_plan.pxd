@@ -223,8 +223,9 @@ cdef class BatchPlanner:
                                  str indptr_name) except -1
     cdef int _check_frozen(self, tuple key, tuple names) except -1
     cdef PinnedSlot _open_plan(self, bint given, void* given_h, Staging* st, void** stream)
-    cdef int _pack_workspaces(self, Binding b, CallFrame* f, PinnedSlot slot) except -1
-    cdef object _call_plan(self, Binding b, CallFrame* f, void* stream)
+    cdef object _plan_call(self, Binding b, CallFrame* f, PinnedSlot slot, void* stream)
+    cdef int _graph_pages(self, int64_t need, str name) except -1
+    cdef int64_t _graph_rows(self, int64_t rows) except -1
     cdef int _commit_plan(self, PlanBase p, object info, void* stream, PinnedSlot slot,
                           object frozen) except -1
     cdef int _check_current(self, PlanBase p) except -1

@@ -28,7 +28,7 @@ from libc.string cimport memcpy
 
 from flashinfer_cy._abi.dlpack cimport kDLCUDA, kDLCPU, kDLCUDAHost
 from flashinfer_cy._abi.tvm_ffi cimport TVMFFIAny
-from flashinfer_cy._core.binding cimport Binding, CallFrame
+from flashinfer_cy._core.binding cimport Binding, CallFrame, frame_release
 from flashinfer_cy._core.runtime cimport ensure_ffi, take_result, env_stream
 from flashinfer_cy._core.stream cimport resolve_stream
 from flashinfer_cy._core.tensor cimport (TensorSlot, TensorDesc, DT_I32, to_dltensor,
@@ -520,18 +520,45 @@ cdef class BatchPlanner:
             raise
         return slot
 
-    cdef int _pack_workspaces(self, Binding b, CallFrame* f, PinnedSlot slot) except -1:
-        """Every plan export starts with (float workspace, int workspace, page-locked int
-        workspace mirror)."""
-        b.tensor(f, 0, self._float_ws)
-        b.tensor(f, 1, self._int_ws)
-        b.tensor(f, 2, slot.kernel_desc)
+    cdef object _plan_call(self, Binding b, CallFrame* f, PinnedSlot slot, void* stream):
+        """Call a plan export whose frame ``f`` holds every argument but the three
+        workspaces every plan export starts with (float, int, ``slot``'s page-locked int
+        mirror), on the plan stream; release ``f`` and commit ``slot`` (also on failure).
+        Returns the plan-info Array."""
+        cdef TVMFFIAny result
+        try:
+            try:
+                b.tensor(f, 0, self._float_ws)
+                b.tensor(f, 1, self._int_ws)
+                b.tensor(f, 2, slot.kernel_desc)
+                b.invoke(f, <uintptr_t>stream, &result)
+                return take_result(&result)
+            finally:
+                frame_release(f)
+        finally:
+            self._ring.commit(slot, stream)
+
+    cdef int _graph_pages(self, int64_t need, str name) except -1:
+        """Graph mode: the page table fits the fixed capacity (max_num_pages)."""
+        if self._max_pages < 0:
+            raise ValueError("use_cuda_graph=True needs max_num_pages (the page-table capacity) "
+                             "in the constructor")
+        if need > self._max_pages:
+            raise ValueError(f"{name}: {need} pages exceed max_num_pages "
+                             f"{self._max_pages} of this CUDA-graph wrapper")
         return 0
 
-    cdef object _call_plan(self, Binding b, CallFrame* f, void* stream):
-        cdef TVMFFIAny result
-        b.invoke(f, <uintptr_t>stream, &result)
-        return take_result(&result)
+    cdef int64_t _graph_rows(self, int64_t rows) except -1:
+        """The rows q must have: ``rows``, or in graph mode the fixed capacity
+        (max_total_num_rows, default the first plan's rows)."""
+        if not self.use_cuda_graph:
+            return rows
+        if self._max_rows < 0:
+            self._max_rows = rows
+        if rows > self._max_rows:
+            raise ValueError(f"qo_indptr: {rows} rows exceed the CUDA-graph capacity "
+                             f"{self._max_rows} (max_total_num_rows)")
+        return self._max_rows
 
     cdef int _commit_plan(self, PlanBase p, object info, void* stream, PinnedSlot slot,
                           object frozen) except -1:

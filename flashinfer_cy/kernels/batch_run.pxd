@@ -22,6 +22,7 @@ cdef class CheckedRunner(BatchPlanner):
                                 object c, object d) except -1
 
     # -- shared --------------------------------------------------------------------------
+    cdef int _pack_plan_common(self, CallFrame* f, PlanBase p) except -1
     cdef int _describe_outputs(self, CallFrame* f, PlanBase p, object out,
                                object lse) except -1
     cdef int _pack_outputs(self, CallFrame* f, PlanBase p, object out, object lse) except -1

@@ -25,5 +25,7 @@ class PreparedRun:
     def launch(self) -> TensorLike | None:
         """Run the prepared call; returns ``out`` (None once ``repoint(out=...)`` moved it
         to memory the caller owns). Asynchronous."""
-    def repoint(self, q: int | None = None, out: int | None = None, lse: int | None = None) -> None:
-        """Point q / out / lse at other memory of the same shape (integer addresses)."""
+    def repoint(self, q: int | None = None, out: int | None = None, lse: int | None = None,
+                q_pe: int | None = None) -> None:
+        """Point q (MLA: q_nope) / out / lse / q_pe (MLA) at other memory of the same shape
+        (integer addresses)."""

@@ -23,11 +23,12 @@ from libc.stdint cimport int64_t, uint32_t, uintptr_t
 from flashinfer_cy._abi.dlpack cimport kDLCUDA
 from flashinfer_cy._abi.tvm_ffi cimport TVMFFIAny
 from flashinfer_cy._core.binding cimport (Binding, CallFrame, frame_init, frame_release,
-                                          frame_init_masked, frame_release_masked, MAX_ARGS)
-from flashinfer_cy._core.runtime cimport Function
+                                          frame_init_masked, frame_release_masked, set_object,
+                                          MAX_ARGS)
+from flashinfer_cy._core.runtime cimport Function, Object
 from flashinfer_cy._core.checked_frame cimport CheckedFrame, kept_stream, reuse_frame
 from flashinfer_cy._core.stream cimport resolve_stream
-from flashinfer_cy._core.tensor cimport TensorSlot, own_shape, as_bool
+from flashinfer_cy._core.tensor cimport TensorSlot, own_shape, as_bool, release_slot
 from flashinfer_cy.kernels.attention cimport check_out, check_lse, run_stream
 from flashinfer_cy.kernels.batch_plan cimport BatchPlanner, PlanBase, RunLayout, no_plan_message
 
@@ -68,6 +69,15 @@ cdef class CheckedRunner(BatchPlanner):
     cdef int _describe_unpaired(self, CallFrame* f, PlanBase p, object a, object b,
                                 object c, object d) except -1:
         raise NotImplementedError
+
+    cdef int _pack_plan_common(self, CallFrame* f, PlanBase p) except -1:
+        """What every run export takes from the plan first: the workspaces and the plan
+        info (released first: a prepared launch's rebind repacks them)."""
+        release_slot(&f.slots[p.L.fws])
+        release_slot(&f.slots[p.L.iws])
+        p.run_b.tensor(f, p.L.fws, self._float_ws)
+        p.run_b.tensor(f, p.L.iws, self._int_ws)
+        return set_object(f, p.L.info, <Object>p.plan_info)
 
     # -- outputs -------------------------------------------------------------------------
 
@@ -219,7 +229,7 @@ cdef class PreparedRun:
     After the wrapper plans again the next ``launch()`` rebinds to the new plan (checking
     the tensors against it, PlanMismatchError if they no longer fit); a plan for another
     kernel variant (window, soft cap, dtype, backend) needs a new ``prepare()``.
-    ``repoint(q=, out=, lse=)`` swaps data pointers (same shape) without repacking.
+    ``repoint(q=, out=, lse=, q_pe=)`` swaps data pointers (same shape) without repacking.
     """
 
     cdef CallFrame* frame
@@ -270,12 +280,14 @@ cdef class PreparedRun:
                          self.stream, True)
         return self.out
 
-    def repoint(self, q=None, out=None, lse=None):
-        """Point q / out / lse at other memory of the same shape (integer addresses)."""
+    def repoint(self, q=None, out=None, lse=None, q_pe=None):
+        """Point q (MLA: q_nope) / out / lse / q_pe (MLA) at other memory of the same shape
+        (integer addresses)."""
         if self.frame == NULL:
             raise TypeError("repoint(): this PreparedRun was not made by wrapper.prepare(...)")
         cdef RunLayout* L = &self.plan.L
-        for value, idx, name in ((q, L.q, "q"), (out, L.o, "out"), (lse, L.lse, "lse")):
+        for value, idx, name in ((q, L.q, "q"), (out, L.o, "out"), (lse, L.lse, "lse"),
+                                 (q_pe, L.q_pe, "q_pe")):
             if value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, int):
