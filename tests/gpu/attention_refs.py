@@ -42,18 +42,18 @@ def attention_ref(q, k, v, *, causal=False, window_left=-1, logits_soft_cap=0.0,
     if window_left >= 0:
         mask &= col >= row - window_left
     s = np.where(mask[None], s, -np.inf)
-    return softmax_apply(s, "hqk,khd->qhd", vv)
+    return softmax_apply(s, lambda p: np.einsum("hqk,khd->qhd", p, vv))
 
 
-def softmax_apply(s, spec, value):
+def softmax_apply(s, apply):
     """Softmax over the last axis of the scores ``s [heads, rows, keys]`` (-inf: masked
-    out), applied to ``value`` by ``np.einsum(spec, weights, value)``. Returns (out, base-2
-    lse [rows, heads]); a row without keys gets out 0 and lse -inf."""
+    out), the weights then given to ``apply`` (-> out). Returns (out, base-2 lse [rows,
+    heads]); a row without keys gets out 0 and lse -inf."""
     m = s.max(axis=-1, keepdims=True) if s.shape[-1] else np.full(s.shape[:-1] + (1,), -np.inf)
     m_safe = np.where(np.isfinite(m), m, 0.0)
     p = np.exp(s - m_safe)
     denom = p.sum(axis=-1, keepdims=True)
-    out = np.einsum(spec, p / np.where(denom > 0, denom, 1.0), value)
+    out = apply(p / np.where(denom > 0, denom, 1.0))
     with np.errstate(divide="ignore"):
         lse = (m_safe + np.log(denom))[..., 0] / math.log(2.0)
     lse = np.where(denom[..., 0] > 0, lse, -np.inf)

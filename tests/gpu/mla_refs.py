@@ -61,8 +61,9 @@ def mla_ref(q_nope, q_pe, ckv, kpe, sm_scale, causal=False):
     rows aligned to the end (row r sees keys < kv_len - qo_len + r + 1); out = softmax .
     ckv, lse base 2 (-inf for a row without keys, out 0 there)."""
     qo_len, kv_len = q_nope.shape[0], ckv.shape[0]
-    s = (np.einsum("rhd,kd->hrk", q_nope, ckv) + np.einsum("rhd,kd->hrk", q_pe, kpe)) * sm_scale
+    # matmul (BLAS), not einsum: a 30-row x 128-head x 1500-key request is ~3 GFLOP
+    s = np.swapaxes(q_nope @ ckv.T + q_pe @ kpe.T, 0, 1) * sm_scale   # [heads, rows, keys]
     if causal:
         allowed = np.arange(kv_len)[None, :] < (kv_len - qo_len + np.arange(qo_len) + 1)[:, None]
         s = np.where(allowed[None], s, -np.inf)
-    return softmax_apply(s, "hrk,kd->rhd", ckv)
+    return softmax_apply(s, lambda p: np.swapaxes(p @ ckv, 0, 1))
