@@ -77,6 +77,7 @@ from flashinfer_cy.kernels.batch_attention import (
     Plan,
     PreparedRun,
 )
+from flashinfer_cy.kernels.batch_mla import BatchMLAPagedAttention, MLAPlan
 
 __version__ = "0.1.0.dev0"
 
@@ -103,5 +104,5 @@ __all__ = [
     "chain_speculative_sampling",
     "PlanMismatchError", "PlanNotReadyError", "StreamCaptureError", "single_decode", "single_prefill",
     "BatchDecodeWithPagedKVCache", "BatchPrefillWithPagedKVCache",
-    "BatchPrefillWithRaggedKVCache", "Plan", "PreparedRun",
+    "BatchPrefillWithRaggedKVCache", "Plan", "PreparedRun", "BatchMLAPagedAttention", "MLAPlan",
 ]

@@ -41,8 +41,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_norm import (CBurst, LoopBurst, build_c_floor, gpu_us, host_us,  # noqa: E402
-                        host_us_interleaved)
+from bench_norm import (CBurst, LoopBurst, gpu_us, host_us,  # noqa: E402
+                        host_us_interleaved, plan_run_floors)
 
 HQ, HKV, D, PS = 32, 8, 128, 16
 
@@ -58,17 +58,7 @@ def decode_floor(batch: int, kv_len: int, exchange=None) -> dict[str, CBurst]:
     from flashinfer_cy.kernels.attention_uri import variant
 
     so = locate_module(variant("batch_decode", "float16", D, -1, 0.0).uri)
-    lib_path, ffi_path = build_c_floor("decode_floor", shared=True)
-    lib = ctypes.CDLL(str(lib_path))
-    lib.fcy_decode_floor_init.argtypes = [ctypes.c_char_p, ctypes.c_char_p] + [ctypes.c_int64] * 6
-    lib.fcy_decode_floor_burst.argtypes = [ctypes.c_int, ctypes.c_int]
-    lib.fcy_decode_floor_burst.restype = ctypes.c_double
-    lib.fcy_decode_floor_error.restype = ctypes.c_char_p
-    if lib.fcy_decode_floor_init(str(ffi_path).encode(), str(so).encode(),
-                                 batch, kv_len, PS, HQ, HKV, D) != 0:
-        raise RuntimeError(lib.fcy_decode_floor_error().decode())
-    floors = {name: CBurst(lambda n, which=which: lib.fcy_decode_floor_burst(which, n))
-              for which, name in enumerate(("run", "plan_kernel", "plan"))}
+    floors, lib_path, lib = plan_run_floors("decode_floor", so, batch, kv_len, PS, HQ, HKV, D)
     if exchange is not None:
         # The same library again, through PyDLL: these calls keep the GIL, which the
         # exchange API's calls into Python objects need.

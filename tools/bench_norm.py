@@ -128,6 +128,26 @@ def build_c_floor(name: str, shared: bool = False) -> tuple[Path, Path]:
     return out, pkg / "lib" / "libtvm_ffi.so"
 
 
+def plan_run_floors(name: str, module, *dims: int) -> tuple[dict, Path, object]:
+    """tools/c_floor/<name>.c (decode_floor, mla_floor) built as a library and initialised
+    on the kernel module file ``module`` with the integer ``dims`` (its init's order):
+    (its run / plan_kernel / plan floors as CBurst rows, the library's path, the library)."""
+    import ctypes
+
+    lib_path, ffi_path = build_c_floor(name, shared=True)
+    lib = ctypes.CDLL(str(lib_path))
+    init, burst, error = (getattr(lib, f"fcy_{name}_{x}") for x in ("init", "burst", "error"))
+    init.argtypes = [ctypes.c_char_p, ctypes.c_char_p] + [ctypes.c_int64] * len(dims)
+    burst.argtypes = [ctypes.c_int, ctypes.c_int]
+    burst.restype = ctypes.c_double
+    error.restype = ctypes.c_char_p
+    if init(str(ffi_path).encode(), str(module).encode(), *dims) != 0:
+        raise RuntimeError(error().decode())
+    floors = {row: CBurst(lambda n, which=which: burst(which, n))
+              for which, row in enumerate(("run", "plan_kernel", "plan"))}
+    return floors, lib_path, lib
+
+
 def c_floor(norm_so: str, rows: int, hidden: int, bursts: int, burst: int) -> float | None:
     exe, lib = build_c_floor("rmsnorm_floor")
     res = subprocess.run([str(exe), str(lib), norm_so, str(rows), str(hidden), str(bursts),

@@ -61,7 +61,17 @@ MODULES = {
     "single_prefill/fa3": (_ATTN, "gen_single_prefill_module", {"backend": "fa3"}),
     "batch_prefill/fa2": (_ATTN, "gen_batch_prefill_module", {"backend": "fa2"}),
     "batch_prefill/fa3": (_ATTN, "gen_batch_prefill_module", {"backend": "fa3"}),
+    "batch_mla/fa2": (_ATTN, "gen_batch_mla_module", {"backend": "fa2"}),
+    "batch_mla/fa3": (_ATTN, "gen_batch_mla_module", {"backend": "fa3"}),
 }
+# Modules whose ADDITIONAL_FUNC_PARAMS comes from their config template rather than the
+# generator's additional_* lists: batch_mla_config.jinja defines it as ", Tensor
+# profiler_buffer" under FLASHINFER_ENABLE_PROFILER only, which the URIs we load
+# (profiler_False) are built without, and empty otherwise (checked by _config_extras).
+CONFIG_EXTRAS = {"batch_mla/fa2": "batch_mla_config.jinja",
+                 "batch_mla/fa3": "batch_mla_config.jinja"}
+_NO_EXTRAS = {"additional_tensor_names": [], "additional_scalar_names": [],
+              "additional_scalar_dtypes": []}
 # Modules generated whole from a template string: activation.py's act_and_mul template, one
 # module "<act>_and_mul" per key of act_func_def_str.
 ACTIVATION = ("activation.py", "activation_templ", "act_func_def_str")
@@ -94,7 +104,7 @@ class Tree:
 
     @staticmethod
     def _wanted(n: str) -> bool:
-        return (n.startswith(CSRC) and n.endswith(_CXX_SUFFIXES)) or \
+        return (n.startswith(CSRC) and n.endswith(_CXX_SUFFIXES + (".jinja",))) or \
             (n.startswith(JIT) and n.endswith(".py")) or n == "flashinfer/_build_meta.py"
 
     def text(self, name: str) -> str:
@@ -190,12 +200,26 @@ def _export_entry(decl, decl_file_line: str, extras=None, extras_from=None) -> d
     return entry
 
 
+def _config_extras(tree: Tree, template: str) -> dict:
+    """No generated parameters, once the config template is seen to define
+    ADDITIONAL_FUNC_PARAMS empty outside its profiler branch (what a profiler_False URI
+    is built with)."""
+    text = tree.raw(template)
+    m = re.search(r"#ifdef FLASHINFER_ENABLE_PROFILER(.*?)#else(.*?)#endif", text, re.S)
+    if not m or not re.search(r"#define ADDITIONAL_FUNC_PARAMS\s*\n", m.group(2)):
+        raise SystemExit(f"{template}: ADDITIONAL_FUNC_PARAMS is no longer empty without "
+                         f"FLASHINFER_ENABLE_PROFILER: update CONFIG_EXTRAS")
+    return _NO_EXTRAS
+
+
 def module_entry(tree: Tree, key: str) -> dict:
     jit_file, function, args = MODULES[key]
     py = tree.text(JIT + jit_file)
     if f"def {function}(" not in py:
         return None  # this release has no such generator (the module disappeared)
     facts = generator_facts(py, function, args, _PINNED)
+    if key in CONFIG_EXTRAS and facts["extras"] is None:
+        facts["extras"] = _config_extras(tree, CONFIG_EXTRAS[key])
     sources = [s for s in (tree.find_csrc(n) for n in facts["sources"]) if s]
     gen = f"flashinfer/jit/{jit_file}:{function}"
     if args:

@@ -222,7 +222,16 @@ def _test_preset() -> list:
     return uris
 
 
-def _presets(families) -> dict:
+def mla_uri(dtype: str = "bf16", backend: str = "fa2", head_dim_ckv: int = 512,
+            head_dim_kpe: int = 64, version: str = DEFAULT_VERSION) -> str:
+    """A batched MLA module URI (q = kv = o dtype, int32 indices, no profiler)."""
+    return format_uri("batch_mla", dict(dtype_q=dtype, dtype_kv=dtype, dtype_o=dtype,
+                                        dtype_idx="i32", head_dim_ckv=head_dim_ckv,
+                                        head_dim_kpe=head_dim_kpe, use_profiler=False,
+                                        backend=backend), version)
+
+
+def _presets(families, version) -> dict:
     """The same preset names for every release; a preset whose modules a release lacks is absent."""
     names = {f.name for f in families}
     presets = {
@@ -234,9 +243,12 @@ def _presets(families) -> dict:
         "sampling": ["sampling"],
         # What the project's GPU tests load (attention only; they also need @core).
         "test": _test_preset(),  # the default variants' URIs are the same in every release here
+        # Batched MLA (DeepSeek ckv 512 / kpe 64), FA2 and FA3 (sm90), f16 and bf16.
+        "mla": [mla_uri(dtype, backend, version=version) for dtype in ("f16", "bf16")
+                for backend in ("fa2", "fa3")] if "batch_mla" in names else None,
     }
     presets["all"] = list(dict.fromkeys(presets["core"] + presets["decode_step"] + (presets["gdn"] or [])
-                                        + presets["test"]))
+                                        + presets["test"] + (presets["mla"] or [])))
     return {k: v for k, v in presets.items() if v is not None}
 
 
@@ -258,7 +270,7 @@ class Release:
 
     @functools.cached_property
     def presets(self) -> dict:
-        return _presets(self.families)
+        return _presets(self.families, self.version)
 
 
 _NO_GDN = ("0.7.x removed jit/gdn.py and gdn_prefill_launcher.cu; GDN prefill moved to the cake GDN "

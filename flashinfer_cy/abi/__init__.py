@@ -30,6 +30,7 @@ _ATTENTION_PREFIXES = {
     "batch_decode_with_kv_cache_": "batch_decode",
     "single_prefill_with_kv_cache_": "single_prefill",
     "batch_prefill_with_kv_cache_": "batch_prefill",
+    "batch_mla_attention_": "batch_mla",
 }
 
 

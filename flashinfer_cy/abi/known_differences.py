@@ -12,10 +12,17 @@ export beyond that, the family has a second line written for that release
 (``Binding(..., written_for=...)``, e.g. the 0.7.4 samplers in kernels/sampling.pyx).
 """
 
+_MLA_RUN = ("0.7.x's batched MLA run appends `double ckv_scale, double kpe_scale, "
+            "Optional<TensorView> maybe_ckv_scale_arr` (fp8 cache dequantization scales); its "
+            "plan returns another plan_info (URI suffix _planabi2): not a layout")
+
 KNOWN_DIFFERENCES = {
     ("0.7.4", "gdn_prefill_sm90", "gdn_prefill"): {
         "expect": "module gdn_prefill_sm90 is not built by flashinfer 0.7.4",
         "reason": "0.7.x dropped flashinfer/jit/gdn.py and csrc/gdn_prefill_launcher.cu; GDN "
                   "prefill moved to the cake GDN modules (jit/cake_gdn*.py), another ABI",
     },
+    **{("0.7.4", f"batch_mla/{backend}", "run"): {
+        "expect": "arity: flashinfer 0.7.4 declares 18 arguments, the Binding 15",
+        "reason": _MLA_RUN} for backend in ("fa2", "fa3")},
 }

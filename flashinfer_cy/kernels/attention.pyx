@@ -72,6 +72,10 @@ _RAGGED_RUN = (_WS + "plan_info_vec:A q:T k:T v:T qo_indptr:T kv_indptr:T o:T! m
 _PAGED_RUN = (_WS + "plan_info_vec:A q:T paged_k_cache:T paged_v_cache:T qo_indptr:T "
               "paged_kv_indptr:T paged_kv_indices:T paged_kv_last_page_len:T o:T! maybe_lse:T?! "
               "mask_mode_code:I layout:I window_left:I enable_pdl:B ")
+_MLA_PLAN = _PLAN_WS + "qo_indptr:H kv_indptr:H kv_len:H num_heads:I head_dim_o:I causal:B"
+_MLA_RUN = (_WS + "plan_info_vec:A q_nope:T q_pe:T ckv_cache:T kpe_cache:T kv_indices:T o:T! "
+            "maybe_lse:T?! mask_mode_code:I num_heads:I page_size:I sm_scale:F "
+            "return_lse_base_on_e:B")
 _SINGLE_PREFILL = "q:T k:T v:T tmp:T! o:T! maybe_lse:T?! mask_mode_code:I layout:I window_left:I "
 
 # (family, backend, export) -> (signature, the tensor whose device and stream the kernel uses)
@@ -97,6 +101,12 @@ SIGNATURES = {
     ("batch_prefill", "fa3", "ragged_run"): (_RAGGED_RUN + _FA3_BATCH_EXTRAS, "float_workspace_buffer"),
     ("batch_prefill", "fa2", "paged_run"): (_PAGED_RUN + _FA2_BATCH_EXTRAS, "float_workspace_buffer"),
     ("batch_prefill", "fa3", "paged_run"): (_PAGED_RUN + _FA3_BATCH_EXTRAS, "float_workspace_buffer"),
+    # Batched MLA (batch_mla.pyx): csrc/batch_mla_binding.cu and batch_mla_sm90_binding.cu,
+    # the same lists (the sm90 ADDITIONAL_FUNC_PARAMS is empty without the profiler).
+    ("batch_mla", "fa2", "plan"): (_MLA_PLAN, "float_workspace_buffer"),
+    ("batch_mla", "fa3", "plan"): (_MLA_PLAN, "float_workspace_buffer"),
+    ("batch_mla", "fa2", "run"): (_MLA_RUN, "q_nope"),
+    ("batch_mla", "fa3", "run"): (_MLA_RUN, "q_nope"),
 }
 
 # Later releases' argument lists, as layouts of the lists above (flashinfer_cy/abi/layouts.py),

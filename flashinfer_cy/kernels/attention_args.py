@@ -127,6 +127,36 @@ def plan_config(q_data_type, kv_data_type, num_qo_heads, num_kv_heads, head_dim,
 
 
 
+def mla_plan_config(q_data_type, kv_data_type, num_heads, head_dim_ckv, head_dim_kpe,
+                    page_size, causal, sm_scale):
+    """What BatchMLAPagedAttention.plan() validates of its scalars: ``(dtype, num_heads,
+    head_dim_ckv, head_dim_kpe, page_size, causal, sm_scale)``. MLA modules take one dtype
+    for q, the cache and the output; the head dims must be whole 16-byte vectors (the
+    kernels load them so); sm_scale has no default (it depends on the head dim before
+    absorption, which the kernel never sees)."""
+    dtype = dtype_name(q_data_type, "q_data_type")
+    if kv_data_type is not None and _DTYPE_ALIASES.get(_spelled(kv_data_type, "kv_data_type")) != dtype:
+        raise TypeError(f"kv_data_type: MLA modules read a cache of q's dtype ({dtype}), got "
+                        f"{kv_data_type!r}")
+    heads = positive_int(num_heads, "num_heads")
+    dims = []
+    for value, name in ((head_dim_ckv, "head_dim_ckv"), (head_dim_kpe, "head_dim_kpe")):
+        value = positive_int(value, name)
+        if value % 8:
+            raise ValueError(f"{name}: expected a multiple of 8 (16-byte vectors), got {value}")
+        dims.append(value)
+    page = positive_int(page_size, "page_size")
+    if not isinstance(causal, (bool, np.bool_)):
+        raise TypeError(f"causal: expected True or False, got {causal!r}")
+    if sm_scale is None:
+        raise TypeError("sm_scale: expected a float (MLA has no default: use 1/sqrt of the "
+                        "head dim before absorption, e.g. 1/sqrt(128 + 64) for DeepSeek)")
+    scale = _float(sm_scale, "sm_scale")
+    if scale <= 0:
+        raise ValueError(f"sm_scale: expected > 0, got {scale}")
+    return dtype, heads, dims[0], dims[1], page, bool(causal), scale
+
+
 def is_device_array(x) -> bool:
     """True for arrays that live on a GPU (DLPack device other than CPU / CUDA-host)."""
     dev = getattr(type(x), "__dlpack_device__", None)

@@ -130,3 +130,53 @@ def missing_module_message(v: Variant, reason: str) -> str:
     return (f"attention kernel module {v.uri!r} is not available: {where}. Build it with "
             f"`{BUILD_HINT.format(uri=v.uri)}` and set FLASHINFER_CY_KERNEL_DIR=.kernels "
             f"(details: {reason})")
+
+
+# ----------------------------------------------------------------------------------- MLA
+# Batched MLA paged attention (flashinfer/jit/attention/modules.py get_batch_mla_uri):
+# q = kv = o dtype, int32 indices, no profiler; "_sm90" iff FA3.
+
+MLA_HEAD_DIMS = ((512, 64),)   # (head_dim_ckv, head_dim_kpe) of the prebuilt wheel (aot.py)
+_MLA_TEMPLATE = ("batch_mla_attention_dtype_q_{t}_dtype_kv_{t}_dtype_o_{t}_dtype_idx_i32_"
+                 "head_dim_ckv_{ckv}_head_dim_kpe_{kpe}_profiler_False")
+
+
+class MLAVariant:
+    """One batched MLA module: what its URI encodes (family "batch_mla")."""
+
+    __slots__ = ("family", "dtype", "kv_dtype", "head_dim_ckv", "head_dim_kpe", "backend",
+                 "uri")
+
+    def __init__(self, dtype: str, head_dim_ckv: int, head_dim_kpe: int, backend: str = "fa2"):
+        self.family = "batch_mla"
+        self.dtype = self.kv_dtype = dtype
+        self.head_dim_ckv = head_dim_ckv
+        self.head_dim_kpe = head_dim_kpe
+        self.backend = backend
+        self.uri = _MLA_TEMPLATE.format(t=DTYPE_TOKENS[dtype], ckv=head_dim_ckv,
+                                        kpe=head_dim_kpe) + ("_sm90" if backend == "fa3" else "")
+
+    def __eq__(self, other):
+        return isinstance(other, MLAVariant) and self.uri == other.uri
+
+    def __hash__(self):
+        return hash(self.uri)
+
+    def __repr__(self):
+        return f"MLAVariant({self.uri!r})"
+
+    @property
+    def in_prebuilt_wheel(self) -> bool:
+        """flashinfer-jit-cache 0.6.3 builds FA2 and (sm90 wheels) FA3 MLA modules for
+        float16 and bfloat16 with ckv 512 / kpe 64 (aot.py)."""
+        return self.dtype in SUPPORTED_DTYPES and (self.head_dim_ckv,
+                                                   self.head_dim_kpe) in MLA_HEAD_DIMS
+
+
+@functools.lru_cache(maxsize=64)
+def mla_variant(dtype: str, head_dim_ckv: int, head_dim_kpe: int, backend: str = "fa2") -> MLAVariant:
+    if dtype not in SUPPORTED_DTYPES:
+        raise ValueError(f"dtype: MLA modules are float16 or bfloat16, got {dtype!r}")
+    if backend not in ("fa2", "fa3"):
+        raise ValueError(f"backend: expected 'fa2' or 'fa3' here, got {backend!r}")
+    return MLAVariant(dtype, int(head_dim_ckv), int(head_dim_kpe), backend)

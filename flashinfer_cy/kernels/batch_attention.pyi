@@ -2,21 +2,22 @@
 """Batched attention with a plan/run split: batch decode and batch prefill (ragged and paged,
 FA2 and FA3), prepared launches, CUDA-graph-safe plans."""
 
-from typing import Any, Final, Literal, TypeVar, overload
+from typing import Any, Literal, TypeVar, overload
 
 from flashinfer_cy._core.array import DeviceArray
-from flashinfer_cy._core.runtime import Array
+from flashinfer_cy.kernels.batch_plan import DEFAULT_FLOAT_WORKSPACE_BYTES as DEFAULT_FLOAT_WORKSPACE_BYTES
+from flashinfer_cy.kernels.batch_plan import DEFAULT_INT_WORKSPACE_BYTES as DEFAULT_INT_WORKSPACE_BYTES
+from flashinfer_cy.kernels.batch_plan import MIN_WORKSPACE_BYTES as MIN_WORKSPACE_BYTES
+from flashinfer_cy.kernels.batch_plan import PlanBase
+from flashinfer_cy.kernels.batch_run import CheckedRunner
+from flashinfer_cy.kernels.batch_run import PreparedRun as PreparedRun
 from flashinfer_cy._typing import (Backend, DTypeLike, HostIndices, KVLayout, PagedKVCache,
                                    StreamLike, TensorLike)
 
 _Out = TypeVar("_Out", bound=TensorLike)
 _Lse = TypeVar("_Lse", bound=TensorLike)
 
-DEFAULT_FLOAT_WORKSPACE_BYTES: Final[int]
-DEFAULT_INT_WORKSPACE_BYTES: Final[int]
-MIN_WORKSPACE_BYTES: Final[int]
-
-class Plan:
+class Plan(PlanBase):
     """What plan() planned; owns the kernel's plan-info Array (released with the Plan).
     Immutable; valid for run() until its wrapper plans again (``generation``)."""
 
@@ -25,17 +26,7 @@ class Plan:
     @property
     def backend(self) -> Literal["fa2", "fa3"]: ...
     @property
-    def uri(self) -> str: ...
-    @property
-    def dtype(self) -> str: ...
-    @property
-    def kv_dtype(self) -> str: ...
-    @property
     def kv_layout(self) -> str: ...
-    @property
-    def device(self) -> int: ...
-    @property
-    def batch_size(self) -> int: ...
     @property
     def num_qo_heads(self) -> int: ...
     @property
@@ -43,59 +34,19 @@ class Plan:
     @property
     def head_dim(self) -> int: ...
     @property
-    def page_size(self) -> int: ...
-    @property
     def window_left(self) -> int: ...
     @property
-    def causal(self) -> bool: ...
-    @property
-    def use_cuda_graph(self) -> bool: ...
-    @property
     def logits_soft_cap(self) -> float: ...
-    @property
-    def sm_scale(self) -> float: ...
     @property
     def rope_scale(self) -> float: ...
     @property
     def rope_theta(self) -> float: ...
     @property
-    def total_num_rows(self) -> int: ...
-    @property
-    def planned_num_rows(self) -> int: ...
-    @property
     def total_kv_rows(self) -> int: ...
-    @property
-    def min_num_pages(self) -> int: ...
-    @property
-    def generation(self) -> int: ...
-    @property
-    def plan_info(self) -> Array: ...
-    @property
-    def stream_handle(self) -> int: ...
     def frozen_key(self) -> tuple[Any, ...]:
         """What a CUDA graph bakes in: replans in graph mode must keep it."""
 
-class PreparedRun:
-    """A run with every argument packed once: launch() is one GIL-free kernel call. After
-    the wrapper plans again, the next launch() rebinds (PlanMismatchError if the tensors no
-    longer fit)."""
-
-    # Made by ``wrapper.prepare(...)`` only: calling the class raises TypeError (a cdef
-    # class __init__ reports (*args, **kwargs) at run time).
-    def __init__(self, *args: object, **kwargs: object) -> None: ...
-    @property
-    def out(self) -> TensorLike | None: ...  # prepare()'s out (or a DeviceArray); None after repoint(out=)
-    @property
-    def lse(self) -> TensorLike | None: ...
-    @property
-    def stream_handle(self) -> int: ...
-    def launch(self) -> TensorLike | None:
-        """Run the prepared call; returns ``out`` (None once ``repoint(out=...)`` moved it
-        to memory the caller owns). Asynchronous."""
-    def repoint(self, q: int | None = None, out: int | None = None, lse: int | None = None) -> None:
-        """Point q / out / lse at other memory of the same shape (integer addresses)."""
-
-class _BatchAttention:
+class _BatchAttention(CheckedRunner):
     def __init__(
         self,
         kv_layout: KVLayout = "NHD",
@@ -114,21 +65,7 @@ class _BatchAttention:
     @property
     def kv_layout(self) -> str: ...
     @property
-    def use_cuda_graph(self) -> bool: ...
-    @property
-    def backend(self) -> str: ...
-    @property
-    def device(self) -> int: ...
-    @property
     def current_plan(self) -> Plan | None: ...
-    @property
-    def generation(self) -> int: ...
-    @property
-    def pinned_ring_size(self) -> int: ...
-    @property
-    def pinned_ring_waits(self) -> int: ...
-    def workspace_buffers(self) -> tuple[Any, Any]:
-        """(float workspace, int workspace) once allocated (after the first plan)."""
 
 # run() overloads: ``out`` (given or a new DeviceArray), or ``(out, lse)`` with
 # return_lse=True (lse float32 [rows, num_qo_heads], base 2).

@@ -15,6 +15,8 @@
 #include <tvm/ffi/function.h>
 #include <tvm/ffi/optional.h>
 
+#include "fake_half.h"
+
 #include <cmath>
 #include <cstdlib>
 #include <cstdint>
@@ -25,41 +27,14 @@ namespace ffi = tvm::ffi;
 using ffi::Array;
 using ffi::Optional;
 using ffi::TensorView;
+using fake_half::i32;
+using fake_half::load;
+using fake_half::store;
 
 namespace {
 
 constexpr int64_t kMagic = 0x5eed;  // plan_info[0]: this stand-in made the plan
 
-bool is_bf16(TensorView t) { return t.dtype().code == kDLBfloat && t.dtype().bits == 16; }
-
-double load(TensorView t, int64_t offset) {
-  uint16_t bits = static_cast<const uint16_t*>(t.data_ptr())[offset];
-  if (is_bf16(t)) {
-    uint32_t w = static_cast<uint32_t>(bits) << 16;
-    float f;
-    std::memcpy(&f, &w, 4);
-    return f;
-  }
-  _Float16 h;
-  std::memcpy(&h, &bits, 2);
-  return static_cast<double>(h);
-}
-
-void store(TensorView t, int64_t offset, double x) {
-  uint16_t bits;
-  if (is_bf16(t)) {
-    float f = static_cast<float>(x);
-    uint32_t w;
-    std::memcpy(&w, &f, 4);
-    bits = static_cast<uint16_t>((w + 0x7FFF + ((w >> 16) & 1)) >> 16);  // nearest even
-  } else {
-    _Float16 h = static_cast<_Float16>(x);
-    std::memcpy(&bits, &h, 2);
-  }
-  static_cast<uint16_t*>(t.data_ptr())[offset] = bits;
-}
-
-const int32_t* i32(TensorView t) { return static_cast<const int32_t*>(t.data_ptr()); }
 
 }  // namespace
 

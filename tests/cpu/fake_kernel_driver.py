@@ -391,9 +391,235 @@ def scenario_decode_plan_failure_and_streams():
     expect(out2, "launch after repoint(out=)")
 
 
+# ---------------------------------------------------------------------- batched MLA
+# Against fake_batch_mla.cc under the FA2 and FA3 URIs of both dtypes (512/64) and
+# fake_cudart.c (an sm_90 device with 132 SMs): host checks, pinned staging of the page
+# table, the arguments the binding hands plan and run (RunRecord), outputs against the
+# float64 reference of tests/gpu/mla_refs.py.
+
+def mla_uris():
+    from flashinfer_cy.kernels import attention_uri
+
+    return [attention_uri.mla_variant(dtype, 512, 64, backend).uri
+            for dtype in ("float16", "bfloat16") for backend in ("fa2", "fa3")]
+
+
+def run_record(w):
+    """What the stand-in's last run() was handed (the start of the float workspace)."""
+    import ctypes
+
+    ptr = w.workspace_buffers()[0].ptr
+    ints = np.ctypeslib.as_array((ctypes.c_int64 * 7).from_address(ptr)).copy()
+    scale = ctypes.c_double.from_address(ptr + 56).value
+    keys = ("magic", "mask_mode_code", "num_heads", "page_size", "has_lse", "lse_base_e",
+            "kv_indices_len")
+    return dict(zip(keys, ints.tolist()), sm_scale=scale)
+
+
+def _mla_check(b, out, lse, dtype, scale, causal, what, base_e=False):
+    from attention_refs import LSE_TOL, assert_close
+    from devdata import download
+    from mla_refs import mla_ref
+
+    got, got_lse = download(out, dtype), None if lse is None else download(lse, "float32")
+    for i in range(len(b.kv_lens)):
+        ckv, kpe = b.sequence(i)
+        r = b.rows(i)
+        ref, ref_lse = mla_ref(b.q_nope[r], b.q_pe[r], ckv, kpe, scale, causal)
+        assert_close(got[r], ref, dtype, f"{what} out[{i}]")
+        if got_lse is not None:
+            assert_close(got_lse[r], ref_lse * (np.log(2.0) if base_e else 1.0), dtype,
+                         f"{what} lse[{i}]", LSE_TOL)
+
+
+def _mla_tensors(b, dtype):
+    from devdata import upload
+
+    return (upload(b.q_nope, dtype), upload(b.q_pe, dtype), upload(b.ckv_cache, dtype),
+            upload(b.kpe_cache, dtype))
+
+
+def scenario_mla():
+    from devdata import poison, upload
+    from mla_refs import mla_batch
+
+    rng = np.random.default_rng(21)
+    cases = [  # (dtype, causal, page_size, heads, qo_lens, kv_lens, backend)
+        ("float16", False, 1, 4, [1, 1, 1], [5, 1, 9], "fa2"),
+        ("bfloat16", True, 3, 4, [2, 4, 1], [7, 4, 10], "fa2"),
+        ("float16", True, 16, 16, [5, 6], [20, 6], "auto"),   # 2 CTAs per cluster
+        ("bfloat16", False, 4, 2, [3, 0, 2], [9, 3, 0], "fa3"),  # empty query / cache
+    ]
+    for dtype, causal, ps, heads, qo_lens, kv_lens, backend in cases:
+        what = f"{dtype} causal={causal} page {ps} heads {heads} {backend}"
+        b = mla_batch(rng, qo_lens, kv_lens, ps, heads, dtype, spare_pages=2)
+        qn, qp, ckv, kpe = _mla_tensors(b, dtype)
+        scale = float(rng.uniform(0.05, 0.2))
+        w = fc.BatchMLAPagedAttention(backend=backend)
+        rows = int(b.qo_indptr[-1])
+        out, lse = poison((rows, heads, 512), dtype), poison((rows, heads), "float32")
+        out4 = poison((rows, heads, 512), dtype)
+        before = cudart_counts()  # from the plan to the last launch: no synchronize
+        p = w.plan(b.qo_indptr, b.kv_indptr, b.kv_indices, b.kv_lens, heads, 512, 64, ps,
+                   causal, scale, dtype)
+        assert w.run(qn, qp, ckv, kpe, out, lse, True) == (out, lse)
+        rec = run_record(w)
+        out2 = w.run(qn, qp, ckv, kpe)                # no lse: None reaches the kernel
+        rec2 = run_record(w)
+        out3, lse3 = w.run(qn, qp, ckv, kpe, return_lse=True, return_lse_base_on_e=True)
+        rec3 = run_record(w)
+        w.prepare(qn, qp, ckv, kpe, out4).launch()
+        after = cudart_counts()
+        assert after["stream_sync"] == before["stream_sync"], f"{what}: a synchronize"
+        assert after["event_sync"] == before["event_sync"], f"{what}: an event wait"
+        assert p.backend == ("fa3" if backend == "auto" else backend), (what, p.backend)
+        assert p.uri.endswith("_sm90") == (p.backend == "fa3"), p.uri
+        assert rec == dict(magic=0x3A1A, mask_mode_code=int(causal), num_heads=heads,
+                           page_size=ps, has_lse=1, lse_base_e=0,
+                           kv_indices_len=int(b.kv_indptr[-1]), sm_scale=scale), (what, rec)
+        assert (rec2["has_lse"], rec2["lse_base_e"]) == (0, 0), (what, rec2)
+        assert (rec3["has_lse"], rec3["lse_base_e"]) == (1, 1), (what, rec3)
+        _mla_check(b, out, lse, dtype, scale, causal, what)
+        _mla_check(b, out2, None, dtype, scale, causal, f"{what} (allocated out)")
+        _mla_check(b, out3, lse3, dtype, scale, causal, f"{what} base e", base_e=True)
+        _mla_check(b, out4, None, dtype, scale, causal, f"{what} prepared")
+        # the page table as a CUDA tensor, read in place
+        w.plan(b.qo_indptr, b.kv_indptr, upload(b.kv_indices, "int32"), b.kv_lens, heads, 512,
+               64, ps, causal, scale, dtype)
+        out5 = poison((rows, heads, 512), dtype)
+        w.run(qn, qp, ckv, kpe, out5)
+        _mla_check(b, out5, None, dtype, scale, causal, f"{what} CUDA page table")
+
+
+def scenario_mla_checks():
+    """run()'s checks against the plan, the kept frame with new pointers, prepared
+    repointing and rebinding, CUDA-graph replans."""
+    from devdata import download, poison, upload
+    from mla_refs import mla_batch
+    from refs import to_storage
+
+    rng = np.random.default_rng(22)
+    dtype, heads, ps, scale = "float16", 4, 4, 0.1
+    b = mla_batch(rng, [2, 1], [6, 9], ps, heads, dtype, spare_pages=1)
+    qn, qp, ckv, kpe = _mla_tensors(b, dtype)
+    w = fc.BatchMLAPagedAttention(backend="fa2")
+    w.plan(b.qo_indptr, b.kv_indptr, b.kv_indices, b.kv_lens, heads, 512, 64, ps, True, scale,
+           dtype)
+    out = poison((3, heads, 512), dtype)
+    good = dict(q_nope=qn, q_pe=qp, ckv_cache=ckv, kpe_cache=kpe, out=out)
+
+    def refused(exc_type, words, **bad):
+        args = good | bad
+        try:
+            w.run(args["q_nope"], args["q_pe"], args["ckv_cache"], args["kpe_cache"],
+                  args["out"], args.get("lse"), "lse" in args)
+        except exc_type as exc:
+            assert all(word in str(exc) for word in words), exc
+        else:
+            raise AssertionError(f"accepted: {list(bad)}")
+
+    for step in range(2):  # the kept frame: new q buffers reach the kernel
+        fresh = mla_batch(rng, [2, 1], [6, 9], ps, heads, dtype, spare_pages=1)
+        b.q_nope, b.q_pe = fresh.q_nope, fresh.q_pe
+        qn, qp = upload(b.q_nope, dtype), upload(b.q_pe, dtype)
+        good.update(q_nope=qn, q_pe=qp)
+        out = good["out"] = poison((3, heads, 512), dtype)
+        w.run(qn, qp, ckv, kpe, out)
+        _mla_check(b, out, None, dtype, scale, True, f"step {step}")
+    refused(fc.PlanMismatchError, ["q_nope", "(3, 4, 512)"], q_nope=poison((3, heads, 256), dtype))
+    refused(fc.PlanMismatchError, ["q_pe", "head_dim_kpe"], q_pe=poison((3, heads, 32), dtype))
+    refused(fc.PlanMismatchError, ["q_nope", "num_heads"], q_nope=poison((3, 8, 512), dtype),
+            q_pe=poison((3, 8, 64), dtype), out=poison((3, 8, 512), dtype))
+    refused(fc.PlanMismatchError, ["q_pe", "bfloat16", "float16"],
+            q_pe=poison((3, heads, 64), "bfloat16"))
+    refused(fc.PlanMismatchError, ["ckv_cache", "page_size"],
+            ckv_cache=upload(b.ckv_cache.reshape(-1, 2, 512), dtype))
+    small = int(b.kv_indices.max())  # the largest page id is out of range
+    refused(fc.PlanMismatchError, ["kpe_cache", "pages", f"page {small}"],
+            kpe_cache=upload(b.kpe_cache[:small], dtype))
+    refused(fc.PlanMismatchError, ["ckv_cache", "pages"], ckv_cache=upload(b.ckv_cache[:small],
+                                                                          dtype))
+    refused(ValueError, ["out", "shape"], out=poison((3, heads, 64), dtype))
+    refused(TypeError, ["out", "float16"], out=poison((3, heads, 512), "bfloat16"))
+    refused(ValueError, ["lse", "shape"], lse=poison((3, heads, 1), "float32"))
+    refused(TypeError, ["lse", "float32"], lse=poison((3, heads), "float16"))
+    spare = aligned((3 * heads * 512 + 8,), np.uint16)
+    refused(ValueError, ["q_nope", "16-byte aligned"],
+            q_nope=cuda_view(spare, dtype, (3, heads, 512), (heads * 512, 512, 1), 2))
+    refused(ValueError, ["q_nope"], q_nope=cuda_view(spare, dtype, (3, heads, 512),
+                                                     (1, 3, 3 * heads)))
+    w.run(qn, qp, ckv, kpe, out)  # the good call still works after each refusal
+    _mla_check(b, out, None, dtype, scale, True, "after the refusals")
+    # prepared: repoint q_nope and q_pe, then rebind after a replan (same kernel)
+    step = w.prepare(qn, qp, ckv, kpe, out)
+    fresh = mla_batch(rng, [2, 1], [6, 9], ps, heads, dtype, spare_pages=1)
+    b.q_nope, b.q_pe = fresh.q_nope, fresh.q_pe
+    qn2, qp2 = upload(b.q_nope, dtype), upload(b.q_pe, dtype)
+    step.repoint(q=qn2.ptr, q_pe=qp2.ptr)
+    out.copy_from_host(np.full((3, heads, 512), 0x7E00, np.uint16))  # NaN again
+    assert step.launch() is out
+    _mla_check(b, out, None, dtype, scale, True, "prepared, repointed q_nope and q_pe")
+    stale = w.current_plan
+    w.plan(b.qo_indptr, b.kv_indptr, b.kv_indices[::-1].copy(), b.kv_lens, heads, 512, 64, ps,
+           True, scale, dtype)
+    b.kv_indices = b.kv_indices[::-1].copy()
+    try:
+        w.run(qn2, qp2, ckv, kpe, out, plan=stale)
+    except fc.PlanMismatchError as exc:
+        assert "stale plan" in str(exc), exc
+    else:
+        raise AssertionError("a stale plan was run")
+    out.copy_from_host(np.full((3, heads, 512), 0x7E00, np.uint16))
+    step.launch()  # rebinds to the new page table
+    _mla_check(b, out, None, dtype, scale, True, "prepared after a replan")
+    # CUDA-graph mode: fixed rows and page capacity; the plan info must not change
+    g = fc.BatchMLAPagedAttention(backend="fa2", use_cuda_graph=True, max_num_pages=32,
+                                  max_total_num_rows=4)
+    g.plan(b.qo_indptr, b.kv_indptr, b.kv_indices, b.kv_lens, heads, 512, 64, ps, False,
+           scale, dtype)
+    q4n, q4p = upload(np.vstack([b.q_nope, b.q_nope[:1]]), dtype), upload(
+        np.vstack([b.q_pe, b.q_pe[:1]]), dtype)
+    out4 = poison((4, heads, 512), dtype)
+    launch = g.prepare(q4n, q4p, ckv, kpe, out4)
+    launch.launch()
+    assert np.isnan(download(out4, dtype)[3]).all(), "a row no request owns was written"
+    _mla_check(b, out4, None, dtype, scale, False, "graph mode")
+    try:
+        g.plan(b.qo_indptr, b.kv_indptr, b.kv_indices, b.kv_lens, 8, 512, 64, ps, False, scale,
+               dtype)
+    except ValueError as exc:
+        assert "num_heads: 4 -> 8" in str(exc), exc
+    else:
+        raise AssertionError("graph mode accepted another num_heads")
+    # Another batch composition with the same launch: fine, and the replay reads it.
+    b2 = mla_batch(rng, [1, 1, 2], [3, 8, 5], ps, heads, dtype, spare_pages=1)
+    g.plan(b2.qo_indptr, b2.kv_indptr, b2.kv_indices, b2.kv_lens, heads, 512, 64, ps, False,
+           scale, dtype)
+    ckv2, kpe2 = upload(b2.ckv_cache, dtype), upload(b2.kpe_cache, dtype)
+    q4n.copy_from_host(to_storage(b2.q_nope, dtype))
+    q4p.copy_from_host(to_storage(b2.q_pe, dtype))
+    launch2 = g.prepare(q4n, q4p, ckv2, kpe2, out4)
+    launch2.launch()
+    _mla_check(b2, out4, None, dtype, scale, False, "graph mode, replanned")
+    # 16 heads: 1 row per request plans 1 CTA per cluster, one request of 5 rows plans 2
+    # (5 x 16 > 64): another grid than a graph captured with the first.
+    h = fc.BatchMLAPagedAttention(backend="fa2", use_cuda_graph=True, max_num_pages=32,
+                                  max_total_num_rows=8)
+    h.plan(b.qo_indptr, b.kv_indptr, b.kv_indices, b.kv_lens, 16, 512, 64, ps, False, scale,
+           dtype)
+    try:
+        h.plan(np.array([0, 5], np.int32), b.kv_indptr[:2], b.kv_indices, b.kv_lens[:1], 16,
+               512, 64, ps, False, scale, dtype)
+    except ValueError as exc:
+        assert "grid 2x" in str(exc) and "plan() again" in str(exc), exc
+    else:
+        raise AssertionError("graph mode accepted a plan with another grid")
+    assert h.current_plan is None
+
+
 if __name__ == "__main__":
     kernel_dir, scenario = Path(sys.argv[1]), sys.argv[2]
-    if not scenario.startswith("decode"):  # those find theirs via FLASHINFER_CY_KERNEL_DIR
+    if not scenario.startswith(("decode", "mla")):  # those find theirs via FLASHINFER_CY_KERNEL_DIR
         # No CUDA runtime: calls then leave the current device alone (none to set).
         runtime._load_cudart = lambda: None
         for uri in ("page", "gdn_prefill_sm90"):

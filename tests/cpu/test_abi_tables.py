@@ -48,6 +48,12 @@ def _attention_bindings(mod):
     argument list must not)."""
     from flashinfer_cy.kernels import attention_uri as U
     for family, backend, symbol in mod.SIGNATURES:
+        if family == "batch_mla":  # one module per dtype and head dims, no other flags
+            for dtype, (ckv, kpe) in itertools.product(U.SUPPORTED_DTYPES, U.MLA_HEAD_DIMS):
+                b = mod.binding_for(U.mla_variant(dtype, ckv, kpe, backend), symbol)
+                assert abi.module_key(b.uri) == f"{family}/{backend}", b.uri
+                yield f"{mod.__name__}.SIGNATURES[{(family, backend, symbol)!r}] ({b.uri})", b
+            continue
         for dtype, window, cap, kv in itertools.product(
                 U.SUPPORTED_DTYPES, (-1, 64), (0.0, 30.0), (None, U.FP8_KV)):
             try:

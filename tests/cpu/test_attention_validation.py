@@ -420,7 +420,9 @@ ARITY = {("single_decode", "fa2", "run"): 13, ("single_prefill", "fa2", "run"): 
          ("batch_decode", "fa2", "run"): 19, ("batch_prefill", "fa2", "plan"): 19,
          ("batch_prefill", "fa3", "plan"): 16, ("batch_prefill", "fa2", "ragged_run"): 25,
          ("batch_prefill", "fa3", "ragged_run"): 22, ("batch_prefill", "fa2", "paged_run"): 27,
-         ("batch_prefill", "fa3", "paged_run"): 24}
+         ("batch_prefill", "fa3", "paged_run"): 24, ("batch_mla", "fa2", "plan"): 9,
+         ("batch_mla", "fa3", "plan"): 9, ("batch_mla", "fa2", "run"): 15,
+         ("batch_mla", "fa3", "run"): 15}
 
 
 @pytest.mark.parametrize("key", sorted(ARITY))

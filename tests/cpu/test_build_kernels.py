@@ -197,9 +197,12 @@ def test_presets():
                  rule_batch_decode("f16", "f16", "f16", "i32", 128, 128, 0, True, True)]
     assert test == expected
     everything = kernel_uris.expand(["@all"])
-    assert set(everything) == set(test) | {"norm", "page", "gdn_prefill_sm90", "sampling", "rope",
-                                           "silu_and_mul", "gelu_and_mul", "gelu_tanh_and_mul",
-                                           "cascade", "topk"}
+    mla = kernel_uris.expand(["@mla"])
+    assert mla == [rule_batch_mla(backend, dt, dt, dt, "i32", 512, 64, False)
+                   for dt in ("f16", "bf16") for backend in ("fa2", "fa3")]
+    assert set(everything) == set(test) | set(mla) | {
+        "norm", "page", "gdn_prefill_sm90", "sampling", "rope", "silu_and_mul", "gelu_and_mul",
+        "gelu_tanh_and_mul", "cascade", "topk"}
     assert kernel_uris.expand(["@sampling"]) == ["sampling"]
     assert len(everything) == len(set(everything))
 

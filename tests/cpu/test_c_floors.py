@@ -17,7 +17,7 @@ from bench_norm import build_c_floor  # noqa: E402
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler (cc)")
 
 
-@pytest.mark.parametrize("name", ["decode_floor", "rmsnorm_floor"])
+@pytest.mark.parametrize("name", ["decode_floor", "rmsnorm_floor", "mla_floor"])
 def test_floor_builds_as_program_and_library(name):
     for shared in (False, True):
         path, ffi = build_c_floor(name, shared=shared)
@@ -73,3 +73,28 @@ def test_call_shape_stand_in_keeps_the_wrappers_signatures():
                            (nop.launch, PreparedRun.launch)):
         assert inspect.signature(stand_in) == inspect.signature(real), real.__qualname__
     assert nop().run(1, (2, 3), out=4) == 4
+
+
+@pytest.mark.parametrize("name,stand_in,shape", [
+    ("decode_floor", "fake_batch_decode.cc", ["4", "64", "16", "8", "2", "128"]),
+    ("mla_floor", "fake_batch_mla.cc", ["2", "40", "16", "4", "512", "64"]),
+])
+def test_floor_runs_against_the_stand_in_module(tmp_path, name, stand_in, shape):
+    """Every floor packs the export's arguments as FlashInfer 0.6.3 declares them: run
+    against the CPU stand-in module of that signature (TVM-FFI's typed call checks each
+    argument's kind) and the stand-in libcudart, it prints its floors."""
+    import os
+    import subprocess
+
+    from testmod_build import HERE, compile_c_library, compile_module
+
+    exe, ffi = build_c_floor(name)
+    lib = compile_c_library(HERE / "fake_cudart.c", tmp_path / "lib" / "libcudart.so.13")
+    module = compile_module(HERE / stand_in, tmp_path / "module.so")
+    env = dict(os.environ, LD_LIBRARY_PATH=str(lib.parent), FAKE_DECODE_CHECKS_ONLY="1")
+    res = subprocess.run([str(exe), str(ffi), str(module), *shape, "5", "3"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    for floor in ("run", "plan_kernel", "plan"):
+        assert f"c_floor_{floor}_us " in res.stdout, res.stdout
+

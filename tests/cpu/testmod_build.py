@@ -67,6 +67,31 @@ def compile_c_library(src: Path, out: Path) -> Path:
     return _shared_library("C", ["-std=c11"], src, out)
 
 
+def stand_in_kernels(root: Path, src: Path, uris) -> tuple[Path, Path]:
+    """(a kernel dir holding the stand-in module compiled from ``src`` under every URI of
+    ``uris``, the folder of a stand-in libcudart.so.13 built from fake_cudart.c)."""
+    lib = compile_c_library(HERE / "fake_cudart.c", root / "lib" / "libcudart.so.13").parent
+    so = compile_module(src, root / (src.stem + ".so"))
+    kernels = mark_kernel_dir(root / "kernels")
+    for uri in uris:
+        (kernels / uri).mkdir(parents=True)
+        os.symlink(so, kernels / uri / f"{uri}.so")
+    return kernels, lib
+
+
+def run_driver_scenario(kernels: Path, lib: Path, scenario: str, timeout: int = 120) -> None:
+    """Run fake_kernel_driver.py's ``scenario`` in its own interpreter against the stand-ins
+    (the stand-in libcudart must be first on its LD_LIBRARY_PATH before anything loads the
+    real one) and fail the test with its output unless it ends with "ok"."""
+    env = dict(os.environ, FLASHINFER_CY_KERNEL_DIR=str(kernels), FLASHINFER_CY_OFFLINE="1",
+               LD_LIBRARY_PATH=os.pathsep.join(filter(None, [str(lib),
+                                                             os.environ.get("LD_LIBRARY_PATH")])))
+    res = subprocess.run([sys.executable, str(HERE / "fake_kernel_driver.py"), str(kernels),
+                          scenario], capture_output=True, text=True, timeout=timeout, env=env)
+    assert res.returncode == 0 and res.stdout.strip().endswith("ok"), \
+        f"scenario {scenario} failed (rc {res.returncode}):\n{res.stdout}\n{res.stderr}"
+
+
 def compile_cython(src: Path, out_dir: Path):
     """A Cython test module that cimports flashinfer_cy's .pxd files (compiled against this
     checkout's declarations), built in ``out_dir`` and imported."""

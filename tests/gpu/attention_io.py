@@ -41,7 +41,13 @@ def need(family, dtype, head_dim=128, window_left=-1, cap=0.0, backend="fa2", kv
     """Skip unless the module for this variant is on disk already (never starts a wheel
     download: the GPU machine is offline and retries would only burn time); returns its
     URI."""
-    uri = variant(family, dtype, head_dim, window_left, cap, backend, kv_dtype).uri
+    return need_uri(variant(family, dtype, head_dim, window_left, cap, backend, kv_dtype).uri,
+                    backend)
+
+
+def need_uri(uri, backend="fa2"):
+    """``need`` for a module URI (MLA's too): skip unless it is on disk, and unless the GPU
+    is sm90 for an FA3 module; returns the URI."""
     from flashinfer_cy.artifacts import where_is
 
     step, path = where_is(uri)

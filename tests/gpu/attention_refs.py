@@ -42,11 +42,18 @@ def attention_ref(q, k, v, *, causal=False, window_left=-1, logits_soft_cap=0.0,
     if window_left >= 0:
         mask &= col >= row - window_left
     s = np.where(mask[None], s, -np.inf)
-    m = s.max(axis=-1, keepdims=True)
+    return softmax_apply(s, lambda p: np.einsum("hqk,khd->qhd", p, vv))
+
+
+def softmax_apply(s, apply):
+    """Softmax over the last axis of the scores ``s [heads, rows, keys]`` (-inf: masked
+    out), the weights then given to ``apply`` (-> out). Returns (out, base-2 lse [rows,
+    heads]); a row without keys gets out 0 and lse -inf."""
+    m = s.max(axis=-1, keepdims=True) if s.shape[-1] else np.full(s.shape[:-1] + (1,), -np.inf)
     m_safe = np.where(np.isfinite(m), m, 0.0)
     p = np.exp(s - m_safe)
     denom = p.sum(axis=-1, keepdims=True)
-    out = np.einsum("hqk,khd->qhd", p / np.where(denom > 0, denom, 1.0), vv)
+    out = apply(p / np.where(denom > 0, denom, 1.0))
     with np.errstate(divide="ignore"):
         lse = (m_safe + np.log(denom))[..., 0] / math.log(2.0)
     lse = np.where(denom[..., 0] > 0, lse, -np.inf)
@@ -82,13 +89,19 @@ class PagedBatch:
         return out
 
 
-def paged_batch(rng, kv_lens, page_size, num_kv_heads, head_dim, dtype, layout="NHD",
-                spare_pages=3) -> PagedBatch:
+def shuffled_pages(rng, kv_lens, page_size, spare_pages):
+    """(pages per request, pool size, page table, its indptr): every request's pages drawn
+    at random from a pool ``spare_pages`` larger than needed."""
     pages = [(n + page_size - 1) // page_size for n in kv_lens]
     total = sum(pages)
     pool = total + spare_pages
     indices = rng.permutation(pool)[:total].astype(np.int32)
-    indptr = np.concatenate([[0], np.cumsum(pages)]).astype(np.int32)
+    return pages, pool, indices, np.concatenate([[0], np.cumsum(pages)]).astype(np.int32)
+
+
+def paged_batch(rng, kv_lens, page_size, num_kv_heads, head_dim, dtype, layout="NHD",
+                spare_pages=3) -> PagedBatch:
+    pages, pool, indices, indptr = shuffled_pages(rng, kv_lens, page_size, spare_pages)
     last = np.array([(n - (p - 1) * page_size) if p else 0 for n, p in zip(kv_lens, pages)],
                     dtype=np.int32)
     shape = ((pool, page_size, num_kv_heads, head_dim) if layout == "NHD"

@@ -35,67 +35,9 @@
 #include <math.h>
 #include <time.h>
 
-#include "flashinfer_cy/ffi_call.h"
-#include "timing.h"
+#include "floor_common.h"
 
-#define H2D 1
-
-static char g_err[1024];
 static int g_ready = 0;  /* fcy_decode_floor_init packed everything (the floors may run) */
-
-static int fail(const char* fmt, const char* what, int code) {
-  snprintf(g_err, sizeof(g_err), fmt, what, code);
-  return -1;
-}
-
-static int fail_msg(const char* what) {
-  snprintf(g_err, sizeof(g_err), "%s", what);
-  return -1;
-}
-
-/* dlsym/dlopen result or NULL with g_err set */
-static void* need(void* p, const char* what) {
-  if (!p) snprintf(g_err, sizeof(g_err), "%s: %s", what, dlerror());
-  return p;
-}
-
-
-static struct {
-  int (*Malloc)(void**, size_t);
-  int (*HostAlloc)(void**, size_t, unsigned);
-  int (*MemcpyAsync)(void*, const void*, size_t, int, void*);
-  int (*EventCreateWithFlags)(void**, unsigned);
-  int (*EventRecord)(void*, void*);
-  int (*DeviceSynchronize)(void);
-} cu;
-
-static FcyTvmFfi api;
-static FcyCudart rt;
-
-/* Compact strides are spelled out: the kernels read strides() without a NULL check. */
-static int64_t stride_pool[64];
-static int stride_used = 0;
-
-static void tensor(DLTensor* t, void* data, int ndim, int64_t* shape, DLDataType dt,
-                   int dev_type) {
-  int64_t* strides = stride_pool + stride_used;
-  stride_used += ndim;
-  int64_t acc = 1;
-  for (int i = ndim - 1; i >= 0; --i) {
-    strides[i] = acc;
-    acc *= shape[i];
-  }
-  DLTensor v = {data, {dev_type, 0}, ndim, dt, shape, strides, 0};
-  *t = v;
-}
-
-static void set_tensor(TVMFFIAny* a, DLTensor* t) {
-  a->type_index = kTVMFFIDLTensorPtr;
-  a->v_ptr = t;
-}
-static void set_int(TVMFFIAny* a, int64_t v) { a->type_index = kTVMFFIInt; a->v_int64 = v; }
-static void set_bool(TVMFFIAny* a, int v) { a->type_index = kTVMFFIBool; a->v_int64 = v; }
-static void set_float(TVMFFIAny* a, double v) { a->type_index = kTVMFFIFloat; a->v_float64 = v; }
 
 static struct {
   TVMFFISafeCallType plan, run;
@@ -107,25 +49,6 @@ static struct {
   DLTensor t_q, t_k, t_v, t_o, t_indptr, t_indices, t_lpl;
   int64_t s_float[1], s_int[1], s_b1[1], s_empty[1], s_b[1], s_pool[1], s_q[3], s_kv[4];
 } F;
-
-static int call_on(TVMFFISafeCallType fn, TVMFFIAny* args, int n, TVMFFIAny* result,
-                   void* stream) {
-  int rc = fcy_call(&api, &rt, fn, args, n, result, kDLCUDA, 0, stream, 1);
-  if (rc != 0) {
-    TVMFFIObjectHandle err = NULL;
-    if (rc == -1 && api.ErrorMoveFromRaised) api.ErrorMoveFromRaised(&err);
-    if (err) {
-      /* the cell follows the object header (TVMFFIErrorGetCellPtr is C++-only) */
-      TVMFFIErrorCell* cell = (TVMFFIErrorCell*)((char*)err + sizeof(TVMFFIObject));
-      snprintf(g_err, sizeof(g_err), "kernel call failed: %.*s: %.*s", (int)cell->kind.size,
-               cell->kind.data, (int)cell->message.size, cell->message.data);
-      api.ObjectDecRef(err);
-    } else {
-      snprintf(g_err, sizeof(g_err), "kernel call failed (rc %d)", rc);
-    }
-  }
-  return rc;
-}
 
 static int call(TVMFFISafeCallType fn, TVMFFIAny* args, int n, TVMFFIAny* result) {
   return call_on(fn, args, n, result, NULL);
@@ -220,30 +143,10 @@ double fcy_decode_floor_burst(int which, int burst) {
   return (now_us() - t0) / burst;
 }
 
-#define TRY(p, what) do { if (!need((p), (what))) return -1; } while (0)
-#define CU(call_, what) do { int e_ = (call_); if (e_) return fail("%s failed (%d)", what, e_); } while (0)
-
 /* Load the module, allocate the buffers and pack both argument lists once. 0 or -1. */
 int fcy_decode_floor_init(const char* ffi_path, const char* module_path, int64_t batch,
                           int64_t kv_len, int64_t ps, int64_t hq, int64_t hkv, int64_t d) {
-  void *ffi_lib, *cudart, *mod;
-  TRY(ffi_lib = dlopen(ffi_path, RTLD_NOW | RTLD_GLOBAL), "libtvm_ffi");
-  TRY(cudart = dlopen("libcudart.so.13", RTLD_NOW | RTLD_GLOBAL), "libcudart.so.13");
-  TRY(mod = dlopen(module_path, RTLD_NOW | RTLD_LOCAL), "batch_decode module");
-  memset(&api, 0, sizeof(api));
-  TRY(api.EnvSetStream = dlsym(ffi_lib, "TVMFFIEnvSetStream"), "TVMFFIEnvSetStream");
-  TRY(api.ObjectDecRef = dlsym(ffi_lib, "TVMFFIObjectDecRef"), "TVMFFIObjectDecRef");
-  TRY(api.ErrorMoveFromRaised = dlsym(ffi_lib, "TVMFFIErrorMoveFromRaised"), "ErrorMove");
-  TRY(rt.GetDevice = dlsym(cudart, "cudaGetDevice"), "cudaGetDevice");
-  TRY(rt.SetDevice = dlsym(cudart, "cudaSetDevice"), "cudaSetDevice");
-  TRY(cu.Malloc = dlsym(cudart, "cudaMalloc"), "cudaMalloc");
-  TRY(cu.HostAlloc = dlsym(cudart, "cudaHostAlloc"), "cudaHostAlloc");
-  TRY(cu.MemcpyAsync = dlsym(cudart, "cudaMemcpyAsync"), "cudaMemcpyAsync");
-  TRY(cu.EventCreateWithFlags = dlsym(cudart, "cudaEventCreateWithFlags"), "cudaEventCreate");
-  TRY(cu.EventRecord = dlsym(cudart, "cudaEventRecord"), "cudaEventRecord");
-  TRY(cu.DeviceSynchronize = dlsym(cudart, "cudaDeviceSynchronize"), "cudaDeviceSynchronize");
-  TRY(F.plan = dlsym(mod, "__tvm_ffi_plan"), "__tvm_ffi_plan");
-  TRY(F.run = dlsym(mod, "__tvm_ffi_run"), "__tvm_ffi_run");
+  if (floor_load(ffi_path, module_path, &F.plan, &F.run) != 0) return -1;
 
   int64_t pages = (kv_len + ps - 1) / ps, pool = batch * pages;
   F.batch = batch;
@@ -254,13 +157,7 @@ int fcy_decode_floor_init(const char* ffi_path, const char* module_path, int64_t
   F.h_indices = malloc(pool * 4);
   for (int64_t i = 0; i <= batch; ++i) F.h_indptr[i] = (int32_t)(i * pages);
   for (int64_t i = 0; i < batch; ++i) F.h_lpl[i] = (int32_t)(kv_len - (pages - 1) * ps);
-  for (int64_t i = 0; i < pool; ++i) F.h_indices[i] = (int32_t)i;
-  uint64_t s = 12345;
-  for (int64_t i = pool - 1; i > 0; --i) {
-    s = s * 6364136223846793005ull + 1442695040888963407ull;
-    int64_t j = (int64_t)((s >> 33) % (uint64_t)(i + 1));
-    int32_t t = F.h_indices[i]; F.h_indices[i] = F.h_indices[j]; F.h_indices[j] = t;
-  }
+  shuffled_ids(F.h_indices, pool);
 
   size_t float_ws = 128u << 20, int_ws = 8u << 20;
   void *d_float, *d_int, *h_locked, *q, *k, *v, *o;
