@@ -12,6 +12,8 @@
 # KERNELS=archive unpacks such parts carried in .carry-kernels/ (plus any extra-*.tar.xz there;
 # EXTRA_URIS="uri ..." builds more and returns them as $OUT/extra-new.tar.xz);
 # KERNELS=carried uses .kernels/. BUILD_URIS (default @all) narrows what KERNELS=build builds.
+# KDIR_074=.kernels-074 (carried, with .carry-074/) adds a pass of TESTS_074 on FlashInfer
+# 0.7.4 modules against 0.7.4's flashinfer-python, before the main tests.
 set -uo pipefail
 OUT=${OUT:-$PWD/gpu-out}
 # session.log and pytest.txt are written to $OUT as they go; every other log goes to $LOGS,
@@ -81,6 +83,26 @@ export PEER_PYTHONPATH=/tmp/fjc
 
 stamp "doctor"
 python3 -m flashinfer_cy doctor --require-gpu
+
+if [ -n "${KDIR_074:-}" ]; then
+  # A second pass on flashinfer 0.7.4 modules (built here with tools/build_kernels.py
+  # --flashinfer-version 0.7.4 and carried), the peer being 0.7.4's flashinfer-python: its
+  # Python package carried as .carry-074/flashinfer_python-0.7.4-py.tar.xz (the wheel minus
+  # data/ and C++ sources: 13 MB instead of 101) plus the wheels it imports (.carry-074/*.whl).
+  stamp "flashinfer 0.7.4 pass: $KDIR_074 (${TESTS_074:-tests/gpu})"
+  python3 -m pip install -q --no-deps --no-index .carry-074/*.whl 2>&1 | grep -v WARNING
+  mkdir -p /tmp/fi074py /tmp/fjc074/flashinfer_jit_cache
+  xz -d < .carry-074/flashinfer_python-0.7.4-py.tar.xz | tar xf - -C /tmp/fi074py
+  cat > /tmp/fjc074/flashinfer_jit_cache/__init__.py <<PY
+__version__ = "0.7.4+local"
+def get_jit_cache_dir():
+    return "$PWD/$KDIR_074"
+PY
+  FLASHINFER_CY_KERNEL_DIR=$PWD/$KDIR_074 PEER_PYTHONPATH=/tmp/fi074py:/tmp/fjc074 \
+    timeout ${PYTEST_074_TIMEOUT:-200} python3 -m pytest ${TESTS_074:-tests/gpu} -q -rs \
+    -p no:cacheprovider -o faulthandler_timeout=120 > "$OUT/pytest-074.txt" 2>&1
+  echo "pytest (0.7.4) rc=$?"; tail -30 "$OUT/pytest-074.txt"
+fi
 
 if [ -n "${BEFORE_TESTS:-}" ]; then  # a diagnosis to run first, e.g. a tools/probe_*.py
   stamp "before tests: $BEFORE_TESTS"

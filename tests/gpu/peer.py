@@ -19,9 +19,9 @@ import pytest
 def _load():
     shim = os.environ.get("PEER_PYTHONPATH")
     if shim:
-        for p in shim.split(os.pathsep):
-            if p and p not in sys.path:
-                sys.path.append(p)
+        # First on sys.path: a flashinfer-python of another release placed there (the 0.7.4
+        # pass of tools/gpu_session.sh) must win over the installed one.
+        sys.path[:0] = [p for p in shim.split(os.pathsep) if p and p not in sys.path]
     os.environ.setdefault("FLASHINFER_DISABLE_VERSION_CHECK", "1")
     try:
         import flashinfer  # noqa: F401
