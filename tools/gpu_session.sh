@@ -93,10 +93,14 @@ if [ -n "${KDIR_074:-}" ]; then
   python3 -m pip install -q --no-deps --no-index .carry-074/*.whl 2>&1 | grep -v WARNING
   mkdir -p /tmp/fi074py /tmp/fjc074/flashinfer_jit_cache
   xz -d < .carry-074/flashinfer_python-0.7.4-py.tar.xz | tar xf - -C /tmp/fi074py
+  # 0.7.x looks for a module in flashinfer/data/aot/<uri>/<uri>.so first (jit/env.py
+  # get_aot_artifacts), then in the jit-cache shim's providers: point the first at our
+  # modules; the shim (which tests/gpu/peer.py requires) provides none.
+  mkdir -p /tmp/fi074py/flashinfer/data && ln -sfn "$PWD/$KDIR_074" /tmp/fi074py/flashinfer/data/aot
   cat > /tmp/fjc074/flashinfer_jit_cache/__init__.py <<PY
 __version__ = "0.7.4+local"
-def get_jit_cache_dir():
-    return "$PWD/$KDIR_074"
+def get_jit_cache_providers():
+    return []
 PY
   FLASHINFER_CY_KERNEL_DIR=$PWD/$KDIR_074 PEER_PYTHONPATH=/tmp/fi074py:/tmp/fjc074 \
     timeout ${PYTEST_074_TIMEOUT:-200} python3 -m pytest ${TESTS_074:-tests/gpu} -q -rs \
