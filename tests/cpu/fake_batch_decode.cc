@@ -66,7 +66,16 @@ void BatchDecodeWithPagedKVCacheRun(
     TensorView paged_kv_last_page_len, TensorView o, Optional<TensorView> maybe_lse,
     int64_t kv_layout_code, int64_t window_left, bool enable_pdl,
     Optional<TensorView> maybe_alibi_slopes, double logits_soft_cap, double sm_scale,
-    double rope_rcp_scale, double rope_rcp_theta) {
+    double rope_rcp_scale, double rope_rcp_theta
+#ifdef FAKE_LAYOUT_PROBE
+    // A release whose run takes one more argument: the Binding's layout for it
+    // (tests/cpu/test_attention_call_path.py) must supply it on every run path.
+    , bool layout_probe
+#endif
+    ) {
+#ifdef FAKE_LAYOUT_PROBE
+  TVM_FFI_ICHECK(layout_probe) << "layout_probe: the layout's constant did not arrive";
+#endif
   TVM_FFI_ICHECK_EQ(plan_info_vec.size(), 8);
   TVM_FFI_ICHECK_EQ(plan_info_vec[0], kMagic) << "plan_info_vec is not this module's plan";
   const int64_t batch = plan_info_vec[1], hq = plan_info_vec[2], hkv = plan_info_vec[3];

@@ -14,6 +14,7 @@ in place. Page scenarios reuse the GPU test's page-table builder and expectation
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -617,8 +618,22 @@ def scenario_mla_checks():
     assert h.current_plan is None
 
 
+def _layout_probe():
+    """FAKE_LAYOUT_PROBE=1: the stand-in's decode run takes one more argument (a release
+    that added one); give the run Binding a layout that appends it, so that every run
+    path -- run() with a new or kept frame, prepared launches -- must go through
+    Binding.call_args for the calls to arrive."""
+    from flashinfer_cy.abi import layouts
+    from flashinfer_cy.kernels import attention
+    key = ("batch_decode", "fa2", "run")
+    attention.LAYOUTS[key] = {"0.6.3": layouts.append(attention.SIGNATURES[key][0],
+                                                      "layout_probe:B=True")}
+
+
 if __name__ == "__main__":
     kernel_dir, scenario = Path(sys.argv[1]), sys.argv[2]
+    if os.environ.get("FAKE_LAYOUT_PROBE") == "1":
+        _layout_probe()
     if not scenario.startswith(("decode", "mla")):  # those find theirs via FLASHINFER_CY_KERNEL_DIR
         # No CUDA runtime: calls then leave the current device alone (none to set).
         runtime._load_cudart = lambda: None

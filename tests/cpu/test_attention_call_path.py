@@ -30,3 +30,21 @@ def stand_ins(tmp_path_factory):
                                       "decode_plan_failure_and_streams"])
 def test_decode_call_path_against_stand_ins(scenario, stand_ins):
     run_driver_scenario(*stand_ins, scenario)
+
+
+@pytest.fixture(scope="session")
+def probe_stand_ins(tmp_path_factory):
+    """The decode stand-in built with FAKE_LAYOUT_PROBE: its run takes one more argument."""
+    from fake_kernel_driver import decode_uris
+
+    return stand_in_kernels(tmp_path_factory.mktemp("fake_attention_probe"),
+                            HERE / "fake_batch_decode.cc", decode_uris(),
+                            ["-DFAKE_LAYOUT_PROBE"])
+
+
+@pytest.mark.parametrize("scenario", ["decode", "decode_plan_failure_and_streams"])
+def test_every_run_path_calls_through_the_release_layout(scenario, probe_stand_ins):
+    """The decode scenarios against a stand-in whose run takes one argument more, reached
+    only through a layout (flashinfer_cy/abi/layouts.py): run() with a new and a kept frame,
+    and prepared launches (before and after a replan), all hand it the layout's list."""
+    run_driver_scenario(*probe_stand_ins, scenario, FAKE_LAYOUT_PROBE="1")

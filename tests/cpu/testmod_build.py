@@ -67,11 +67,13 @@ def compile_c_library(src: Path, out: Path) -> Path:
     return _shared_library("C", ["-std=c11"], src, out)
 
 
-def stand_in_kernels(root: Path, src: Path, uris) -> tuple[Path, Path]:
-    """(a kernel dir holding the stand-in module compiled from ``src`` under every URI of
-    ``uris``, the folder of a stand-in libcudart.so.13 built from fake_cudart.c)."""
+def stand_in_kernels(root: Path, src: Path, uris, extra: list[str] | None = None
+                     ) -> tuple[Path, Path]:
+    """(a kernel dir holding the stand-in module compiled from ``src`` (with compiler flags
+    ``extra``) under every URI of ``uris``, the folder of a stand-in libcudart.so.13 built
+    from fake_cudart.c)."""
     lib = compile_c_library(HERE / "fake_cudart.c", root / "lib" / "libcudart.so.13").parent
-    so = compile_module(src, root / (src.stem + ".so"))
+    so = compile_module(src, root / (src.stem + ".so"), extra)
     kernels = mark_kernel_dir(root / "kernels")
     for uri in uris:
         (kernels / uri).mkdir(parents=True)
@@ -79,11 +81,13 @@ def stand_in_kernels(root: Path, src: Path, uris) -> tuple[Path, Path]:
     return kernels, lib
 
 
-def run_driver_scenario(kernels: Path, lib: Path, scenario: str, timeout: int = 120) -> None:
+def run_driver_scenario(kernels: Path, lib: Path, scenario: str, timeout: int = 120,
+                        **env_extra: str) -> None:
     """Run fake_kernel_driver.py's ``scenario`` in its own interpreter against the stand-ins
     (the stand-in libcudart must be first on its LD_LIBRARY_PATH before anything loads the
     real one) and fail the test with its output unless it ends with "ok"."""
-    env = dict(os.environ, FLASHINFER_CY_KERNEL_DIR=str(kernels), FLASHINFER_CY_OFFLINE="1",
+    env = dict(os.environ, **env_extra, FLASHINFER_CY_KERNEL_DIR=str(kernels),
+               FLASHINFER_CY_OFFLINE="1",
                LD_LIBRARY_PATH=os.pathsep.join(filter(None, [str(lib),
                                                              os.environ.get("LD_LIBRARY_PATH")])))
     res = subprocess.run([sys.executable, str(HERE / "fake_kernel_driver.py"), str(kernels),
