@@ -126,7 +126,6 @@ GOOD_PREFILL = rule_batch_prefill("fa2", "f16", "f16", "f16", "i32", 128, 128, 0
 
 @pytest.mark.parametrize("uri", [
     "", "Norm", "norm2", " norm", "norm\n", "../norm", "page/page", "gdn_prefill", "gdn_prefill_sm100",
-    "fused_moe_90",  # known to the runtime but not buildable here
     GOOD_DECODE + "_sm90",                                   # decode has no backend suffix
     GOOD_DECODE.replace("use_swa_False", "use_swa_false"),   # bools are str(bool)
     GOOD_DECODE.replace("posenc_0", "posenc_3"),
