@@ -218,8 +218,13 @@ def build(uris: list, args, work: Path, finish) -> None:
     if not specs:
         return
     # A fresh run dir means a fresh .ninja_log: ninja then rebuilds every edge (no stale
-    # objects) and the log holds only this run's timings.
-    run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=work))
+    # objects) and the log holds only this run's timings. --resume keeps one run dir, so
+    # ninja skips the edges its log says finished with the same command.
+    if args.resume:
+        run_dir = work / "run-resume"
+        run_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=work))
     top = run_dir / "build.ninja"
     top.write_text("".join(f"subninja {s.ninja_path.resolve()}\n" for s in specs.values()))
     targets = {str(s.jit_library_path.resolve()): uri for uri, s in specs.items()}
@@ -250,7 +255,8 @@ def build(uris: list, args, work: Path, finish) -> None:
         text = log_path.read_text(errors="replace").splitlines()
         first = next((i for i, line in enumerate(text) if line.startswith("FAILED:")), len(text) - 40)
         sys.stderr.write("\n".join(text[max(first, 0):][:200]) + "\n")
-    shutil.rmtree(run_dir, ignore_errors=True)
+    if not args.resume:
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- verify / pack
@@ -421,6 +427,9 @@ def main(argv=None) -> int:
     p.add_argument("--wheel", type=Path, metavar="PATH.whl", help="also pack the modules as a flashinfer_jit_cache wheel")
     p.add_argument("-j", "--jobs", type=int, metavar="N", default=default_jobs(), help="parallel compile jobs (default %(default)s)")
     p.add_argument("--skip-existing", action="store_true", help="keep modules already in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the objects and .ninja_log of an interrupted build in --work-dir "
+                        "and continue it (for modules too big for one sitting: fused_moe_90)")
     p.add_argument("--no-build", action="store_true", help="only verify/pack what is in --out (needs no flashinfer)")
     p.add_argument("--verify", action="store_true", help="check ELF + expected __tvm_ffi_* exports (nm -D)")
     p.add_argument("--extra-include", action="append", default=[], metavar="DIR",
