@@ -76,29 +76,39 @@ def decode_step_ops() -> dict:
     # stand-in libcudart on the thread's default stream (NULL)
     stage = fc.TensorDesc(base + 17 * mb, (1, 151936), "float32", device_type="cuda")
 
+    # (fn, args, kwargs) for prepare(), the same call written out (as a caller writes it:
+    # no ``*args, **kwargs`` unpacking in the measured call), the bare Binding call
     calls = {
-        "rmsnorm 1x4096": ((fc.rmsnorm, (h, w), dict(out=hn, enable_pdl=False)),
-                           lambda: RMSNORM(hn, h, w, 1e-6, False)),
+        "rmsnorm 1x4096": (
+            (fc.rmsnorm, (h, w), dict(out=hn, enable_pdl=False)),
+            lambda: fc.rmsnorm(h, w, out=hn, enable_pdl=False),
+            lambda: RMSNORM(hn, h, w, 1e-6, False)),
         "rope pos_ids 1x32/8x128 in place": (
             (fc.apply_rope_pos_ids_inplace, (q, k, pos), {}),
+            lambda: fc.apply_rope_pos_ids_inplace(q, k, pos),
             lambda: APPLY_ROPE_POS_IDS(q, k, q, k, pos, 128, False, 1.0, 1e4)),
-        "silu_and_mul 1x14336": ((fc.silu_and_mul, (x,), dict(out=act, enable_pdl=False)),
-                                 lambda: SILU_AND_MUL(act, x, False)),
+        "silu_and_mul 1x14336": (
+            (fc.silu_and_mul, (x,), dict(out=act, enable_pdl=False)),
+            lambda: fc.silu_and_mul(x, out=act, enable_pdl=False),
+            lambda: SILU_AND_MUL(act, x, False)),
         "sampling_from_probs 1x151936": (
             (fc.sampling_from_probs, (probs,), dict(seed=0, offset=0, out=ids)),
+            lambda: fc.sampling_from_probs(probs, seed=0, offset=0, out=ids),
             lambda: SAMPLING_FROM_PROBS(probs, ids, None, True, 0, 0)),
-        "merge_state 1x32x128": ((fc.merge_state, (va, sa, vb, sb),
-                                  dict(v_merged=vo, s_merged=so_)),
-                                 lambda: MERGE_STATE(va, sa, vb, sb, vo, so_)),
+        "merge_state 1x32x128": (
+            (fc.merge_state, (va, sa, vb, sb), dict(v_merged=vo, s_merged=so_)),
+            lambda: fc.merge_state(va, sa, vb, sb, v_merged=vo, s_merged=so_),
+            lambda: MERGE_STATE(va, sa, vb, sb, vo, so_)),
         # three exports; "Binding" is its last stage alone
         "top_k_top_p_from_logits 1x151936": (
             (fc.top_k_top_p_sampling_from_logits, (probs, 50, 0.9),
              dict(seed=0, offset=0, out=ids)),
+            lambda: fc.top_k_top_p_sampling_from_logits(probs, 50, 0.9, seed=0, offset=0,
+                                                        out=ids),
             lambda: TOP_P_SAMPLING_FROM_PROBS(stage, ids, None, None, 0.9, True, 0, 0)),
     }
     ops = {}
-    for name, ((fn, a, kw), bare) in calls.items():
-        api = (lambda fn=fn, a=a, kw=kw: fn(*a, **kw))
+    for name, ((fn, a, kw), api, bare) in calls.items():
         prepared = fc.prepare(fn, *a, **kw).launch
         for call in (api, prepared, bare):
             call()
