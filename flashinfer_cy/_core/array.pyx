@@ -6,6 +6,7 @@ Interface, so ``torch.from_dlpack(a)``, ``cupy.from_dlpack(a)`` or ``jax.dlpack`
 without a copy.
 """
 
+from cpython.pythread cimport PyThread_get_thread_ident
 from libc.stdint cimport uintptr_t, int64_t
 
 from flashinfer_cy._abi.dlpack cimport kDLCUDA
@@ -110,7 +111,8 @@ cdef class DeviceArray(TensorDesc):
 
 # ------------------------------------------------------------------------ per-stream scratch
 
-cdef dict _scratch = {}  # (what, device, stream handle) -> DeviceArray
+cdef dict _scratch = {}  # (what, device, stream handle, thread or 0) -> DeviceArray
+cdef uintptr_t CUDA_STREAM_PER_THREAD = 2  # cudaStreamPerThread: one handle, a stream per thread
 
 
 def stream_scratch(str what, int device, stream, int64_t nbytes, bint zero=False,
@@ -121,9 +123,11 @@ def stream_scratch(str what, int device, stream, int64_t nbytes, bint zero=False
     stream-ordered (and zero-filled with ``zero``), on first use or to grow. Refused
     (StreamCaptureError) while ``stream`` is capturing a CUDA graph: the allocation would
     belong to the graph, and the cache would hand its memory to later eager calls.
-    ``instead``: how the caller can pass the buffer itself, for the error."""
+    ``instead``: how the caller can pass the buffer itself, for the error.
+    cudaStreamPerThread names another stream in every thread: its buffers are per thread."""
     cdef uintptr_t handle = 0 if stream is None else stream
-    key = (what, device, handle)
+    key = (what, device, handle,
+           PyThread_get_thread_ident() if handle == CUDA_STREAM_PER_THREAD else 0)
     buf = _scratch.get(key)
     if buf is None or (<DeviceArray>buf).allocated_bytes < <size_t>nbytes:
         if capture_status(<void*>handle, device) != 0:

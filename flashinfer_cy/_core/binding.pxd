@@ -60,6 +60,8 @@ cdef class Binding:
     @cython.final
     cdef int tensor_as(self, CallFrame* f, int i, object obj, str name) except -1
     cdef int opt_tensor(self, CallFrame* f, int i, object obj) except -1
+    @cython.final
+    cdef int alias(self, CallFrame* f, int i, int src, str name) except -1
     cdef int pick_stream(self, CallFrame* f, object stream, void** handle) except -1
     cdef int stream_slot(self, CallFrame* f) noexcept
     cdef int invoke(self, CallFrame* f, object stream, TVMFFIAny* result) except -1
@@ -121,4 +123,5 @@ cdef class Recorder:
     cdef int keep(self, object obj) except -1
 
 cdef int start_recording(Recorder r) except -1
+cdef bint recording() noexcept  # a recorder is active on this thread
 cdef void stop_recording() noexcept

@@ -16,6 +16,7 @@ validator, never copying the call sequence.
 from libc.stdint cimport int8_t, int32_t, int64_t, uint32_t, uintptr_t
 from cpython.pythread cimport PyThread_get_thread_ident
 from libc.math cimport isfinite
+from libc.string cimport memcpy
 
 from flashinfer_cy._abi.dlpack cimport kDLCUDA, kDLCPU, kDLCUDAHost, DLTensor, DLDeviceType
 from flashinfer_cy._abi.tvm_ffi cimport (TVMFFIAny, TVMFFIObjectHandle, kTVMFFINone,
@@ -297,6 +298,23 @@ cdef class Binding:
         f.args[i].v_ptr = &f.slots[i].dl
         return 0
 
+    cdef int alias(self, CallFrame* f, int i, int src, str name) except -1:
+        """Slot ``i`` describes the same tensor as the packed slot ``src`` (an in-place
+        operand that is also an output): a copy of the description, where packing the object
+        again would describe it and pass the same checks again. Holds nothing of its own
+        (``src`` releases the producer's reference). Errors name ``name``."""
+        memcpy(&f.slots[i], &f.slots[src], sizeof(TensorSlot))
+        f.slots[i].keep = NULL
+        if f.slots[src].dl.shape == f.slots[src].shape:
+            f.slots[i].dl.shape = f.slots[i].shape
+        if f.slots[src].dl.strides == f.slots[src].strides:
+            f.slots[i].dl.strides = f.slots[i].strides
+        if f.slots[i].read_only and (self.written >> i) & 1:
+            check_writable(&f.slots[i], name)
+        f.args[i].type_index = kTVMFFIDLTensorPtr
+        f.args[i].v_ptr = &f.slots[i].dl
+        return 0
+
     cdef int opt_tensor(self, CallFrame* f, int i, object obj) except -1:
         if obj is None:
             f.args[i].type_index = kTVMFFINone
@@ -445,6 +463,10 @@ cdef int start_recording(Recorder r) except -1:
     g_recorder_thread = PyThread_get_thread_ident()
     g_recorder = r
     return 0
+
+
+cdef bint recording() noexcept:
+    return g_recorder is not None and g_recorder_thread == PyThread_get_thread_ident()
 
 
 cdef void stop_recording() noexcept:

@@ -75,6 +75,7 @@ cdef int check_writable(TensorSlot* s, str name) except -1
 cdef int check_aligned(TensorSlot* s, str name, int64_t align) except -1
 cdef int check_disjoint(TensorSlot* w, str w_name, TensorSlot* r, str r_name) except -1
 cdef int64_t numel(TensorSlot* s) noexcept
+cdef tuple shape_of(TensorSlot* s)
 cdef str describe(TensorSlot* s)
 cdef double finite_float(object value, str name, str expected) except? -1.0
 cpdef int check_native_order(object dtype, str name) except -1

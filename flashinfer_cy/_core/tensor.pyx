@@ -23,6 +23,7 @@ from cpython.pycapsule cimport (PyCapsule_GetPointer, PyCapsule_IsValid, PyCapsu
 from cpython.object cimport Py_TYPE
 from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF, Py_XDECREF
 from cpython.exc cimport PyErr_Occurred
+from cpython.float cimport PyFloat_AS_DOUBLE
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
 from libc.stdlib cimport malloc, free
 from libc.math cimport isfinite
@@ -405,6 +406,9 @@ cdef str _device_str(DLDevice d):
     return f"{_DEVICE_NAMES.get(<int>d.device_type, f'device_type {<int>d.device_type}')}:{d.device_id}"
 
 
+# The checks below run on every call: their messages take shapes from shape_of(), never a
+# generator expression in the check itself (Cython would allocate the generator's closure
+# on every call, failing or not).
 cdef tuple shape_of(TensorSlot* s):
     return tuple([s.dl.shape[i] for i in range(s.dl.ndim)])
 
@@ -440,14 +444,14 @@ cdef int check_same_dtype(TensorSlot* s, str name, TensorSlot* ref, str ref_name
 cdef int check_ndim(TensorSlot* s, str name, int ndim) except -1:
     if s.dl.ndim != ndim:
         raise ValueError(f"{name}: expected {ndim} dimensions, got {s.dl.ndim} "
-                         f"(shape {tuple(s.dl.shape[i] for i in range(s.dl.ndim))})")
+                         f"(shape {shape_of(s)})")
     return 0
 
 
 cdef int check_dim(TensorSlot* s, str name, int axis, int64_t size, str what) except -1:
     if s.dl.shape[axis] != size:
         raise ValueError(f"{name}: expected size {size} ({what}) in dimension {axis}, got "
-                         f"shape {tuple(s.dl.shape[i] for i in range(s.dl.ndim))}")
+                         f"shape {shape_of(s)}")
     return 0
 
 
@@ -481,8 +485,7 @@ cdef int check_same_shape(TensorSlot* s, str name, TensorSlot* ref, str ref_name
                 break
     if not same:
         raise ValueError(
-            f"{name}: expected shape {tuple(ref.dl.shape[i] for i in range(ref.dl.ndim))} "
-            f"(same as {ref_name}), got {tuple(s.dl.shape[i] for i in range(s.dl.ndim))}")
+            f"{name}: expected shape {shape_of(ref)} (same as {ref_name}), got {shape_of(s)}")
     return 0
 
 
@@ -791,12 +794,15 @@ cdef class TensorDesc:
 cdef double finite_float(object value, str name, str expected) except? -1.0:
     """A Python int/float argument as a finite double; TypeError/ValueError name it."""
     cdef double v
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if type(value) is float:  # nearly every call: no isinstance chain
+        v = PyFloat_AS_DOUBLE(value)
+    elif isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name}: expected a float, got {type(value).__name__} {value!r}")
-    try:
-        v = value
-    except OverflowError:  # an int beyond the float range
-        v = float("inf")
+    else:
+        try:
+            v = value
+        except OverflowError:  # an int beyond the float range
+            v = float("inf")
     if not isfinite(v):
         raise ValueError(f"{name}: expected {expected}, got {value!r}")
     return v

@@ -24,7 +24,7 @@ from flashinfer_cy.kernels.attention cimport pdl_default, pdl_flag
 from flashinfer_cy._core.stream cimport resolve_stream
 from flashinfer_cy._core.tensor cimport (TensorSlot, DT_F16, DT_BF16, check_cuda, check_dtype,
                                          check_same_dtype, check_same_device, check_contiguous,
-                                         describe, as_bool)
+                                         describe, shape_of, as_bool)
 
 from flashinfer_cy._core.array import DeviceArray
 
@@ -75,12 +75,22 @@ cdef int64_t _half_width(TensorSlot* x) except -1:
     return two_d // 2
 
 
-cdef int _check_out(TensorSlot* o, TensorSlot* x, int64_t d) except -1:
+cdef bint _is_out_shape(TensorSlot* o, TensorSlot* x, int64_t d) noexcept:
+    """``o`` is ``x``'s shape with the last dimension ``d`` (a C loop: this runs on every
+    call, and a generator expression would allocate its closure each time)."""
     cdef int i
+    if o.dl.ndim != x.dl.ndim or o.dl.shape[o.dl.ndim - 1] != d:
+        return False
+    for i in range(x.dl.ndim - 1):
+        if o.dl.shape[i] != x.dl.shape[i]:
+            return False
+    return True
+
+
+cdef int _check_out(TensorSlot* o, TensorSlot* x, int64_t d) except -1:
     check_same_device(o, "out", x, "input")
     check_same_dtype(o, "out", x, "input")
-    if o.dl.ndim != x.dl.ndim or o.dl.shape[o.dl.ndim - 1] != d or any(
-            o.dl.shape[i] != x.dl.shape[i] for i in range(x.dl.ndim - 1)):
+    if not _is_out_shape(o, x, d):
         raise ValueError(f"out: expected shape {_out_shape(x, d)} (input's with the last "
                          f"dimension halved), got {describe(o)}")
     if not _empty(o):
@@ -90,7 +100,7 @@ cdef int _check_out(TensorSlot* o, TensorSlot* x, int64_t d) except -1:
 
 
 cdef tuple _out_shape(TensorSlot* x, int64_t d):
-    return tuple(x.dl.shape[i] for i in range(x.dl.ndim - 1)) + (d,)
+    return shape_of(x)[:x.dl.ndim - 1] + (d,)
 
 
 cdef object _act_and_mul(Binding b, object input, object out, object enable_pdl,

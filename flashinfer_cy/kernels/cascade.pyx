@@ -93,24 +93,34 @@ cdef int _check_like(TensorSlot* s, str name, TensorSlot* ref, str ref_name) exc
     return 0
 
 
-cdef int _check_lse(TensorSlot* s, str name, TensorSlot* v, str v_name, tuple shape) except -1:
-    """float32 log-sum-exp of ``shape`` (the state's ``v`` shape without head_dim), on
-    ``v``'s device. (Messages are formatted only on failure: this runs on every call.)"""
+# Expected shapes travel as C arrays and become tuples only for a message or an allocation:
+# these checks run on every call.
+cdef tuple _tuple(const int64_t* shape, int ndim):
+    return tuple([shape[i] for i in range(ndim)])  # a list first: no generator object
+
+
+cdef int _check_shape(TensorSlot* s, str name, const int64_t* shape, int ndim,
+                      str ref_name) except -1:
+    """``s`` has exactly ``shape`` (derived from ``ref_name``)."""
     cdef int i
-    check_cuda(s, name)
-    check_same_device(s, name, v, v_name)
-    check_dtype(s, name, DT_F32)
-    check_ndim(s, name, len(shape))
-    for i in range(len(shape)):
-        if s.dl.shape[i] != <int64_t>shape[i]:
-            check_dim(s, name, i, shape[i], f"{shape} from {v_name}")
-    check_contiguous(s, name)
-    check_aligned(s, name, 4)
+    check_ndim(s, name, ndim)
+    for i in range(ndim):
+        if s.dl.shape[i] != shape[i]:
+            check_dim(s, name, i, shape[i], f"{_tuple(shape, ndim)} from {ref_name}")
     return 0
 
 
-cdef tuple _shape(TensorSlot* s, int ndim):
-    return tuple([s.dl.shape[i] for i in range(ndim)])  # a list first: no generator object
+cdef int _check_lse(TensorSlot* s, str name, TensorSlot* v, str v_name,
+                    const int64_t* shape, int ndim) except -1:
+    """float32 log-sum-exp of ``shape`` (the state's ``v`` shape without head_dim), on
+    ``v``'s device. (Messages are formatted only on failure: this runs on every call.)"""
+    check_cuda(s, name)
+    check_same_device(s, name, v, v_name)
+    check_dtype(s, name, DT_F32)
+    _check_shape(s, name, shape, ndim, v_name)
+    check_contiguous(s, name)
+    check_aligned(s, name, 4)
+    return 0
 
 
 cdef int _check_heads(TensorSlot* v, str name, int64_t heads, int64_t head_dim) except -1:
@@ -122,29 +132,24 @@ cdef int _check_heads(TensorSlot* v, str name, int64_t heads, int64_t head_dim) 
 
 
 cdef object _pack_outputs(Binding b, CallFrame* f, int iv, int is_, object v_merged,
-                          object s_merged, TensorSlot* ref, str ref_name, tuple out_shape,
-                          object stream):
+                          object s_merged, TensorSlot* ref, str ref_name,
+                          const int64_t* out_shape, object stream):
     """Pack (and check) or allocate the merged state's outputs in slots ``iv``/``is_``:
-    ``v_merged`` like ``out_shape`` in ``ref``'s dtype, ``s_merged`` float32 without the
-    last dimension. Returns ``(v_merged, s_merged)``."""
+    ``v_merged`` of ``out_shape`` (3-D) in ``ref``'s dtype, ``s_merged`` float32 without
+    the last dimension. Returns ``(v_merged, s_merged)``."""
     cdef int device = ref.dl.device.device_id
     cdef int i
-    cdef tuple lse_shape = out_shape[:len(out_shape) - 1]
     if v_merged is not None:
         b.tensor(f, iv, v_merged)
         check_cuda(&f.slots[iv], "v_merged")
         check_same_device(&f.slots[iv], "v_merged", ref, ref_name)
         check_same_dtype(&f.slots[iv], "v_merged", ref, ref_name)
-        check_ndim(&f.slots[iv], "v_merged", len(out_shape))
-        for i in range(len(out_shape)):
-            if f.slots[iv].dl.shape[i] != <int64_t>out_shape[i]:
-                check_dim(&f.slots[iv], "v_merged", i, out_shape[i],
-                          f"{out_shape} from {ref_name}")
+        _check_shape(&f.slots[iv], "v_merged", out_shape, 3, ref_name)
         check_contiguous(&f.slots[iv], "v_merged")
         check_aligned(&f.slots[iv], "v_merged", V_ALIGN)
     if s_merged is not None:
         b.tensor(f, is_, s_merged)
-        _check_lse(&f.slots[is_], "s_merged", ref, ref_name, lse_shape)
+        _check_lse(&f.slots[is_], "s_merged", ref, ref_name, out_shape, 2)
     # Given outputs must not overlap the inputs (slots before ``iv``) or each other; new
     # ones cannot, so this is all checked before anything is allocated.
     for i in range(iv):
@@ -157,11 +162,11 @@ cdef object _pack_outputs(Binding b, CallFrame* f, int iv, int is_, object v_mer
     if v_merged is None or s_merged is None:
         alloc_stream = work_stream(b, f, stream, device)
         if v_merged is None:
-            v_merged = DeviceArray.empty(out_shape, "float16" if ref.dl.dtype.code == 2
+            v_merged = DeviceArray.empty(_tuple(out_shape, 3), "float16" if ref.dl.dtype.code == 2
                                          else "bfloat16", device, alloc_stream)
             b.tensor(f, iv, v_merged)
         if s_merged is None:
-            s_merged = DeviceArray.empty(lse_shape, "float32", device, alloc_stream)
+            s_merged = DeviceArray.empty(_tuple(out_shape, 2), "float32", device, alloc_stream)
             b.tensor(f, is_, s_merged)
     return v_merged, s_merged
 
@@ -177,7 +182,7 @@ cdef TensorSlot* _pack_two_states(Binding b, CallFrame* f, object v0, object s0,
     _check_v(v, n0, 3, "[seq_len, num_heads, head_dim]")
     _check_heads(v, n0, v.dl.shape[1], v.dl.shape[2])
     b.tensor(f, 1, s0)
-    _check_lse(&f.slots[1], n1, v, n0, _shape(v, 2))
+    _check_lse(&f.slots[1], n1, v, n0, v.dl.shape, 2)
     b.tensor(f, 2, v1)
     _check_like(&f.slots[2], b.names[2], v, n0)
     b.tensor(f, 3, s1)
@@ -209,7 +214,7 @@ def merge_state(v_a, s_a, v_b, s_b, v_merged=None, s_merged=None, stream=None):
     frame_init(&f, 6)
     try:
         va = _pack_two_states(b, &f, v_a, s_a, v_b, s_b)
-        out = _pack_outputs(b, &f, 4, 5, v_merged, s_merged, va, "v_a", _shape(va, 3), stream)
+        out = _pack_outputs(b, &f, 4, 5, v_merged, s_merged, va, "v_a", va.dl.shape, stream)
         _launch(b, &f, va.dl.shape[0] * va.dl.shape[1], stream)
         return out
     finally:
@@ -268,6 +273,7 @@ def merge_states(v, s, v_merged=None, s_merged=None, stream=None):
     cdef CallFrame f
     cdef TensorSlot* vs
     cdef int64_t seq, states, heads
+    cdef int64_t merged[3]
     cdef Binding b = MERGE_STATES
     frame_init(&f, 4)
     try:
@@ -282,9 +288,9 @@ def merge_states(v, s, v_merged=None, s_merged=None, stream=None):
             raise ValueError(f"v: at most {GRID_Y_LIMIT} heads when num_states >= seq_len "
                              f"(one thread block per row and head), got {describe(vs)}")
         b.tensor(&f, 1, s)
-        _check_lse(&f.slots[1], "s", vs, "v", _shape(vs, vs.dl.ndim - 1))
-        out = _pack_outputs(b, &f, 2, 3, v_merged, s_merged, vs, "v",
-                            (seq, heads, vs.dl.shape[3]), stream)
+        _check_lse(&f.slots[1], "s", vs, "v", vs.dl.shape, 3)
+        merged[0], merged[1], merged[2] = seq, heads, vs.dl.shape[3]
+        out = _pack_outputs(b, &f, 2, 3, v_merged, s_merged, vs, "v", merged, stream)
         _launch(b, &f, seq * heads, stream)
         return out
     finally:

@@ -24,7 +24,7 @@ from flashinfer_cy._core.stream cimport resolve_stream
 from flashinfer_cy._core.tensor cimport (
     TensorSlot, DT_F16, DT_BF16, check_cuda, check_dtype, check_same_dtype, check_ndim,
     check_dim, check_last_contiguous, check_same_shape, check_same_device, describe,
-    finite_float, as_bool)
+    shape_of, finite_float, as_bool)
 
 from flashinfer_cy._core.array import DeviceArray
 
@@ -175,8 +175,9 @@ cdef object _norm_out_of_place(Binding b, object input, object weight, object ep
         _check_weight(&f.slots[2], x, "input")
         if out is None:
             # Allocated on the stream the kernel will run on (stream-ordered, no sync),
-            # the thread's use_stream() stream included.
-            out = DeviceArray.empty(tuple(x.dl.shape[i] for i in range(x.dl.ndim)),
+            # the thread's use_stream() stream included. (shape_of, not a generator
+            # expression: Cython would allocate its closure on every call of this function.)
+            out = DeviceArray.empty(shape_of(x),
                                     "float16" if x.dl.dtype.code == 2 else "bfloat16",
                                     x.dl.device.device_id,
                                     work_stream(b, &f, stream, x.dl.device.device_id))

@@ -157,8 +157,12 @@ cdef object _pack_outputs(Binding b, CallFrame* f, object q_rope, object k_rope,
     q/k; q/k themselves in place); returns them as a tuple."""
     cdef TensorSlot* sq = &f.slots[Q]
     if inplace:
-        q_rope, k_rope = q, k
-    elif q_rope is None or k_rope is None:
+        # The outputs are q and k themselves, already packed and checked (the same view
+        # passes every output check): their descriptions are copied, not made again.
+        b.alias(f, Q_ROPE, Q, names[0])
+        b.alias(f, K_ROPE, K, names[1])
+        return (q, k)
+    if q_rope is None or k_rope is None:
         # Allocated on the stream the kernel will run on (stream-ordered, no sync).
         on = work_stream(b, f, stream, sq.dl.device.device_id)
         dt = "float16" if sq.dl.dtype.code == 2 else "bfloat16"
@@ -168,8 +172,8 @@ cdef object _pack_outputs(Binding b, CallFrame* f, object q_rope, object k_rope,
         if k_rope is None:
             k_rope = DeviceArray.empty(_shape_as_given(&f.slots[K], k, head_size), dt,
                                        sq.dl.device.device_id, on)
-    b.tensor_as(f, Q_ROPE, q_rope, names[0] if inplace else names[2])
-    b.tensor_as(f, K_ROPE, k_rope, names[1] if inplace else names[3])
+    b.tensor_as(f, Q_ROPE, q_rope, names[2])
+    b.tensor_as(f, K_ROPE, k_rope, names[3])
     _split_heads(&f.slots[Q_ROPE], head_size, names[2])
     _split_heads(&f.slots[K_ROPE], head_size, names[3])
     _check_output(&f.slots[Q_ROPE], names[2], sq, names[0])

@@ -39,11 +39,14 @@ module turns out to be of the other release).
 import numbers
 import operator
 
-from libc.stdint cimport int64_t, uint32_t, uintptr_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t, uintptr_t
 
 from flashinfer_cy._abi.tvm_ffi cimport TVMFFIAny, kTVMFFIDLTensorPtr
+from cpython.pythread cimport PyThread_get_thread_ident
+
 from flashinfer_cy._core.binding cimport (Binding, CallFrame, frame_init, frame_release,
-                                          set_bool, set_float, set_int)
+                                          recording, set_bool, set_float, set_int)
+from flashinfer_cy._core.pinned cimport capture_status
 from flashinfer_cy._core.tensor cimport (
     TensorSlot, DT_F32, DT_F16, DT_BF16, DT_I32, DT_I64, DT_U8, DT_BOOL, dtype_key,
     dtype_name, check_cuda, check_dtype, check_ndim, check_dim, check_contiguous,
@@ -54,6 +57,7 @@ from flashinfer_cy.kernels.attention cimport pdl_default, pdl_flag, run_stream
 from flashinfer_cy import errors as _errors
 from flashinfer_cy._core import runtime as _runtime
 from flashinfer_cy._core.array import DeviceArray, stream_scratch
+from flashinfer_cy._core.tensor import TensorDesc
 from flashinfer_cy.abi.match import abi_version as _abi_version
 from flashinfer_cy.kernels.sampling_rng import (SamplingGenerator, as_int64_slot, as_u64,
                                                 check_generator, default_generator,
@@ -209,6 +213,7 @@ def _forget_releases():
 
 
 cdef int64_t UINT32_LIMIT = 1 << 32   # the kernels form row * vocab + column in uint32
+cdef uintptr_t CUDA_STREAM_PER_THREAD = 2  # cudaStreamPerThread
 cdef int64_t GRID_LIMIT = (1 << 31) - 1  # one thread block per output row (gridDim.x)
 # upstream's cached buffers (flashinfer/sampling.py): 1 MiB each
 SOFTMAX_WORKSPACE_BYTES = 1024 * 1024
@@ -461,6 +466,56 @@ cdef object _cached_buffer(str what, int device, object stream, int64_t nbytes, 
     return stream_scratch(what, device, stream, nbytes, zero, "pass the buffer")
 
 
+cdef class _Intermediate:
+    """A composed sampler's intermediate on one stream: a float32 view of that stream's
+    scratch buffer, for one shape."""
+    cdef object view      # TensorDesc over the buffer (which it keeps alive)
+    cdef int64_t rows, cols
+    cdef bint busy        # a call is between its first and last launch on the stream
+
+
+cdef dict _intermediates = {}  # (what, device, stream, thread or 0) -> _Intermediate
+
+
+cdef object _intermediate(str what, int dev, object handle, TensorSlot* like, list held):
+    """A ``like``-shaped float32 intermediate of a composed sampler (masked logits,
+    probabilities), written by one of its kernels and read by the next.
+
+    Eager calls take the stream's cached scratch (stream_scratch) instead of a
+    cudaMallocAsync/cudaFreeAsync pair per intermediate and call: every call on a stream
+    enqueues its kernels in that stream's order, so one buffer serves them all. A fresh
+    allocation instead, owned by whoever keeps it, where the buffer would be shared out of
+    that order: while prepare() records (the prepared launch owns its intermediates: it may
+    be replayed inside a CUDA graph on another stream), while the stream captures a graph
+    (the graph owns them), and while another thread's call on this stream is between its
+    launches (the two calls' kernels would interleave). cudaStreamPerThread names another
+    stream in every thread: its buffers are kept per thread."""
+    cdef uintptr_t h = handle
+    cdef _Intermediate m
+    key = (what, dev, h, PyThread_get_thread_ident() if h == CUDA_STREAM_PER_THREAD else 0)
+    m = _intermediates.get(key)
+    if (recording() or (m is not None and m.busy)
+            or capture_status(<void*>h, dev) != 0):
+        return DeviceArray.empty((like.dl.shape[0], like.dl.shape[1]), "float32", dev,
+                                 handle)
+    if m is None or m.rows != like.dl.shape[0] or m.cols != like.dl.shape[1]:
+        m = _Intermediate.__new__(_Intermediate)
+        m.rows, m.cols = like.dl.shape[0], like.dl.shape[1]
+        buf = stream_scratch(what, dev, handle, m.rows * m.cols * 4)
+        m.view = TensorDesc(buf.ptr, (m.rows, m.cols), "float32", device=dev, owner=buf)
+        _intermediates[key] = m
+    m.busy = True
+    held.append(m)
+    return m.view
+
+
+cdef void _release(list held) noexcept:
+    """The call has enqueued its last launch: later calls on the stream come after it."""
+    cdef _Intermediate m
+    for m in held:
+        m.busy = False
+
+
 cdef int _invoke(Binding b, CallFrame* f, object stream) except -1:
     cdef TVMFFIAny result
     return b.invoke(f, stream, &result)
@@ -470,8 +525,16 @@ cdef int _seed_kind(object seed, object offset) except -1:
     """How seed/offset come: both None (drawn), both ints (checked here), or both device
     tensors (checked by _pack_later). Upstream refuses a mix; one without the other is
     refused here (upstream would ignore it silently)."""
+    cdef uint64_t s64, o64
     if seed is None and offset is None:
         return SEED_DRAWN
+    if type(seed) is int and type(offset) is int:  # a decode loop's every step: no Python
+        try:
+            s64, o64 = seed, offset  # OverflowError when negative or >= 2**64
+        except OverflowError:
+            pass  # as_u64 below says which, and how
+        else:
+            return SEED_INTS
     if seed is None or offset is None:
         missing = "offset" if offset is None else "seed"
         raise ValueError(f"{missing}: seed and offset go together; pass both, or neither to "
@@ -564,9 +627,20 @@ cdef int _set_seeds(_Export e, Binding b, CallFrame* f, int64_t increment,
     scalars). A drawn offset follows the module's release (sampling_rng docstring)."""
     cdef int n = b.n
     cdef bint quad = e.seed_tensors(b)
+    cdef uint64_t s64, o64
     if quad and seeds == SEED_TENSORS:
         set_int(f, n - 3, 0)  # the kernel reads the tensors; upstream passes 0
         set_int(f, n - 1, 0)
+        return 0
+    if seeds == SEED_INTS and type(seed) is int and type(offset) is int:
+        # checked by _seed_kind: used as given, in C (the uint64 pattern); other integer
+        # types go through seed_and_offset's as_u64
+        s64, o64 = seed, offset
+        if quad:
+            b.opt_tensor(f, n - 4, None)
+            b.opt_tensor(f, n - 2, None)
+        set_int(f, n - 3 if quad else n - 2, <int64_t>s64)
+        set_int(f, n - 1, <int64_t>o64)
         return 0
     s, o = seed_and_offset(increment, generator, seed, offset, quad)
     if quad:
@@ -696,8 +770,10 @@ cdef int64_t _softmax_workspace_bytes(int64_t rows, int64_t vocab) noexcept:
     return 0
 
 
-cdef object _run_softmax(CallFrame* f, object out, int pdl, object handle):
-    """Fill the rest (workspace, output, pdl) and launch on ``handle``; returns out."""
+cdef object _run_softmax(CallFrame* f, object out, int pdl, object handle,
+                         list held=None):
+    """Fill the rest (workspace, output, pdl) and launch on ``handle``; returns out.
+    ``held``: a composed call's, whose output is an intermediate (_intermediate)."""
     cdef Binding b = SOFTMAX
     cdef TensorSlot* x = &f.slots[1]
     cdef int dev = x.dl.device.device_id
@@ -707,7 +783,9 @@ cdef object _run_softmax(CallFrame* f, object out, int pdl, object handle):
         b.tensor_as(f, 0, _cached_buffer("softmax workspace", dev, handle, need, False),
                     "workspace_buffer")
     if out is None:
-        out = DeviceArray.empty((x.dl.shape[0], x.dl.shape[1]), "float32", dev, handle)
+        out = (DeviceArray.empty((x.dl.shape[0], x.dl.shape[1]), "float32", dev, handle)
+               if held is None else
+               _intermediate("sampling probabilities", dev, handle, x, held))
         b.tensor_as(f, 2, out, "out")
     set_bool(f, 5, pdl_default(dev) if pdl < 0 else pdl)
     if x.dl.shape[0] > 0:
@@ -844,7 +922,10 @@ cdef int _pack_top_k_filter(Binding b, CallFrame* f, object x, str name, object 
     return 0
 
 
-cdef object _run_top_k_filter(Binding b, CallFrame* f, object out, object handle):
+cdef object _run_top_k_filter(Binding b, CallFrame* f, object out, object handle,
+                              list held=None):
+    """Fill the rest (row states, output) and launch; returns out. ``held``: as
+    _run_softmax's."""
     cdef TensorSlot* x = &f.slots[0]
     cdef int dev = x.dl.device.device_id
     if f.args[4].type_index != kTVMFFIDLTensorPtr:
@@ -852,8 +933,10 @@ cdef object _run_top_k_filter(Binding b, CallFrame* f, object out, object handle
         b.tensor_as(f, 4, _cached_buffer("top-k row states", dev, handle, ROW_STATES_BYTES,
                                          True), "row_states_buffer")
     if out is None:
-        out = DeviceArray.empty((x.dl.shape[0], x.dl.shape[1]),
-                                dtype_name(dtype_key(x.dl.dtype)), dev, handle)
+        out = (DeviceArray.empty((x.dl.shape[0], x.dl.shape[1]),
+                                 dtype_name(dtype_key(x.dl.dtype)), dev, handle)
+               if held is None else
+               _intermediate("sampling top-k filtered", dev, handle, x, held))
         b.tensor_as(f, 1, out, "out")
     if x.dl.shape[0] > 0:
         _invoke(b, f, handle)
@@ -886,6 +969,7 @@ cdef object _sample_composed(object x, bint from_logits, object top_k, object to
     cdef int seeds = _seed_kind(seed, offset)
     cdef int v
     cdef int64_t batch
+    cdef list held = []  # the stream's intermediates this call uses (_intermediate)
     _no_check_nan(check_nan)
     _check_generator(generator, seeds)
     last = e.guess()
@@ -918,8 +1002,9 @@ cdef object _sample_composed(object x, bint from_logits, object top_k, object to
             _refuse_later(e, r, valid, want_valid, seeds)
             return _run_composed(e, last, &ff, &fs, &fl, x, x_slot, from_logits, k_first,
                                  filt, name, batch, det, generator, seeds, seed, offset,
-                                 want_valid, out, valid, handle)
+                                 want_valid, out, valid, handle, held)
     finally:
+        _release(held)
         frame_release(&fl)
         frame_release(&fs)
         frame_release(&ff)
@@ -933,19 +1018,21 @@ cdef object _run_composed(_Export e, Binding last, CallFrame* ff, CallFrame* fs,
                           CallFrame* fl, object x, TensorSlot* x_slot, bint from_logits,
                           bint k_first, Binding filt, str name, int64_t batch, bint det,
                           object generator, int seeds, object seed, object offset,
-                          bint want_valid, object out, object valid, object handle):
-    """_sample_composed once every stage is checked and packed: the launches."""
+                          bint want_valid, object out, object valid, object handle,
+                          list held):
+    """_sample_composed once every stage is checked and packed: the launches. ``held``:
+    the stream's intermediates the call takes (_intermediate), released by the caller."""
     cdef int v = e.shift(last)
     cdef int dev = x_slot.dl.device.device_id
     set_bool(fl, last.n - (5 if e.seed_tensors(last) else 3), det)
     _set_seeds(e, last, fl, batch * 32, generator, seeds, seed, offset)
     probs = x
     if k_first:
-        probs = _run_top_k_filter(filt, ff, None, handle)
+        probs = _run_top_k_filter(filt, ff, None, handle, held)
     if from_logits:
         if k_first:
             _pack_softmax(fs, probs, None, None, None)
-        probs = _run_softmax(fs, None, -1, handle)
+        probs = _run_softmax(fs, None, -1, handle, held)
     if probs is not x:
         last.tensor_as(fl, 0, probs, name)
     if out is None:

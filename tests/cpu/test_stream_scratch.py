@@ -13,6 +13,7 @@ from testmod_build import HERE, compile_c_library
 
 CHILD = r"""
 import ctypes
+import threading
 import pytest
 from flashinfer_cy._core.array import stream_scratch
 from flashinfer_cy.errors import StreamCaptureError
@@ -33,6 +34,12 @@ c = stream_scratch("row states", 0, 0x10, 10)                             # anot
 assert c is not a
 g = stream_scratch("ws", 0, 0x10, 4000)                                   # grows
 assert g is not a and g.allocated_bytes == 4000
+pt = stream_scratch("ws", 0, 2, 100)           # cudaStreamPerThread: one per thread
+assert stream_scratch("ws", 0, 2, 100) is pt
+other = []
+t = threading.Thread(target=lambda: other.append(stream_scratch("ws", 0, 2, 100)))
+t.start(); t.join()
+assert other[0] is not pt
 z = stream_scratch("zeroed", 0, 0x10, 64, zero=True)
 assert bytes(z.numpy()) == bytes(64)
 

@@ -19,6 +19,12 @@ void top_p_sampling_from_probs(TensorView, TensorView, Optional<TensorView>,
                                Optional<TensorView>, double, bool, uint64_t, uint64_t) {}
 void apply_rope_pos_ids(TensorView, TensorView, TensorView, TensorView, TensorView, int64_t,
                         bool, double, double) {}
+void softmax(TensorView, TensorView, TensorView, Optional<TensorView>, double, bool) {}
+void top_k_mask_logits(TensorView, TensorView, Optional<TensorView>, int64_t, TensorView) {}
+void top_k_renorm_probs(TensorView, TensorView, Optional<TensorView>, int64_t, TensorView) {}
+void top_k_top_p_sampling_from_probs(TensorView, TensorView, Optional<TensorView>,
+                                     Optional<TensorView>, double, Optional<TensorView>, double,
+                                     bool, uint64_t, uint64_t) {}
 void act_and_mul(TensorView, TensorView, bool) {}
 void rmsnorm(TensorView, TensorView, TensorView, double, bool) {}
 }  // namespace
@@ -26,6 +32,10 @@ void rmsnorm(TensorView, TensorView, TensorView, double, bool) {}
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(merge_state, merge_state);
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(sampling_from_probs, sampling_from_probs);
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(top_p_sampling_from_probs, top_p_sampling_from_probs);
+TVM_FFI_DLL_EXPORT_TYPED_FUNC(softmax, softmax);
+TVM_FFI_DLL_EXPORT_TYPED_FUNC(top_k_mask_logits, top_k_mask_logits);
+TVM_FFI_DLL_EXPORT_TYPED_FUNC(top_k_renorm_probs, top_k_renorm_probs);
+TVM_FFI_DLL_EXPORT_TYPED_FUNC(top_k_top_p_sampling_from_probs, top_k_top_p_sampling_from_probs);
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(apply_rope_pos_ids, apply_rope_pos_ids);
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(silu_and_mul, act_and_mul);
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(rmsnorm, rmsnorm);
