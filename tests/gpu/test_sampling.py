@@ -1,5 +1,6 @@
-"""Sampling family on the GPU: bit-identity with flashinfer-python 0.6.3 on the same module
-(tests/gpu/peer.py), float64 references, and statistics of the draws.
+"""Sampling family on the GPU: bit-identity with flashinfer-python on the same module
+(tests/gpu/peer.py; 0.6.3, or 0.7.x in tools/gpu_session.sh's KDIR_074 pass), float64
+references, and statistics of the draws.
 
 * softmax, top-p/top-k renorm and top-k mask: the same bits as the peer; softmax within
   float32 rounding of float64, renorm/mask keeping exactly the float64-computed set;
@@ -203,7 +204,12 @@ def peer_calls(fi, probs, logits, k, p, minp, indices):
          lambda **g: s.min_p_sampling_from_probs(probs, minp, indices, **g)),
         ("top_k_top_p", lambda **g: fc.top_k_top_p_sampling_from_probs(probs, k, p, indices,
                                                                         **g),
-         lambda **g: s.top_k_top_p_sampling_from_probs(probs, k, p, indices, **g)),
+         # 0.7.x's top_k_first takes a radix fast path for k <= 256 and vocab >= 65536 (other
+         # draws); ours composes as 0.6.3 does: compare with that composition there
+         (lambda **g: s.top_k_top_p_sampling_from_probs(probs, k, p, indices, **g))
+         if not release_07() else
+         (lambda **g: s.top_p_sampling_from_probs(s.top_k_renorm_probs(probs, k), p, indices,
+                                                  **g))),
         ("top_k_top_p joint",
          lambda **g: fc.top_k_top_p_sampling_from_probs(probs, k, p, indices, "joint", **g),
          lambda **g: s.top_k_top_p_sampling_from_probs(probs, k, p, indices, "joint", **g)),
@@ -218,6 +224,11 @@ def peer_calls(fi, probs, logits, k, p, minp, indices):
          lambda **g: s.top_k_top_p_sampling_from_probs(s.softmax(logits), k, p, indices,
                                                        "joint", **g)),
     ]
+
+
+def release_07() -> bool:
+    """The sampling module is of flashinfer 0.7.x (tools/gpu_session.sh's KDIR_074 pass)."""
+    return (fc.load_module("sampling").flashinfer_version or "").startswith("0.7.")
 
 
 def as_torch(x):
