@@ -12,6 +12,10 @@
 #   initcheck-norm      reads of uninitialised device memory (norm)
 #   memcheck-attention  single/batch decode and prefill (FA2; torch inputs)
 #   memcheck-gdn        one small GDN prefill (sm_90 only; the test skips elsewhere)
+#   memcheck-decode-step  rope (pos ids, ragged, cos/sin cache), the gated activations,
+#                       merge_state(s), radix top-k and its transforms: small cases
+#   memcheck-sampling   softmax, renorm/mask and the samplers at two vocab sizes
+#   memcheck-mla        batched MLA, FA2 and FA3, decode and chunked prefill
 #
 # memcheck runs with PYTORCH_NO_CUDA_MEMORY_CACHING=1: torch's caching allocator would hide
 # an out-of-bounds write that lands inside one of its cached blocks. CUDA API errors count
@@ -33,7 +37,7 @@ set -uo pipefail
 OUT=${OUT:-$PWD/sanitize-out}
 BUDGET=${BUDGET:-140}
 STEP_TIMEOUT=${STEP_TIMEOUT:-75}
-STEPS=${STEPS:-memcheck-norm memcheck-page racecheck-norm initcheck-norm memcheck-attention memcheck-gdn}
+STEPS=${STEPS:-memcheck-norm memcheck-page racecheck-norm initcheck-norm memcheck-attention memcheck-gdn memcheck-decode-step memcheck-sampling memcheck-mla}
 API_ERRORS=${API_ERRORS:-no}
 mkdir -p "$OUT"
 : > "$OUT/summary.txt"
@@ -117,6 +121,14 @@ step initcheck-norm initcheck "" -- tests/gpu/test_norm.py -k "raw and (rmsnorm_
 step memcheck-attention memcheck "--report-api-errors $API_ERRORS" -- \
   tests/gpu/test_attention_decode.py tests/gpu/test_attention_prefill.py -k "$ATTN_K"
 step memcheck-gdn memcheck "--report-api-errors $API_ERRORS" -- tests/gpu/test_gdn.py -k "matches_float64_reference and zero_state-none-gqa-float16"
+
+DSTEP_K="(pos_ids and float16 and int32 and rope) or (ragged and float16) or (cos_sin_cache and float16 and 128-64 and int64) or (bit_identical and silu and float16 and not pdl) or merge_state_equals or merge_states_equals or (top_k_against and float32) or page_table_transform or ragged_transform"
+SAMPLING_K="(softmax_float64 and 32000) or (renorm_and_mask and 32000) or (sampled_ids and 50258)"
+step memcheck-decode-step memcheck "--report-api-errors $API_ERRORS" -- tests/gpu/test_rope.py \
+  tests/gpu/test_activation.py tests/gpu/test_cascade.py tests/gpu/test_topk.py -k "$DSTEP_K"
+step memcheck-sampling memcheck "--report-api-errors $API_ERRORS" -- tests/gpu/test_sampling.py -k "$SAMPLING_K"
+step memcheck-mla memcheck "--report-api-errors $API_ERRORS" -- tests/gpu/test_mla.py \
+  -k "against_reference_and_peer and (decode64 or chunk) and bfloat16"
 
 echo "=== [$(( $(date +%s) - t0 ))s] done"
 cat "$OUT/summary.txt"
