@@ -78,6 +78,7 @@ from flashinfer_cy.kernels.batch_attention import (
     PreparedRun,
 )
 from flashinfer_cy.kernels.batch_mla import BatchMLAPagedAttention, MLAPlan
+from flashinfer_cy.kernels.fused_moe import CutlassFusedMoE
 
 __version__ = "0.1.0.dev0"
 
@@ -105,4 +106,5 @@ __all__ = [
     "PlanMismatchError", "PlanNotReadyError", "StreamCaptureError", "single_decode", "single_prefill",
     "BatchDecodeWithPagedKVCache", "BatchPrefillWithPagedKVCache",
     "BatchPrefillWithRaggedKVCache", "Plan", "PreparedRun", "BatchMLAPagedAttention", "MLAPlan",
+    "CutlassFusedMoE",
 ]

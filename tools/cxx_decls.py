@@ -145,3 +145,45 @@ def find_exports(text: str, path: str = "") -> list:
     """``[(export_name, function_name, line)]`` of every TVM_FFI_DLL_EXPORT_TYPED_FUNC."""
     return [(m.group(1), m.group(2), text.count("\n", 0, m.start()) + 1)
             for m in EXPORT_RE.finditer(text)]
+
+
+_SERVED_RE = re.compile(r'name\s*==\s*"(\w+)"\s*\)\s*\{\s*return\s+(?:\w+::)*Function::FromTyped'
+                        r'\s*\(\s*\[[^\]]*\]\s*\(')
+
+
+def find_served_methods(text: str, class_name: str, path: str = "") -> list:
+    """The methods a ``ModuleObj`` subclass serves from its ``GetFunction(name)``: one
+    ``Decl`` per ``if (name == "m") { return Function::FromTyped([captures](params) -> R
+    {...}); }`` branch of ``class_name``'s GetFunction (comments already stripped), the
+    lambda's parameters in order, its return type (``void`` when the lambda declares none)
+    and the line its parameter list starts on. Raises ValueError when the class or its
+    GetFunction is not there, or a branch does not read so (the tool must not silently
+    miss a method)."""
+    cls = re.search(r"\bclass\s+" + re.escape(class_name) + r"\b[^;{]*\{", text)
+    if not cls:
+        raise ValueError(f"{path}: no class {class_name}")
+    gf = re.compile(r"GetFunction\s*\(").search(text, cls.end())
+    if not gf:
+        raise ValueError(f"{path}: class {class_name} has no GetFunction")
+    body_open = text.index("{", _closing_paren(text, gf.end() - 1))
+    depth, end = 0, body_open
+    for end in range(body_open, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[end], 0)
+        if depth == 0:
+            break
+    body = text[body_open:end]
+    branches = re.findall(r'name\s*==\s*"(\w+)"', body)
+    out = []
+    for m in _SERVED_RE.finditer(body):
+        at = body_open + m.end() - 1
+        close = _closing_paren(text, at)
+        params, _ = parse_params(text[at + 1:close])
+        ret = re.match(r"\s*(?:mutable\s*)?(?:->\s*([^{]+?))?\s*\{", text[close + 1:])
+        if not ret:
+            raise ValueError(f"{path}: cannot read the lambda of method {m.group(1)}")
+        out.append(Decl(m.group(1), normalize_type(ret.group(1) or "void"), params, False, path,
+                        text.count("\n", 0, at) + 1))
+    if [d.name for d in out] != branches:
+        raise ValueError(f"{path}: {class_name}::GetFunction serves {branches}, read "
+                         f"{[d.name for d in out]} (a branch this tool cannot read)")
+    return out

@@ -28,7 +28,8 @@ import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cxx_decls import find_declarations, find_exports, parse_params, strip_comments  # noqa: E402
+from cxx_decls import (find_declarations, find_exports, find_served_methods,  # noqa: E402
+                       parse_params, strip_comments)
 from jit_sources import generator_facts, module_dict_keys, module_string  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,6 +73,15 @@ CONFIG_EXTRAS = {"batch_mla/fa2": "batch_mla_config.jinja",
                  "batch_mla/fa3": "batch_mla_config.jinja"}
 _NO_EXTRAS = {"additional_tensor_names": [], "additional_scalar_names": [],
               "additional_scalar_dtypes": []}
+# Modules whose exports return a module object serving methods (TVM-FFI ``ModuleObj``
+# subclasses, looked up by name through ``GetFunction``): module key -> (generator file,
+# generator, the helper that lists its csrc files, {export: class of the object it returns}).
+# Their sources are the ``FLASHINFER_CSRC_DIR / "..."`` files the helper lists that export
+# something; each returning export's methods go under the entry's "methods".
+RUNNER_MODULES = {
+    "fused_moe_90": ("fused_moe.py", "gen_cutlass_fused_moe_sm90_module",
+                     "gen_cutlass_fused_moe_module", {"init": "FusedMoeRunner"}),
+}
 # Modules generated whole from a template string: activation.py's act_and_mul template, one
 # module "<act>_and_mul" per key of act_func_def_str.
 ACTIVATION = ("activation.py", "activation_templ", "act_func_def_str")
@@ -236,6 +246,45 @@ def module_entry(tree: Tree, key: str) -> dict:
     return entry
 
 
+def _py_function(py: str, name: str) -> str:
+    """The text of top-level ``def name(`` in ``py`` ("" when there is none)."""
+    m = re.search(rf"^def {name}\(.*?(?=^[\w@]|\Z)", py, re.S | re.M)
+    return m.group(0) if m else ""
+
+
+def runner_entry(tree: Tree, key: str) -> dict:
+    jit_file, function, helper, returns = RUNNER_MODULES[key]
+    py = tree.text(JIT + jit_file)
+    gen = _py_function(py, function)
+    if not gen:
+        return None
+    if f"return {helper}(" not in gen:
+        raise SystemExit(f"{JIT}{jit_file}:{function} no longer returns {helper}(...): "
+                         f"update RUNNER_MODULES")
+    listed = re.findall(r'FLASHINFER_CSRC_DIR\s*/\s*"([^"]+)"', _py_function(py, helper))
+    sources = [rel for rel in listed if rel in tree.csrc_files()
+               and "TVM_FFI_DLL_EXPORT_TYPED_FUNC" in tree.raw(rel)]
+    entry = {"generator": f"flashinfer/jit/{jit_file}:{function}", "sources": sources,
+             "exports": {}, "methods": {}}
+    for rel in sources:
+        for export, fn, line in find_exports(tree.cxx(rel)):
+            if export in entry["exports"]:
+                raise SystemExit(f"{key}: export {export} in two sources")
+            decl = resolve(tree, fn, rel, line, sources)
+            entry["exports"][export] = _export_entry(decl, f"{decl.path}:{decl.line}")
+            if export not in returns:
+                continue
+            if decl.returns != "Module":
+                raise SystemExit(f"{key}: {export} returns {decl.returns}, not a Module")
+            entry["methods"][export] = {
+                m.name: _export_entry(m, f"{rel}:{m.line}")
+                for m in find_served_methods(tree.cxx(rel), returns[export], rel)}
+    missing = set(returns) - set(entry["methods"])
+    if missing:
+        raise SystemExit(f"{key}: no export {sorted(missing)} in {sources}")
+    return entry
+
+
 def activation_entries(tree: Tree) -> dict:
     jit_file, templ_name, defs_name = ACTIVATION
     py = tree.text(JIT + jit_file)
@@ -267,6 +316,10 @@ def extract(tree: Tree) -> dict:
     modules = {}
     for key in MODULES:
         entry = module_entry(tree, key)
+        if entry is not None:
+            modules[key] = entry
+    for key in RUNNER_MODULES:
+        entry = runner_entry(tree, key)
         if entry is not None:
             modules[key] = entry
     modules.update(activation_entries(tree))
@@ -301,7 +354,18 @@ def dumps(data: dict) -> str:
         for j, (name, e) in enumerate(ex):
             comma = "," if j < len(ex) - 1 else ""
             lines.append(f"        {json.dumps(name)}: {json.dumps(e)}{comma}")
-        lines.append("      }")
+        if "methods" not in m:
+            lines.append("      }")
+        else:  # per returning export, its object's methods, one per line
+            lines += ["      },", '      "methods": {']
+            objs = list(m["methods"].items())
+            for j, (export, methods) in enumerate(objs):
+                lines.append(f"        {json.dumps(export)}: {{")
+                for k, (name, e) in enumerate(methods.items()):
+                    comma = "," if k < len(methods) - 1 else ""
+                    lines.append(f"          {json.dumps(name)}: {json.dumps(e)}{comma}")
+                lines.append("        }" + ("," if j < len(objs) - 1 else ""))
+            lines.append("      }")
         lines.append("    }" + ("," if i < len(mods) - 1 else ""))
     lines += ["  }", "}", ""]
     return "\n".join(lines)
@@ -347,11 +411,16 @@ def diff(a: dict, b: dict) -> list:
     for key, ma, mb in _both(a["modules"], b["modules"], "module", "", lines):
         if ma["sources"] != mb["sources"]:
             lines.append(f"{key}: sources {ma['sources']} -> {mb['sources']}")
-        for ex, ea, eb in _both(ma["exports"], mb["exports"], "export", key + ".", lines):
-            if ea["returns"] != eb["returns"]:
-                lines.append(f"{key}.{ex}: returns {ea['returns']} -> {eb['returns']}")
-            if ea["params"] != eb["params"]:
-                lines.append(f"{key}.{ex}: {_param_diff(ea['params'], eb['params'])}")
+        tables = [(key, ma["exports"], mb["exports"], "export")]
+        for ex, oa, ob in _both(ma.get("methods", {}), mb.get("methods", {}), "object",
+                                key + ".", lines):
+            tables.append((f"{key}.{ex}()", oa, ob, "method"))
+        for prefix, ta, tb, what in tables:
+            for ex, ea, eb in _both(ta, tb, what, prefix + ".", lines):
+                if ea["returns"] != eb["returns"]:
+                    lines.append(f"{prefix}.{ex}: returns {ea['returns']} -> {eb['returns']}")
+                if ea["params"] != eb["params"]:
+                    lines.append(f"{prefix}.{ex}: {_param_diff(ea['params'], eb['params'])}")
     return lines
 
 

@@ -27,3 +27,6 @@ cdef extern from "flashinfer_cy/ffi_call.h" nogil:
     int fcy_call(const FcyTvmFfi* api, const FcyCudart* rt, TVMFFISafeCallType fn,
                  const TVMFFIAny* args, int32_t num_args, TVMFFIAny* result,
                  int32_t device_type, int32_t device_id, void* stream, int set_stream)
+    int fcy_call_self(const FcyTvmFfi* api, const FcyCudart* rt, TVMFFISafeCallType fn,
+                      void* self, const TVMFFIAny* args, int32_t num_args, TVMFFIAny* result,
+                      int32_t device_type, int32_t device_id, void* stream, int set_stream)

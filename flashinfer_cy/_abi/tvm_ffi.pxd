@@ -33,6 +33,7 @@ cdef extern from "tvm/ffi/c_api.h" nogil:
         kTVMFFIShape
         kTVMFFITensor
         kTVMFFIArray
+        kTVMFFIModule
 
     ctypedef void* TVMFFIObjectHandle
 
@@ -76,3 +77,9 @@ cdef extern from "tvm/ffi/c_api.h" nogil:
 
     ctypedef int (*TVMFFISafeCallType)(void* handle, const TVMFFIAny* args, int32_t num_args,
                                        TVMFFIAny* result)
+
+    # Follows the header of an ffi::Function object; safe_call takes the object as `handle`
+    # (byte-identical v0.1.0 .. 0.1.15.post2).
+    ctypedef struct TVMFFIFunctionCell:
+        TVMFFISafeCallType safe_call
+        void* cpp_call

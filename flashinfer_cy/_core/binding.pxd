@@ -2,7 +2,7 @@ cimport cython
 from libc.stdint cimport int8_t, int32_t, int64_t, uint32_t
 from flashinfer_cy._abi.dlpack cimport kDLCUDA
 from flashinfer_cy._abi.tvm_ffi cimport TVMFFIAny
-from flashinfer_cy._core.runtime cimport Function, Object
+from flashinfer_cy._core.runtime cimport Function, Object, ModuleObject
 from flashinfer_cy._core.tensor cimport TensorSlot
 
 cdef enum:
@@ -19,6 +19,7 @@ cdef enum ArgKind:
     K_BOOL = 6         # "B"   bool
     K_DTYPE = 7        # "D"   DLDataType
     K_OBJECT = 8       # "A"   an object handle returned by an earlier call (plan info)
+    K_OPT_OBJECT = 9   # "A?"  such an object, or None (Optional<Array<...>>)
 
 # Everything one call needs, on the caller's C stack.
 cdef struct CallFrame:
@@ -46,6 +47,9 @@ cdef class Binding:
     cdef readonly str written_for  # the release whose C++ declaration ``signature`` is
     cdef readonly str release      # the loaded module's release (ABI file), set by function()
     cdef readonly dict aliases     # another name -> own argument name (prepared set/repoint)
+    # A method line: the export whose returned module object serves this method (the
+    # fused MoE module's "init"); None for an export. Called through invoke_on only.
+    cdef readonly str method_of
     # The loaded module's argument list, when its release has a layout (set by function()):
     # argument j is the frame's lay_src[j], or lay_const[j] where lay_src[j] < 0.
     # lay_n == 0: the module takes the frame as it is.
@@ -65,6 +69,8 @@ cdef class Binding:
     cdef int pick_stream(self, CallFrame* f, object stream, void** handle) except -1
     cdef int stream_slot(self, CallFrame* f) noexcept
     cdef int invoke(self, CallFrame* f, object stream, TVMFFIAny* result) except -1
+    cdef int invoke_on(self, Function method, CallFrame* f, object stream,
+                       TVMFFIAny* result) except -1
     cdef int call_args(self, const TVMFFIAny* args, TVMFFIAny* result, int32_t dev_type,
                        int32_t dev_id, void* stream, bint set_stream) except -1
 
@@ -118,8 +124,8 @@ cdef inline int producer_stream(TensorSlot* s, void** handle) except -1:
 # thread, Binding.invoke hands it the checked, packed frame instead of calling the kernel,
 # and every tensor object packed is passed to keep() so that its storage outlives the call.
 cdef class Recorder:
-    cdef int record(self, Binding b, CallFrame* f, int32_t dev_type, int32_t dev_id,
-                    void* stream, bint set_stream) except -1
+    cdef int record(self, Binding b, Function fn, CallFrame* f, int32_t dev_type,
+                    int32_t dev_id, void* stream, bint set_stream) except -1
     cdef int keep(self, object obj) except -1
 
 cdef int start_recording(Recorder r) except -1

@@ -3,7 +3,7 @@
 
 from typing import Any
 
-from flashinfer_cy._core.runtime import Function
+from flashinfer_cy._core.runtime import Function, ModuleObject
 from flashinfer_cy._typing import DTypeLike, StreamLike
 
 class Binding:
@@ -24,7 +24,14 @@ class Binding:
     def __init__(self, uri: str, symbol: str, signature: str, device: str | None = None,
                  serialize: bool = False, per_launch: tuple[str, ...] = (),
                  layouts: dict[str, str] | None = None, written_for: str | None = None,
-                 aliases: dict[str, str] | None = None) -> None: ...
+                 aliases: dict[str, str] | None = None,
+                 method_of: str | None = None) -> None: ...
+    @property
+    def method_of(self) -> str | None:
+        """For a method line: the export whose returned module object serves it."""
+    def method(self, obj: ModuleObject, made_by: Binding) -> Function:
+        """This method line's Function on ``obj`` (returned by ``made_by``, the called
+        Binding of export ``method_of``), its release checked once."""
     @property
     def uri(self) -> str: ...
     @property
@@ -61,8 +68,10 @@ class Binding:
     def load(self) -> Function:
         """Resolve the module and symbol now (normally done on first call), checking the
         module's FlashInfer version (KernelVersionError)."""
-    def __call__(self, *args: Any, stream: StreamLike | None = None) -> Any:
-        """Call with positional arguments packed by the declared kinds."""
+    def __call__(self, *args: Any, stream: StreamLike | None = None,
+                 method: Function | None = None) -> Any:
+        """Call with positional arguments packed by the declared kinds (``method``: a
+        method line's Function on one object)."""
 
 class Recorder:
     """What ``Binding.invoke`` hands a checked frame to while ``prepare()`` captures."""

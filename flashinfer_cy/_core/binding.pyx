@@ -22,7 +22,7 @@ from flashinfer_cy._abi.dlpack cimport kDLCUDA, kDLCPU, kDLCUDAHost, DLTensor, D
 from flashinfer_cy._abi.tvm_ffi cimport (TVMFFIAny, TVMFFIObjectHandle, kTVMFFINone,
                                          kTVMFFIDLTensorPtr, kTVMFFIDataType, kTVMFFIDevice,
                                          kTVMFFIOpaquePtr, kTVMFFIRawStr)
-from flashinfer_cy._core.runtime cimport Function, Object, take_result, ensure_ffi
+from flashinfer_cy._core.runtime cimport Function, Object, ModuleObject, take_result, ensure_ffi
 from flashinfer_cy._core.tensor cimport (TensorSlot, to_dltensor, release_slot, describe,
                                          check_same_device, check_writable, parse_dtype,
                                          finite_float, as_bool)
@@ -34,7 +34,7 @@ from flashinfer_cy.abi import layouts as _abi_layouts, match as _abi_match
 from flashinfer_cy.errors import KernelVersionError as _KernelVersionError
 
 _KIND_CODES = {"T": K_TENSOR, "T?": K_OPT_TENSOR, "H": K_HOST_TENSOR, "I": K_INT,
-               "F": K_FLOAT, "B": K_BOOL, "D": K_DTYPE, "A": K_OBJECT}
+               "F": K_FLOAT, "B": K_BOOL, "D": K_DTYPE, "A": K_OBJECT, "A?": K_OPT_OBJECT}
 _WRITTEN_KINDS = {"T!": "T", "T?!": "T?"}  # a tensor the kernel writes, and its kind
 # The TVM-FFI type index each kind may be packed as (-2: any object handle >= 64).
 cdef int _UNSET = -1
@@ -101,7 +101,8 @@ cdef class Binding:
 
     ``signature`` is space-separated ``name:KIND`` items; KIND is one of T (device tensor),
     T? (optional device tensor), H (host tensor), I (int), F (float), B (bool),
-    D (dtype), A (object handle, e.g. plan info). ``T!`` / ``T?!``: a tensor the kernel
+    D (dtype), A (object handle, e.g. plan info), A? (object handle or None).
+    ``T!`` / ``T?!``: a tensor the kernel
     writes (an output, an in-place operand); a tensor its producer exported read-only is
     refused there (ValueError). ``device`` names the T argument whose device (and producer
     stream) the kernel runs on: FlashInfer takes both from one argument (default: the
@@ -123,11 +124,15 @@ cdef class Binding:
     a prepared launch's ``set``/``repoint`` also accept for an argument (the tables'
     line's name, so that ``set(philox_seed=...)`` works on either release's line).
     ``release`` (after the first call or ``load()``): the loaded module's release.
+    ``method_of``: this line is not an export but a method of the module object that
+    export ``method_of`` of ``uri`` returns (the fused MoE runner's ``run_moe``, served by
+    the object ``init`` returns; ``symbol`` is the name ``GetFunction`` serves it by). It is
+    called on a runner's method only (:meth:`method`, ``invoke_on``), never loaded by name.
     """
 
     def __init__(self, str uri not None, str symbol not None, str signature not None,
                  str device=None, serialize=False, tuple per_launch=(), dict layouts=None,
-                 str written_for=None, dict aliases=None):
+                 str written_for=None, dict aliases=None, str method_of=None):
         items = signature.split()
         if len(items) > MAX_ARGS:
             raise ValueError(f"{symbol}: at most {MAX_ARGS} arguments")
@@ -178,12 +183,20 @@ cdef class Binding:
                 raise ValueError(f"aliases: {alias!r} -> {own!r} must name an argument of "
                                  f"{symbol} ({signature}) by a name it does not have")
         self.aliases = dict(aliases or {})
+        self.method_of = method_of
+        if method_of is not None and (self.layouts or serialize):
+            raise ValueError(f"{symbol}: a method line (method_of={method_of!r}) takes no "
+                             f"layouts and no serialize (its Functions are per object)")
         # the export's launcher is not thread-safe (runtime.serialize_calls)
         if as_bool(serialize, "serialize", "True or False"):
             _runtime.serialize_calls(uri, symbol)
 
     cdef Function function(self):
         if self._fn is None:
+            if self.method_of is not None:
+                raise TypeError(f"{self.symbol} is a method of the object {self.uri}'s "
+                                f"{self.method_of} returns, not an export: call it on that "
+                                f"object (Binding.method)")
             mod = _runtime.load_module(self.uri)
             release = (_abi_match.abi_version(mod.flashinfer_version)
                        if mod.flashinfer_version is not None else None)
@@ -263,6 +276,25 @@ cdef class Binding:
             return fn.call(args, self.n, result, dev_type, dev_id, stream, set_stream)
         return fn.call(layout_args(args, self.lay_n, self.lay_src, self.lay_const, tmp),
                        self.lay_n, result, dev_type, dev_id, stream, set_stream)
+
+    def method(self, ModuleObject obj not None, made_by not None):
+        """The Function of this method line on ``obj``, the object that ``made_by`` (the
+        Binding of export ``method_of``, already called) returned. The first time, checks
+        that the release of ``made_by``'s module declares this method with this argument
+        list (KernelVersionError otherwise), as ``function()`` does for an export."""
+        cdef Binding maker = made_by
+        if self.method_of is None:
+            raise TypeError(f"{self.symbol} is an export, not a method line")
+        if maker.uri != self.uri or maker.symbol != self.method_of or maker._fn is None:
+            raise TypeError(f"{self.symbol}: made_by must be the called Binding of "
+                            f"{self.uri}.{self.method_of}, got {maker!r}")
+        if self.release is None:
+            mod = maker._fn.module
+            _abi_match.require_match(self.uri, self.symbol, self.signature,
+                                     mod.flashinfer_version, mod.version_from, mod.path,
+                                     method_of=self.method_of)
+            self.release = maker.release
+        return obj.method(self.symbol)
 
     def load(self):
         """Resolve the module and symbol now (normally done on first call), checking the
@@ -351,6 +383,12 @@ cdef class Binding:
         return -1
 
     cdef int invoke(self, CallFrame* f, object stream, TVMFFIAny* result) except -1:
+        return self.invoke_on(None, f, stream, result)
+
+    cdef int invoke_on(self, Function method, CallFrame* f, object stream,
+                       TVMFFIAny* result) except -1:
+        """invoke, calling ``method`` (a method line's Function on one object, from
+        :meth:`method`) instead of the export (``method`` None)."""
         cdef int i, kind, t, set_stream
         cdef TensorSlot* dev = NULL
         cdef TensorSlot* s
@@ -382,14 +420,25 @@ cdef class Binding:
                 if s.dl.device.device_type != kDLCPU and s.dl.device.device_type != kDLCUDAHost:
                     raise ValueError(f"{self.names[i]}: expected a host (CPU) array, got "
                                      f"{describe(s)}")
+            elif (kind == K_OBJECT or kind == K_OPT_OBJECT) and t < 64 and not (
+                    kind == K_OPT_OBJECT and t == kTVMFFINone):
+                raise AssertionError(f"{self.symbol}: {self.names[i]} packed as {t}")
+        if (method is None) != (self.method_of is None):
+            raise TypeError(f"{self.symbol}: " + (
+                f"a method of the object {self.uri}.{self.method_of} returns: pass its "
+                f"Function (Binding.method)" if method is None else
+                "an export, called by name: a method Function cannot stand in for it"))
         set_stream = self.pick_stream(f, stream, &handle)
         if g_recorder is not None and g_recorder_thread == PyThread_get_thread_ident():
-            return g_recorder.record(self, f, dev_type, dev_id, handle, set_stream)
+            return g_recorder.record(self, method, f, dev_type, dev_id, handle, set_stream)
+        if method is not None:
+            return method.call(f.args, self.n, result, dev_type, dev_id, handle, set_stream)
         return self.call_args(f.args, result, dev_type, dev_id, handle, set_stream)
 
-    def __call__(self, *args, stream=None):
+    def __call__(self, *args, stream=None, Function method=None):
         """Call with positional arguments packed by the declared kinds (the typed kernel
-        APIs validate first and pack from Cython; this is the open-ended path)."""
+        APIs validate first and pack from Cython; this is the open-ended path).
+        ``method``: for a method line, its Function on one object (:meth:`method`)."""
         cdef CallFrame f
         cdef TVMFFIAny result
         cdef int i, kind
@@ -421,18 +470,24 @@ cdef class Binding:
                     f.args[i].type_index = kTVMFFIDataType
                     f.args[i].v_int64 = 0
                     parse_dtype(a, &f.args[i].v_dtype)
+                elif kind == K_OPT_OBJECT and a is None:
+                    set_none(&f, i)
                 else:
                     if not isinstance(a, Object):
                         raise TypeError(f"{self.names[i]}: expected a flashinfer_cy Object, "
                                         f"got {a!r}")
                     set_object(&f, i, <Object>a)
-            self.invoke(&f, stream, &result)
+                    if recording():  # a prepared launch passes its handle again later
+                        g_recorder.keep(a)
+            set_none_any(&result)  # a recorded call (prepare) leaves it as it is
+            self.invoke_on(method, &f, stream, &result)
             return take_result(&result)
         finally:
             frame_release(&f)
 
     def __repr__(self):
-        return f"Binding({self.uri!r}, {self.symbol!r}, {self.signature!r})"
+        of = f", method_of={self.method_of!r}" if self.method_of is not None else ""
+        return f"Binding({self.uri!r}, {self.symbol!r}, {self.signature!r}{of})"
 
 
 # ----------------------------------------------------------------------------- recording
@@ -441,8 +496,8 @@ cdef class Recorder:
     """What ``Binding.invoke`` hands a checked frame to instead of calling the kernel
     (implemented by flashinfer_cy._core.prepared.PreparedCall)."""
 
-    cdef int record(self, Binding b, CallFrame* f, int32_t dev_type, int32_t dev_id,
-                    void* stream, bint set_stream) except -1:
+    cdef int record(self, Binding b, Function fn, CallFrame* f, int32_t dev_type,
+                    int32_t dev_id, void* stream, bint set_stream) except -1:
         raise NotImplementedError
 
     cdef int keep(self, object obj) except -1:

@@ -27,7 +27,7 @@ from libc.string cimport memcpy
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from flashinfer_cy._abi.dlpack cimport DLPackExchangeAPI, DLTensor, kDLCUDA
-from flashinfer_cy._abi.ffi_call cimport fcy_call
+from flashinfer_cy._abi.ffi_call cimport fcy_call_self
 from flashinfer_cy._abi.tvm_ffi cimport (TVMFFIAny, TVMFFISafeCallType, kTVMFFIDLTensorPtr,
                                          kTVMFFINone)
 from flashinfer_cy._core.binding cimport (Binding, CallFrame, Recorder, frame_release,
@@ -46,6 +46,7 @@ cdef struct Launch:        # one recorded kernel call
     CallFrame* frame       # owned: a heap copy of the checked frame
     PyObject* fn           # borrowed from PreparedCall._fns
     TVMFFISafeCallType sym  # its export (the C-floor loop calls it without the GIL)
+    void* fself             # the safe call's self: NULL, or a method's ffi::Function (fn's)
     int32_t dev_type
     int32_t dev_id
     void* stream
@@ -70,12 +71,14 @@ cdef class PreparedCall(Recorder):
     def __init__(self, *args, **kwargs):
         raise TypeError("PreparedCall objects are made by flashinfer_cy.prepare(fn, ...)")
 
-    cdef int record(self, Binding b, CallFrame* f, int32_t dev_type, int32_t dev_id,
-                    void* stream, bint set_stream) except -1:
+    cdef int record(self, Binding b, Function fn, CallFrame* f, int32_t dev_type,
+                    int32_t dev_id, void* stream, bint set_stream) except -1:
         cdef Launch* grown
         cdef CallFrame* c
         cdef int i
-        cdef Function fn = b.function()  # loads the module now, not at the first launch
+        if fn is None:  # an export: loads the module now, not at the first launch
+            fn = b.function()
+        # (a method's Function holds the object serving it: _fns keeps both alive)
         if self.n_calls == self.capacity:
             grown = <Launch*>malloc((self.capacity * 2 + 2) * sizeof(Launch))
             if grown == NULL:
@@ -106,6 +109,7 @@ cdef class PreparedCall(Recorder):
         self.calls[self.n_calls].frame = c
         self.calls[self.n_calls].fn = <PyObject*>fn
         self.calls[self.n_calls].sym = fn.fn
+        self.calls[self.n_calls].fself = fn.self_handle
         self.calls[self.n_calls].dev_type = dev_type
         self.calls[self.n_calls].dev_id = dev_id
         self.calls[self.n_calls].stream = stream
@@ -188,10 +192,11 @@ cdef class PreparedCall(Recorder):
             with nogil:
                 for k in range(self.n_calls):
                     L = &self.calls[k]
-                    rc |= fcy_call(&g_ffi, &g_cudart, L.sym,
-                                   layout_args(L.frame.args, L.lay_n, L.lay_src, L.lay_const,
-                                               tmp), L.lay_n if L.lay_n else L.frame.n,
-                                   &result, L.dev_type, L.dev_id, L.stream, L.set_stream)
+                    rc |= fcy_call_self(&g_ffi, &g_cudart, L.sym, L.fself,
+                                        layout_args(L.frame.args, L.lay_n, L.lay_src,
+                                                    L.lay_const, tmp),
+                                        L.lay_n if L.lay_n else L.frame.n, &result,
+                                        L.dev_type, L.dev_id, L.stream, L.set_stream)
         clock_gettime(CLOCK_MONOTONIC, &t1)
         if rc != 0:
             return -1.0

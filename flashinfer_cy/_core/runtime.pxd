@@ -24,6 +24,11 @@ cdef class Module:
 
 cdef class Function:
     cdef TVMFFISafeCallType fn
+    # A method an object serves (ModuleObject.method): the ffi::Function object that ``fn``
+    # is the safe_call of (passed as its ``self``), and the object serving it, one strong
+    # reference each, released by __dealloc__. Both NULL for a module export.
+    cdef TVMFFIObjectHandle self_handle
+    cdef TVMFFIObjectHandle owner
     cdef readonly str name
     cdef readonly Module module
     cdef PyThread_type_lock serial    # held around each call, for exports that need it
@@ -40,6 +45,9 @@ cdef class Object:
 
 cdef class Array(Object):
     pass
+
+cdef class ModuleObject(Object):
+    cdef dict _methods
 cdef int compute_capability_major(int device) except -1
 cdef int multiprocessor_count(int device) except -1
 cdef int max_shared_memory_per_block_optin(int device) except -1

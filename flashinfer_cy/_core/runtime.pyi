@@ -4,6 +4,7 @@
 decoding the errors they raise, and owning the objects they return."""
 
 import os
+from collections.abc import Sequence
 from typing import Any, Final, TypedDict, type_check_only
 
 from flashinfer_cy._typing import StreamLike
@@ -41,6 +42,20 @@ class Array(Object):
     def __getitem__(self, i: int, /) -> Any: ...
     def tolist(self) -> list[Any]: ...
 
+class ModuleObject(Object):
+    """An ``ffi::Module`` object a kernel export returned (the fused MoE runner): released
+    when this wrapper and every method Function of it are gone."""
+
+    def method(self, name: str) -> Function:
+        """Method ``name`` of this object (cached per object; SymbolNotFoundError when the
+        object serves none by that name)."""
+    @property
+    def kind(self) -> str:
+        """``ModuleObj::kind()``, e.g. ``"fused_moe_runner"``."""
+
+def int_array(values: Sequence[int]) -> Array:
+    """An ``ffi::Array`` of int64 for an ``Array<int64_t>`` argument (at most 32)."""
+
 class Module:
     """A dlopen'd kernel module, kept for the life of the process."""
 
@@ -65,7 +80,11 @@ class Function:
     @property
     def name(self) -> str: ...
     @property
-    def module(self) -> Module: ...
+    def module(self) -> Module | None:
+        """The module of an export; None for a method of a module object."""
+    @property
+    def is_method(self) -> bool:
+        """Whether this is a method of a module object (ModuleObject.method)."""
     @property
     def serialized(self) -> bool:
         """Whether calls of this export take turns between threads."""

@@ -24,11 +24,11 @@ from libc.string cimport memset
 from flashinfer_cy._abi.dlpack cimport kDLCUDA, kDLCPU, DLDataType, DLTensor, DLManagedTensorVersioned
 from flashinfer_cy._abi.tvm_ffi cimport (
     TVMFFIAny, TVMFFIObject, TVMFFIObjectHandle, TVMFFIErrorCell, TVMFFISeqCell,
-    TVMFFIByteArray, TVMFFISafeCallType, TVMFFIVersion, TVMFFIShapeCell,
-    kTVMFFINone, kTVMFFIInt, kTVMFFIBool, kTVMFFIFloat, kTVMFFIOpaquePtr, kTVMFFIDataType,
+    TVMFFIByteArray, TVMFFISafeCallType, TVMFFIVersion, TVMFFIShapeCell, TVMFFIFunctionCell,
+    kTVMFFIFunction, kTVMFFIModule, kTVMFFIRawStr, kTVMFFINone, kTVMFFIInt, kTVMFFIBool, kTVMFFIFloat, kTVMFFIOpaquePtr, kTVMFFIDataType,
     kTVMFFIDevice, kTVMFFISmallStr, kTVMFFISmallBytes, kTVMFFIStaticObjectBegin, kTVMFFIStr,
     kTVMFFIBytes, kTVMFFIArray, kTVMFFIShape)
-from flashinfer_cy._abi.ffi_call cimport fcy_call, FCY_ERR_SET_DEVICE
+from flashinfer_cy._abi.ffi_call cimport fcy_call_self, FCY_ERR_SET_DEVICE
 from flashinfer_cy._core.tensor cimport MAX_DEVICES
 
 from flashinfer_cy import errors as _errors
@@ -249,8 +249,9 @@ cdef class Object:
 
     @staticmethod
     cdef Object adopt(TVMFFIObjectHandle handle, int32_t type_index):
-        cdef Object o = (Array if type_index == kTVMFFIArray else Object).__new__(
-            Array if type_index == kTVMFFIArray else Object)
+        cls = (Array if type_index == kTVMFFIArray else
+               ModuleObject if type_index == kTVMFFIModule else Object)
+        cdef Object o = cls.__new__(cls)
         o.handle = handle
         o.tindex = type_index
         return o
@@ -305,6 +306,161 @@ cdef class Array(Object):
 
     def __repr__(self):
         return f"Array({self.tolist()!r})"
+
+
+# libtvm_ffi's globals for module objects (what tvm_ffi.Module's get_function / kind call):
+#   ffi.ModuleGetFunction(Module mod, String name, bool query_imports) -> Optional<Function>
+#   ffi.ModuleGetKind(Module mod) -> String
+# Looked up once each; a global lives as long as the process, so they are never released.
+cdef TVMFFIObjectHandle g_module_get_function = NULL
+cdef TVMFFIObjectHandle g_module_get_kind = NULL
+
+
+cdef TVMFFIObjectHandle _global_function(bytes key) except NULL:
+    cdef TVMFFIByteArray name
+    cdef TVMFFIObjectHandle h = NULL
+    ensure_ffi()
+    name.data = key
+    name.size = len(key)
+    rc = g_ffi.FunctionGetGlobal(&name, &h)
+    if rc != 0:
+        raise_call_error(rc, f"TVMFFIFunctionGetGlobal({key.decode()})")
+    if h == NULL:
+        raise _errors.RuntimeLibraryError(
+            f"libtvm_ffi at {_state['tvm_ffi_path']} registers no {key.decode()}")
+    return h
+
+
+cdef int _module_globals() except -1:
+    global g_module_get_function, g_module_get_kind
+    if g_module_get_kind != NULL:
+        return 0
+    with _lock:
+        if g_module_get_kind == NULL:
+            g_module_get_function = _global_function(b"ffi.ModuleGetFunction")
+            g_module_get_kind = _global_function(b"ffi.ModuleGetKind")
+    return 0
+
+
+cdef TVMFFIObjectHandle g_make_array = NULL  # ffi.Array(*elements) -> Array
+
+
+def int_array(values):
+    """An ``ffi::Array`` of int64 (an :class:`Array` object) for an ``Array<int64_t>``
+    argument (the fused MoE runner's ``profile_ids``), made by libtvm_ffi's ``ffi.Array``.
+    At most 32 elements; each an int (not a bool) that fits int64 (TypeError /
+    OverflowError naming the element)."""
+    global g_make_array
+    cdef TVMFFIAny args[32]
+    cdef TVMFFIAny result
+    cdef int i, n = len(values)
+    if n > 32:
+        raise ValueError(f"int_array: at most 32 elements, got {n}")
+    for i in range(n):
+        v = values[i]
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(f"int_array: element {i} must be an int, got {v!r}")
+        if not -(1 << 63) <= v < (1 << 63):
+            raise OverflowError(f"int_array: element {i} ({v}) does not fit in int64")
+        args[i].type_index = kTVMFFIInt
+        args[i].zero_padding = 0
+        args[i].v_int64 = v
+    if g_make_array == NULL:
+        with _lock:
+            if g_make_array == NULL:
+                g_make_array = _global_function(b"ffi.Array")
+    result.type_index = kTVMFFINone
+    result.zero_padding = 0
+    result.v_int64 = 0
+    rc = g_ffi.FunctionCall(g_make_array, args, n, &result)
+    if rc != 0:
+        raise_call_error(rc, "ffi.Array")
+    return take_result(&result)
+
+
+cdef inline void _any_object(TVMFFIAny* a, Object o) noexcept:
+    a.type_index = o.tindex
+    a.zero_padding = 0
+    a.v_obj = <TVMFFIObject*>o.handle
+
+
+cdef class ModuleObject(Object):
+    """An ``ffi::Module`` object a kernel export returned (the fused MoE module's ``init``
+    returns its runner this way): an owned reference, released once, when this wrapper and
+    every :class:`Function` of its methods are gone (each method holds the object: the C++
+    lambdas behind them point at it without a reference of their own). Its methods come
+    from :meth:`method`, looked up once per name through libtvm_ffi's
+    ``ffi.ModuleGetFunction`` and cached."""
+
+    def __cinit__(self):
+        self._methods = {}
+
+    def method(self, str name not None):
+        """The method ``name`` of this object as a :class:`Function` (cached per object):
+        called like an export, GIL released (:meth:`Function.call`)."""
+        fn = self._methods.get(name)
+        if fn is not None:
+            return fn
+        _live(self)
+        _module_globals()
+        cdef bytes key = name.encode()
+        cdef TVMFFIAny args[3]
+        cdef TVMFFIAny result
+        cdef int rc
+        _any_object(&args[0], self)
+        args[1].type_index = kTVMFFIRawStr
+        args[1].zero_padding = 0
+        args[1].v_c_str = key
+        args[2].type_index = kTVMFFIBool
+        args[2].zero_padding = 0
+        args[2].v_int64 = 0  # query_imports: the runner imports nothing
+        result.type_index = kTVMFFINone
+        result.zero_padding = 0
+        result.v_int64 = 0
+        # Once per method and object, GIL held (GetFunction only builds the closure); the
+        # calls of the method release it (Function.call).
+        rc = g_ffi.FunctionCall(g_module_get_function, args, 3, &result)
+        if rc != 0:
+            raise_call_error(rc, f"ffi.ModuleGetFunction({name!r})")
+        if result.type_index == kTVMFFINone:
+            raise _errors.SymbolNotFoundError(
+                f"this {self.kind} object has no method {name!r} (GetFunction returned none)")
+        if result.type_index != kTVMFFIFunction:
+            got = take_result(&result)  # released by its wrapper
+            raise TypeError(f"ffi.ModuleGetFunction({name!r}) returned {got!r}, not a Function")
+        cdef Function f = Function.__new__(Function)
+        f.self_handle = <TVMFFIObjectHandle>result.v_obj
+        f.fn = (<TVMFFIFunctionCell*>(<char*>f.self_handle + sizeof(TVMFFIObject))).safe_call
+        g_ffi.ObjectIncRef(self.handle)
+        f.owner = self.handle
+        f.name = name
+        f.module = None
+        with _lock:  # two threads asking at once: both get the first one cached
+            fn = self._methods.get(name)
+            if fn is None:
+                self._methods[name] = f
+                fn = f
+        return fn
+
+    @property
+    def kind(self):
+        """The module object's kind (``ModuleObj::kind()``, e.g. ``"fused_moe_runner"``)."""
+        cdef TVMFFIAny arg
+        cdef TVMFFIAny result
+        _live(self)
+        _module_globals()
+        _any_object(&arg, self)
+        result.type_index = kTVMFFINone
+        result.zero_padding = 0
+        result.v_int64 = 0
+        rc = g_ffi.FunctionCall(g_module_get_kind, &arg, 1, &result)
+        if rc != 0:
+            raise_call_error(rc, "ffi.ModuleGetKind")
+        return take_result(&result)
+
+    def __repr__(self):
+        kind = self.kind if self.handle != NULL else "empty"
+        return f"<flashinfer_cy ModuleObject {kind!r}>"
 
 
 cdef object _pod_value(TVMFFIAny* v):
@@ -535,6 +691,13 @@ cdef class Function:
     def __dealloc__(self):
         if self.serial != NULL:
             PyThread_free_lock(self.serial)
+        if g_ffi_ready:  # a method: the ffi::Function, then the object whose method it is
+            if self.self_handle != NULL:
+                g_ffi.ObjectDecRef(self.self_handle)
+            if self.owner != NULL:
+                g_ffi.ObjectDecRef(self.owner)
+        self.self_handle = NULL
+        self.owner = NULL
 
     cdef int _serialize(self) except -1:
         if self.serial == NULL:
@@ -553,14 +716,15 @@ cdef class Function:
                   bint set_stream) except -1:
         cdef int rc
         cdef TVMFFISafeCallType fn = self.fn
+        cdef void* fself = self.self_handle
         cdef PyThread_type_lock serial = self.serial
         if fn == NULL:  # Function.__new__ from Python: there is no export to call
             raise TypeError("this Function was not made by Module.function(name)")
         with nogil:
             if serial != NULL:  # taken without the GIL: other threads keep running Python
                 PyThread_acquire_lock(serial, WAIT_LOCK)
-            rc = fcy_call(&g_ffi, &g_cudart, fn, args, n, result, device_type, device_id,
-                          stream, set_stream)
+            rc = fcy_call_self(&g_ffi, &g_cudart, fn, fself, args, n, result, device_type,
+                               device_id, stream, set_stream)
             if serial != NULL:
                 PyThread_release_lock(serial)
         if rc != 0:
@@ -571,7 +735,14 @@ cdef class Function:
         from flashinfer_cy._core.binding import call_generic
         return call_generic(self, args, stream)
 
+    @property
+    def is_method(self):
+        """Whether this is a method of a module object (ModuleObject.method), not an export."""
+        return self.owner != NULL
+
     def __repr__(self):
+        if self.owner != NULL:
+            return f"<flashinfer_cy Function: method {self.name!r} of a module object>"
         uri = self.module.uri if self.module is not None else None
         return f"<flashinfer_cy Function {self.name!r} of {uri!r}>"
 

@@ -59,10 +59,14 @@ def module_key(uri: str) -> str:
     return uri
 
 
-def export(version: str, uri: str, symbol: str):
+def export(version: str, uri: str, symbol: str, method_of: str = None):
     """``(module entry, export entry)`` of ``symbol`` in module ``uri`` for ``version``;
-    either is None where that release has no such module or export."""
+    either is None where that release has no such module or export. ``method_of``: look
+    ``symbol`` up among the methods of the module object export ``method_of`` returns (the
+    module entry's ``"methods"``, e.g. the fused MoE runner's, served by ``GetFunction``)."""
     module = load(version)["modules"].get(module_key(uri))
     if module is None:
         return None, None
+    if method_of is not None:
+        return module, module.get("methods", {}).get(method_of, {}).get(symbol)
     return module, module["exports"].get(symbol)

@@ -1,6 +1,7 @@
 """Where a Binding line does not match a FlashInfer release's ABI, reviewed, with the reason.
 
-Key: (flashinfer version, module key as in the ABI file, export). Value: ``expect``, the
+Key: (flashinfer version, module key as in the ABI file, export; ``<export>().<method>``
+for a method of the object an export returns). Value: ``expect``, the
 start of the first mismatch tests/cpu/test_abi_tables.py reports (it fails when the
 difference changes or goes away, so a stale entry cannot hide a new one), and ``reason``.
 The Binding tables follow 0.6.3 (the release whose prebuilt modules this package loads).
@@ -16,7 +17,22 @@ _MLA_RUN = ("0.7.x's batched MLA run appends `double ckv_scale, double kpe_scale
             "Optional<TensorView> maybe_ckv_scale_arr` (fp8 cache dequantization scales); its "
             "plan returns another plan_info (URI suffix _planabi2): not a layout")
 
+_MOE_RUN = ("0.7.x's runner methods take `clamped_relu2_limit, situ_beta, situ_linear_beta` "
+            "(more activations), `bool swizzled_input_sf`, and a caller's `workspace_buffer` "
+            "and `nvfp4_4over6_code` (0.7.x sizes the workspace with its new "
+            "get_workspace_size method): another packing, not a layout")
+
 KNOWN_DIFFERENCES = {
+    ("0.7.4", "fused_moe_90", "init"): {
+        "expect": "arity: flashinfer 0.7.4 declares 9 arguments, the Binding 7",
+        "reason": "0.7.x's init adds `bool use_fused_finalize, bool use_wfp4afp8_humming`; "
+                  "the runner it returns serves other method lists (below): the fused MoE "
+                  "family is bound for 0.6.3 only",
+    },
+    **{("0.7.4", "fused_moe_90", f"init().{name}"): {
+        "expect": f"arity: flashinfer 0.7.4 declares {n} arguments, the Binding {m}",
+        "reason": _MOE_RUN} for name, n, m in (("run_moe", 30, 24),
+                                               ("run_moe_min_latency", 33, 27))},
     ("0.7.4", "gdn_prefill_sm90", "gdn_prefill"): {
         "expect": "module gdn_prefill_sm90 is not built by flashinfer 0.7.4",
         "reason": "0.7.x dropped flashinfer/jit/gdn.py and csrc/gdn_prefill_launcher.cu; GDN "

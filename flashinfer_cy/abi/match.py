@@ -26,7 +26,10 @@ CXX_KINDS = {
     "double": {"F"}, "float": {"F"},
     "bool": {"B"},
     "DLDataType": {"D"},
-    "Array<int64_t>": {"A"}, "Optional<Array<int64_t>>": {"A"},
+    "Array<int64_t>": {"A"}, "Optional<Array<int64_t>>": {"A", "A?"},
+    # An Array of Tensor *objects* (P1 below applies to its elements: packed as an ffi Array
+    # of ffi::Tensor, never of DLTensor*), or None: the fused MoE runner's quant_scales.
+    "Optional<Array<Tensor>>": {"A?"},
 }
 # ffi::Tensor / Optional<ffi::Tensor> accept a Tensor *object* (or None) only, never the
 # DLTensor* a T argument packs (docs/flashinfer-abi.md pitfall P1). An Optional<Tensor> may be
@@ -43,16 +46,24 @@ def _kinds(signature):
     return [(n, k.rstrip("!")) for n, _, k in (item.partition(":") for item in signature.split())]
 
 
-def first_mismatch(version, uri, symbol, signature):
-    """None when ``signature`` matches the export in ``version``, else the first
-    difference, naming the C++ declaration's file:line."""
+def _what(symbol, method_of):
+    return f"export {symbol}" if method_of is None else f"method {symbol} of {method_of}()'s object"
+
+
+def first_mismatch(version, uri, symbol, signature, method_of=None):
+    """None when ``signature`` matches the export in ``version`` (with ``method_of``: the
+    method of the object that export returns), else the first difference, naming the C++
+    declaration's file:line."""
     key = module_key(uri)
-    module, exp = export(version, uri, symbol)
+    module, exp = export(version, uri, symbol, method_of)
     if module is None:
         return f"module {key} is not built by flashinfer {version}"
     if exp is None:
-        return (f"export {symbol} is not in module {key} of flashinfer {version} "
-                f"(sources {module['sources']}; exports {sorted(module['exports'])})")
+        have = (module["exports"] if method_of is None else
+                module.get("methods", {}).get(method_of, {}))
+        return (f"{_what(symbol, method_of)} is not in module {key} of flashinfer {version} "
+                f"(sources {module['sources']}; {'exports' if method_of is None else 'methods'}"
+                f" {sorted(have)})")
     decl = exp["decl"] if exp["decl"].startswith("flashinfer/") else CSRC + exp["decl"]
     cxx = exp["params"]
     ours = _kinds(signature)
@@ -93,12 +104,13 @@ def _way_out() -> str:
 
 
 def require_match(uri: str, symbol: str, signature: str, version, version_from: str,
-                  path: str) -> None:
+                  path: str, method_of: str = None) -> None:
     """Raise :class:`KernelVersionError` unless the module at ``path`` (module ``uri``, of
     FlashInfer ``version`` as ``version_from`` says; None: unknown) declares ``symbol``
     with exactly ``signature``. The tables are written for :data:`TABLES_VERSION`: that
     release passes (CI checks every line against it) unless its ABI has the module but not
-    the export; another release with an
+    the export; another release with an (``method_of``: ``symbol`` is a method of the
+    object export ``method_of`` returns)
     extracted ABI passes only where its declaration matches the line; an unknown release,
     or one without an ABI file, never does."""
     where = f"module {uri!r} ({path})"
@@ -111,7 +123,7 @@ def require_match(uri: str, symbol: str, signature: str, version, version_from: 
             f"argument list it may not declare ({supported}). {_way_out()}")
     release = abi_version(version)
     if release == TABLES_VERSION:
-        module, exp = export(release, uri, symbol)
+        module, exp = export(release, uri, symbol, method_of)
         if module is None or exp is not None:
             # CI checks every table line against this release; a module it has no ABI of
             # (a user's own, a test double) is the caller's word.
@@ -121,12 +133,12 @@ def require_match(uri: str, symbol: str, signature: str, version, version_from: 
             f"{where} is flashinfer {version} ({version_from}); the bindings are written for "
             f"flashinfer {TABLES_VERSION} and no ABI of flashinfer {release} is extracted, so "
             f"{symbol} cannot be checked and is not called ({supported}). {_way_out()}")
-    mismatch = first_mismatch(release, uri, symbol, signature)
+    mismatch = first_mismatch(release, uri, symbol, signature, method_of)
     if mismatch is None:
         return
-    _, exp = export(release, uri, symbol)
+    _, exp = export(release, uri, symbol, method_of)
     if exp is None:
-        having = [v for v in versions() if export(v, uri, symbol)[1] is not None]
+        having = [v for v in versions() if export(v, uri, symbol, method_of)[1] is not None]
         raise KernelVersionError(
             f"{where} is flashinfer {version} ({version_from}); {symbol} is not in it: "
             f"{mismatch}. It exists in flashinfer {', '.join(having) or 'no extracted release'}"

@@ -55,7 +55,10 @@ typedef struct {
 static FCY_THREAD_LOCAL int fcy_bound_device = -1;
 
 /*
- * Call `fn` with `args` for a tensor living on (device_type, device_id):
+ * Call `fn` with `args` for a tensor living on (device_type, device_id), passing `self` as
+ * the safe call's first argument: NULL for a module's `__tvm_ffi_<name>` export (what
+ * tvm-ffi's own loader passes), the function object for an ffi::Function's cell safe_call
+ * (a method a module object serves, e.g. the fused MoE runner's run_moe):
  *   - the thread's CUDA current device becomes device_id (several FlashInfer kernels, e.g.
  *     gdn_prefill, read cudaGetDevice() instead of guarding the tensor's device);
  *   - when set_stream != 0, the thread's TVM-FFI stream for that device becomes `stream`;
@@ -63,10 +66,10 @@ static FCY_THREAD_LOCAL int fcy_bound_device = -1;
  * Returns the safe-call code: 0 ok, -1 error waiting in TVM-FFI's TLS, -2 "frontend error"
  * (modules built with tvm-ffi < 0.1.9 headers), or FCY_ERR_SET_DEVICE.
  */
-static inline int fcy_call(const FcyTvmFfi* api, const FcyCudart* rt, TVMFFISafeCallType fn,
-                           const TVMFFIAny* args, int32_t num_args, TVMFFIAny* result,
-                           int32_t device_type, int32_t device_id, void* stream,
-                           int set_stream) {
+static inline int fcy_call_self(const FcyTvmFfi* api, const FcyCudart* rt,
+                                TVMFFISafeCallType fn, void* self, const TVMFFIAny* args,
+                                int32_t num_args, TVMFFIAny* result, int32_t device_type,
+                                int32_t device_id, void* stream, int set_stream) {
   int prev_device = -1;
   void* prev_stream = NULL;
   int rc;
@@ -89,7 +92,7 @@ static inline int fcy_call(const FcyTvmFfi* api, const FcyCudart* rt, TVMFFISafe
     rc = api->EnvSetStream(device_type, device_id, stream, &prev_stream);
     if (rc != 0) goto restore_device;
   }
-  rc = fn(NULL, args, num_args, result);
+  rc = fn(self, args, num_args, result);
   if (set_stream) api->EnvSetStream(device_type, device_id, prev_stream, NULL);
 restore_device:
   if (prev_device >= 0) {
@@ -97,6 +100,15 @@ restore_device:
     fcy_bound_device = prev_device;
   }
   return rc;
+}
+
+/* fcy_call_self for an export (self = NULL). */
+static inline int fcy_call(const FcyTvmFfi* api, const FcyCudart* rt, TVMFFISafeCallType fn,
+                           const TVMFFIAny* args, int32_t num_args, TVMFFIAny* result,
+                           int32_t device_type, int32_t device_id, void* stream,
+                           int set_stream) {
+  return fcy_call_self(api, rt, fn, NULL, args, num_args, result, device_type, device_id,
+                       stream, set_stream);
 }
 
 #ifdef __cplusplus

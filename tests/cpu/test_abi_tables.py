@@ -65,6 +65,12 @@ def _attention_bindings(mod):
             yield f"{mod.__name__}.SIGNATURES[{(family, backend, symbol)!r}] ({b.uri})", b
 
 
+def exported_as(b) -> str:
+    """The name a line is checked (and keyed in known_differences) by: the export, or
+    ``<export>().<method>`` for a method of the object an export returns."""
+    return b.symbol if b.method_of is None else f"{b.method_of}().{b.symbol}"
+
+
 def discover():
     """[(where, Binding)] of every kernel family, one per distinct (module, symbol,
     signature)."""
@@ -76,7 +82,7 @@ def discover():
         if hasattr(mod, "SIGNATURES") and hasattr(mod, "binding_for"):
             hits += list(_attention_bindings(mod))
         for where, b in hits:
-            key = (abi.module_key(b.uri), b.symbol, b.signature)
+            key = (abi.module_key(b.uri), exported_as(b), b.signature)
             if key not in seen:
                 seen.add(key)
                 found.append((where, b))
@@ -98,14 +104,14 @@ def test_discovery_finds_every_family():
     keys = {abi.module_key(b.uri) for _, b in BINDINGS}
     expected = {"norm", "page", "gdn_prefill_sm90", "single_decode/fa2", "batch_decode/fa2",
                 "single_prefill/fa2", "single_prefill/fa3", "batch_prefill/fa2",
-                "batch_prefill/fa3"}
+                "batch_prefill/fa3", "fused_moe_90"}
     assert expected <= keys, sorted(expected - keys)
     assert VERSIONS and "0.6.3" in VERSIONS
 
 
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("where,b", BINDINGS,
-                         ids=[f"{abi.module_key(b.uri)}.{b.symbol}" for _, b in BINDINGS])
+                         ids=[f"{abi.module_key(b.uri)}.{exported_as(b)}" for _, b in BINDINGS])
 def test_binding_matches_the_release(version, where, b):
     # A line written for a later release (a family's second line for an export) calls
     # modules of that release only; the tables' line is not called on a release that has
@@ -118,8 +124,8 @@ def test_binding_matches_the_release(version, where, b):
     signature = b.signature
     if version in b.layouts:
         signature = layouts.parse(b.signature, b.layouts[version])[0]
-    mismatch = first_mismatch(version, b.uri, b.symbol, signature)
-    known = KNOWN_DIFFERENCES.get((version, abi.module_key(b.uri), b.symbol))
+    mismatch = first_mismatch(version, b.uri, b.symbol, signature, b.method_of)
+    known = KNOWN_DIFFERENCES.get((version, abi.module_key(b.uri), exported_as(b)))
     if known is None:
         assert mismatch is None, (f"{where} = Binding({b.uri!r}, {b.symbol!r}, "
                                   f"{signature!r}) does not match flashinfer {version}: "
@@ -154,7 +160,7 @@ def test_release_lines_are_for_extracted_releases_and_beside_a_tables_line():
 
 def test_every_known_difference_names_a_binding():
     """An entry for an export nothing binds is a typo, not a reviewed difference."""
-    bound = {(abi.module_key(b.uri), b.symbol) for _, b in BINDINGS}
+    bound = {(abi.module_key(b.uri), exported_as(b)) for _, b in BINDINGS}
     for version, key, symbol in KNOWN_DIFFERENCES:
         assert version in VERSIONS, version
         assert (key, symbol) in bound, (key, symbol)
@@ -195,6 +201,39 @@ def test_p1_tensor_objects_are_flagged():
         assert "P1" in first_mismatch("0.6.3", uri, "run", sig)
     finally:
         P1_NONE_ONLY["single_decode/fa2"] = "restored"
+
+
+def test_every_method_of_a_returned_object_is_bound():
+    """The methods the tables' release serves from an object an export returns (the fused
+    MoE runner's GetFunction) each have a line, checked above like an export's."""
+    bound = {(abi.module_key(b.uri), b.method_of, b.symbol) for _, b in BINDINGS
+             if b.method_of is not None}
+    served = {(key, export, name)
+              for key, m in abi.load(abi.TABLES_VERSION)["modules"].items()
+              for export, methods in m.get("methods", {}).items() for name in methods}
+    assert served, "the extracted ABI lists no methods (tools/extract_abi.py RUNNER_MODULES)"
+    assert served == bound, (sorted(served - bound), sorted(bound - served))
+
+
+def test_planted_method_mismatch_is_reported():
+    from flashinfer_cy.kernels.fused_moe import METHODS
+    b = METHODS["run_moe"]
+    assert first_mismatch("0.6.3", b.uri, "run_moe", b.signature, "init") is None
+    items = b.signature.split()
+    items[13], items[14] = items[14], items[13]  # tp_rank before tp_size
+    msg = first_mismatch("0.6.3", b.uri, "run_moe", " ".join(items), "init")
+    assert msg.startswith("argument 13: C++ int64_t tp_size, Binding tp_rank"), msg
+    assert "flashinfer_cutlass_fused_moe_binding.cu:721" in msg
+    # a method is not an export, nor the other way round
+    assert first_mismatch("0.6.3", b.uri, "run_moe", b.signature).startswith(
+        "export run_moe is not in module fused_moe_90")
+    assert first_mismatch("0.6.3", b.uri, "init", "x:D", "init").startswith(
+        "method init of init()'s object is not in module fused_moe_90")
+    # Optional<Array<Tensor>> quant_scales takes an object or None, never a tensor (P1)
+    items = b.signature.split()
+    items[8] = "quant_scales:T?"
+    assert "cannot take kind T?" in first_mismatch("0.6.3", b.uri, "run_moe", " ".join(items),
+                                                   "init")
 
 
 def test_missing_export_and_module_are_reported():

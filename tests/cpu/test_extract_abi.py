@@ -145,3 +145,60 @@ def test_committed_files_are_what_the_test_reads():
                 assert all(len(p) == 2 for p in e["params"]), (key, name)
     assert abi.module_key("batch_prefill_with_kv_cache_dtype_q_f16_x_sm90") == "batch_prefill/fa3"
     assert abi.module_key("norm") == "norm"
+
+
+RUNNER = textwrap.dedent("""\
+    class Other : public tvm::ffi::ModuleObj {
+      Optional<Function> GetFunction(const String& name) final {
+        if (name == "decoy") { return Function::FromTyped([](int64_t z) {}); }
+        return Function(nullptr);
+      }
+    };
+    class Runner : public tvm::ffi::ModuleObj {
+     public:
+      const char* kind() const final { return "runner"; }
+      Optional<Function> GetFunction(const tvm::ffi::String& name) final {
+        if (name == "count") {
+          return Function::FromTyped([this]() -> int64_t { return n_; });
+        } else if (name == "run") {
+          return Function::FromTyped(
+              [this](TensorView out, Optional<Array<Tensor>> scales,  // a comment
+                     int64_t k) { run(out, scales, k); });
+        } else if (name == "tactics") {
+          return Function::FromTyped([this](int64_t stage) -> Array<int64_t> { return {}; });
+        } else {
+          return Function(nullptr);
+        }
+      }
+    };
+""")
+
+
+def test_served_methods_of_a_module_object():
+    text = cxx_decls.strip_comments(RUNNER)
+    got = cxx_decls.find_served_methods(text, "Runner", "r.cu")
+    assert [(d.name, d.returns, d.params, d.line) for d in got] == [
+        ("count", "int64_t", [], 12),
+        ("run", "void", [("TensorView", "out"), ("Optional<Array<Tensor>>", "scales"),
+                         ("int64_t", "k")], 15),
+        ("tactics", "Array<int64_t>", [("int64_t", "stage")], 18)]
+    # a branch this reader cannot follow is an error, never a silently missing method
+    odd = text.replace('return Function::FromTyped([this](int64_t stage)',
+                       'return MakeTyped([this](int64_t stage)')
+    with pytest.raises(ValueError, match="serves .*'tactics'"):
+        cxx_decls.find_served_methods(odd, "Runner", "r.cu")
+    with pytest.raises(ValueError, match="no class Missing"):
+        cxx_decls.find_served_methods(text, "Missing", "r.cu")
+
+
+def test_committed_runner_methods():
+    """fused_moe_90's init returns the runner; its methods are extracted per release."""
+    for version in ("0.6.3", "0.7.4"):
+        m = abi.load(version)["modules"]["fused_moe_90"]
+        assert m["exports"]["init"]["returns"] == "Module"
+        methods = m["methods"]["init"]
+        assert {"run_moe", "run_moe_min_latency", "get_tactic_num", "run_gemm_profile",
+                "get_gemm1_tactic_count", "get_gemm2_tactic_count"} <= set(methods)
+        assert methods["get_tactic_num"] == {
+            "returns": "int64_t", "params": [], "decl": methods["get_tactic_num"]["decl"]}
+    assert "get_workspace_size" in abi.load("0.7.4")["modules"]["fused_moe_90"]["methods"]["init"]
