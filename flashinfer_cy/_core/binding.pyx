@@ -170,7 +170,7 @@ cdef class Binding:
                              f"({signature})")
         self._fn = None
         self.lay_n = 0
-        for release, layout in (layouts or {}).items():
+        for layout in (layouts or {}).values():
             _abi_layouts.parse(signature, layout)  # a table error shows at import
         self.layouts = dict(layouts or {})
         self.written_for = written_for or _TABLES_VERSION
@@ -207,8 +207,8 @@ cdef class Binding:
                     f"line is flashinfer {self.written_for}'s argument list and calls modules "
                     f"of that release only")
             signature, plan = self.signature, ()
-            if self.layouts and mod.flashinfer_version is not None:
-                layout = self.layouts.get(_abi_match.abi_version(mod.flashinfer_version))
+            if self.layouts and release is not None:
+                layout = self.layouts.get(release)
                 if layout is not None:
                     signature, plan = _abi_layouts.parse(self.signature, layout)
             # Once per Binding, before its first call (never on the hot path): does the
@@ -263,8 +263,7 @@ cdef class Binding:
             return None
         if self.lay_n == 0:
             return self.signature
-        release = _abi_match.abi_version(self._fn.module.flashinfer_version)
-        return _abi_layouts.parse(self.signature, self.layouts[release])[0]
+        return _abi_layouts.parse(self.signature, self.layouts[self.release])[0]
 
     cdef int call_args(self, const TVMFFIAny* args, TVMFFIAny* result, int32_t dev_type,
                        int32_t dev_id, void* stream, bint set_stream) except -1:
