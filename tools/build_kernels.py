@@ -141,6 +141,15 @@ def provide_libcuda(cuda_home: Path, work: Path) -> list:
     return [f"-L{stub}", "-Wl,--no-as-needed", "-lcuda"]
 
 
+# Families whose generator takes use_fast_build. Upstream's flag reaches only the C++ files
+# (cutlass_heuristic.cpp then offers one tile config); the CUTLASS launchers in the .cu
+# files test the same FAST_BUILD macro to skip instantiating every other tile, and that is
+# where the build time goes, so --fast-build defines it for nvcc as well. The two halves
+# agree: the heuristic offers exactly the tile the launchers keep.
+FAST_BUILD_FAMILIES = ("fused_moe_90",)
+FAST_BUILD_MARKER = "FAST_BUILD"
+
+
 def add_env_flags(name: str, flags: list) -> None:
     if flags:
         os.environ[name] = " ".join([os.environ.get(name, ""), *map(str, flags)]).strip()
@@ -168,6 +177,8 @@ def prepare_env(args, work: Path) -> Path:
     add_env_flags("FLASHINFER_EXTRA_CUDAFLAGS", isystem)
     add_env_flags("FLASHINFER_EXTRA_CFLAGS", isystem)
     add_env_flags("FLASHINFER_EXTRA_LDFLAGS", provide_libcuda(cuda_home, work))
+    if args.fast_build:
+        add_env_flags("FLASHINFER_EXTRA_CUDAFLAGS", ["-DFAST_BUILD"])
     for k in ("FLASHINFER_EXTRA_CUDAFLAGS", "FLASHINFER_EXTRA_LDFLAGS"):
         if os.environ.get(k):
             log(f"{k}={os.environ[k]}")
@@ -176,7 +187,7 @@ def prepare_env(args, work: Path) -> Path:
 
 # --------------------------------------------------------------------------- build
 
-def make_spec(uri: str, version: str):
+def make_spec(uri: str, version: str, fast_build: bool = False):
     """Call the flashinfer generator for ``uri`` (writes generated sources + build.ninja)."""
     import importlib
 
@@ -185,6 +196,8 @@ def make_spec(uri: str, version: str):
               "e5m2": torch.float8_e5m2, "i32": torch.int32, "i64": torch.int64}
     mod = kernel_uris.parse_uri(uri, version)
     kwargs = {k: dtypes[v] if k.startswith("dtype_") else v for k, v in mod.kwargs.items()}
+    if fast_build:
+        kwargs["use_fast_build"] = True
     module_name, func = mod.family.generator.split(":")
     spec = getattr(importlib.import_module(module_name), func)(**kwargs)
     if spec.name != uri:
@@ -212,7 +225,7 @@ def build(uris: list, args, work: Path, finish) -> None:
     specs = {}
     for uri in uris:
         try:
-            specs[uri] = make_spec(uri, args.flashinfer_version)
+            specs[uri] = make_spec(uri, args.flashinfer_version, args.fast_build)
         except Exception as e:  # e.g. generator assertions for unsupported combos
             finish(uri, ok=False, error=f"generator failed: {type(e).__name__}: {e}")
     if not specs:
@@ -437,6 +450,9 @@ def main(argv=None) -> int:
     p.add_argument("--work-dir", type=Path, default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
                    / "flashinfer_cy" / "build_kernels", metavar="DIR", help="private build workspace (default %(default)s)")
     p.add_argument("--status-file", type=Path, metavar="FILE", help="keep a 'uri ok seconds' line per module here")
+    p.add_argument("--fast-build", action="store_true",
+                   help="fused MoE only: build FlashInfer's FAST_BUILD variant, which compiles one CUTLASS "
+                        "tile (128x128x128, cluster 1x1x1) of the 154 generated units (docs/moe-build.md)")
     p.add_argument("--list", action="store_true", help="print the expanded URIs and exit")
     p.add_argument("-v", "--verbose", action="store_true", help="stream ninja output to stderr")
     args = p.parse_args(argv)
@@ -451,6 +467,11 @@ def main(argv=None) -> int:
         uris = kernel_uris.expand(names, args.flashinfer_version)
     except ValueError as e:
         p.error(str(e))
+    if args.fast_build:
+        slow = [u for u in uris if kernel_uris.parse_uri(u, args.flashinfer_version).family.name not in FAST_BUILD_FAMILIES]
+        if slow:
+            p.error(f"--fast-build applies to {', '.join(FAST_BUILD_FAMILIES)} only, not {' '.join(slow)} "
+                    "(build those in a separate run: the flag reaches every nvcc command of a run)")
     if args.list:
         print("\n".join(uris))
         return 0
@@ -465,8 +486,17 @@ def main(argv=None) -> int:
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(built, dst.with_suffix(".so.tmp"))
             os.replace(dst.with_suffix(".so.tmp"), dst)
+            # A FAST_BUILD module has the same exports and URI but one tile config: say so
+            # next to it (and remove a stale note when a full build replaces it).
+            marker = dst.parent / FAST_BUILD_MARKER
+            if args.fast_build:
+                marker.write_text("built with -DFAST_BUILD (tools/build_kernels.py --fast-build)\n")
+            else:
+                marker.unlink(missing_ok=True)
         rec = {"uri": uri, "ok": ok, "seconds": round(seconds, 1),
                "bytes": dst.stat().st_size if ok else None}
+        if (dst.parent / FAST_BUILD_MARKER).is_file():
+            rec["fast_build"] = True
         if skipped:
             rec["skipped"] = True
         if ok and args.verify:
@@ -483,7 +513,9 @@ def main(argv=None) -> int:
     todo = []
     for uri in uris:
         present = (args.out / uri / f"{uri}.so").is_file()
-        if args.no_build or (args.skip_existing and present):
+        # a FAST_BUILD module is not the full one asked for (nor the other way round)
+        same_kind = (args.out / uri / FAST_BUILD_MARKER).is_file() == args.fast_build
+        if args.no_build or (args.skip_existing and present and same_kind):
             finish(uri, ok=present, skipped=True, error=None if present else f"not found in {args.out}")
         else:
             todo.append(uri)

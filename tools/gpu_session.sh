@@ -5,7 +5,9 @@
 #   tools/gpu_session.sh [pytest args...]      (from the repo root; OUT defaults to ./gpu-out)
 #
 # Carried (git-ignored) inputs: .carry/*.whl (apache-tvm-ffi for this Python; flashinfer-python
-# 0.6.3, which is both the kernel sources and the benchmark peer; platformdirs/filelock/tqdm).
+# 0.6.3, which is both the kernel sources and the benchmark peer; platformdirs/filelock/tqdm);
+# optional .carry-hf/*.whl (transformers and the pure-Python wheels it imports, installed
+# --no-deps: tests/gpu/test_model_step.py).
 # Kernel modules: KERNELS=build (default) builds every module the tests use with
 # tools/build_kernels.py on this machine's cores into .kernels-gpu/ (kept while the machine
 # stays warm; --skip-existing reuses them) and returns them as $OUT/kernels.tar.xz.part-*;
@@ -30,6 +32,10 @@ python3 -V; nvcc --version | tail -1
 stamp "install carried wheels"
 python3 -m pip install -q --no-deps --no-index .carry/*.whl 2>&1 | grep -v WARNING
 python3 -c "import torch; print('torch', torch.__version__, 'exchange api:', hasattr(torch.Tensor, '__dlpack_c_exchange_api__'))"
+if ls .carry-hf/*.whl >/dev/null 2>&1; then  # transformers + its pure deps: the model-step test
+  python3 -m pip install -q --no-deps --no-index .carry-hf/*.whl 2>&1 | grep -v WARNING
+  python3 -c "import transformers, safetensors; print('transformers', transformers.__version__)"
+fi
 
 if [ "${KERNELS:-build}" = build ]; then
   stamp "build kernel modules (tools/build_kernels.py @all, $(nproc) jobs)"

@@ -384,3 +384,25 @@ def test_build_refuses_an_out_dir_of_another_release(tmp_path, no_flashinfer):
     r = run_tool("--skip-existing", "--out", out, "norm")
     assert r.returncode != 0 and "holds flashinfer 0.7.4 modules" in r.stderr
     assert (out / "flashinfer_version.txt").read_text() == "0.7.4\n"
+
+
+def test_fast_build_is_for_the_moe_module_only(no_flashinfer):
+    r = run_tool("--list", "--fast-build", "fused_moe_90", "norm")
+    assert r.returncode != 0 and "--fast-build applies to fused_moe_90 only, not norm" in r.stderr
+    r = run_tool("--list", "--fast-build", "fused_moe_90")
+    assert r.returncode == 0 and r.stdout.split() == ["fused_moe_90"], r.stderr
+
+
+def test_skip_existing_tells_a_fast_build_module_from_a_full_one(tmp_path, no_flashinfer):
+    out = tmp_path / "k"
+    fake_modules(out, ["fused_moe_90"])
+    (out / "fused_moe_90" / "FAST_BUILD").write_text("built with -DFAST_BUILD\n")
+    r = run_tool("--skip-existing", "--fast-build", "--out", out, "fused_moe_90")
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(r.stdout.splitlines()[0])
+    assert rec["skipped"] and rec["fast_build"] and rec["ok"]
+    # a full build asked for: the FAST_BUILD module present is not it, so it is rebuilt
+    # (which needs flashinfer: poisoned here, so the run fails rather than keeping it)
+    r = run_tool("--skip-existing", "--out", out, "fused_moe_90", "--work-dir", tmp_path / "w")
+    assert r.returncode != 0
+    assert not any(json.loads(line).get("skipped") for line in r.stdout.splitlines() if line.startswith("{"))
