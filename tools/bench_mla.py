@@ -1,8 +1,8 @@
 """Host and GPU cost of batched MLA decode, flashinfer_cy next to flashinfer-python 0.6.3
 and the C floor, on the same batch_mla_attention module.
 
-Rows (float16, decode: one query row per request, every request --kv-len tokens, shuffled
-page table, 512/64 head dims, non-causal):
+Rows (--dtype, default bfloat16 as DeepSeek serves it; decode: one query row per request,
+every request --kv-len tokens, shuffled page table, 512/64 head dims, non-causal):
   run     w.run(q_nope, q_pe, ckv, kpe, o) with torch tensors (the kept frame's steady
           state); the prepared launch; flashinfer-python BatchMLAPagedAttentionWrapper.run;
           C floor (tools/c_floor/mla_floor.c: the run export packed once, called from C)
@@ -31,12 +31,13 @@ from bench_norm import CBurst, LoopBurst, gpu_us, host_us_interleaved, plan_run_
 CKV, KPE = 512, 64
 
 
-def mla_floor(uri: str, batch: int, kv_len: int, page: int, heads: int) -> dict[str, CBurst]:
+def mla_floor(uri: str, batch: int, kv_len: int, page: int, heads: int,
+              dtype: str) -> dict[str, CBurst]:
     """tools/c_floor/mla_floor.c as a library on module ``uri``: its floors as CBurst rows."""
     from flashinfer_cy.artifacts import locate_module
 
     return plan_run_floors("mla_floor", locate_module(uri), batch, kv_len, page, heads, CKV,
-                           KPE)[0]
+                           KPE, int(dtype == "bfloat16"))[0]
 
 
 def main() -> int:
@@ -45,6 +46,9 @@ def main() -> int:
     ap.add_argument("--kv-len", type=int, default=4096)
     ap.add_argument("--heads", type=int, default=128)
     ap.add_argument("--page", type=int, default=64)
+    ap.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16"),
+                    help="q/kv/o dtype; the module batch_mla_attention_dtype_q_<bf16|f16>_... "
+                         "must exist (default %(default)s)")
     ap.add_argument("--backend", default="auto", choices=("auto", "fa2", "fa3"))
     ap.add_argument("--bursts", type=int, default=100)
     ap.add_argument("--burst", type=int, default=50)
@@ -65,14 +69,15 @@ def main() -> int:
     indices = rng.permutation(pool).astype(np.int32)
     kv_len = np.full(b, n, np.int32)
     scale = 1.0 / (128 + 64) ** 0.5
-    f16 = dict(dtype=torch.float16, device="cuda")
-    qn, qp = torch.randn(b, h, CKV, **f16), torch.randn(b, h, KPE, **f16)
-    ckv, kpe = torch.randn(pool, ps, CKV, **f16), torch.randn(pool, ps, KPE, **f16)
+    tdt = getattr(torch, args.dtype)
+    on_gpu = dict(dtype=tdt, device="cuda")
+    qn, qp = torch.randn(b, h, CKV, **on_gpu), torch.randn(b, h, KPE, **on_gpu)
+    ckv, kpe = torch.randn(pool, ps, CKV, **on_gpu), torch.randn(pool, ps, KPE, **on_gpu)
     o = torch.empty_like(qn)
     d_indices = torch.from_numpy(indices).cuda()
 
     w = fc.BatchMLAPagedAttention(backend=args.backend)
-    plan_args = (qo, kv_indptr, indices, kv_len, h, CKV, KPE, ps, False, scale, "float16")
+    plan_args = (qo, kv_indptr, indices, kv_len, h, CKV, KPE, ps, False, scale, args.dtype)
     p = w.plan(*plan_args)
     w.run(qn, qp, ckv, kpe, o)
     step = w.prepare(qn, qp, ckv, kpe, o)
@@ -91,7 +96,7 @@ def main() -> int:
         pw = flashinfer.mla.BatchMLAPagedAttentionWrapper(
             torch.empty(128 << 20, dtype=torch.int8, device="cuda"), backend=p.backend)
         dev = [torch.from_numpy(x).cuda() for x in (qo, kv_indptr, indices, kv_len)]
-        peer_plan = (*dev, h, CKV, KPE, ps, False, scale, torch.float16, torch.float16)
+        peer_plan = (*dev, h, CKV, KPE, ps, False, scale, tdt, tdt)
         pw.plan(*peer_plan)
         pw.run(qn, qp, ckv, kpe, out=o)
         rows["run: flashinfer-python run()"] = LoopBurst("pw.run(qn, qp, ckv, kpe, out=o)",
@@ -102,7 +107,7 @@ def main() -> int:
         pw = None
         notes["flashinfer-python"] = f"unavailable: {type(exc).__name__}: {exc}"
     try:
-        floors = mla_floor(p.uri, b, n, ps, h)
+        floors = mla_floor(p.uri, b, n, ps, h, args.dtype)
         rows["run: C floor (run export, packed once)"] = floors["run"]
         plan_rows["plan: C floor, the plan export alone"] = floors["plan_kernel"]
         plan_rows["plan: C floor (staging copy + plan + event)"] = floors["plan"]

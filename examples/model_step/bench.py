@@ -23,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from backends import make_backend  # noqa: E402
+from array_backends import make_backend  # noqa: E402
 from hf_config import ModelConfig, parse_config  # noqa: E402
 from model import Model  # noqa: E402
 from sampling import sample  # noqa: E402
@@ -135,7 +135,7 @@ def flashinfer_python_ops(model: Model, cfg: ModelConfig) -> Any:
     import flashinfer
     import torch
 
-    from kernels import FlashInferPythonOps
+    from step_kernels import FlashInferPythonOps
 
     buf = model.decode_buffers()
     ws = torch.empty(128 << 20, dtype=torch.uint8, device="cuda")

@@ -31,7 +31,7 @@ import numpy.typing as npt
 
 import flashinfer_cy as fc
 from hf_config import ModelConfig, read_config
-from kernels import EagerOps, PreparedOps
+from step_kernels import EagerOps, PreparedOps
 from pages import PageAllocator
 from weights import Weights, load_weights
 

@@ -16,7 +16,7 @@ def main() -> None:
     except ImportError:
         torch_import_failed = True
 
-    from backends import CupyBackend
+    from array_backends import CupyBackend
     from test_model_step import run_model
 
     with np.load(prompts_path) as f:

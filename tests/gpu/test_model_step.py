@@ -225,7 +225,7 @@ def _assert_modes_identical(results):
 def test_torch_bf16_matches_transformers(checkpoint):
     import torch
 
-    from backends import TorchBackend
+    from array_backends import TorchBackend
 
     _modules("bfloat16")
     arch, path, hf32, prompts = checkpoint

@@ -9,7 +9,7 @@
  *                least: memcpy it into page-locked staging, one cudaMemcpyAsync, the plan
  *                export, one cudaEventRecord (staging reuse guard)
  *
- * Shapes: float16, decode (one query row per request), every request kv_len tokens, page
+ * Shapes: float16 or bfloat16, decode (one query row per request), every request kv_len tokens, page
  * table shuffled, head dims ckv / kpe, non-causal, sm_scale 1/sqrt(192).
  *
  * As a library (tools/bench_mla.py, through ctypes: fcy_mla_floor_init / _burst / _error):
@@ -87,7 +87,8 @@ double fcy_mla_floor_burst(int which, int burst) {
 
 /* Load the module, allocate the buffers and pack both argument lists once. 0 or -1. */
 int fcy_mla_floor_init(const char* ffi_path, const char* module_path, int64_t batch,
-                       int64_t kv_len, int64_t ps, int64_t heads, int64_t ckv, int64_t kpe) {
+                       int64_t kv_len, int64_t ps, int64_t heads, int64_t ckv, int64_t kpe,
+                       int64_t bf16) {
   if (floor_load(ffi_path, module_path, &M.plan, &M.run) != 0) return -1;
   int64_t pages = (kv_len + ps - 1) / ps, pool = batch * pages;
   M.n_indices = pool;
@@ -118,7 +119,9 @@ int fcy_mla_floor_init(const char* ffi_path, const char* module_path, int64_t ba
   if (stage() != 0) return -1;  /* the page table the run reads */
   CU(cu.DeviceSynchronize(), "cudaDeviceSynchronize");
 
-  DLDataType u8 = {kDLUInt, 8, 1}, i32 = {kDLInt, 32, 1}, f16 = {kDLFloat, 16, 1};
+  DLDataType u8 = {kDLUInt, 8, 1}, i32 = {kDLInt, 32, 1};
+  /* q/kv/o element type: the module's (bf16 != 0: bfloat16, else float16) */
+  DLDataType f16 = {bf16 ? kDLBfloat : kDLFloat, 16, 1};
   M.s_float[0] = (int64_t)float_ws; M.s_int[0] = (int64_t)int_ws; M.s_b1[0] = batch + 1;
   M.s_b[0] = batch; M.s_pool[0] = pool;
   M.s_qn[0] = batch; M.s_qn[1] = heads; M.s_qn[2] = ckv;
@@ -163,12 +166,13 @@ int fcy_mla_floor_init(const char* ffi_path, const char* module_path, int64_t ba
 int main(int argc, char** argv) {
   if (argc < 9) {
     fprintf(stderr, "usage: %s libtvm_ffi.so batch_mla.so batch kv_len page heads ckv kpe "
-                    "[bursts] [burst]\n", argv[0]);
+                    "[bursts] [burst] [bf16: 0|1]\n", argv[0]);
     return 2;
   }
   int bursts = argc > 9 ? atoi(argv[9]) : 200, burst = argc > 10 ? atoi(argv[10]) : 50;
   if (fcy_mla_floor_init(argv[1], argv[2], atoll(argv[3]), atoll(argv[4]), atoll(argv[5]),
-                         atoll(argv[6]), atoll(argv[7]), atoll(argv[8])) != 0) {
+                         atoll(argv[6]), atoll(argv[7]), atoll(argv[8]),
+                         argc > 11 ? atoll(argv[11]) : 0) != 0) {
     fprintf(stderr, "mla_floor: %s\n", g_err);
     return 1;
   }
