@@ -4,7 +4,7 @@ GEMMs, the embedding gather, argmax, copies, the stream, CUDA graphs).
 Two back-ends with one interface, so the model code is the same for both:
 
 * :class:`TorchBackend` -- bfloat16 (or float16), torch's current stream, ``torch.cuda.CUDAGraph``;
-* :class:`CupyBackend` -- float16 (CuPy has no bfloat16), GEMMs through CuPy/cuBLAS, its own
+* :class:`CupyBackend` -- float16 (CuPy has no bfloat16), GEMMs through cuBLAS's C API, its own
   non-blocking stream (CUDA graphs cannot capture the legacy default stream), graphs via
   ``stream.begin_capture()`` / ``end_capture()``. Never imports torch.
 
@@ -109,6 +109,9 @@ class CupyBackend:
         cupy.cuda.Device(device).use()
         self._stream = cupy.cuda.Stream(non_blocking=True)
         self._stream.use()  # every CuPy call of this thread goes to it from now on
+        from cublas_gemm import CublasGemm  # CuPy's matmul cannot be graph-captured
+
+        self._gemm = CublasGemm(cupy, self._stream.ptr)
 
     def stream(self) -> Any:
         return self._stream
@@ -133,9 +136,9 @@ class CupyBackend:
         dst[:host.shape[0]].set(np.ascontiguousarray(host), stream=self._stream)
 
     def matmul(self, a: Any, w: Any, out: Any) -> None:
-        # 2-D, out C-contiguous and of the result dtype: cuBLAS writes ``out`` directly,
-        # reading w.T (F-contiguous) as a transposed operand -- no temporary.
-        self.cp.matmul(a, w.T, out=out)
+        """``out = a @ w.T`` by cuBLAS on this back-end's stream (cublas_gemm.py: CuPy's
+        own matmul refuses to run while the stream is being captured)."""
+        self._gemm.matmul_t(a, w, out)
 
     def gather_rows(self, table: Any, ids: Any, out: Any) -> None:
         self.cp.take(table, ids, axis=0, out=out)

@@ -202,7 +202,7 @@ class Model:
         """One token per sequence (``tokens``: a device int array ``[batch]``, e.g. the
         sampler's output): float32 logits ``[batch, vocab]`` (a static buffer, overwritten
         by the next step)."""
-        cfg, be = self.cfg, self.be
+        be = self.be
         buf = self.decode_buffers()
         if mode not in self._ops:
             raise ValueError(f"mode: one of {sorted(self._ops)}, got {mode!r}")

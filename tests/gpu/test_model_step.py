@@ -49,7 +49,7 @@ PROMPT_LENS = (1, 17, 200, 513)
 STEPS = 32
 ERR_FACTOR = 2.0   # ours vs HF-f32, relative RMS, over HF-16-bit vs HF-f32
 MAX_FACTOR = 4.0   # the same for the largest absolute error (a noisier statistic)
-MAX_TIES = 0.15    # at most this share of greedy steps may be a tie at this precision
+TIE_SLACK = 2      # greedy ties allowed beyond ERR_FACTOR x HF-16bit's own flips (_check_greedy)
 COMMON = dict(vocab_size=32000, hidden_size=1024, intermediate_size=2816,
               num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2, head_dim=128,
               max_position_embeddings=4096, initializer_range=0.05)
@@ -148,9 +148,14 @@ def _compare(what, ours, ref, hf16):
         f"{what}: max abs error {m_ours:.3e} > {MAX_FACTOR} x HF-16bit's {m_hf:.3e}")
 
 
-def _check_greedy(what, tokens, ours_rows, ref_rows):
+def _check_greedy(what, tokens, ours_rows, ref_rows, ref16_rows):
     """tokens[i] = argmax(ours_rows[i]); HF-f32's argmax must agree unless the f32 margin
-    between the two tokens is within twice our error on that row."""
+    between the two tokens is within twice our error on that row (a tie at this precision).
+    How many ties to expect depends on how flat the model's distributions are, so the
+    count is bounded by HF's own 16-bit run on the same rows: its argmax flips against
+    HF-f32 measure the flat rows; ours, whose error is within ERR_FACTOR of HF-16bit's
+    (checked by _compare), may flip at most ERR_FACTOR times as often, plus TIE_SLACK for
+    the noise of counting a handful of events."""
     ties = 0
     for i, tok in enumerate(tokens):
         want = int(np.argmax(ref_rows[i]))
@@ -162,7 +167,11 @@ def _check_greedy(what, tokens, ours_rows, ref_rows):
         assert margin <= 2 * err, (f"{what}: step {i}: token {tok} but HF-f32 picks {want} by "
                                    f"a margin {margin:.3e} > 2 x our error {err:.3e}")
         ties += 1
-    assert ties <= MAX_TIES * len(tokens), f"{what}: {ties} of {len(tokens)} steps were ties"
+    hf_flips = int(sum(np.argmax(ref16_rows[i]) != np.argmax(ref_rows[i])
+                       for i in range(len(tokens))))
+    print(f"{what}: {ties} ties of {len(tokens)} greedy steps; HF-16bit flips {hf_flips}")
+    assert ties <= ERR_FACTOR * hf_flips + TIE_SLACK, (
+        f"{what}: {ties} of {len(tokens)} steps were ties; HF's 16-bit run flips {hf_flips}")
 
 
 def _check_against_hf(torch, arch, hf32, prompts, prefill_all, step_logits, tokens, hf16):
@@ -178,7 +187,8 @@ def _check_against_hf(torch, arch, hf32, prompts, prefill_all, step_logits, toke
     _compare(f"{arch} decode", *(np.concatenate(x) for x in zip(*dec)))
     for b, p in enumerate(prompts):  # every greedy token: the prefill's, then each step's
         rows = np.concatenate([prefill_all[offs[b + 1] - 1][None], step_logits[:, b]])
-        _check_greedy(f"{arch} prompt {b}", tokens[b], rows, ref[b][len(p) - 1:])
+        _check_greedy(f"{arch} prompt {b}", tokens[b], rows, ref[b][len(p) - 1:],
+                      ref16[b][len(p) - 1:])
 
 
 def run_model(be, path, prompts, steps=STEPS):

@@ -129,7 +129,10 @@ def assert_top_k_kept(kept, values, ks, what):
     for row in range(values.shape[0]):
         v, k = values[row], int(ks[row])
         if k >= v.size:
-            assert kept[row].all(), f"{what} row {row}: k >= vocab dropped something"
+            # values below float32's smallest normal may be flushed to zero by a kernel
+            # built with fast math (0.7.x's renorm does, the peer too): not a drop
+            normal = np.abs(v) >= np.finfo(np.float32).tiny
+            assert kept[row][normal].all(), f"{what} row {row}: k >= vocab dropped something"
             continue
         kth = np.partition(v, v.size - k)[v.size - k]
         assert kept[row][v > kth].all() and not kept[row][v < kth].any() \
@@ -170,8 +173,23 @@ def test_renorm_and_mask_match_peer(vocab, batch, rng):
         np.testing.assert_array_equal(m[kept], l32[kept])
     for p in (0.9, p_arr, 1.0):
         out = torch.full_like(probs, float("nan"))
-        fc.top_p_renorm_probs(probs, p, out=out)
-        assert_bits_equal(out, fi.sampling.top_p_renorm_probs(probs, p), "top_p_renorm")
+        if not release_07():
+            fc.top_p_renorm_probs(probs, p, out=out)
+            assert_bits_equal(out, fi.sampling.top_p_renorm_probs(probs, p), "top_p_renorm")
+        else:
+            # 0.7.x's AIR top-p builds its histograms with float atomics unless
+            # is_deterministic: only the deterministic mode is reproducible bit for bit (the
+            # peer differs from itself run to run otherwise). The default mode may differ
+            # at the threshold (an element whose cumulative mass sits on top_p can go
+            # either way): at most 2 such per row, the rest equal to rounding.
+            fc.top_p_renorm_probs(probs, p, True, out=out)
+            assert_bits_equal(out, fi.sampling.top_p_renorm_probs(probs, p, True),
+                              "top_p_renorm deterministic")
+            fast = torch.from_dlpack(fc.top_p_renorm_probs(probs, p))
+            flipped = ((fast > 0) != (out > 0)).sum(dim=1)
+            assert int(flipped.max()) <= 2, "top_p_renorm (non-deterministic) kept set"
+            both = (fast > 0) & (out > 0)
+            torch.testing.assert_close(fast[both], out[both], rtol=1e-4, atol=0)
         assert not torch.isnan(out).any()
 
 
