@@ -130,6 +130,11 @@ for b in $( [ "${BENCH:-1}" = 1 ] && ls ${BENCHES:-tools/bench_*.py} ); do
   PYTHONPATH=$PWD:/tmp/fjc FLASHINFER_DISABLE_VERSION_CHECK=1 \
     timeout ${BENCH_TIMEOUT:-150} python3 "$b" ${BENCH_ARGS:-} --json "$LOGS/$(basename "$b" .py).json" 2>&1 | tail -25
 done
+if [ -n "${AFTER_BENCH:-}" ]; then  # more measurements, e.g. examples/model_step/bench.py runs
+  stamp "after benchmarks: $AFTER_BENCH"
+  PYTHONPATH=$PWD:/tmp/fjc FLASHINFER_DISABLE_VERSION_CHECK=1 \
+    timeout ${AFTER_TIMEOUT:-200} bash -c "$AFTER_BENCH"; echo "after-bench rc=$?"
+fi
 if [ "${PROFILE:-0}" = 1 ]; then  # where run()'s host time goes (py-spy, native frames)
   for mode in torch raw; do
     stamp "py-spy: decode run(), $mode tensors"
