@@ -21,6 +21,10 @@ cdef class Module:
     cdef set _uris                    # the URIs serialize_calls matches it by
     cdef readonly object flashinfer_version  # str, or None: unknown (Bindings refuse it)
     cdef readonly str version_from    # how that version was learned (for error messages)
+    # Undefined functions it references that the dynamic linker cannot resolve, accepted as
+    # never called for its release (flashinfer_cy/abi/unreachable_symbols.py); () when it
+    # loaded with RTLD_NOW.
+    cdef readonly tuple unreachable_symbols
 
 cdef class Function:
     cdef TVMFFISafeCallType fn

@@ -70,6 +70,10 @@ class Module:
     @property
     def version_from(self) -> str:
         """How that version was learned (marker file, wheel name, setting...)."""
+    @property
+    def unreachable_symbols(self) -> tuple[str, ...]:
+        """Undefined functions left unresolved because its release never calls them
+        (flashinfer_cy/abi/unreachable_symbols.py); () when it loaded with RTLD_NOW."""
     def function(self, name: str) -> Function:
         """The export ``__tvm_ffi_<name>`` (cached). Raises SymbolNotFoundError."""
 

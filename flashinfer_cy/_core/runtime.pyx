@@ -7,7 +7,9 @@ Loading rules (../docs in the repo README):
     imported first), else dlopen the one inside the installed apache-tvm-ffi distribution;
     RTLD_GLOBAL, because kernel modules are not linked against it;
   * kernel modules: RTLD_NOW | RTLD_LOCAL, so a missing symbol fails at load, not mid-call;
-    never dlclose'd (objects they create carry deleters that live in them).
+    never dlclose'd (objects they create carry deleters that live in them). Where RTLD_NOW
+    fails on an undefined symbol, RTLD_LAZY is accepted only when every function that does
+    not resolve is listed as never called for the module's release (_load_lazily);
 """
 
 import os
@@ -37,7 +39,10 @@ from flashinfer_cy._core.elf_check import elf_problem as _elf_problem
 cdef extern from "<dlfcn.h>" nogil:
     void* dlopen(const char* filename, int flags)
     void* dlsym(void* handle, const char* symbol)
+    int dlclose(void* handle)
     char* dlerror()
+    void* RTLD_DEFAULT
+    int RTLD_LAZY
     int RTLD_NOW
     int RTLD_LOCAL
     int RTLD_GLOBAL
@@ -520,6 +525,7 @@ cdef class Module:
     def __cinit__(self):
         self._functions = {}
         self._uris = set()
+        self.unreachable_symbols = ()
 
     def __init__(self, *args, **kwargs):
         raise TypeError("Module objects are made by load_module / load_module_path")
@@ -551,8 +557,10 @@ cdef class Module:
         return f
 
     def __repr__(self):
+        lazy = (f", {len(self.unreachable_symbols)} unreachable symbol(s) left unresolved"
+                if self.unreachable_symbols else "")
         return (f"<flashinfer_cy Module {self.uri!r} from {self.path}, flashinfer "
-                f"{self.flashinfer_version or 'unknown'}>")
+                f"{self.flashinfer_version or 'unknown'}{lazy}>")
 
 
 def load_module_path(path, uri=None, flashinfer_version=None):
@@ -614,15 +622,20 @@ def _load(path, uri, version, str how):
                 f"library (a truncated or half-copied file?). Copy or build it again, or "
                 f"delete it so that it is fetched again")
         _load_cudart()
+        accepted = []
         h = dlopen(os.fsencode(path), RTLD_NOW | RTLD_LOCAL)
         if h == NULL:
             err = dlerror().decode(errors="replace")
-            hint = ""
-            if "libcudart" in err and _state["cudart_error"]:
-                hint = f" (libcudart.so.13 could not be loaded: {_state['cudart_error']})"
-            raise _errors.KernelNotFoundError(f"cannot load kernel module {path}: {err}{hint}")
+            if "undefined symbol" in err:
+                h = _load_lazily(path, version, err, accepted)
+            else:
+                hint = ""
+                if "libcudart" in err and _state["cudart_error"]:
+                    hint = f" (libcudart.so.13 could not be loaded: {_state['cudart_error']})"
+                raise _errors.KernelNotFoundError(f"cannot load kernel module {path}: {err}{hint}")
         m = Module.__new__(Module)
         (<Module>m).handle = h
+        (<Module>m).unreachable_symbols = tuple(accepted)
         (<Module>m).path = path
         (<Module>m).uri = uri or os.path.splitext(os.path.basename(path))[0]
         _note_version(<Module>m, version, how)
@@ -631,6 +644,51 @@ def _load(path, uri, version, str how):
             _modules[("uri", uri)] = m
         _add_uri(m, (<Module>m).uri)
         return m
+
+
+cdef void* _load_lazily(str path, object version, str now_error, list accepted) except NULL:
+    """The handle of ``path`` loaded with RTLD_LAZY | RTLD_LOCAL after RTLD_NOW failed with
+    ``now_error`` (an undefined symbol), provided that every undefined function of its
+    .dynsym that the dynamic linker cannot resolve is listed as never called for FlashInfer
+    ``version`` (flashinfer_cy/abi/unreachable_symbols.py); those are appended to
+    ``accepted``. Anything else: KernelNotFoundError naming the symbols, the handle closed
+    (no export of it has been called, so nothing of it is referenced). Under _lock."""
+    from flashinfer_cy.abi.unreachable_symbols import entries, known_unreachable
+    cdef str refused = f"cannot load kernel module {path}: {now_error}"
+    if not entries(version):  # nothing could be accepted: today's error, as it was
+        raise _errors.KernelNotFoundError(refused)
+    try:
+        from flashinfer_cy._core.undefined_symbols import undefined_functions
+        names = undefined_functions(path)
+    except Exception as exc:  # noqa: BLE001 - no pyelftools, an unreadable table: refuse
+        raise _errors.KernelNotFoundError(
+            f"{refused}; its undefined symbols could not be listed to check whether they are "
+            f"known to be unreachable ({type(exc).__name__}: {exc})") from exc
+    cdef void* h = dlopen(os.fsencode(path), RTLD_LAZY | RTLD_LOCAL)
+    if h == NULL:  # e.g. a missing variable: bound at load even under RTLD_LAZY
+        raise _errors.KernelNotFoundError(
+            f"{refused}; with RTLD_LAZY: {dlerror().decode(errors='replace')}")
+    cdef bytes b
+    unresolved = []
+    for name in names:
+        b = name.encode()
+        # What a lazy binding of a module loaded RTLD_LOCAL searches: the global scope
+        # (libtvm_ffi is there, the module is not linked against it), then the module's own
+        # dependency tree (the handle's scope).
+        if dlsym(RTLD_DEFAULT, b) == NULL and dlsym(h, b) == NULL:
+            unresolved.append(name)
+    dlerror()  # the failed lookups' messages are not an error of ours
+    unknown = [n for n in unresolved if known_unreachable(version, n) is None]
+    if unknown or not unresolved:
+        dlclose(h)
+        if not unresolved:  # RTLD_NOW named a symbol that resolves now: refuse, do not guess
+            raise _errors.KernelNotFoundError(
+                f"{refused}; yet every undefined function resolves with RTLD_LAZY")
+        raise _errors.KernelNotFoundError(
+            f"{refused}; undefined and not known to be unreachable in flashinfer {version}: "
+            + ", ".join(unknown))
+    accepted.extend(unresolved)
+    return h
 
 
 cdef int _add_uri(Module m, str uri) except -1:
