@@ -129,6 +129,7 @@ def test_normal_module_loads_with_rtld_now_without_the_fallback(testmod_dir, bui
     shutil.copy(built["unreachable"], tmp_path / "lazy.so")
     res = subprocess.run([sys.executable, "-c", _CHILD, str(testmod_dir / "testmod" / "testmod.so"),
                           str(tmp_path / "lazy.so")], capture_output=True, text=True, timeout=120,
+                         cwd=HERE,  # not the checkout: `-c` puts the cwd first on sys.path
                          env={**os.environ, "PYTHONPATH": child_pythonpath()})
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stdout + res.stderr
 
