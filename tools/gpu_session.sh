@@ -16,6 +16,8 @@
 # KERNELS=carried uses .kernels/. BUILD_URIS (default @all) narrows what KERNELS=build builds.
 # KDIR_074=.kernels-074 (carried, with .carry-074/) adds a pass of TESTS_074 on FlashInfer
 # 0.7.4 modules against 0.7.4's flashinfer-python, before the main tests.
+# PREBUILT_EXT=.carry-ext/ext-cp312.tar.xz skips building the extensions when the carried ones
+# (built from the same commit for this Python) import; device time is scarce.
 set -uo pipefail
 OUT=${OUT:-$PWD/gpu-out}
 # session.log and pytest.txt are written to $OUT as they go; every other log goes to $LOGS,
@@ -65,9 +67,16 @@ else
   KDIR=$PWD/.kernels
 fi
 
-stamp "build extensions"
-FLASHINFER_CY_CYTHON_JOBS=16 python3 setup.py -q build_ext --inplace -j 16 > "$LOGS/build.log" 2>&1 \
-  || { tail -40 "$LOGS/build.log"; exit 1; }
+# PREBUILT_EXT=.carry-ext/ext-cp312.tar.xz: the extensions built elsewhere for this Python
+# (the same sources: tar of flashinfer_cy/**/*.so), used when they import here; else built.
+if [ -n "${PREBUILT_EXT:-}" ] && [ -f "$PREBUILT_EXT" ] && xz -d < "$PREBUILT_EXT" | tar xf - \
+   && python3 -c "import flashinfer_cy._core.binding, flashinfer_cy.kernels.batch_attention" 2>&1; then
+  stamp "extensions: prebuilt $PREBUILT_EXT"
+else
+  stamp "build extensions"
+  FLASHINFER_CY_CYTHON_JOBS=16 python3 setup.py -q build_ext --inplace -j 16 > "$LOGS/build.log" 2>&1 \
+    || { tail -40 "$LOGS/build.log"; exit 1; }
+fi
 export PYTHONPATH=$PWD FLASHINFER_CY_KERNEL_DIR=$KDIR
 # The GPU machine reaches no network: a module missing from $KDIR should be a skip at once,
 # not six download attempts with back-off (about 20 s each time a test asks for one).
