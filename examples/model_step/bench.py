@@ -1,6 +1,7 @@
 """Decode-step throughput of a random-weight Llama-3 / Qwen3-shaped model through
 flashinfer_cy: tokens/s and host µs per decode step, eager / prepared / CUDA graph; the same
-loop on flashinfer-python's kernels when ``import flashinfer`` works (torch back-end), and
+loop on flashinfer-python's kernels when ``import flashinfer`` works (torch back-end; eager, and
+replayed from a CUDA graph when its step captures), and
 transformers' own eager forward as context when it is installed. Also the step's GPU-only
 time (CUDA events around graph replays) and where an eager step's host time goes.
 
@@ -96,7 +97,7 @@ def run_mode(model: Model, be: Any, prompts: list[Any], mode: str, steps: int,
 
 def gpu_time_of_graph(model: Model, be: Any, replays: int = 20) -> float:
     """Milliseconds of GPU time per replay of the captured step (no host work between)."""
-    replay = model._replay
+    replay = model.replay_of("graph")
     assert replay is not None, "run the graph mode first"
     replay()
     stop = be.timer()
@@ -207,11 +208,18 @@ def main() -> None:
     gpu_ms = gpu_time_of_graph(model, be)
     if be.name == "torch":
         try:
-            model.add_decode_ops("flashinfer-python", flashinfer_python_ops(model, cfg))
+            model.add_decode_ops("flashinfer-python", flashinfer_python_ops(model, cfg),
+                                 graph=True)
             rows.append(("flashinfer-python eager",
                          *run_mode(model, be, prompts, "flashinfer-python", args.steps)))
         except Exception as exc:  # noqa: BLE001 - not installed, or its kernels not built
             print(f"(flashinfer-python column skipped: {type(exc).__name__}: {exc})")
+        else:
+            try:  # its own wrapper in use_cuda_graph mode, captured like ours
+                rows.append(("flashinfer-python graph", *run_mode(
+                    model, be, prompts, "flashinfer-python graph", args.steps)))
+            except Exception as exc:  # noqa: BLE001 - the peer's step did not capture
+                print(f"(flashinfer-python graph row skipped: {type(exc).__name__}: {exc})")
     print(f"\n{'decode step':28s} {'tokens/s':>10s} {'host µs/step':>13s}")
     for name, tps, host in rows:
         print(f"{name:28s} {tps:10.0f} {host:13.1f}")

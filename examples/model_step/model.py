@@ -109,9 +109,11 @@ class Model:
         self.seqs: list[int] = []
         self.dec: StepBuffers | None = None
         self._ops: dict[str, Any] = {"eager": EagerOps(cfg, self.decode_wrapper),
-                                     "prepared": PreparedOps(cfg, self.decode_wrapper),
-                                     "graph": None}  # graph: eager ops, captured
-        self._replay: Any = None
+                                     "prepared": PreparedOps(cfg, self.decode_wrapper)}
+        # A graph mode replays the step captured with another mode's ops: "graph" captures
+        # the eager flashinfer_cy calls; add_decode_ops(..., graph=True) adds "<mode> graph".
+        self._graph_of: dict[str, str] = {"graph": "eager"}
+        self._replays: dict[str, Any] = {}
         self._prefill_buffers: StepBuffers | None = None
 
     @classmethod
@@ -204,8 +206,9 @@ class Model:
         by the next step)."""
         be = self.be
         buf = self.decode_buffers()
-        if mode not in self._ops:
-            raise ValueError(f"mode: one of {sorted(self._ops)}, got {mode!r}")
+        if mode not in self._ops and mode not in self._graph_of:
+            raise ValueError(f"mode: one of {sorted([*self._ops, *self._graph_of])}, "
+                             f"got {mode!r}")
         # Host side, the same in every mode: grow each sequence by its new token, copy the
         # cache metadata into the static buffers, re-plan on the stream the step runs on.
         for s in self.seqs:
@@ -213,17 +216,22 @@ class Model:
         positions = np.array([self.alloc.length(s) - 1 for s in self.seqs], dtype=np.int32)
         indptr, indices, last = self._write_cache_metadata(buf, positions,
                                                            buf.batch_indices_host)
-        ops = self._ops["eager" if mode == "graph" else mode]
+        ops = self._ops[self._graph_of.get(mode, mode)]
         ops.plan_decode(indptr, indices, last, self.page_size, be.dtype, be.stream())
         be.copy(buf.ids, tokens)
-        if mode != "graph":
-            return self.forward(self._ops[mode], buf, True)
-        if self._replay is None:  # this step runs eagerly (the warm-up), then is captured
-            out = self.forward(self._ops["eager"], buf, True)
-            self._replay = be.capture(lambda: self.forward(self._ops["eager"], buf, True))
+        if mode not in self._graph_of:
+            return self.forward(ops, buf, True)
+        replay = self._replays.get(mode)
+        if replay is None:  # this step runs eagerly (the warm-up), then is captured
+            out = self.forward(ops, buf, True)
+            self._replays[mode] = be.capture(lambda: self.forward(ops, buf, True))
             return out
-        self._replay()
+        replay()
         return buf.logits_f32
+
+    def replay_of(self, mode: str = "graph") -> Any:
+        """The captured step of a graph mode (None before its first decode)."""
+        return self._replays.get(mode)
 
     def decode_buffers(self) -> StepBuffers:
         """The decode step's static buffers (made on the first decode, for this batch)."""
@@ -232,9 +240,12 @@ class Model:
             self.dec = StepBuffers(self.be, self.cfg, batch, batch, self.max_pages)
         return self.dec
 
-    def add_decode_ops(self, mode: str, ops: Any) -> None:
-        """Another set of kernels for ``decode(mode=...)`` (e.g. flashinfer-python's)."""
+    def add_decode_ops(self, mode: str, ops: Any, graph: bool = False) -> None:
+        """Another set of kernels for ``decode(mode=...)`` (e.g. flashinfer-python's); with
+        ``graph``, also the mode ``f"{mode} graph"`` that replays a step captured with them."""
         self._ops[mode] = ops
+        if graph:
+            self._graph_of[f"{mode} graph"] = mode
 
     def start_over(self) -> None:
         """Free every sequence's pages (the buffers and graph stay)."""

@@ -359,3 +359,114 @@ def test_random_operations_never_share_pages():
         if ids:
             indptr, _, last = alloc.layout(ids)
             assert fc.get_seq_lens(indptr, last, alloc.page_size).tolist() == [lens[s] for s in ids]
+
+
+# ------------------------------------------------------------------ decode modes (no GPU)
+
+class HostBackend:
+    """The back-end interface on NumPy arrays (no GPU): enough to drive Model.decode's
+    host side. ``capture`` records the step and returns a replay that reruns it."""
+
+    name, dtype = "host", "float32"
+
+    def __init__(self):
+        self.captures, self.replays = 0, 0
+
+    def stream(self):
+        return 0
+
+    def empty(self, shape, dtype=None):
+        return np.full(shape, 7, dtype=dtype or self.dtype)  # poisoned, not zeros
+
+    def kernel_view(self, x):
+        return x
+
+    def upload(self, host, dtype=None):
+        return np.ascontiguousarray(host, dtype=dtype or self.dtype)
+
+    def copy_from_host(self, dst, host):
+        dst[:host.shape[0]] = host
+
+    def matmul(self, a, w, out):
+        np.matmul(a, w.T, out=out)
+
+    def gather_rows(self, table, ids, out):
+        np.take(table, ids, axis=0, out=out)
+
+    def copy(self, dst, src):
+        np.copyto(dst, src, casting="unsafe")
+
+    def capture(self, step):
+        self.captures += 1
+        step()
+
+        def replay():
+            self.replays += 1
+            step()
+        return replay
+
+
+class RecordingOps:
+    """A decode-ops set that logs (its tag, the call) for every kernel call and plan."""
+
+    def __init__(self, tag, log):
+        self.tag, self.log = tag, log
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return lambda *a, **k: self.log.append((self.tag, name))
+
+
+def _decode_model(log):
+    from model import Model
+    from weights import LayerWeights, Weights
+
+    cfg = parse_config(qwen3_config())
+    rng = np.random.default_rng(1)
+    h, i, d = cfg.hidden_size, cfg.intermediate_size, cfg.head_dim
+    r = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    layers = [LayerWeights(input_norm=r(h), qkv=r(cfg.q_size + 2 * cfg.kv_size, h),
+                           q_norm=r(d), k_norm=r(d), o=r(h, cfg.q_size), post_norm=r(h),
+                           gate_up=r(2 * i, h), down=r(h, i)) for _ in range(cfg.num_layers)]
+    embed = r(cfg.vocab_size, h)
+    be = HostBackend()
+    model = Model(cfg, Weights(embed=embed, lm_head=embed, final_norm=r(h), layers=layers),
+                  be, max_pages=16)
+    model._ops = {"eager": RecordingOps("eager", log), "prepared": RecordingOps("prep", log)}
+    model.seqs = [0, 1]  # as if prefilled: prompts of 5 and 17 tokens
+    model.alloc.allocate(0, 5)
+    model.alloc.allocate(1, 17)
+    return model, be, cfg
+
+
+def test_decode_modes_use_their_ops_and_graph_modes_capture_once():
+    log = []
+    model, be, cfg = _decode_model(log)
+    tok = np.array([3, 9], dtype=np.int64)
+    # plan, begin; per layer: norm, q norm, k norm, rope, append, attention, post norm, act;
+    # the final norm
+    per_step = 1 + 1 + cfg.num_layers * 8 + 1
+
+    model.decode(tok, "prepared")
+    assert {t for t, _ in log} == {"prep"} and len(log) == per_step
+    assert log[0] == ("prep", "plan_decode")
+    log.clear()
+
+    out = model.decode(tok, "graph")  # warm-up eagerly, then captured: the eager ops
+    assert be.captures == 1 and {t for t, _ in log} == {"eager"} and len(log) == 2 * per_step - 1
+    assert out.shape == (2, cfg.vocab_size) and np.isfinite(out).all()
+    log.clear()
+    model.decode(tok, "graph")  # replayed: a plan on the host, the kernels by the replay
+    assert be.captures == 1 and be.replays == 1 and len(log) == per_step
+    assert model.alloc.length(0) == 8 and model.alloc.length(1) == 20  # grew at every step
+
+    peer = RecordingOps("peer", log)
+    model.add_decode_ops("peer", peer, graph=True)
+    log.clear()
+    model.decode(tok, "peer graph")
+    assert be.captures == 2 and {t for t, _ in log} == {"peer"}
+    assert model.replay_of("peer graph") is not None
+    assert model.replay_of("graph") is not model.replay_of("peer graph")
+    with pytest.raises(ValueError, match="mode: one of .*'peer graph'"):
+        model.decode(tok, "fastest")
