@@ -107,14 +107,16 @@ def gpu_time_of_graph(model: Model, be: Any, replays: int = 20) -> float:
     return ms
 
 
-def host_breakdown(model: Model, be: Any, prompts: list[Any], steps: int) -> dict[str, float]:
-    """µs per eager step: FlashInfer kernel calls, the wrapper's plan, array-library calls
-    (GEMMs, gather, copies), and the Python in between (the proxies' own cost included)."""
+def host_breakdown(model: Model, be: Any, prompts: list[Any], steps: int,
+                   ops_mode: str = "eager") -> dict[str, float]:
+    """µs per eager step with ``ops_mode``'s kernels: FlashInfer kernel calls, the wrapper's
+    plan, array-library calls (GEMMs, gather, copies), and the Python in between (the
+    proxies' own cost included)."""
     buckets = {"flashinfer calls": 0.0, "array library (GEMMs...)": 0.0, "decode plan": 0.0}
     model.start_over()
     tok = be.empty((len(prompts),), "int64")
     sample(be, model.prefill(prompts), tok)
-    model.add_decode_ops("timed", Timed(model._ops["eager"], "flashinfer calls", buckets,
+    model.add_decode_ops("timed", Timed(model._ops[ops_mode], "flashinfer calls", buckets,
                                         {"plan_decode": "decode plan"}))
     model.be = Timed(be, "array library (GEMMs...)", buckets)
     total = 0.0
@@ -224,10 +226,18 @@ def main() -> None:
     for name, tps, host in rows:
         print(f"{name:28s} {tps:10.0f} {host:13.1f}")
     print(f"\nGPU time per step (CUDA events around graph replays): {gpu_ms * 1e3:.1f} µs")
-    parts = host_breakdown(model, be, prompts, min(args.steps, 20))
-    total = sum(parts.values())
-    print(f"eager step host time {total:.0f} µs:",
-          ", ".join(f"{k} {v:.0f} µs ({100 * v / total:.0f}%)" for k, v in parts.items()))
+    calls = {}
+    for who, ops_mode in (("flashinfer_cy", "eager"), ("flashinfer-python", "flashinfer-python")):
+        if ops_mode not in model._ops:
+            continue
+        parts = host_breakdown(model, be, prompts, min(args.steps, 20), ops_mode)
+        total = sum(parts.values())
+        calls[who] = parts["flashinfer calls"]
+        print(f"{who} eager step host time {total:.0f} µs:",
+              ", ".join(f"{k} {v:.0f} µs ({100 * v / total:.0f}%)" for k, v in parts.items()))
+    if len(calls) == 2:
+        print(f"FlashInfer-call host time, flashinfer_cy / flashinfer-python: "
+              f"{calls['flashinfer_cy'] / calls['flashinfer-python']:.2f}x (target <= 0.6x)")
     if be.name == "torch":
         try:
             ms = transformers_step_ms(cfg, raw, args.batch, args.context, min(args.steps, 10))
