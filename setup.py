@@ -35,6 +35,7 @@ MODULES = [
     "flashinfer_cy._core.checked_frame",
     "flashinfer_cy._core.array",
     "flashinfer_cy._core.prepared",
+    "flashinfer_cy._core.tensor_array",
     "flashinfer_cy.kernels.norm",
     "flashinfer_cy._core.pinned",
     "flashinfer_cy.kernels.attention",
