@@ -50,6 +50,7 @@ MODULES = [
     "flashinfer_cy.kernels.cascade",
     "flashinfer_cy.kernels.topk",
     "flashinfer_cy.kernels.sampling",
+    "flashinfer_cy.kernels.fused_moe_run",
 ]
 
 debug = os.environ.get("FLASHINFER_CY_DEBUG_BUILD") == "1"
