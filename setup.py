@@ -35,6 +35,7 @@ MODULES = [
     "flashinfer_cy._core.checked_frame",
     "flashinfer_cy._core.array",
     "flashinfer_cy._core.prepared",
+    "flashinfer_cy._core.tensor_array",
     "flashinfer_cy.kernels.norm",
     "flashinfer_cy._core.pinned",
     "flashinfer_cy.kernels.attention",
@@ -49,6 +50,7 @@ MODULES = [
     "flashinfer_cy.kernels.cascade",
     "flashinfer_cy.kernels.topk",
     "flashinfer_cy.kernels.sampling",
+    "flashinfer_cy.kernels.fused_moe_run",
 ]
 
 debug = os.environ.get("FLASHINFER_CY_DEBUG_BUILD") == "1"

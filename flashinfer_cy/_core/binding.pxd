@@ -50,6 +50,9 @@ cdef class Binding:
     # A method line: the export whose returned module object serves this method (the
     # fused MoE module's "init"); None for an export. Called through invoke_on only.
     cdef readonly str method_of
+    # The export allocates device memory through TVM-FFI's environment allocator: each call
+    # installs flashinfer_cy's (runtime.call_maybe_env_alloc).
+    cdef readonly bint env_alloc
     # The loaded module's argument list, when its release has a layout (set by function()):
     # argument j is the frame's lay_src[j], or lay_const[j] where lay_src[j] < 0.
     # lay_n == 0: the module takes the frame as it is.
@@ -105,6 +108,7 @@ cdef inline void set_none(CallFrame* f, int i) noexcept:
     f.args[i].v_int64 = 0
 
 cdef int set_object(CallFrame* f, int i, Object obj) except -1
+cdef int pack_object(CallFrame* f, int i, Object obj) except -1
 cdef object work_stream(Binding b, CallFrame* f, object stream, int device)
 
 

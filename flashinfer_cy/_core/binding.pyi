@@ -19,16 +19,23 @@ class Binding:
     (flashinfer_cy/abi/layouts.py), used when the module is of that release.
     ``written_for``: the release whose declaration ``signature`` is (default: the tables'
     release); such a line calls modules of that release only. ``aliases``: other names
-    ``PreparedCall.set``/``repoint`` accept for an argument (``{alias: own name}``)."""
+    ``PreparedCall.set``/``repoint`` accept for an argument (``{alias: own name}``).
+    ``env_alloc``: the export allocates device memory through TVM-FFI's environment
+    allocator; each call installs flashinfer_cy's (cudaMallocAsync on the call's stream)
+    for its duration."""
 
     def __init__(self, uri: str, symbol: str, signature: str, device: str | None = None,
                  serialize: bool = False, per_launch: tuple[str, ...] = (),
                  layouts: dict[str, str] | None = None, written_for: str | None = None,
                  aliases: dict[str, str] | None = None,
-                 method_of: str | None = None) -> None: ...
+                 method_of: str | None = None, env_alloc: bool = False) -> None: ...
     @property
     def method_of(self) -> str | None:
         """For a method line: the export whose returned module object serves it."""
+    @property
+    def env_alloc(self) -> bool:
+        """Whether each call installs the stream-ordered environment allocator (exports
+        that allocate device memory themselves through ``alloc_tensor``)."""
     def method(self, obj: ModuleObject, made_by: Binding) -> Function:
         """This method line's Function on ``obj`` (returned by ``made_by``, the called
         Binding of export ``method_of``), its release checked once."""

@@ -96,6 +96,15 @@ cdef int set_object(CallFrame* f, int i, Object obj) except -1:
     return 0
 
 
+cdef int pack_object(CallFrame* f, int i, Object obj) except -1:
+    """set_object, and under prepare() the object is kept by the prepared launch (which
+    passes its handle again at every launch)."""
+    set_object(f, i, obj)
+    if recording():
+        g_recorder.keep(obj)
+    return 0
+
+
 cdef class Binding:
     """One kernel export: module URI, symbol, and its argument list in ABI order.
 
@@ -128,11 +137,17 @@ cdef class Binding:
     export ``method_of`` of ``uri`` returns (the fused MoE runner's ``run_moe``, served by
     the object ``init`` returns; ``symbol`` is the name ``GetFunction`` serves it by). It is
     called on a runner's method only (:meth:`method`, ``invoke_on``), never loaded by name.
+    ``env_alloc``: the export allocates device memory itself, through TVM-FFI's environment
+    allocator (``alloc_tensor``; the fused MoE runner's workspace): every call, prepared
+    launches included, installs flashinfer_cy's stream-ordered allocator in the calling
+    thread's slot for the call and restores the previous one after it
+    (include/flashinfer_cy/env_alloc.h).
     """
 
     def __init__(self, str uri not None, str symbol not None, str signature not None,
                  str device=None, serialize=False, tuple per_launch=(), dict layouts=None,
-                 str written_for=None, dict aliases=None, str method_of=None):
+                 str written_for=None, dict aliases=None, str method_of=None,
+                 env_alloc=False):
         items = signature.split()
         if len(items) > MAX_ARGS:
             raise ValueError(f"{symbol}: at most {MAX_ARGS} arguments")
@@ -184,6 +199,7 @@ cdef class Binding:
                                  f"{symbol} ({signature}) by a name it does not have")
         self.aliases = dict(aliases or {})
         self.method_of = method_of
+        self.env_alloc = as_bool(env_alloc, "env_alloc", "True or False")
         if method_of is not None and (self.layouts or serialize):
             raise ValueError(f"{symbol}: a method line (method_of={method_of!r}) takes no "
                              f"layouts and no serialize (its Functions are per object)")
@@ -272,9 +288,11 @@ cdef class Binding:
         cdef TVMFFIAny tmp[MAX_ARGS]
         cdef Function fn = self.function()
         if self.lay_n == 0:
-            return fn.call(args, self.n, result, dev_type, dev_id, stream, set_stream)
+            return fn.call(args, self.n, result, dev_type, dev_id, stream, set_stream,
+                           self.env_alloc)
         return fn.call(layout_args(args, self.lay_n, self.lay_src, self.lay_const, tmp),
-                       self.lay_n, result, dev_type, dev_id, stream, set_stream)
+                       self.lay_n, result, dev_type, dev_id, stream, set_stream,
+                       self.env_alloc)
 
     def method(self, ModuleObject obj not None, made_by not None):
         """The Function of this method line on ``obj``, the object that ``made_by`` (the
@@ -431,7 +449,8 @@ cdef class Binding:
         if g_recorder is not None and g_recorder_thread == PyThread_get_thread_ident():
             return g_recorder.record(self, method, f, dev_type, dev_id, handle, set_stream)
         if method is not None:
-            return method.call(f.args, self.n, result, dev_type, dev_id, handle, set_stream)
+            return method.call(f.args, self.n, result, dev_type, dev_id, handle, set_stream,
+                               self.env_alloc)
         return self.call_args(f.args, result, dev_type, dev_id, handle, set_stream)
 
     def __call__(self, *args, stream=None, Function method=None):
@@ -475,9 +494,7 @@ cdef class Binding:
                     if not isinstance(a, Object):
                         raise TypeError(f"{self.names[i]}: expected a flashinfer_cy Object, "
                                         f"got {a!r}")
-                    set_object(&f, i, <Object>a)
-                    if recording():  # a prepared launch passes its handle again later
-                        g_recorder.keep(a)
+                    pack_object(&f, i, <Object>a)
             set_none_any(&result)  # a recorded call (prepare) leaves it as it is
             self.invoke_on(method, &f, stream, &result)
             return take_result(&result)
@@ -486,6 +503,8 @@ cdef class Binding:
 
     def __repr__(self):
         of = f", method_of={self.method_of!r}" if self.method_of is not None else ""
+        if self.env_alloc:
+            of += ", env_alloc=True"
         return f"Binding({self.uri!r}, {self.symbol!r}, {self.signature!r}{of})"
 
 

@@ -27,13 +27,13 @@ from libc.string cimport memcpy
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from flashinfer_cy._abi.dlpack cimport DLPackExchangeAPI, DLTensor, kDLCUDA
-from flashinfer_cy._abi.ffi_call cimport fcy_call_self
 from flashinfer_cy._abi.tvm_ffi cimport (TVMFFIAny, TVMFFISafeCallType, kTVMFFIDLTensorPtr,
                                          kTVMFFINone)
 from flashinfer_cy._core.binding cimport (Binding, CallFrame, Recorder, frame_release,
                                           layout_args, start_recording, MAX_ARGS, stop_recording, set_bool,
                                           set_float, set_int, K_BOOL, K_FLOAT, K_INT)
-from flashinfer_cy._core.runtime cimport Function, cudart_symbol, g_cudart, g_ffi, take_result
+from flashinfer_cy._core.runtime cimport (Function, call_maybe_env_alloc, cudart_symbol,
+                                          ensure_env_alloc, take_result)
 from flashinfer_cy._core.stream cimport resolve_stream
 from flashinfer_cy._core.tensor cimport as_bool, finite_float, own_shape
 
@@ -51,6 +51,7 @@ cdef struct Launch:        # one recorded kernel call
     int32_t dev_id
     void* stream
     bint set_stream
+    bint env_alloc          # install the environment allocator (Binding.env_alloc)
     int lay_n               # the module's argument list (Binding.lay_*, borrowed: the
     const int8_t* lay_src   # Binding is held in PreparedCall._bindings)
     const TVMFFIAny* lay_const
@@ -114,6 +115,7 @@ cdef class PreparedCall(Recorder):
         self.calls[self.n_calls].dev_id = dev_id
         self.calls[self.n_calls].stream = stream
         self.calls[self.n_calls].set_stream = set_stream
+        self.calls[self.n_calls].env_alloc = b.env_alloc
         self.calls[self.n_calls].lay_n = b.lay_n
         self.calls[self.n_calls].lay_src = b.lay_src
         self.calls[self.n_calls].lay_const = b.lay_const
@@ -147,7 +149,7 @@ cdef class PreparedCall(Recorder):
                                               tmp),
                                   L.lay_n if L.lay_n else L.frame.n, &result, L.dev_type,
                                   L.dev_id, handle if override else L.stream,
-                                  True if override else L.set_stream)
+                                  True if override else L.set_stream, L.env_alloc)
             if result.type_index != kTVMFFINone:
                 take_result(&result)  # a kernel function's result is not used: drop it
         return self.result
@@ -181,6 +183,9 @@ cdef class PreparedCall(Recorder):
         sync = <int (*)() noexcept nogil>cudart_symbol(b"cudaDeviceSynchronize")
         if sync == NULL:
             raise RuntimeError("_c_burst_us: no CUDA runtime loaded")
+        for k in range(self.n_calls):
+            if self.calls[k].env_alloc:
+                ensure_env_alloc()
         with nogil:
             sync()
         clock_gettime(CLOCK_MONOTONIC, &t0)
@@ -192,11 +197,12 @@ cdef class PreparedCall(Recorder):
             with nogil:
                 for k in range(self.n_calls):
                     L = &self.calls[k]
-                    rc |= fcy_call_self(&g_ffi, &g_cudart, L.sym, L.fself,
-                                        layout_args(L.frame.args, L.lay_n, L.lay_src,
-                                                    L.lay_const, tmp),
-                                        L.lay_n if L.lay_n else L.frame.n, &result,
-                                        L.dev_type, L.dev_id, L.stream, L.set_stream)
+                    rc |= call_maybe_env_alloc(L.sym, L.fself,
+                                               layout_args(L.frame.args, L.lay_n, L.lay_src,
+                                                           L.lay_const, tmp),
+                                               L.lay_n if L.lay_n else L.frame.n, &result,
+                                               L.dev_type, L.dev_id, L.stream, L.set_stream,
+                                               L.env_alloc)
         clock_gettime(CLOCK_MONOTONIC, &t1)
         if rc != 0:
             return -1.0

@@ -10,8 +10,15 @@ cdef bint g_ffi_ready
 cdef int ensure_ffi() except -1
 cdef int raise_call_error(int rc, str symbol) except -1
 cdef object take_result(TVMFFIAny* result)
+cdef object make_array(TVMFFIAny* args, int n)
 cdef void* cudart_symbol(const char* name) noexcept
 cdef void* env_stream(int32_t device_type, int32_t device_id) except? NULL
+cdef bint g_env_alloc_ready
+cdef int ensure_env_alloc() except -1
+cdef int call_maybe_env_alloc(TVMFFISafeCallType fn, void* fself, const TVMFFIAny* args,
+                              int32_t n, TVMFFIAny* result, int32_t device_type,
+                              int32_t device_id, void* stream, bint set_stream,
+                              bint env_alloc) noexcept nogil
 
 cdef class Module:
     cdef void* handle
@@ -38,7 +45,7 @@ cdef class Function:
     cdef PyThread_type_lock serial    # held around each call, for exports that need it
     cdef int call(self, const TVMFFIAny* args, int32_t n, TVMFFIAny* result,
                   int32_t device_type, int32_t device_id, void* stream,
-                  bint set_stream) except -1
+                  bint set_stream, bint env_alloc=*) except -1
     cdef int _serialize(self) except -1
 
 cdef class Object:

@@ -56,6 +56,9 @@ class ModuleObject(Object):
 def int_array(values: Sequence[int]) -> Array:
     """An ``ffi::Array`` of int64 for an ``Array<int64_t>`` argument (at most 32)."""
 
+def env_alloc_live() -> int:
+    """Tensors the environment allocator made that are not freed yet (for leak tests)."""
+
 class Module:
     """A dlopen'd kernel module, kept for the life of the process."""
 

@@ -31,6 +31,8 @@ from flashinfer_cy._abi.tvm_ffi cimport (
     kTVMFFIDevice, kTVMFFISmallStr, kTVMFFISmallBytes, kTVMFFIStaticObjectBegin, kTVMFFIStr,
     kTVMFFIBytes, kTVMFFIArray, kTVMFFIShape)
 from flashinfer_cy._abi.ffi_call cimport fcy_call_self, FCY_ERR_SET_DEVICE
+from flashinfer_cy._abi.env_alloc cimport (FcySetAllocator, fcy_call_env_alloc,
+                                           fcy_env_alloc_live, fcy_env_alloc_rt)
 from flashinfer_cy._core.tensor cimport MAX_DEVICES
 
 from flashinfer_cy import errors as _errors
@@ -56,6 +58,8 @@ cdef FcyCudart g_cudart
 cdef bint g_ffi_ready = False
 cdef bint g_cudart_tried = False
 cdef void* g_cudart_handle = NULL
+cdef void* g_ffi_handle = NULL
+cdef bint g_env_alloc_ready = False
 
 _lock = threading.RLock()
 _state = {"tvm_ffi_path": None, "tvm_ffi_version": None, "cudart_path": None,
@@ -102,7 +106,7 @@ cdef void* _sym(void* handle, const char* name) except NULL:
 
 
 cdef int _init_ffi() except -1:
-    global g_ffi_ready
+    global g_ffi_ready, g_ffi_handle
     cdef void* h = NULL
     cdef TVMFFIVersion v
     cdef bytes bpath
@@ -131,6 +135,7 @@ cdef int _init_ffi() except -1:
                     "flashinfer_cy) or set FLASHINFER_CY_TVM_FFI_LIB; tried: "
                     + ("; ".join(tried) or "nothing (apache-tvm-ffi is not installed)"))
         _state["tvm_ffi_path"] = path
+        g_ffi_handle = h
         g_ffi.GetVersion = <void (*)(TVMFFIVersion*) noexcept nogil>_sym(h, b"TVMFFIGetVersion")
         g_ffi.ObjectDecRef = <int (*)(TVMFFIObjectHandle) noexcept nogil>_sym(h, b"TVMFFIObjectDecRef")
         g_ffi.ObjectIncRef = <int (*)(TVMFFIObjectHandle) noexcept nogil>_sym(h, b"TVMFFIObjectIncRef")
@@ -204,6 +209,64 @@ def runtime_info():
     ensure_ffi()
     _load_cudart()
     return dict(_state)
+
+
+# ----------------------------------------------------------------------------- env allocator
+
+cdef int ensure_env_alloc() except -1:
+    """Fill (once) the table of the DLPack allocator that calls of a ``Binding(...,
+    env_alloc=True)`` install in TVM-FFI's environment (include/flashinfer_cy/env_alloc.h):
+    libtvm_ffi's allocator slot and stream table, libcudart's stream-ordered allocation.
+    CudaError, before any call, when libcudart lacks them."""
+    global g_env_alloc_ready
+    if g_env_alloc_ready:
+        return 0
+    ensure_ffi()
+    _load_cudart()
+    with _lock:
+        if g_env_alloc_ready:
+            return 0
+        fcy_env_alloc_rt.SetAllocator = <FcySetAllocator>_sym(
+            g_ffi_handle, b"TVMFFIEnvSetDLPackManagedTensorAllocator")
+        fcy_env_alloc_rt.EnvGetStream = g_ffi.EnvGetStream
+        missing = []
+        for name in (b"cudaMallocAsync", b"cudaFreeAsync", b"cudaGetDevice", b"cudaSetDevice",
+                     b"cudaGetErrorString"):
+            if cudart_symbol(name) == NULL:
+                missing.append(name.decode())
+        if missing:
+            raise _errors.CudaError(
+                f"this export allocates device memory through TVM-FFI's environment "
+                f"allocator, which needs libcudart.so.13's {', '.join(missing)} "
+                f"({_state['cudart_error'] or 'not found in the loaded libcudart'})")
+        fcy_env_alloc_rt.MallocAsync = <int (*)(void**, size_t, void*) noexcept nogil>(
+            cudart_symbol(b"cudaMallocAsync"))
+        fcy_env_alloc_rt.FreeAsync = <int (*)(void*, void*) noexcept nogil>(
+            cudart_symbol(b"cudaFreeAsync"))
+        fcy_env_alloc_rt.GetDevice = <int (*)(int*) noexcept nogil>cudart_symbol(b"cudaGetDevice")
+        fcy_env_alloc_rt.SetDevice = <int (*)(int) noexcept nogil>cudart_symbol(b"cudaSetDevice")
+        fcy_env_alloc_rt.GetErrorString = <const char* (*)(int) noexcept nogil>(
+            cudart_symbol(b"cudaGetErrorString"))
+        g_env_alloc_ready = True
+    return 0
+
+
+cdef int call_maybe_env_alloc(TVMFFISafeCallType fn, void* fself, const TVMFFIAny* args,
+                              int32_t n, TVMFFIAny* result, int32_t device_type,
+                              int32_t device_id, void* stream, bint set_stream,
+                              bint env_alloc) noexcept nogil:
+    """fcy_call_self, with the environment allocator installed around the call when
+    ``env_alloc`` (ensure_env_alloc() must have succeeded)."""
+    if env_alloc:
+        return fcy_call_env_alloc(&g_ffi, &g_cudart, fn, fself, args, n, result, device_type,
+                                  device_id, stream, set_stream)
+    return fcy_call_self(&g_ffi, &g_cudart, fn, fself, args, n, result, device_type,
+                         device_id, stream, set_stream)
+
+
+def env_alloc_live():
+    """Tensors the environment allocator made that are not freed yet (for leak tests)."""
+    return fcy_env_alloc_live()
 
 
 # ----------------------------------------------------------------------------- errors
@@ -310,7 +373,10 @@ cdef class Array(Object):
         return [self[i] for i in range(len(self))]
 
     def __repr__(self):
-        return f"Array({self.tolist()!r})"
+        try:
+            return f"Array({self.tolist()!r})"
+        except TypeError:  # elements that are objects (an Array of Tensors)
+            return f"<flashinfer_cy Array of {len(self)} objects>"
 
 
 # libtvm_ffi's globals for module objects (what tvm_ffi.Module's get_function / kind call):
@@ -355,9 +421,7 @@ def int_array(values):
     argument (the fused MoE runner's ``profile_ids``), made by libtvm_ffi's ``ffi.Array``.
     At most 32 elements; each an int (not a bool) that fits int64 (TypeError /
     OverflowError naming the element)."""
-    global g_make_array
     cdef TVMFFIAny args[32]
-    cdef TVMFFIAny result
     cdef int i, n = len(values)
     if n > 32:
         raise ValueError(f"int_array: at most 32 elements, got {n}")
@@ -370,6 +434,14 @@ def int_array(values):
         args[i].type_index = kTVMFFIInt
         args[i].zero_padding = 0
         args[i].v_int64 = v
+    return make_array(args, n)
+
+
+cdef object make_array(TVMFFIAny* args, int n):
+    """libtvm_ffi's ``ffi.Array(*args)`` as an :class:`Array`. The arguments are borrowed:
+    the Array takes references of its own to the objects among them."""
+    global g_make_array
+    cdef TVMFFIAny result
     if g_make_array == NULL:
         with _lock:
             if g_make_array == NULL:
@@ -771,18 +843,22 @@ cdef class Function:
 
     cdef int call(self, const TVMFFIAny* args, int32_t n, TVMFFIAny* result,
                   int32_t device_type, int32_t device_id, void* stream,
-                  bint set_stream) except -1:
+                  bint set_stream, bint env_alloc=False) except -1:
+        """``env_alloc``: install the environment allocator for this call (exports that
+        allocate device memory themselves, e.g. the fused MoE runner's run_moe)."""
         cdef int rc
         cdef TVMFFISafeCallType fn = self.fn
         cdef void* fself = self.self_handle
         cdef PyThread_type_lock serial = self.serial
         if fn == NULL:  # Function.__new__ from Python: there is no export to call
             raise TypeError("this Function was not made by Module.function(name)")
+        if env_alloc and not g_env_alloc_ready:
+            ensure_env_alloc()
         with nogil:
             if serial != NULL:  # taken without the GIL: other threads keep running Python
                 PyThread_acquire_lock(serial, WAIT_LOCK)
-            rc = fcy_call_self(&g_ffi, &g_cudart, fn, fself, args, n, result, device_type,
-                               device_id, stream, set_stream)
+            rc = call_maybe_env_alloc(fn, fself, args, n, result, device_type, device_id,
+                                      stream, set_stream, env_alloc)
             if serial != NULL:
                 PyThread_release_lock(serial)
         if rc != 0:

@@ -1,10 +1,11 @@
-"""CUTLASS fused MoE on Hopper (FlashInfer 0.6.3's ``fused_moe_90`` module): the runner.
+"""CUTLASS fused MoE on Hopper (FlashInfer 0.6.3's ``fused_moe_90`` module).
 
-**Not yet run on a GPU.** What this module does today, verified on the CPU against a
-stand-in module with the same C++ signatures (tests/cpu/fake_fused_moe.cc): the runner's
-lifecycle and its method calls. The module's one kernel export, ``init``, returns a
-``FusedMoeRunner`` (a TVM-FFI module object); everything else is a method that object
-serves by name (``GetFunction``): the tactic counts, the GEMM profiler and ``run_moe``.
+**Not yet run on a GPU.** Verified on the CPU against a stand-in module with the same C++
+signatures (tests/cpu/fake_fused_moe.cc): the runner's lifecycle, its method calls, the typed
+``fused_moe(...)`` call's checks and packing, and the workspace allocation path. The
+module's one kernel export, ``init``, returns a ``FusedMoeRunner`` (a TVM-FFI module
+object); everything else is a method that object serves by name (``GetFunction``): the
+tactic counts, the GEMM profiler and ``run_moe``.
 
 * one runner per configuration (dtypes and quantization mode) while something uses it:
   :class:`CutlassFusedMoE` objects of one configuration share it; it is released once,
@@ -12,15 +13,16 @@ serves by name (``GetFunction``): the tactic counts, the GEMM profiler and ``run
   one is gone (each method holds the runner: its C++ lambda points at the runner without
   a reference of its own);
 * each method is looked up once per runner and cached; calls release the GIL and run on
-  the caller's stream, like every export call.
-
-Not done yet (next step, needs the GPU): packing ``run_moe``'s 24 arguments from a typed
-``fused_moe(...)`` with full validation (``quant_scales`` must be an ``ffi::Array`` of
-``ffi::Tensor`` *objects*), and the GPU tests. Two facts that step must handle: 0.6.3's
-runner allocates its workspace itself on every ``run_moe`` (``alloc_tensor`` through
-TVM-FFI's DLPack allocator, which nothing in this package installs yet: without one the
-call fails with "allocator is nullptr"), and has no workspace-size query (0.7.x adds
-``get_workspace_size`` and a ``workspace_buffer`` argument).
+  the caller's stream, like every export call;
+* ``fused_moe(...)`` checks every argument for the mode (flashinfer_cy/kernels/
+  fused_moe_run.pyx), builds ``quant_scales`` as the ``ffi::Array`` of ``ffi::Tensor``
+  objects the runner takes, and makes one call; ``prepare(...)`` does all of that once
+  for a prepared launch (the decode step's shape);
+* 0.6.3's runner allocates its workspace itself on every ``run_moe`` (``alloc_tensor``,
+  TVM-FFI's environment DLPack allocator; it has no workspace-size query): the run and
+  profile methods are ``Binding(..., env_alloc=True)`` lines, so every call installs
+  flashinfer_cy's allocator (cudaMallocAsync / cudaFreeAsync on the call's stream,
+  include/flashinfer_cy/env_alloc.h) in the calling thread for the call.
 """
 
 from __future__ import annotations
@@ -29,18 +31,22 @@ import threading
 import weakref
 
 from flashinfer_cy._core.binding import Binding
+from flashinfer_cy._core.prepared import prepare as _prepare
+from flashinfer_cy._core.runtime import int_array
+from flashinfer_cy.kernels.fused_moe_run import MoESpec, run_moe
 
 __all__ = ["CutlassFusedMoE"]
 
 URI = "fused_moe_90"
 
 # fused_moe/cutlass_backend/flashinfer_cutlass_fused_moe_binding.cu: the export, then the
-# methods FusedMoeRunner::GetFunction serves (its typed lambdas' parameters, in order).
+# methods FusedMoeRunner::GetFunction serves (its typed lambdas' parameters, in order). The
+# run and profile methods allocate their workspaces with alloc_tensor (env_alloc).
 INIT = Binding(URI, "init", "activation_dtype:D weight_dtype:D output_dtype:D "
                "use_deepseek_fp8_block_scale:B use_w4_group_scaling:B "
                "use_mxfp8_act_scaling:B use_packed_weights:B")
 _SCALARS = ("tp_size:I tp_rank:I ep_size:I ep_rank:I cluster_size:I cluster_rank:I "
-            "enable_alltoall:B min_latency_mode:B profile_ids:A enable_pdl:B "
+            "enable_alltoall:B min_latency_mode:B profile_ids:A? enable_pdl:B "
             "base_activation_type:I")
 _OPERANDS = ("output:T! input:T token_selected_experts:T token_final_scales:T? "
              "fc1_expert_weights:T fc1_expert_biases:T? fc2_expert_weights:T "
@@ -52,16 +58,18 @@ METHODS = {
         "input:T fc1_expert_weights:T fc1_expert_biases:T? fc2_expert_weights:T "
         "fc2_expert_biases:T? top_k:I tp_size:I tp_rank:I ep_size:I ep_rank:I "
         "cluster_size:I cluster_rank:I enable_alltoall:B min_latency_mode:B gemm_idx:I "
-        "profile_id:I do_preparation:B enable_pdl:B activation_type:I", method_of="init"),
+        "profile_id:I do_preparation:B enable_pdl:B activation_type:I", method_of="init",
+        env_alloc=True),
     "get_tactic_num": Binding(URI, "get_tactic_num", "", method_of="init"),
     "get_gemm1_tactic_count": Binding(URI, "get_gemm1_tactic_count", "", method_of="init"),
     "get_gemm2_tactic_count": Binding(URI, "get_gemm2_tactic_count", "", method_of="init"),
     "run_moe": Binding(URI, "run_moe", _OPERANDS + _SCALARS, device="input",
-                       method_of="init"),
+                       method_of="init", env_alloc=True),
     "run_moe_min_latency": Binding(
         URI, "run_moe_min_latency",
         _OPERANDS + "num_active_experts_per_node:T! experts_to_token_score:T! "
-        "active_expert_global_ids:T! " + _SCALARS, device="input", method_of="init"),
+        "active_expert_global_ids:T! " + _SCALARS, device="input", method_of="init",
+        env_alloc=True),
 }
 
 # The configurations this package accepts, as (activation, weight, output, block scale):
@@ -117,6 +125,47 @@ class _Runner:
             raise TypeError(f"{URI}.init returned a {kind!r} module object, not the fused MoE "
                             f"runner (is {INIT.load()!r} FlashInfer's fused_moe_90 module?)")
         self.counts = None
+        self.spec = MoESpec(act, weight, out, block_scale)
+        self.profiles = {}  # (gemm1, gemm2) -> its Array<int64>, made once
+
+    def query(self, name: str):
+        """A tactic query (no arguments) straight through its Function, never recorded by a
+        prepare() in progress (a prepared launch is the run_moe call only)."""
+        return self.method(name)()
+
+    def tactic_counts(self):
+        if self.counts is None:
+            self.counts = (self.query("get_gemm1_tactic_count"),
+                           self.query("get_gemm2_tactic_count"))
+        return self.counts
+
+    def profile_ids(self, value):
+        """``value`` (None, or a (GEMM1, GEMM2) tactic index pair, -1 for the default) as
+        run_moe's ``profile_ids`` argument, checked against the runner's tactic counts."""
+        if value is None:
+            return None
+        if type(value) is tuple and len(value) == 2 and type(value[0]) is int \
+                and type(value[1]) is int:  # (bools equal ints: they must not match a key)
+            array = self.profiles.get(value)  # the pair of a previous call, checked then
+            if array is not None:
+                return array
+        try:
+            pair = tuple(value)
+        except TypeError:
+            raise TypeError(f"profile_ids: expected None or a (gemm1, gemm2) pair of tactic "
+                            f"indices, got {value!r}") from None
+        if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) for v in pair):
+            raise TypeError(f"profile_ids: expected None or a (gemm1, gemm2) pair of int "
+                            f"tactic indices, got {value!r}")
+        for which, index, count in zip(("gemm1", "gemm2"), pair, self.tactic_counts()):
+            if not -1 <= index < count:
+                raise ValueError(f"profile_ids: the {which} index must be -1 (the runner's "
+                                 f"default) or 0..{count - 1} (this runner's {which} "
+                                 f"tactics), got {index}")
+        array = self.profiles.get(pair)
+        if array is None:
+            array = self.profiles[pair] = int_array(list(pair))
+        return array
 
     def method(self, name: str):
         """The Function of method ``name`` on this runner (checked, looked up once)."""
@@ -143,8 +192,7 @@ def _runner_for(key) -> _Runner:
 
 class CutlassFusedMoE:
     """A CUTLASS fused MoE runner of FlashInfer's ``fused_moe_90`` module (Hopper).
-    **Not yet run on a GPU** (module docstring): this proves the runner's lifecycle and
-    method calls; the typed ``fused_moe(...)`` call is the next step.
+    **Not yet run on a GPU** (module docstring): verified on the CPU against a stand-in.
 
     ``activation_dtype``, ``weight_dtype``, ``output_dtype`` (default: the activation
     dtype), ``block_scale`` (DeepSeek fp8 128x128 block scales) must be one of
@@ -173,16 +221,57 @@ class CutlassFusedMoE:
         pair for ``run_moe`` is (GEMM1 index, GEMM2 index), -1 each for the runner's
         default (the first tactic of each GEMM; with block scale the runner always uses
         its fixed 128x16x128 tile and ignores the ids)."""
-        r = self._runner
-        if r.counts is None:
-            r.counts = (r.call("get_gemm1_tactic_count", (), None),
-                        r.call("get_gemm2_tactic_count", (), None))
-        return r.counts
+        return self._runner.tactic_counts()
 
     @property
     def num_tactics(self) -> int:
         """All tactics of both GEMMs (the runner's ``get_tactic_num``)."""
-        return self._runner.call("get_tactic_num", (), None)
+        return self._runner.query("get_tactic_num")
+
+    def fused_moe(self, input, token_selected_experts, token_final_scales,
+                  fc1_expert_weights, fc2_expert_weights, output_dtype=None,
+                  quant_scales=None, *, fc1_expert_biases=None, fc2_expert_biases=None,
+                  input_sf=None, tp_size=1, tp_rank=0, ep_size=1, ep_rank=0, output=None,
+                  activation_type="swiglu", enable_pdl=None, profile_ids=None, stream=None):
+        """The routed MLP of a mixture of experts, one GIL-free ``run_moe`` call
+        (flashinfer-python's ``cutlass_fused_moe``, argument names included; the math and
+        the modes' ``quant_scales``: flashinfer_cy/kernels/fused_moe_run.pyx).
+
+        ``input`` ``[tokens, hidden]`` (the activation dtype); ``token_selected_experts``
+        int32 and ``token_final_scales`` float32, both ``[tokens, top_k]`` (top_k 1..8);
+        ``fc1_expert_weights`` ``[E, 2 * inter, hidden]`` and ``fc2_expert_weights``
+        ``[E, hidden, inter]`` (the weight dtype; ``E`` the experts on this rank, 1..256);
+        ``output_dtype``: the runner's (given: must match); ``quant_scales``: per mode (none
+        for float16/bfloat16); biases ``[E, 2 * inter]`` and ``[E, hidden]`` of the output
+        dtype, both or neither; ``tp_size``/``tp_rank``, ``ep_size``/``ep_rank``: this
+        rank's shard (the weights are the shard; ``E * ep_size`` experts in all);
+        ``activation_type``: ``"swiglu"`` (default) or ``"geglu"`` (or flashinfer's
+        ``ActivationType``); ``profile_ids``: a (GEMM1, GEMM2) tactic pair
+        (:attr:`tactic_counts`, -1 each for the runner's default; None: the defaults, as
+        flashinfer-python without tuning). Everything contiguous, on one CUDA device.
+        Expert ids are not range-checked (they are device values; no sync is made).
+        ``output`` ``[tokens, hidden]``: allocated as a DeviceArray on the call's stream
+        when None. Returns ``output``. Asynchronous on ``stream``."""
+        r = self._runner
+        if output_dtype is not None:
+            name = _dtype_name(output_dtype, "output_dtype")
+            if name != r.key[2]:
+                raise ValueError(f"output_dtype: this runner was made for {r.key[2]} output, "
+                                 f"got {name} (make a CutlassFusedMoE with that output_dtype)")
+        return run_moe(r.spec, METHODS["run_moe"], r.method("run_moe"), input,
+                       token_selected_experts, token_final_scales, fc1_expert_weights,
+                       fc2_expert_weights, quant_scales, fc1_expert_biases, fc2_expert_biases,
+                       input_sf, tp_size, tp_rank, ep_size, ep_rank, output, activation_type,
+                       enable_pdl, r.profile_ids(profile_ids), stream)
+
+    def prepare(self, *args, **kwargs):
+        """:meth:`fused_moe`'s checks and packing once (``quant_scales`` built once), for a
+        :class:`~flashinfer_cy.PreparedCall` whose ``launch()`` makes the same ``run_moe``
+        call, GIL-free, without re-checking: the decode step's fixed shape. Arguments as
+        :meth:`fused_moe`; the launch holds the runner and every tensor given. Each launch
+        allocates the runner's workspace again, stream-ordered on the launch's stream
+        (nothing waits; the runner has no way to take a workspace from outside)."""
+        return _prepare(_fused_moe, self, *args, **kwargs)
 
     def method(self, name: str):
         """The :class:`~flashinfer_cy._core.runtime.Function` of runner method ``name``
@@ -203,3 +292,9 @@ class CutlassFusedMoE:
         act, weight, out, block_scale = self._runner.key
         return (f"CutlassFusedMoE(activation_dtype={act!r}, weight_dtype={weight!r}, "
                 f"output_dtype={out!r}, block_scale={block_scale})")
+
+
+def _fused_moe(moe: CutlassFusedMoE, *args, **kwargs):
+    # prepare() refuses a method of an object with its own prepare(): this is what
+    # CutlassFusedMoE.prepare records.
+    return moe.fused_moe(*args, **kwargs)

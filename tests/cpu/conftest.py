@@ -4,11 +4,13 @@ with the same link rule as FlashInfer's kernels (not linked against libtvm_ffi).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from testmod_build import HERE, STAND_IN_VERSION, compile_module, mark_kernel_dir
+from testmod_build import (HERE, STAND_IN_VERSION, child_pythonpath, compile_c_library,
+                           compile_module, mark_kernel_dir)
 
 
 @pytest.fixture(scope="session")
@@ -25,3 +27,16 @@ def testmod(testmod_dir):
 
     return fc.load_module_path(testmod_dir / "testmod" / "testmod.so", uri="testmod",
                                flashinfer_version=STAND_IN_VERSION)
+
+
+@pytest.fixture(scope="session")
+def fused_moe_stand_in(tmp_path_factory):
+    """(the stand-in fused_moe_90 module (fake_fused_moe.cc), the environment of a driver
+    process: the stand-in libcudart first on LD_LIBRARY_PATH, for the run methods'
+    workspace allocations). Used through testmod_build.run_driver."""
+    root = tmp_path_factory.mktemp("fake_fused_moe")
+    lib = compile_c_library(HERE / "fake_cudart.c", root / "lib" / "libcudart.so.13").parent
+    so = compile_module(HERE / "fake_fused_moe.cc", root / "fused_moe_90.so")
+    env = dict(os.environ, PYTHONPATH=child_pythonpath(), LD_LIBRARY_PATH=os.pathsep.join(
+        filter(None, [str(lib), os.environ.get("LD_LIBRARY_PATH")])))
+    return so, env

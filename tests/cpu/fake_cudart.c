@@ -52,15 +52,33 @@ int cudaHostAlloc(void** ptr, size_t size, unsigned int flags) {
 int cudaFreeHost(void* ptr) { free(ptr); return OK; }
 
 static void* last_malloc_stream = NULL;
+static void* last_free_stream = NULL;
+static long async_frees = 0;
+static size_t fail_malloc_over = (size_t)-1; /* fake_cudart_fail_malloc_over */
 
 int cudaMallocAsync(void** ptr, size_t size, void* stream) {
   last_malloc_stream = stream;
   counts[N_MALLOC]++;
+  if (size > fail_malloc_over) return 2; /* cudaErrorMemoryAllocation */
   *ptr = aligned(size);
   return *ptr ? OK : 2;
 }
 
-int cudaFreeAsync(void* ptr, void* stream) { (void)stream; free(ptr); return OK; }
+int cudaFreeAsync(void* ptr, void* stream) {
+  last_free_stream = stream;
+  async_frees++;
+  free(ptr);
+  return OK;
+}
+
+/* cudaFreeAsync calls so far, and (through last_stream) the stream of the last one. */
+long fake_cudart_async_frees(void** last_stream) {
+  if (last_stream) *last_stream = last_free_stream;
+  return async_frees;
+}
+
+/* Make cudaMallocAsync of more than `size` bytes fail (SIZE_MAX: never). */
+void fake_cudart_fail_malloc_over(size_t size) { fail_malloc_over = size; }
 /* What the C floors (tools/c_floor/) call besides the above. */
 int cudaMalloc(void** ptr, size_t size) { *ptr = aligned(size); return *ptr ? OK : 2; }
 int cudaDeviceSynchronize(void) { counts[N_STREAM_SYNC]++; return OK; }

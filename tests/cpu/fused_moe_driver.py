@@ -1,7 +1,9 @@
 """Run flashinfer_cy's fused MoE runner API against the CPU stand-in (fake_fused_moe.cc).
 
 Executed in a subprocess by test_fused_moe_call_path.py (the stand-in is registered under
-the real module URI, which must not leak into other tests' processes):
+the real module URI, which must not leak into other tests' processes), with the stand-in
+libcudart (fake_cudart.c) first on LD_LIBRARY_PATH: the run methods allocate their
+workspace through the environment allocator, which needs cudaMallocAsync:
 
     python fused_moe_driver.py <stand-in .so> <scenario>
 
@@ -246,7 +248,6 @@ def scenario_exit_with_live_runner():
 
 if __name__ == "__main__":
     so, scenario = sys.argv[1], sys.argv[2]
-    runtime._load_cudart = lambda: None  # no CUDA runtime: leave the current device alone
     MODULE = fc.load_module_path(so, uri=moe.URI, flashinfer_version="0.6.3")
     globals()[f"scenario_{scenario}"]()
     print("ok")

@@ -9,25 +9,13 @@ errors, and a clean exit with runners alive. Each scenario runs in its own inter
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
-from testmod_build import HERE, compile_module
-
-
-@pytest.fixture(scope="session")
-def stand_in(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fake_fused_moe")
-    return compile_module(HERE / "fake_fused_moe.cc", root / "fused_moe_90.so")
+from testmod_build import run_driver
 
 
 @pytest.mark.parametrize("scenario", [
     "lifecycle", "method_keeps_runner", "run_moe_record", "prepared_launch_keeps_runner",
     "unknown_and_dead", "init_refused", "no_cycles", "exit_with_live_runner"])
-def test_runner_against_stand_in(scenario, stand_in):
-    res = subprocess.run([sys.executable, str(HERE / "fused_moe_driver.py"), str(stand_in),
-                          scenario], capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0 and res.stdout.strip().endswith("ok"), \
-        f"scenario {scenario} failed (rc {res.returncode}):\n{res.stdout}\n{res.stderr}"
+def test_runner_against_stand_in(scenario, fused_moe_stand_in):
+    run_driver("fused_moe_driver.py", fused_moe_stand_in, scenario)

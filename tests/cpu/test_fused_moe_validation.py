@@ -6,6 +6,8 @@ the object ``init`` returns (their C++ check: test_abi_tables.py)."""
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 
@@ -67,3 +69,23 @@ def test_a_method_line_takes_no_layouts():
     with pytest.raises(ValueError, match="method line"):
         fc.Binding("fused_moe_90", "run_moe", "x:I", method_of="init",
                    layouts={"0.7.4": "x:I"})
+
+
+# flashinfer-python 0.6.3's flashinfer.fused_moe.cutlass_fused_moe parameters (core.py).
+UPSTREAM_PARAMETERS = (
+    "input token_selected_experts token_final_scales fc1_expert_weights fc2_expert_weights "
+    "output_dtype quant_scales fc1_expert_biases fc2_expert_biases input_sf swiglu_alpha "
+    "swiglu_beta swiglu_limit tp_size tp_rank ep_size ep_rank cluster_size cluster_rank output "
+    "enable_alltoall use_deepseek_fp8_block_scale use_w4_group_scaling use_mxfp8_act_scaling "
+    "min_latency_mode use_packed_weights tune_max_num_tokens enable_pdl activation_type").split()
+
+
+def test_fused_moe_takes_upstreams_argument_names():
+    """The typed call's parameters are flashinfer-python's (the first seven in its order),
+    plus the tactic pair upstream's autotuner picks and the stream; the configuration
+    flags belong to the constructor."""
+    params = list(inspect.signature(fc.CutlassFusedMoE.fused_moe).parameters)[1:]
+    assert params[:7] == UPSTREAM_PARAMETERS[:7]
+    assert set(params) - set(UPSTREAM_PARAMETERS) == {"profile_ids", "stream"}
+    prep = inspect.signature(fc.CutlassFusedMoE.prepare).parameters
+    assert list(prep)[1:] == ["args", "kwargs"]  # forwarded to fused_moe as they are

@@ -116,3 +116,14 @@ def compile_cython(src: Path, out_dir: Path):
         return importlib.import_module(src.stem)
     finally:
         sys.path.remove(str(out_dir))
+
+
+def run_driver(driver: str, stand_in, *args: str, timeout: float = 180) -> None:
+    """Run ``driver`` (a script in this folder) on a stand-in module in a fresh interpreter:
+    ``stand_in`` is (module path, environment), e.g. the ``fused_moe_stand_in`` fixture.
+    The driver prints "ok" last when every check passed."""
+    so, env = stand_in
+    res = subprocess.run([sys.executable, str(HERE / driver), str(so), *args],
+                         capture_output=True, text=True, timeout=timeout, env=env)
+    assert res.returncode == 0 and res.stdout.strip().endswith("ok"), \
+        f"{driver} {' '.join(args)} failed (rc {res.returncode}):\n{res.stdout}\n{res.stderr}"
