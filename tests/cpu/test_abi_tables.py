@@ -6,7 +6,8 @@ flashinfer_cy/abi/flashinfer-<version>.json (tools/extract_abi.py) by
 flashinfer_cy.abi.match.first_mismatch (the rule the runtime applies to a module of another
 release before a Binding's first call): the export exists in
 that module's sources, same arity, same parameter names in order, and each KIND can carry
-the C++ type. Bindings are discovered, not listed: every Binding in the globals (and
+the C++ type, and the export returns what the line's family reads (the return type of the
+release the line is written for). Bindings are discovered, not listed: every Binding in the globals (and
 dicts/tuples/lists) of every flashinfer_cy.kernels module, plus the attention Bindings made
 per URI from SIGNATURES for every variant the code can produce. A difference a release is
 known to have must be in flashinfer_cy/abi/known_differences.py, with the reason; it is
@@ -27,7 +28,7 @@ from flashinfer_cy._core.binding import Binding
 from flashinfer_cy.abi import layouts
 from flashinfer_cy.abi.known_differences import KNOWN_DIFFERENCES
 # The one comparison, shared with the runtime check (Binding.function -> require_match).
-from flashinfer_cy.abi.match import P1_NONE_ONLY, first_mismatch
+from flashinfer_cy.abi.match import P1_NONE_ONLY, first_mismatch, line_returns
 
 
 # ---------------------------------------------------------------------------- discovery
@@ -124,7 +125,8 @@ def test_binding_matches_the_release(version, where, b):
     signature = b.signature
     if version in b.layouts:
         signature = layouts.parse(b.signature, b.layouts[version])[0]
-    mismatch = first_mismatch(version, b.uri, b.symbol, signature, b.method_of)
+    mismatch = first_mismatch(version, b.uri, b.symbol, signature, b.method_of,
+                              line_returns(b.written_for, b.uri, b.symbol, b.method_of))
     known = KNOWN_DIFFERENCES.get((version, abi.module_key(b.uri), exported_as(b)))
     if known is None:
         assert mismatch is None, (f"{where} = Binding({b.uri!r}, {b.symbol!r}, "
@@ -234,6 +236,24 @@ def test_planted_method_mismatch_is_reported():
     items[8] = "quant_scales:T?"
     assert "cannot take kind T?" in first_mismatch("0.6.3", b.uri, "run_moe", " ".join(items),
                                                    "init")
+
+
+def test_planted_return_type_mismatch_is_reported():
+    """Same arguments, another result: 0.7.4's MLA plan returns a tuple where the tables'
+    line's family reads 0.6.3's Array (compared only when the reader's type is given)."""
+    from flashinfer_cy.kernels import attention_uri as U
+    from flashinfer_cy.kernels.attention import binding_for
+
+    plan = binding_for(U.mla_variant("bfloat16", 512, 64, "fa2"), "plan")
+    reads = line_returns(plan.written_for, plan.uri, "plan")
+    assert reads == "Array<int64_t>"
+    assert first_mismatch("0.6.3", plan.uri, "plan", plan.signature, None, reads) is None
+    assert first_mismatch("0.7.4", plan.uri, "plan", plan.signature) is None
+    msg = first_mismatch("0.7.4", plan.uri, "plan", plan.signature, None, reads)
+    assert msg.startswith("returns: flashinfer 0.7.4's plan returns Tuple<Array<int64_t>,"
+                          "int64_t>, the line's family reads Array<int64_t>"), msg
+    assert "flashinfer/data/csrc/batch_mla_binding.cu:25" in msg
+    assert line_returns("0.6.3", "norm", "no_such_export") is None
 
 
 def test_missing_export_and_module_are_reported():
