@@ -97,7 +97,7 @@ def test_too_many_query_tiles_for_the_planner():
     rows = 8192  # x 128 heads / 64 = 16384 tiles (+ the SM clusters): too many
     raises(plan(qo_indptr=np.array([0, rows], np.int32), kv_indptr=np.array([0, 1], np.int32),
                 kv_indices=np.array([0], np.int32), kv_len_arr=np.array([16], np.int32),
-                num_heads=128), ValueError, "16384 FlashInfer 0.6.3's MLA planner has room")
+                num_heads=128), ValueError, "16384 FlashInfer's MLA planner has room")
     reaches_cuda(plan(qo_indptr=np.array([0, 8000], np.int32),
                       kv_indptr=np.array([0, 1], np.int32), kv_indices=np.array([0], np.int32),
                       kv_len_arr=np.array([16], np.int32), num_heads=128))
