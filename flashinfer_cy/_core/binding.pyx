@@ -228,10 +228,12 @@ cdef class Binding:
                 if layout is not None:
                     signature, plan = _abi_layouts.parse(self.signature, layout)
             # Once per Binding, before its first call (never on the hot path): does the
-            # module's FlashInfer release declare this argument list? KernelVersionError if
+            # module's FlashInfer release declare this argument list, and the return type
+            # the line's release declares (what the family reads)? KernelVersionError if
             # not, so a mismatched kernel set is an error, never a call.
             _abi_match.require_match(self.uri, self.symbol, signature,
-                                     mod.flashinfer_version, mod.version_from, mod.path)
+                                     mod.flashinfer_version, mod.version_from, mod.path,
+                                     None, self.written_for)
             fn = mod.function(self.symbol)
             self._set_layout(plan)
             self.release = release
@@ -309,7 +311,7 @@ cdef class Binding:
             mod = maker._fn.module
             _abi_match.require_match(self.uri, self.symbol, self.signature,
                                      mod.flashinfer_version, mod.version_from, mod.path,
-                                     method_of=self.method_of)
+                                     self.method_of, self.written_for)
             self.release = maker.release
         return obj.method(self.symbol)
 

@@ -355,18 +355,25 @@ cdef inline TVMFFISeqCell* _seq_cell(Object a) except NULL:
 
 
 cdef class Array(Object):
-    """``ffi::Array`` result (e.g. plan info, ``Array<int64_t>``): read-only sequence."""
+    """``ffi::Array`` result (e.g. plan info, ``Array<int64_t>``; a ``Tuple<...>`` is one
+    too): read-only sequence. An object element (a tuple's Array) comes out as its own
+    owned reference, a string as str."""
 
     def __len__(self):
         return _seq_cell(self).size
 
     def __getitem__(self, Py_ssize_t i):
         cdef TVMFFISeqCell* c = _seq_cell(self)
+        cdef TVMFFIAny owned
         if i < 0:
             i += c.size
         if i < 0 or i >= c.size:
             raise IndexError("Array index out of range")
         cdef TVMFFIAny* item = (<TVMFFIAny*>c.data) + i
+        if item.type_index >= kTVMFFIStaticObjectBegin:
+            owned = item[0]
+            g_ffi.ObjectIncRef(<TVMFFIObjectHandle>owned.v_obj)  # take_result releases one
+            return take_result(&owned)
         return _pod_value(item)
 
     def tolist(self):

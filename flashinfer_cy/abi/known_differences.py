@@ -9,13 +9,10 @@ Each entry is also an export a Binding refuses to call on a module of that relea
 (flashinfer_cy.abi.match.require_match raises KernelVersionError). Where a release only
 added arguments of a value the family can state, the Binding carries that release's list
 as a layout (flashinfer_cy/abi/layouts.py) instead of an entry here; where it changed an
-export beyond that, the family has a second line written for that release
-(``Binding(..., written_for=...)``, e.g. the 0.7.4 samplers in kernels/sampling.pyx).
+export beyond that (another return type included), the family has a second line written
+for that release (``Binding(..., written_for=...)``, e.g. the 0.7.4 samplers in
+kernels/sampling.pyx, the 0.7.4 batched MLA plan in kernels/attention.pyx).
 """
-
-_MLA_RUN = ("0.7.x's batched MLA run appends `double ckv_scale, double kpe_scale, "
-            "Optional<TensorView> maybe_ckv_scale_arr` (fp8 cache dequantization scales); its "
-            "plan returns another plan_info (URI suffix _planabi2): not a layout")
 
 _MOE_RUN = ("0.7.x's runner methods take `clamped_relu2_limit, situ_beta, situ_linear_beta` "
             "(more activations), `bool swizzled_input_sf`, and a caller's `workspace_buffer` "
@@ -38,7 +35,4 @@ KNOWN_DIFFERENCES = {
         "reason": "0.7.x dropped flashinfer/jit/gdn.py and csrc/gdn_prefill_launcher.cu; GDN "
                   "prefill moved to the cake GDN modules (jit/cake_gdn*.py), another ABI",
     },
-    **{("0.7.4", f"batch_mla/{backend}", "run"): {
-        "expect": "arity: flashinfer 0.7.4 declares 18 arguments, the Binding 15",
-        "reason": _MLA_RUN} for backend in ("fa2", "fa3")},
 }

@@ -50,10 +50,20 @@ def _what(symbol, method_of):
     return f"export {symbol}" if method_of is None else f"method {symbol} of {method_of}()'s object"
 
 
-def first_mismatch(version, uri, symbol, signature, method_of=None):
+def line_returns(written_for, uri, symbol, method_of=None):
+    """What a line written for release ``written_for`` takes from a call: the return type
+    that release declares for the export (None where its ABI file has no such export, e.g.
+    a test double's module). The family's code reads results of that type and no other."""
+    exp = export(written_for, uri, symbol, method_of)[1]
+    return None if exp is None else exp["returns"]
+
+
+def first_mismatch(version, uri, symbol, signature, method_of=None, returns=None):
     """None when ``signature`` matches the export in ``version`` (with ``method_of``: the
     method of the object that export returns), else the first difference, naming the C++
-    declaration's file:line."""
+    declaration's file:line. ``returns``: the C++ return type the line's family reads
+    (:func:`line_returns`); another one in ``version`` is a mismatch too (a plan that
+    returns a tuple where the family takes an Array, and so on). None: not compared."""
     key = module_key(uri)
     module, exp = export(version, uri, symbol, method_of)
     if module is None:
@@ -85,6 +95,9 @@ def first_mismatch(version, uri, symbol, signature, method_of=None):
         if kind not in CXX_KINDS.get(ctype, ()):
             return (f"argument {i} ({cname}): C++ {ctype} cannot take kind {kind} (allowed: "
                     f"{sorted(CXX_KINDS.get(ctype, ())) or 'none known'}); {where}")
+    if returns is not None and exp["returns"] != returns:
+        return (f"returns: flashinfer {version}'s {symbol} returns {exp['returns']}, the "
+                f"line's family reads {returns}; {where}")
     return None
 
 
@@ -104,7 +117,7 @@ def _way_out() -> str:
 
 
 def require_match(uri: str, symbol: str, signature: str, version, version_from: str,
-                  path: str, method_of: str = None) -> None:
+                  path: str, method_of: str = None, written_for: str = TABLES_VERSION) -> None:
     """Raise :class:`KernelVersionError` unless the module at ``path`` (module ``uri``, of
     FlashInfer ``version`` as ``version_from`` says; None: unknown) declares ``symbol``
     with exactly ``signature``. The tables are written for :data:`TABLES_VERSION`: that
@@ -112,7 +125,8 @@ def require_match(uri: str, symbol: str, signature: str, version, version_from: 
     the export; another release with an (``method_of``: ``symbol`` is a method of the
     object export ``method_of`` returns)
     extracted ABI passes only where its declaration matches the line; an unknown release,
-    or one without an ABI file, never does."""
+    or one without an ABI file, never does. The return type counts too: it must be the one
+    ``written_for`` (the release the line is written for) declares."""
     where = f"module {uri!r} ({path})"
     supported = (f"supported: flashinfer {TABLES_VERSION}, and for the exports whose argument "
                  f"list did not change, {', '.join(v for v in versions() if v != TABLES_VERSION)}")
@@ -133,7 +147,8 @@ def require_match(uri: str, symbol: str, signature: str, version, version_from: 
             f"{where} is flashinfer {version} ({version_from}); the bindings are written for "
             f"flashinfer {TABLES_VERSION} and no ABI of flashinfer {release} is extracted, so "
             f"{symbol} cannot be checked and is not called ({supported}). {_way_out()}")
-    mismatch = first_mismatch(release, uri, symbol, signature, method_of)
+    mismatch = first_mismatch(release, uri, symbol, signature, method_of,
+                              line_returns(written_for, uri, symbol, method_of))
     if mismatch is None:
         return
     _, exp = export(release, uri, symbol, method_of)
@@ -145,8 +160,10 @@ def require_match(uri: str, symbol: str, signature: str, version, version_from: 
             f" (the bindings are written for {TABLES_VERSION}). {_way_out()}")
     raise KernelVersionError(
         f"{where} is flashinfer {version} ({version_from}); the binding of {symbol} is "
-        f"written for flashinfer {TABLES_VERSION} and flashinfer {release} declares another "
-        f"argument list ({mismatch}), so it is not called ({supported}). {_way_out()}")
+        f"written for flashinfer {written_for} and flashinfer {release} declares another "
+        f"argument list or return type ({mismatch}), so it is not called ({supported}). "
+        f"{_way_out()}")
 
 
-__all__ = ["CXX_KINDS", "P1_NONE_ONLY", "abi_version", "first_mismatch", "require_match"]
+__all__ = ["CXX_KINDS", "P1_NONE_ONLY", "abi_version", "first_mismatch", "line_returns",
+           "require_match"]

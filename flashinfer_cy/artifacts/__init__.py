@@ -22,7 +22,8 @@ from .settings import KERNEL_DIR_ENV
 FIXED_MODULES = ("norm", "page", "gdn_prefill_sm90")  # what the core loads eagerly
 
 __all__ = [
-    "FIXED_MODULES", "KERNEL_DIR_ENV", "describe_sources", "fetch_modules", "locate_module",
+    "FIXED_MODULES", "KERNEL_DIR_ENV", "describe_sources", "expected_flashinfer_version",
+    "fetch_modules", "locate_module",
     "locate_module_ex", "locate_module_source", "ModuleSource", "platform_info", "where_is",
 ]
 
@@ -65,6 +66,16 @@ def locate_module_source(uri: str, *, download: bool = True, progress=None) -> M
     from .resolve import locate_source
 
     return ModuleSource(*locate_source(uri, download=download, progress=progress))
+
+
+def expected_flashinfer_version() -> str:
+    """The FlashInfer release the modules looked up now are expected to be of (the setting,
+    else the kernel dir's marker, else the pinned release): which name to ask for where a
+    release renamed a module (batch MLA's ``_planabi2`` in 0.7.x). The module's own release
+    (:func:`locate_module_source`) is what its Bindings are checked against."""
+    from .resolve import expected_version
+
+    return expected_version()
 
 
 def where_is(uri: str, *, verify: bool = False) -> tuple[str, Path | None]:

@@ -110,6 +110,23 @@ def source_version(step: str, manifest: Manifest | None = None) -> tuple[str | N
         None, f"wheel file name {name} names no version")
 
 
+def expected_version() -> str:
+    """The FlashInfer release a module looked up now is expected to be of, before it is
+    located: ``$FLASHINFER_CY_FLASHINFER_VERSION``; else, with a kernel dir set, its marker
+    (none, or unreadable: the pinned release -- its modules are refused as of unknown version
+    anyway); else the release the wheel steps supply (the pinned one). For a module whose
+    name changed between releases (batch MLA's ``_planabi2``): the name to look up."""
+    override = settings.flashinfer_version()
+    if override:
+        return override
+    root = settings.env(settings.KERNEL_DIR_ENV)
+    if root:
+        marked, _ = _marker_version(root)
+        if marked:
+            return marked
+    return wanted_version(load_manifest())
+
+
 # -- (b) local wheel ---------------------------------------------------------------------------
 _local_hashes: dict[tuple, str] = {}  # (path, size, mtime_ns) -> sha256: hash a 2 GB file once per process
 

@@ -14,10 +14,13 @@ _Lse = TypeVar("_Lse", bound=TensorLike)
 # (family, backend, export) -> (Binding signature, the tensor giving device and stream)
 SIGNATURES: Final[dict[tuple[str, str, str], tuple[str, str]]]
 LAYOUTS: Final[dict[tuple[str, str, str], dict[str, str]]]
+# (family, backend, export, release) -> the line written for that release (signature, device)
+RELEASE_SIGNATURES: Final[dict[tuple[str, str, str, str], tuple[str, str]]]
 SINGLE_TMP_BYTES: Final[int]
 
 def binding_for(variant: Any, symbol: str) -> Binding:
-    """The Binding of ``variant``'s export ``symbol`` (an attention_uri.Variant; not loaded)."""
+    """The Binding of ``variant``'s export ``symbol`` (an attention_uri.Variant or MLAVariant;
+    the line of the release an MLAVariant is named for where it has one; not loaded)."""
 
 def choose_backend(
     requested: str,

@@ -116,8 +116,13 @@ SIGNATURES = {
 #   caches without scales;
 # * 0.7.x FA2 prefill plan appends uniform_q_len (0: "no promise", what prefill.py's
 #   _resolve_uniform_q_len returns unless a caller promises equal query lengths under CUDA
-#   graphs) and fixed_uniform_q_len (False, always, in prefill.py).
+#   graphs) and fixed_uniform_q_len (False, always, in prefill.py);
+# * 0.7.x batched MLA runs append ckv_scale, kpe_scale and maybe_ckv_scale_arr (the e4m3
+#   cache's dequantization scales; mla.cuh / mla_hopper.cuh read them only in their fp8 KV
+#   repack): 1.0, 1.0, None, what mla/_batch_mla/_backends/_fa_common.py _run_generated_fa
+#   passes for a float16/bfloat16 cache.
 _KV_SF_NONE = "maybe_k_cache_sf:T?=None maybe_v_cache_sf:T?=None"
+_MLA_KV_SCALES_NONE = "ckv_scale:F=1.0 kpe_scale:F=1.0 maybe_ckv_scale_arr:T?=None"
 LAYOUTS = {
     ("single_prefill", "fa2", "run"): {"0.7.4": _layouts.insert(
         SIGNATURES[("single_prefill", "fa2", "run")][0], "logits_soft_cap", _KV_SF_NONE)},
@@ -128,6 +133,23 @@ LAYOUTS = {
     ("batch_prefill", "fa2", "plan"): {"0.7.4": _layouts.append(
         SIGNATURES[("batch_prefill", "fa2", "plan")][0],
         "uniform_q_len:I=0 fixed_uniform_q_len:B=False")},
+    **{("batch_mla", backend, "run"): {"0.7.4": _layouts.append(
+        SIGNATURES[("batch_mla", backend, "run")][0], _MLA_KV_SCALES_NONE)}
+       for backend in ("fa2", "fa3")},
+}
+
+# Lines written for a later release where it changed an export beyond a layout
+# (Binding(..., written_for=release)); a variant named for that release (MLAVariant.release)
+# gets them, and they call modules of that release only:
+# * 0.7.x batched MLA plan: the same arguments, but it returns Tuple<Array<int64_t>, int64_t>
+#   (the plan info, as before, and how many bytes of the page-locked mirror hold the
+#   schedule) and leaves the mirror -> int workspace copy, which 0.6.3's plan enqueued
+#   itself, to its caller (jit/attention/modules.py _BatchMLAModuleProxy): batch_mla.pyx
+#   enqueues it (BatchPlanner._plan_call, staged). Its plan info is laid out as before
+#   (scheduler.cuh MLAPlanInfo, 18 entries).
+RELEASE_SIGNATURES = {
+    ("batch_mla", backend, "plan", "0.7.4"): (_MLA_PLAN, "float_workspace_buffer")
+    for backend in ("fa2", "fa3")
 }
 
 SINGLE_TMP_BYTES = 32 * 1024 * 1024  # upstream's single-op scratch; the kernels never check it
@@ -137,10 +159,15 @@ cdef dict _fa3_usable = {}   # (family, dtype, head_dim, swa, cap, device) -> bo
 
 
 def binding_for(variant, str symbol):
-    """The :class:`Binding` of ``variant``'s export ``symbol`` (table above; not loaded)."""
+    """The :class:`Binding` of ``variant``'s export ``symbol`` (tables above: the line of the
+    release the variant is named for where it has one; not loaded)."""
     key = (variant.uri, symbol)
     b = _bindings.get(key)
     if b is None:
+        release = getattr(variant, "release", None)
+        line = RELEASE_SIGNATURES.get((variant.family, variant.backend, symbol, release))
+        if line is not None:
+            return Binding(variant.uri, symbol, line[0], device=line[1], written_for=release)
         sig, device = SIGNATURES[(variant.family, variant.backend, symbol)]
         b = Binding(variant.uri, symbol, sig, device=device,
                     layouts=LAYOUTS.get((variant.family, variant.backend, symbol)))

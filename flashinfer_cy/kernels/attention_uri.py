@@ -124,6 +124,13 @@ def fa3_possible(family: str, dtype: str, head_dim: int) -> bool:
 
 
 def missing_module_message(v: Variant, reason: str) -> str:
+    release = getattr(v, "release", "0.6.3")
+    if release != "0.6.3":  # a module under another release's name (MLA's _planabi2)
+        return (f"attention kernel module {v.uri!r} (flashinfer {release}'s name, the release "
+                f"the kernel modules are expected to be of) is not available. Build it with "
+                f"`python tools/build_kernels.py --flashinfer-version {release} --out DIR "
+                f"{v.uri}` into the kernel dir of that release, FLASHINFER_CY_KERNEL_DIR=DIR "
+                f"(details: {reason})")
     where = ("it is in the prebuilt flashinfer-jit-cache 0.6.3 wheel but could not be found or fetched"
              if v.in_prebuilt_wheel else
              "it is not in the prebuilt flashinfer-jit-cache 0.6.3 wheel (doc §4.3)")
@@ -134,27 +141,40 @@ def missing_module_message(v: Variant, reason: str) -> str:
 
 # ----------------------------------------------------------------------------------- MLA
 # Batched MLA paged attention (flashinfer/jit/attention/modules.py get_batch_mla_uri):
-# q = kv = o dtype, int32 indices, no profiler; "_sm90" iff FA3.
+# q = kv = o dtype, int32 indices, no profiler; "_sm90" iff FA3. flashinfer 0.7.x adds
+# "_planabi2" before "_sm90": its plan returns (plan info, staged int-workspace bytes) and
+# leaves the page-locked -> device copy of the schedule to its caller (another plan ABI
+# under another name). Which spelling is asked for follows the release the modules are
+# expected to be of (flashinfer_cy.artifacts.expected_flashinfer_version); the loaded
+# module's own release then picks the plan line and run layout (kernels/attention.pyx).
 
 MLA_HEAD_DIMS = ((512, 64),)   # (head_dim_ckv, head_dim_kpe) of the prebuilt wheel (aot.py)
 _MLA_TEMPLATE = ("batch_mla_attention_dtype_q_{t}_dtype_kv_{t}_dtype_o_{t}_dtype_idx_i32_"
                  "head_dim_ckv_{ckv}_head_dim_kpe_{kpe}_profiler_False")
+# release (ABI file) -> its suffix after profiler_False; a release not listed: 0.6.3's name
+MLA_PLAN_ABI_SUFFIX = {"0.7.4": "_planabi2"}
+MLA_RELEASES = ("0.6.3", *MLA_PLAN_ABI_SUFFIX)  # the releases whose MLA modules are bound
 
 
 class MLAVariant:
-    """One batched MLA module: what its URI encodes (family "batch_mla")."""
+    """One batched MLA module: what its URI encodes (family "batch_mla"), and the release
+    whose name it is (``release``: "0.6.3" for every release that kept that name)."""
 
     __slots__ = ("family", "dtype", "kv_dtype", "head_dim_ckv", "head_dim_kpe", "backend",
-                 "uri")
+                 "release", "uri")
 
-    def __init__(self, dtype: str, head_dim_ckv: int, head_dim_kpe: int, backend: str = "fa2"):
+    def __init__(self, dtype: str, head_dim_ckv: int, head_dim_kpe: int, backend: str = "fa2",
+                 release: str = "0.6.3"):
         self.family = "batch_mla"
         self.dtype = self.kv_dtype = dtype
         self.head_dim_ckv = head_dim_ckv
         self.head_dim_kpe = head_dim_kpe
         self.backend = backend
-        self.uri = _MLA_TEMPLATE.format(t=DTYPE_TOKENS[dtype], ckv=head_dim_ckv,
-                                        kpe=head_dim_kpe) + ("_sm90" if backend == "fa3" else "")
+        self.release = release if release in MLA_PLAN_ABI_SUFFIX else "0.6.3"
+        self.uri = (_MLA_TEMPLATE.format(t=DTYPE_TOKENS[dtype], ckv=head_dim_ckv,
+                                         kpe=head_dim_kpe)
+                    + MLA_PLAN_ABI_SUFFIX.get(self.release, "")
+                    + ("_sm90" if backend == "fa3" else ""))
 
     def __eq__(self, other):
         return isinstance(other, MLAVariant) and self.uri == other.uri
@@ -167,16 +187,34 @@ class MLAVariant:
 
     @property
     def in_prebuilt_wheel(self) -> bool:
-        """flashinfer-jit-cache 0.6.3 builds FA2 and (sm90 wheels) FA3 MLA modules for
-        float16 and bfloat16 with ckv 512 / kpe 64 (aot.py)."""
-        return self.dtype in SUPPORTED_DTYPES and (self.head_dim_ckv,
-                                                   self.head_dim_kpe) in MLA_HEAD_DIMS
+        """flashinfer-jit-cache 0.6.3 (and 0.7.4, under its name) builds FA2 and (sm90
+        wheels) FA3 MLA modules for float16 and bfloat16 with ckv 512 / kpe 64 (aot.py):
+        in the wheel the wheel steps use (the pinned release, or the one
+        FLASHINFER_CY_FLASHINFER_VERSION names) when it names modules as ``release``."""
+        from flashinfer_cy.abi.match import abi_version
+        from flashinfer_cy.artifacts import settings
+        wheel = abi_version(settings.flashinfer_version() or "0.6.3")
+        return (self.release == (wheel if wheel in MLA_PLAN_ABI_SUFFIX else "0.6.3")
+                and self.dtype in SUPPORTED_DTYPES
+                and (self.head_dim_ckv, self.head_dim_kpe) in MLA_HEAD_DIMS)
+
+
+def mla_variant(dtype: str, head_dim_ckv: int, head_dim_kpe: int, backend: str = "fa2",
+                release: str | None = None) -> MLAVariant:
+    """The MLA module of these dimensions, under the name of FlashInfer ``release`` (default:
+    the release the modules are expected to be of, flashinfer_cy.artifacts
+    .expected_flashinfer_version)."""
+    from flashinfer_cy.abi.match import abi_version
+    if release is None:
+        from flashinfer_cy.artifacts import expected_flashinfer_version
+        release = expected_flashinfer_version()
+    return _mla_variant(dtype, head_dim_ckv, head_dim_kpe, backend, abi_version(release))
 
 
 @functools.lru_cache(maxsize=64)
-def mla_variant(dtype: str, head_dim_ckv: int, head_dim_kpe: int, backend: str = "fa2") -> MLAVariant:
+def _mla_variant(dtype, head_dim_ckv, head_dim_kpe, backend, release) -> MLAVariant:
     if dtype not in SUPPORTED_DTYPES:
         raise ValueError(f"dtype: MLA modules are float16 or bfloat16, got {dtype!r}")
     if backend not in ("fa2", "fa3"):
         raise ValueError(f"backend: expected 'fa2' or 'fa3' here, got {backend!r}")
-    return MLAVariant(dtype, int(head_dim_ckv), int(head_dim_kpe), backend)
+    return MLAVariant(dtype, int(head_dim_ckv), int(head_dim_kpe), backend, release)

@@ -1,7 +1,9 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """Batched MLA (multi-head latent attention, DeepSeek-V2/V3 style, absorbed form) over a
-paged latent cache: flashinfer 0.6.3's ``batch_mla_attention_*`` modules, FA2 and FA3
-(``_sm90``), what flashinfer-python's ``BatchMLAPagedAttentionWrapper`` calls.
+paged latent cache: flashinfer's ``batch_mla_attention_*`` modules, FA2 and FA3 (``_sm90``),
+what flashinfer-python's ``BatchMLAPagedAttentionWrapper`` calls; 0.6.3's, and 0.7.4's
+(named ``..._planabi2``: its plan returns the staged byte count and leaves the schedule's
+copy to us, its run takes fp8-cache scales, passed as "none" through a layout).
 
     w = BatchMLAPagedAttention()
     w.plan(qo_indptr, kv_indptr, kv_indices, kv_len_arr, num_heads, 512, 64, page_size,
@@ -14,9 +16,10 @@ rows aligned to the end; out = softmax . ckv. Caches: ``ckv_cache [num_pages, pa
 head_dim_ckv]``, ``kpe_cache [num_pages, page_size, head_dim_kpe]`` (what
 append_paged_mla_kv_cache writes).
 
-This module is the wrapper's use of the ABI (attention.SIGNATURES "batch_mla"), its
-argument checks and packing; plan()'s staging, workspaces and stream ordering are
-batch_plan.pyx's, run()'s kept frame and prepare()/launch() batch_run.pyx's.
+This module is the wrapper's use of the ABI (attention.SIGNATURES "batch_mla", and
+RELEASE_SIGNATURES / LAYOUTS for 0.7.4), its argument checks and packing; plan()'s staging,
+workspaces and stream ordering are batch_plan.pyx's, run()'s kept frame and
+prepare()/launch() batch_run.pyx's.
 """
 
 from cpython.ref cimport PyObject
@@ -39,17 +42,22 @@ from flashinfer_cy import errors as _errors
 from flashinfer_cy.errors import PlanMismatchError
 from flashinfer_cy.kernels import attention_uri as _uri
 
-# FlashInfer 0.6.3's MLA planner (scheduler.cuh MLAPlan) sizes its work lists for 16384
-# entries and does not check: more would overflow them (host and device). Its work count
-# is at most (clusters <= SMs) + sum over requests of ceil(qo_len * num_heads / 64).
+# FlashInfer's MLA planner (scheduler.cuh MLAPlan, 0.6.3 and 0.7.4 alike) sizes its work
+# lists for 16384 entries and does not check: more would overflow them (host and device).
+# Its work count is at most (clusters <= SMs) + sum over requests of
+# ceil(qo_len * num_heads / 64).
 MLA_MAX_WORKS = 16384
 _MLA_TILE = 64
+# The releases whose MLA plan returns (plan info, staged bytes) and leaves the copy of the
+# schedule from the page-locked mirror to its caller (their attention.RELEASE_SIGNATURES
+# line); 0.6.3's plan enqueues that copy itself.
+_STAGING_PLAN_RELEASES = ("0.7.4",)
 
 _INPUT_NAMES = ("q_nope", "q_pe", "ckv_cache", "kpe_cache")
 _FROZEN_NAMES = ("uri", "num_heads", "head_dim_ckv", "head_dim_kpe", "page_size", "causal",
                  "sm_scale", "planned_num_rows")
 
-cdef dict _fa3_usable = {}   # (dtype, head_dim_ckv, head_dim_kpe, device) -> bool
+cdef dict _fa3_usable = {}   # (FA3 module URI, device) -> bool
 
 
 cdef class MLAPlan(PlanBase):
@@ -85,6 +93,7 @@ cdef class _MLAConfig:
     cdef str backend
     cdef Binding plan_b
     cdef Binding run_b
+    cdef bint staged     # plan_b's release leaves the schedule's copy to us
 
 
 cdef class BatchMLAPagedAttention(CheckedRunner):
@@ -124,13 +133,14 @@ cdef class BatchMLAPagedAttention(CheckedRunner):
         if c.run_b is not None:
             return 0
         if backend == "auto":
-            key = (c.dtype, c.ckv, c.kpe, self.device)
+            fa3 = _uri.mla_variant(c.dtype, c.ckv, c.kpe, "fa3")
+            key = (fa3.uri, self.device)
             usable = _fa3_usable.get(key)
             if usable is None:
                 usable = False
                 if compute_capability_major(self.device) == 9:
                     try:
-                        load_binding(_uri.mla_variant(c.dtype, c.ckv, c.kpe, "fa3"), "plan")
+                        load_binding(fa3, "plan")
                         usable = True
                     except _errors.KernelNotFoundError:
                         pass
@@ -141,9 +151,12 @@ cdef class BatchMLAPagedAttention(CheckedRunner):
                 f"backend 'fa3': FlashInfer's MLA FA3 (_sm90) kernels run on sm_90 only, "
                 f"cuda:{self.device} is sm_{compute_capability_major(self.device)}x; use "
                 f"backend='fa2' or 'auto'")
+        # named for the release the modules are expected to be of; the loaded module's
+        # release must then be the one its plan line is written for (KernelVersionError)
         variant = _uri.mla_variant(c.dtype, c.ckv, c.kpe, backend)
         plan_b = load_binding(variant, "plan")
         c.run_b = load_binding(variant, "run")
+        c.staged = plan_b.written_for in _STAGING_PLAN_RELEASES
         c.plan_b, c.variant, c.backend = plan_b, variant, backend
         return 0
 
@@ -200,7 +213,7 @@ cdef class BatchMLAPagedAttention(CheckedRunner):
             set_int(&f, 6, c.heads)
             set_int(&f, 7, c.ckv)       # head_dim_o
             set_bool(&f, 8, c.causal)
-            info = self._plan_call(c.plan_b, &f, slot, stream_h)
+            info = self._plan_call(c.plan_b, &f, slot, stream_h, c.staged)
         finally:
             hosts(False, &qo, &kv, &kl, &ix)
         if self.use_cuda_graph:
@@ -218,7 +231,9 @@ cdef class BatchMLAPagedAttention(CheckedRunner):
 
     cdef int _check_frozen_info(self, object info) except -1:
         """A captured run baked in the plan info's grid and workspace offsets (the
-        planner picks 1 or 2 CTAs per cluster from the average qo_len x num_heads)."""
+        planner picks 1 or 2 CTAs per cluster from the average qo_len x num_heads). The
+        whole Array is compared; the message names entries 0 and 1 the grid, as
+        scheduler.cuh MLAPlanInfo lays them out in 0.6.3 and 0.7.4 alike."""
         values = info.tolist()
         if self._frozen_info is None:
             self._frozen_info = values
@@ -403,7 +418,7 @@ cdef int64_t _check_kv_len(HostI32* qo, HostI32* kv, HostI32* kl, int64_t page_s
 cdef int _too_many_works(int64_t tiles, int64_t sms) except -1:
     raise ValueError(
         f"MLA plan: up to {tiles + sms} work items ({tiles} query tiles of 64 rows x heads, "
-        f"{sms} SM clusters) exceed the {MLA_MAX_WORKS} FlashInfer 0.6.3's MLA planner has "
+        f"{sms} SM clusters) exceed the {MLA_MAX_WORKS} FlashInfer's MLA planner has "
         f"room for (it would overflow its work lists); plan fewer query rows per batch")
 
 

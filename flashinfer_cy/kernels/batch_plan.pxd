@@ -223,7 +223,10 @@ cdef class BatchPlanner:
                                  str indptr_name) except -1
     cdef int _check_frozen(self, tuple key, tuple names) except -1
     cdef PinnedSlot _open_plan(self, bint given, void* given_h, Staging* st, void** stream)
-    cdef object _plan_call(self, Binding b, CallFrame* f, PinnedSlot slot, void* stream)
+    cdef object _plan_call(self, Binding b, CallFrame* f, PinnedSlot slot, void* stream,
+                           bint staged=*)
+    cdef object _copy_schedule(self, Binding b, object returned, PinnedSlot slot,
+                               void* int_ws, void* stream)
     cdef int _graph_pages(self, int64_t need, str name) except -1
     cdef int64_t _graph_rows(self, int64_t rows) except -1
     cdef int _commit_plan(self, PlanBase p, object info, void* stream, PinnedSlot slot,

@@ -29,7 +29,7 @@ from libc.string cimport memcpy
 from flashinfer_cy._abi.dlpack cimport kDLCUDA, kDLCPU, kDLCUDAHost
 from flashinfer_cy._abi.tvm_ffi cimport TVMFFIAny
 from flashinfer_cy._core.binding cimport Binding, CallFrame, frame_release
-from flashinfer_cy._core.runtime cimport ensure_ffi, take_result, env_stream
+from flashinfer_cy._core.runtime cimport Array, ensure_ffi, take_result, env_stream
 from flashinfer_cy._core.stream cimport resolve_stream
 from flashinfer_cy._core.tensor cimport (TensorSlot, TensorDesc, DT_I32, to_dltensor,
                                          release_slot, check_cuda, check_dtype, check_ndim,
@@ -520,23 +520,57 @@ cdef class BatchPlanner:
             raise
         return slot
 
-    cdef object _plan_call(self, Binding b, CallFrame* f, PinnedSlot slot, void* stream):
+    cdef object _plan_call(self, Binding b, CallFrame* f, PinnedSlot slot, void* stream,
+                           bint staged=False):
         """Call a plan export whose frame ``f`` holds every argument but the three
         workspaces every plan export starts with (float, int, ``slot``'s page-locked int
         mirror), on the plan stream; release ``f`` and commit ``slot`` (also on failure).
-        Returns the plan-info Array."""
+        Returns the plan-info Array.
+
+        ``staged``: the export returns ``(plan info, n)`` and leaves the copy of the mirror's
+        first ``n`` bytes (the schedule it wrote there) into the int workspace to its caller
+        (flashinfer 0.7.x's MLA plan; 0.6.3's enqueued it itself). Enqueued here on the plan
+        stream, before the slot's event is recorded, so the slot is reused only after it ran
+        -- what upstream's Python gets by first copying the mirror into a fresh pinned
+        buffer."""
         cdef TVMFFIAny result
+        cdef void* int_ws
         try:
             try:
                 b.tensor(f, 0, self._float_ws)
                 b.tensor(f, 1, self._int_ws)
                 b.tensor(f, 2, slot.kernel_desc)
+                int_ws = <char*>f.slots[1].dl.data + f.slots[1].dl.byte_offset
                 b.invoke(f, <uintptr_t>stream, &result)
-                return take_result(&result)
+                info = take_result(&result)
             finally:
                 frame_release(f)
+            if staged:
+                info = self._copy_schedule(b, info, slot, int_ws, stream)
+            return info
         finally:
             self._ring.commit(slot, stream)
+
+    cdef object _copy_schedule(self, Binding b, object returned, PinnedSlot slot,
+                               void* int_ws, void* stream):
+        """A staged plan's ``(plan info, n)``: check it, enqueue the mirror -> int workspace
+        copy of ``n`` bytes, return the plan info."""
+        cdef int64_t n = -1
+        cdef size_t room = slot.kernel_bytes if slot.kernel_bytes < self.int_bytes \
+            else self.int_bytes
+        info = None
+        if isinstance(returned, Array) and len(returned) == 2:
+            info, count = returned[0], returned[1]
+            if isinstance(count, int) and not isinstance(count, bool):
+                n = count
+        if not isinstance(info, Array) or n < 0 or <size_t>n > room:
+            raise _errors.KernelVersionError(
+                f"{b.uri}.{b.symbol} (flashinfer {b.release}) returned {returned!r}; that "
+                f"release's plan returns (plan info, staged bytes <= the {room}-byte int "
+                f"workspace): the module is not the release it is taken for")
+        if n:
+            copy_async(int_ws, slot.kernel_ptr, <size_t>n, stream, self.device)
+        return info
 
     cdef int _graph_pages(self, int64_t need, str name) except -1:
         """Graph mode: the page table fits the fixed capacity (max_num_pages)."""

@@ -1,6 +1,7 @@
 // A CPU stand-in for a FlashInfer 0.6.3 batch_mla_attention module (plan + run), with the
 // exact C++ signatures of csrc/batch_mla_binding.cu (= batch_mla_sm90_binding.cu without
-// the profiler), so TVM-FFI's typed call checks every kind flashinfer_cy packs.
+// the profiler), so TVM-FFI's typed call checks every kind flashinfer_cy packs. Built with
+// -DFAKE_MLA_074: FlashInfer 0.7.4's (the _planabi2 modules), below.
 //
 // plan: checks what the real planner reads (host qo_indptr / kv_indptr / kv_len of one
 //   batch, a page-locked mirror as large as the int workspace), then, as the real one does
@@ -13,8 +14,17 @@
 // run: absorbed MLA on host memory (float16 / bfloat16) through the caller's strides,
 //   causal rows aligned to the end, lse base 2 or e; then records its scalar arguments at
 //   the start of the float workspace (RunRecord) for the driver to check.
+//
+// 0.7.4 (-DFAKE_MLA_074): plan returns Tuple<Array<int64_t>, int64_t>, the plan info and the
+//   bytes of the mirror that hold the schedule, and copies nothing into the int workspace:
+//   its caller must (0.7.4's _BatchMLAModuleProxy does). To catch a caller that does not,
+//   this plan also fills the int workspace with garbage (the real one leaves it alone),
+//   which the caller's copy must overwrite before run() reads it. run takes three more
+//   arguments, ckv_scale, kpe_scale, maybe_ckv_scale_arr, recorded in RunRecord (0.6.3's:
+//   NaN, NaN, -1, "not passed").
 #include <tvm/ffi/container/array.h>
 #include <tvm/ffi/container/tensor.h>
+#include <tvm/ffi/container/tuple.h>
 #include <tvm/ffi/error.h>
 #include <tvm/ffi/function.h>
 #include <tvm/ffi/optional.h>
@@ -40,18 +50,24 @@ constexpr int64_t kMagic = 0x3a1a;
 
 struct RunRecord {  // what run() was handed, for the driver (float workspace, offset 0)
   int64_t magic, mask_mode_code, num_heads, page_size, has_lse, lse_base_e, kv_indices_len;
-  double sm_scale;
+  double sm_scale, ckv_scale, kpe_scale;
+  int64_t has_ckv_scale_arr;
 };
+
+#ifdef FAKE_MLA_074
+using PlanResult = ffi::Tuple<Array<int64_t>, int64_t>;
+#else
+using PlanResult = Array<int64_t>;
+#endif
 
 
 }  // namespace
 
-Array<int64_t> BatchMLAPagedAttentionPlan(TensorView float_workspace_buffer,
-                                          TensorView int_workspace_buffer,
-                                          TensorView page_locked_int_workspace_buffer,
-                                          TensorView qo_indptr, TensorView kv_indptr,
-                                          TensorView kv_len, int64_t num_heads, int64_t head_dim_o,
-                                          bool causal) {
+PlanResult BatchMLAPagedAttentionPlan(TensorView float_workspace_buffer,
+                                      TensorView int_workspace_buffer,
+                                      TensorView page_locked_int_workspace_buffer,
+                                      TensorView qo_indptr, TensorView kv_indptr, TensorView kv_len,
+                                      int64_t num_heads, int64_t head_dim_o, bool causal) {
   for (TensorView t : {qo_indptr, kv_indptr, kv_len}) {
     TVM_FFI_ICHECK_EQ(t.device().device_type, kDLCPU) << "plan arrays must be on the host";
     TVM_FFI_ICHECK(t.dtype().code == kDLInt && t.dtype().bits == 32);
@@ -68,9 +84,15 @@ Array<int64_t> BatchMLAPagedAttentionPlan(TensorView float_workspace_buffer,
   std::memcpy(mirror + 1, i32(qo_indptr), (batch + 1) * 4);
   std::memcpy(mirror + batch + 2, i32(kv_indptr), (batch + 1) * 4);
   std::memcpy(mirror + 2 * batch + 3, i32(kv_len), batch * 4);
-  std::memcpy(int_workspace_buffer.data_ptr(), mirror, words * 4);  // "cudaMemcpyAsync"
   const int64_t cluster = i32(qo_indptr)[batch] * num_heads / batch > 64 ? 2 : 1;
-  return Array<int64_t>{cluster, 132 / cluster, kMagic, num_heads, head_dim_o, causal ? 1 : 0};
+  Array<int64_t> info{cluster, 132 / cluster, kMagic, num_heads, head_dim_o, causal ? 1 : 0};
+#ifdef FAKE_MLA_074
+  std::memset(int_workspace_buffer.data_ptr(), 0x7f, words * 4);  // the caller copies over it
+  return PlanResult(info, words * 4);
+#else
+  std::memcpy(int_workspace_buffer.data_ptr(), mirror, words * 4);  // "cudaMemcpyAsync"
+  return info;
+#endif
 }
 
 void BatchMLAPagedAttentionRun(TensorView float_workspace_buffer, TensorView int_workspace_buffer,
@@ -78,7 +100,15 @@ void BatchMLAPagedAttentionRun(TensorView float_workspace_buffer, TensorView int
                                TensorView ckv_cache, TensorView kpe_cache, TensorView kv_indices,
                                TensorView o, Optional<TensorView> maybe_lse, int64_t mask_mode_code,
                                int64_t num_heads, int64_t page_size, double sm_scale,
+#ifdef FAKE_MLA_074
+                               bool return_lse_base_on_e, double ckv_scale, double kpe_scale,
+                               Optional<TensorView> maybe_ckv_scale_arr) {
+  const int64_t has_ckv_scale_arr = maybe_ckv_scale_arr.has_value() ? 1 : 0;
+#else
                                bool return_lse_base_on_e) {
+  const double ckv_scale = NAN, kpe_scale = NAN;
+  const int64_t has_ckv_scale_arr = -1;
+#endif
   TVM_FFI_ICHECK_EQ(plan_info_vec.size(), 6);
   TVM_FFI_ICHECK_EQ(plan_info_vec[2], kMagic) << "plan_info_vec is not this module's plan";
   const int64_t dim = plan_info_vec[4];
@@ -93,6 +123,9 @@ void BatchMLAPagedAttentionRun(TensorView float_workspace_buffer, TensorView int
   const int64_t dpe = q_pe.size(2);
   const int32_t* ws = i32(int_workspace_buffer);
   const int64_t batch = ws[0];
+  TVM_FFI_ICHECK(batch >= 1 && batch <= (1 << 20))
+      << "the int workspace holds no schedule (batch " << batch << "): the plan's copy of the "
+      << "mirror did not arrive";
   const int32_t *qo_indptr = ws + 1, *kv_indptr = ws + batch + 2, *kv_len = ws + 2 * batch + 3;
   const int32_t* indices = i32(kv_indices);
   const bool causal = mask_mode_code == 1;
@@ -137,8 +170,9 @@ void BatchMLAPagedAttentionRun(TensorView float_workspace_buffer, TensorView int
       }
     }
   }
-  RunRecord rec{kMagic, mask_mode_code, num_heads, page_size, maybe_lse.has_value() ? 1 : 0,
-                return_lse_base_on_e ? 1 : 0, kv_indices.size(0), sm_scale};
+  RunRecord rec{kMagic,     mask_mode_code, num_heads, page_size, maybe_lse.has_value() ? 1 : 0,
+                return_lse_base_on_e ? 1 : 0, kv_indices.size(0), sm_scale, ckv_scale, kpe_scale,
+                has_ckv_scale_arr};
   std::memcpy(float_workspace_buffer.data_ptr(), &rec, sizeof(rec));
 }
 

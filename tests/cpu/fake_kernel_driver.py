@@ -396,12 +396,14 @@ def scenario_decode_plan_failure_and_streams():
 # Against fake_batch_mla.cc under the FA2 and FA3 URIs of both dtypes (512/64) and
 # fake_cudart.c (an sm_90 device with 132 SMs): host checks, pinned staging of the page
 # table, the arguments the binding hands plan and run (RunRecord), outputs against the
-# float64 reference of tests/gpu/mla_refs.py.
+# float64 reference of tests/gpu/mla_refs.py. The kernel dir is of one release: 0.6.3's
+# stand-in, or 0.7.4's (built with -DFAKE_MLA_074, under the _planabi2 names), whose plan
+# leaves the schedule's copy to flashinfer_cy and whose run takes 0.7.4's 18 arguments.
 
-def mla_uris():
+def mla_uris(release="0.6.3"):
     from flashinfer_cy.kernels import attention_uri
 
-    return [attention_uri.mla_variant(dtype, 512, 64, backend).uri
+    return [attention_uri.mla_variant(dtype, 512, 64, backend, release).uri
             for dtype in ("float16", "bfloat16") for backend in ("fa2", "fa3")]
 
 
@@ -411,10 +413,44 @@ def run_record(w):
 
     ptr = w.workspace_buffers()[0].ptr
     ints = np.ctypeslib.as_array((ctypes.c_int64 * 7).from_address(ptr)).copy()
-    scale = ctypes.c_double.from_address(ptr + 56).value
+    scales = np.ctypeslib.as_array((ctypes.c_double * 3).from_address(ptr + 56)).copy()
     keys = ("magic", "mask_mode_code", "num_heads", "page_size", "has_lse", "lse_base_e",
             "kv_indices_len")
-    return dict(zip(keys, ints.tolist()), sm_scale=scale)
+    return dict(zip(keys, ints.tolist()), sm_scale=float(scales[0]),
+                ckv_scale=float(scales[1]), kpe_scale=float(scales[2]),
+                has_ckv_scale_arr=ctypes.c_int64.from_address(ptr + 80).value)
+
+
+def mla_release(uri):
+    """The release of the loaded MLA module ``uri``, and what its run must have been
+    handed besides 0.6.3's arguments (RunRecord's scale fields)."""
+    release = runtime.load_module(uri).flashinfer_version
+    if release == "0.7.4":  # 0.7.4's run: the layout's constants, f16/bf16 caches' values
+        return release, dict(ckv_scale=1.0, kpe_scale=1.0, has_ckv_scale_arr=0)
+    assert release == "0.6.3", release
+    return release, dict(has_ckv_scale_arr=-1)  # 0.6.3's stand-in: NaN scales, not passed
+
+
+def check_mla_release(w, p):
+    """The plan's module is of the kernel dir's release, called with that release's run
+    arguments (through the 0.7.4 layout when it is 0.7.4)."""
+    from flashinfer_cy.kernels import attention, attention_uri
+
+    release, extra = mla_release(p.uri)
+    rec = run_record(w)
+    assert {k: rec[k] for k in extra} == extra, (p.uri, rec)
+    if release == "0.6.3":
+        assert np.isnan(rec["ckv_scale"]) and np.isnan(rec["kpe_scale"]), rec
+    assert p.uri.endswith(("_planabi2", "_planabi2_sm90")) == (release == "0.7.4"), p.uri
+    variant = attention_uri.mla_variant(p.dtype, 512, 64, p.backend, release)
+    run = attention.binding_for(variant, "run")     # the loaded lines of this module
+    plan = attention.binding_for(variant, "plan")
+    assert run.release == plan.release == release, (run.release, plan.release)
+    assert plan.written_for == release, plan.written_for
+    expect = run.signature + ("" if release == "0.6.3" else
+                              " ckv_scale:F kpe_scale:F maybe_ckv_scale_arr:T?")
+    assert run.module_signature == expect, run.module_signature
+    return release
 
 
 def _mla_check(b, out, lse, dtype, scale, causal, what, base_e=False):
@@ -463,6 +499,10 @@ def scenario_mla():
         before = cudart_counts()  # from the plan to the last launch: no synchronize
         p = w.plan(b.qo_indptr, b.kv_indptr, b.kv_indices, b.kv_lens, heads, 512, 64, ps,
                    causal, scale, dtype)
+        # one copy: the staged page table / lengths; 0.7.4 also the schedule's (the stand-in
+        # "copies" 0.6.3's itself)
+        copies = cudart_counts()["memcpy"] - before["memcpy"]
+        assert copies == (2 if mla_release(p.uri)[0] == "0.7.4" else 1), (what, copies)
         assert w.run(qn, qp, ckv, kpe, out, lse, True) == (out, lse)
         rec = run_record(w)
         out2 = w.run(qn, qp, ckv, kpe)                # no lse: None reaches the kernel
@@ -475,11 +515,14 @@ def scenario_mla():
         assert after["event_sync"] == before["event_sync"], f"{what}: an event wait"
         assert p.backend == ("fa3" if backend == "auto" else backend), (what, p.backend)
         assert p.uri.endswith("_sm90") == (p.backend == "fa3"), p.uri
-        assert rec == dict(magic=0x3A1A, mask_mode_code=int(causal), num_heads=heads,
-                           page_size=ps, has_lse=1, lse_base_e=0,
-                           kv_indices_len=int(b.kv_indptr[-1]), sm_scale=scale), (what, rec)
+        assert {k: rec[k] for k in ("magic", "mask_mode_code", "num_heads", "page_size",
+                                    "has_lse", "lse_base_e", "kv_indices_len", "sm_scale")} \
+            == dict(magic=0x3A1A, mask_mode_code=int(causal), num_heads=heads, page_size=ps,
+                    has_lse=1, lse_base_e=0, kv_indices_len=int(b.kv_indptr[-1]),
+                    sm_scale=scale), (what, rec)
         assert (rec2["has_lse"], rec2["lse_base_e"]) == (0, 0), (what, rec2)
         assert (rec3["has_lse"], rec3["lse_base_e"]) == (1, 1), (what, rec3)
+        check_mla_release(w, p)  # the prepared launch's record
         _mla_check(b, out, lse, dtype, scale, causal, what)
         _mla_check(b, out2, None, dtype, scale, causal, f"{what} (allocated out)")
         _mla_check(b, out3, lse3, dtype, scale, causal, f"{what} base e", base_e=True)
@@ -527,6 +570,7 @@ def scenario_mla_checks():
         out = good["out"] = poison((3, heads, 512), dtype)
         w.run(qn, qp, ckv, kpe, out)
         _mla_check(b, out, None, dtype, scale, True, f"step {step}")
+        check_mla_release(w, w.current_plan)  # the kept frame's run
     refused(fc.PlanMismatchError, ["q_nope", "(3, 4, 512)"], q_nope=poison((3, heads, 256), dtype))
     refused(fc.PlanMismatchError, ["q_pe", "head_dim_kpe"], q_pe=poison((3, heads, 32), dtype))
     refused(fc.PlanMismatchError, ["q_nope", "num_heads"], q_nope=poison((3, 8, 512), dtype),
@@ -573,6 +617,7 @@ def scenario_mla_checks():
     out.copy_from_host(np.full((3, heads, 512), 0x7E00, np.uint16))
     step.launch()  # rebinds to the new page table
     _mla_check(b, out, None, dtype, scale, True, "prepared after a replan")
+    check_mla_release(w, w.current_plan)
     # CUDA-graph mode: fixed rows and page capacity; the plan info must not change
     g = fc.BatchMLAPagedAttention(backend="fa2", use_cuda_graph=True, max_num_pages=32,
                                   max_total_num_rows=4)
@@ -602,6 +647,7 @@ def scenario_mla_checks():
     launch2 = g.prepare(q4n, q4p, ckv2, kpe2, out4)
     launch2.launch()
     _mla_check(b2, out4, None, dtype, scale, False, "graph mode, replanned")
+    check_mla_release(g, g.current_plan)
     # 16 heads: 1 row per request plans 1 CTA per cluster, one request of 5 rows plans 2
     # (5 x 16 > 64): another grid than a graph captured with the first.
     h = fc.BatchMLAPagedAttention(backend="fa2", use_cuda_graph=True, max_num_pages=32,
@@ -616,6 +662,28 @@ def scenario_mla_checks():
     else:
         raise AssertionError("graph mode accepted a plan with another grid")
     assert h.current_plan is None
+
+
+def scenario_mla_not_its_release():
+    """0.6.3's stand-in under 0.7.4's names in a dir marked 0.7.4 (a mislabelled build): the
+    0.7.4 plan line matches 0.7.4's ABI, so the plan is called, but what it returns is not
+    0.7.4's (plan info, staged bytes): refused, nothing copied, no plan current."""
+    from mla_refs import mla_batch
+
+    rng = np.random.default_rng(23)
+    b = mla_batch(rng, [1, 2], [5, 9], 4, 4, "float16", spare_pages=1)
+    w = fc.BatchMLAPagedAttention(backend="fa2")
+    before = cudart_counts()["memcpy"]
+    try:
+        w.plan(b.qo_indptr, b.kv_indptr, b.kv_indices, b.kv_lens, 4, 512, 64, 4, False, 0.1,
+               "float16")
+    except fc.KernelVersionError as exc:
+        assert "returned Array([" in str(exc) and "not the release it is taken for" in str(exc), exc
+        assert "_planabi2" in str(exc), exc
+    else:
+        raise AssertionError("a plan returning 0.6.3's plan info was taken for 0.7.4's")
+    assert cudart_counts()["memcpy"] == before + 1, "more than the staging copy was enqueued"
+    assert w.current_plan is None
 
 
 def _layout_probe():

@@ -6,7 +6,8 @@ flashinfer_cy/abi/flashinfer-<version>.json (tools/extract_abi.py) by
 flashinfer_cy.abi.match.first_mismatch (the rule the runtime applies to a module of another
 release before a Binding's first call): the export exists in
 that module's sources, same arity, same parameter names in order, and each KIND can carry
-the C++ type. Bindings are discovered, not listed: every Binding in the globals (and
+the C++ type, and the export returns what the line's family reads (the return type of the
+release the line is written for). Bindings are discovered, not listed: every Binding in the globals (and
 dicts/tuples/lists) of every flashinfer_cy.kernels module, plus the attention Bindings made
 per URI from SIGNATURES for every variant the code can produce. A difference a release is
 known to have must be in flashinfer_cy/abi/known_differences.py, with the reason; it is
@@ -27,7 +28,7 @@ from flashinfer_cy._core.binding import Binding
 from flashinfer_cy.abi import layouts
 from flashinfer_cy.abi.known_differences import KNOWN_DIFFERENCES
 # The one comparison, shared with the runtime check (Binding.function -> require_match).
-from flashinfer_cy.abi.match import P1_NONE_ONLY, first_mismatch
+from flashinfer_cy.abi.match import P1_NONE_ONLY, first_mismatch, line_returns
 
 
 # ---------------------------------------------------------------------------- discovery
@@ -43,14 +44,15 @@ def _bindings_in(obj, where, depth=0):
 
 
 def _attention_bindings(mod):
-    """The Bindings ``binding_for`` makes from ``SIGNATURES``, for one URI of every variant
-    attention_uri.variant accepts (dtype, swa, soft cap, fp8 KV: the URI changes, the
-    argument list must not)."""
+    """The Bindings ``binding_for`` makes from ``SIGNATURES`` (and ``RELEASE_SIGNATURES``),
+    for one URI of every variant attention_uri.variant accepts (dtype, swa, soft cap, fp8 KV:
+    the URI changes, the argument list must not), and for MLA under each release's name."""
     from flashinfer_cy.kernels import attention_uri as U
     for family, backend, symbol in mod.SIGNATURES:
         if family == "batch_mla":  # one module per dtype and head dims, no other flags
-            for dtype, (ckv, kpe) in itertools.product(U.SUPPORTED_DTYPES, U.MLA_HEAD_DIMS):
-                b = mod.binding_for(U.mla_variant(dtype, ckv, kpe, backend), symbol)
+            for dtype, (ckv, kpe), release in itertools.product(
+                    U.SUPPORTED_DTYPES, U.MLA_HEAD_DIMS, U.MLA_RELEASES):
+                b = mod.binding_for(U.mla_variant(dtype, ckv, kpe, backend, release), symbol)
                 assert abi.module_key(b.uri) == f"{family}/{backend}", b.uri
                 yield f"{mod.__name__}.SIGNATURES[{(family, backend, symbol)!r}] ({b.uri})", b
             continue
@@ -73,7 +75,7 @@ def exported_as(b) -> str:
 
 def discover():
     """[(where, Binding)] of every kernel family, one per distinct (module, symbol,
-    signature)."""
+    signature, release the line is written for)."""
     found, seen = [], set()
     for info in pkgutil.iter_modules(kernels_pkg.__path__):
         mod = importlib.import_module(f"{kernels_pkg.__name__}.{info.name}")
@@ -82,7 +84,7 @@ def discover():
         if hasattr(mod, "SIGNATURES") and hasattr(mod, "binding_for"):
             hits += list(_attention_bindings(mod))
         for where, b in hits:
-            key = (abi.module_key(b.uri), exported_as(b), b.signature)
+            key = (abi.module_key(b.uri), exported_as(b), b.signature, b.written_for)
             if key not in seen:
                 seen.add(key)
                 found.append((where, b))
@@ -104,14 +106,16 @@ def test_discovery_finds_every_family():
     keys = {abi.module_key(b.uri) for _, b in BINDINGS}
     expected = {"norm", "page", "gdn_prefill_sm90", "single_decode/fa2", "batch_decode/fa2",
                 "single_prefill/fa2", "single_prefill/fa3", "batch_prefill/fa2",
-                "batch_prefill/fa3", "fused_moe_90"}
+                "batch_prefill/fa3", "batch_mla/fa2", "batch_mla/fa3", "fused_moe_90"}
     assert expected <= keys, sorted(expected - keys)
     assert VERSIONS and "0.6.3" in VERSIONS
 
 
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("where,b", BINDINGS,
-                         ids=[f"{abi.module_key(b.uri)}.{exported_as(b)}" for _, b in BINDINGS])
+                         ids=[f"{abi.module_key(b.uri)}.{exported_as(b)}"
+                              + ("" if b.written_for == abi.TABLES_VERSION else
+                                 f"@{b.written_for}") for _, b in BINDINGS])
 def test_binding_matches_the_release(version, where, b):
     # A line written for a later release (a family's second line for an export) calls
     # modules of that release only; the tables' line is not called on a release that has
@@ -124,7 +128,8 @@ def test_binding_matches_the_release(version, where, b):
     signature = b.signature
     if version in b.layouts:
         signature = layouts.parse(b.signature, b.layouts[version])[0]
-    mismatch = first_mismatch(version, b.uri, b.symbol, signature, b.method_of)
+    mismatch = first_mismatch(version, b.uri, b.symbol, signature, b.method_of,
+                              line_returns(b.written_for, b.uri, b.symbol, b.method_of))
     known = KNOWN_DIFFERENCES.get((version, abi.module_key(b.uri), exported_as(b)))
     if known is None:
         assert mismatch is None, (f"{where} = Binding({b.uri!r}, {b.symbol!r}, "
@@ -234,6 +239,61 @@ def test_planted_method_mismatch_is_reported():
     items[8] = "quant_scales:T?"
     assert "cannot take kind T?" in first_mismatch("0.6.3", b.uri, "run_moe", " ".join(items),
                                                    "init")
+
+
+@pytest.mark.parametrize("backend,decl", [("fa2", "batch_mla_binding.cu:30"),
+                                          ("fa3", "batch_mla_sm90_binding.cu:30")])
+def test_planted_mla_mismatches_are_reported(backend, decl):
+    """The MLA lines a 0.7.4 module is called with -- the run's layout, the plan's own line --
+    fail like any other: scales swapped or of another kind, the layout left out, and the
+    0.7.4 plan line (its family reads a tuple) against 0.6.3's plan (an Array)."""
+    from flashinfer_cy.kernels import attention_uri as U
+    from flashinfer_cy.kernels.attention import binding_for
+
+    run = binding_for(U.mla_variant("bfloat16", 512, 64, backend, "0.7.4"), "run")
+    sig = layouts.parse(run.signature, run.layouts["0.7.4"])[0]
+    assert first_mismatch("0.7.4", run.uri, "run", sig) is None
+    assert first_mismatch("0.7.4", run.uri, "run", run.signature).startswith(
+        "arity: flashinfer 0.7.4 declares 18 arguments, the Binding 15")
+    items = sig.split()
+    assert items[15:] == ["ckv_scale:F", "kpe_scale:F", "maybe_ckv_scale_arr:T?"]
+    msg = first_mismatch("0.7.4", run.uri, "run", " ".join(items[:15] + [items[16], items[15],
+                                                                         items[17]]))
+    assert msg.startswith("argument 15: C++ double ckv_scale, Binding kpe_scale"), msg
+    assert decl in msg
+    msg = first_mismatch("0.7.4", run.uri, "run", " ".join(items[:17] + ["maybe_ckv_scale_arr:F"]))
+    assert msg.startswith("argument 17 (maybe_ckv_scale_arr): C++ Optional<TensorView> cannot "
+                          "take kind F"), msg
+
+    old = binding_for(U.mla_variant("bfloat16", 512, 64, backend, "0.6.3"), "plan")
+    new = binding_for(U.mla_variant("bfloat16", 512, 64, backend, "0.7.4"), "plan")
+    assert (old.written_for, new.written_for) == ("0.6.3", "0.7.4")
+    assert old.signature == new.signature  # the arguments did not change: the result did
+    reads_tuple = line_returns("0.7.4", new.uri, "plan")
+    assert reads_tuple == "Tuple<Array<int64_t>,int64_t>"
+    assert first_mismatch("0.7.4", new.uri, "plan", new.signature, None, reads_tuple) is None
+    # (the tables' line on 0.7.4: test_planted_return_type_mismatch_is_reported)
+    msg = first_mismatch("0.6.3", old.uri, "plan", new.signature, None, reads_tuple)
+    assert msg.startswith("returns: flashinfer 0.6.3's plan returns Array<int64_t>, the line's "
+                          "family reads Tuple"), msg
+
+
+def test_planted_return_type_mismatch_is_reported():
+    """Same arguments, another result: 0.7.4's MLA plan returns a tuple where the tables'
+    line's family reads 0.6.3's Array (compared only when the reader's type is given)."""
+    from flashinfer_cy.kernels import attention_uri as U
+    from flashinfer_cy.kernels.attention import binding_for
+
+    plan = binding_for(U.mla_variant("bfloat16", 512, 64, "fa2", "0.6.3"), "plan")
+    reads = line_returns(plan.written_for, plan.uri, "plan")
+    assert reads == "Array<int64_t>"
+    assert first_mismatch("0.6.3", plan.uri, "plan", plan.signature, None, reads) is None
+    assert first_mismatch("0.7.4", plan.uri, "plan", plan.signature) is None
+    msg = first_mismatch("0.7.4", plan.uri, "plan", plan.signature, None, reads)
+    assert msg.startswith("returns: flashinfer 0.7.4's plan returns Tuple<Array<int64_t>,"
+                          "int64_t>, the line's family reads Array<int64_t>"), msg
+    assert "flashinfer/data/csrc/batch_mla_binding.cu:25" in msg
+    assert line_returns("0.6.3", "norm", "no_such_export") is None
 
 
 def test_missing_export_and_module_are_reported():

@@ -97,7 +97,7 @@ def test_too_many_query_tiles_for_the_planner():
     rows = 8192  # x 128 heads / 64 = 16384 tiles (+ the SM clusters): too many
     raises(plan(qo_indptr=np.array([0, rows], np.int32), kv_indptr=np.array([0, 1], np.int32),
                 kv_indices=np.array([0], np.int32), kv_len_arr=np.array([16], np.int32),
-                num_heads=128), ValueError, "16384 FlashInfer 0.6.3's MLA planner has room")
+                num_heads=128), ValueError, "16384 FlashInfer's MLA planner has room")
     reaches_cuda(plan(qo_indptr=np.array([0, 8000], np.int32),
                       kv_indptr=np.array([0, 1], np.int32), kv_indices=np.array([0], np.int32),
                       kv_len_arr=np.array([16], np.int32), num_heads=128))
@@ -146,16 +146,52 @@ def test_uris_agree_with_the_builder():
     sys.path.insert(0, str(ROOT / "tools"))
     import kernel_uris as ku
 
-    for dtype, tok in (("float16", "f16"), ("bfloat16", "bf16")):
-        for backend in ("fa2", "fa3"):
-            v = attention_uri.mla_variant(dtype, 512, 64, backend)
-            assert v.uri == ku.mla_uri(tok, backend)
-            assert ku.parse_uri(v.uri).family.name == "batch_mla"
-            assert v.in_prebuilt_wheel
-            assert v.uri in ku.expand(["@mla"])
-    assert not attention_uri.mla_variant("float16", 256, 64).in_prebuilt_wheel
+    assert attention_uri.MLA_RELEASES == ("0.6.3", "0.7.4")
+    for release in attention_uri.MLA_RELEASES:
+        for dtype, tok in (("float16", "f16"), ("bfloat16", "bf16")):
+            for backend in ("fa2", "fa3"):
+                v = attention_uri.mla_variant(dtype, 512, 64, backend, release)
+                assert v.release == release
+                assert v.uri == ku.mla_uri(tok, backend, version=release)
+                assert ku.parse_uri(v.uri, release).family.name == "batch_mla"
+                assert v.uri in ku.expand(["@mla"], release)
+    assert not attention_uri.mla_variant("float16", 256, 64, "fa2", "0.6.3").in_prebuilt_wheel
     with pytest.raises(ValueError, match="MLA modules are float16 or bfloat16"):
         attention_uri.mla_variant("float32", 512, 64)
+
+
+def test_mla_names_follow_the_expected_release(tmp_path, monkeypatch):
+    """The name asked for is the expected release's: the setting, else the kernel dir's
+    marker, else the pinned release; a release that kept 0.6.3's name (or one we have no
+    ABI of) asks for 0.6.3's. In the wheel only where the wheel steps supply that release."""
+    from flashinfer_cy.artifacts import settings
+
+    monkeypatch.delenv(settings.FLASHINFER_VERSION_ENV, raising=False)
+    monkeypatch.delenv(settings.KERNEL_DIR_ENV, raising=False)
+
+    def named():
+        v = attention_uri.mla_variant("bfloat16", 512, 64, "fa3")
+        return v.release, v.uri.endswith("_planabi2_sm90"), v.in_prebuilt_wheel
+
+    assert named() == ("0.6.3", False, True)
+    (tmp_path / "flashinfer_version.txt").write_text("0.7.4\n")
+    monkeypatch.setenv(settings.KERNEL_DIR_ENV, str(tmp_path))
+    assert named() == ("0.7.4", True, False)  # the pinned 0.6.3 wheel has no such module
+    monkeypatch.setenv(settings.FLASHINFER_VERSION_ENV, "0.7.4")
+    assert named() == ("0.7.4", True, True)   # the wheel steps serve 0.7.4's wheel
+    monkeypatch.setenv(settings.FLASHINFER_VERSION_ENV, "0.6.3.post1")
+    assert named() == ("0.6.3", False, True)  # the setting wins over the marker
+    monkeypatch.setenv(settings.FLASHINFER_VERSION_ENV, "0.8.0")
+    assert named()[:2] == ("0.6.3", False)
+    monkeypatch.delenv(settings.FLASHINFER_VERSION_ENV)
+    (tmp_path / "flashinfer_version.txt").unlink()  # unmarked: its modules are refused anyway
+    assert named()[:2] == ("0.6.3", False)
+
+
+def test_a_missing_074_module_names_its_build():
+    v = attention_uri.mla_variant("float16", 512, 64, "fa2", "0.7.4")
+    msg = attention_uri.missing_module_message(v, "why")
+    assert "--flashinfer-version 0.7.4" in msg and v.uri in msg and "why" in msg, msg
 
 
 def test_construction_touches_nothing():

@@ -67,14 +67,14 @@ def compile_c_library(src: Path, out: Path) -> Path:
     return _shared_library("C", ["-std=c11"], src, out)
 
 
-def stand_in_kernels(root: Path, src: Path, uris, extra: list[str] | None = None
-                     ) -> tuple[Path, Path]:
+def stand_in_kernels(root: Path, src: Path, uris, extra: list[str] | None = None,
+                     version: str = STAND_IN_VERSION) -> tuple[Path, Path]:
     """(a kernel dir holding the stand-in module compiled from ``src`` (with compiler flags
-    ``extra``) under every URI of ``uris``, the folder of a stand-in libcudart.so.13 built
-    from fake_cudart.c)."""
+    ``extra``) under every URI of ``uris``, marked as flashinfer ``version``'s, the folder
+    of a stand-in libcudart.so.13 built from fake_cudart.c)."""
     lib = compile_c_library(HERE / "fake_cudart.c", root / "lib" / "libcudart.so.13").parent
     so = compile_module(src, root / (src.stem + ".so"), extra)
-    kernels = mark_kernel_dir(root / "kernels")
+    kernels = mark_kernel_dir(root / "kernels", version)
     for uri in uris:
         (kernels / uri).mkdir(parents=True)
         os.symlink(so, kernels / uri / f"{uri}.so")

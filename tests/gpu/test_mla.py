@@ -5,7 +5,12 @@ module or an sm90 GPU); decode and causal prefill (qo_len != kv_len), ragged kv 
 to ~4000, page sizes 1/16/64, shuffled page tables, 16 and 128 heads, lse; CUDA-graph
 capture and replay with a replan between replays; a prepared launch with repointed q; a
 run on another stream than the plan's; append_paged_mla_kv_cache then attend. Random data
-each run (seed printed); outputs start NaN."""
+each run (seed printed); outputs start NaN.
+
+Release-agnostic: the modules asked for are named for the release the kernel dir is marked
+with (0.7.4's ``_planabi2`` in tools/gpu_session.sh's 0.7.4 pass, where the peer is 0.7.4's
+flashinfer-python); a module that is not there skips its test. test_module_release checks
+which release ran and with which argument list."""
 
 from __future__ import annotations
 
@@ -79,6 +84,32 @@ def cases(rng):
         "single": ([1], [3001], 1, 16, False),
         "chunk": ([9, 1, 30], [9, 700, 1500], 16, 128, True),
     }
+
+
+def test_module_release(torch, rng):
+    """The module asked for is the kernel dir's release's, and is called with that release's
+    plan line and run argument list (0.7.4: the tuple-returning plan, whose schedule we copy,
+    and the run's three fp8-cache scale arguments passed as "none")."""
+    from flashinfer_cy._core import runtime
+    from flashinfer_cy.abi.match import abi_version
+    from flashinfer_cy.kernels.attention import binding_for
+
+    dtype = "bfloat16"
+    uri = need_mla(dtype, "fa2")
+    release = abi_version(runtime.load_module(uri).flashinfer_version)
+    print(f"MLA modules of flashinfer {release}: {uri}")
+    assert uri.endswith("_planabi2") == (release == "0.7.4"), (uri, release)
+    b = mla_batch(rng, [1, 1], [30, 200], 16, 16, dtype)
+    w = fc.BatchMLAPagedAttention(backend="fa2")
+    plan(w, b, 16, False, dtype)
+    out = torch.from_dlpack(w.run(*upload(torch, b, dtype)))
+    check(torch, b, out, None, dtype, False, f"flashinfer {release} module")
+    variant = mla_variant(dtype, CKV, KPE, "fa2")
+    run, plan_line = binding_for(variant, "run"), binding_for(variant, "plan")
+    assert run.release == plan_line.release == plan_line.written_for == release
+    assert run.module_signature.endswith(
+        "ckv_scale:F kpe_scale:F maybe_ckv_scale_arr:T?" if release == "0.7.4" else
+        "return_lse_base_on_e:B"), run.module_signature
 
 
 @pytest.mark.parametrize("case", ["decode64", "prefill7", "single", "chunk"])
