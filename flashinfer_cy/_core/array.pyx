@@ -12,7 +12,7 @@ from libc.stdint cimport uintptr_t, int64_t
 from flashinfer_cy._abi.dlpack cimport kDLCUDA
 from flashinfer_cy._core.pinned cimport (capture_status, copy_async, copy_to_host_sync,
                                         free_async, malloc_async, memset_async)
-from flashinfer_cy._core.tensor cimport TensorDesc, check_native_order
+from flashinfer_cy._core.tensor cimport TensorDesc, as_bool, check_native_order
 from flashinfer_cy._core.stream cimport resolve_stream
 
 
@@ -115,7 +115,7 @@ cdef dict _scratch = {}  # (what, device, stream handle, thread or 0) -> DeviceA
 cdef uintptr_t CUDA_STREAM_PER_THREAD = 2  # cudaStreamPerThread: one handle, a stream per thread
 
 
-def stream_scratch(str what, int device, stream, int64_t nbytes, bint zero=False,
+def stream_scratch(str what, int device, stream, int64_t nbytes, zero=False,
                    str instead=""):
     """A kernel's scratch buffer of at least ``nbytes``, kept per (``what``, device, stream):
     two streams never share one (the kernels write them), and calls on one stream reuse it
@@ -125,6 +125,7 @@ def stream_scratch(str what, int device, stream, int64_t nbytes, bint zero=False
     belong to the graph, and the cache would hand its memory to later eager calls.
     ``instead``: how the caller can pass the buffer itself, for the error.
     cudaStreamPerThread names another stream in every thread: its buffers are per thread."""
+    cdef bint zero_fill = as_bool(zero, "zero", "True or False")  # not by truthiness
     cdef uintptr_t handle = 0 if stream is None else stream
     key = (what, device, handle,
            PyThread_get_thread_ident() if handle == CUDA_STREAM_PER_THREAD else 0)
@@ -135,7 +136,7 @@ def stream_scratch(str what, int device, stream, int64_t nbytes, bint zero=False
             raise StreamCaptureError(
                 f"{what}: allocated on the first call on each stream; make one call on this "
                 f"stream before capturing{', or ' + instead if instead else ''}")
-        buf = (DeviceArray.zeros if zero else DeviceArray.empty)(
+        buf = (DeviceArray.zeros if zero_fill else DeviceArray.empty)(
             (nbytes,), "uint8", device, handle)
         _scratch[key] = buf
     return buf

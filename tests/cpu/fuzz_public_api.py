@@ -11,8 +11,9 @@ NULL shape / strides / data, DLPack exchange tables with NULL entries or a NULL 
 malformed CUDA Array Interface dicts, damaged kernel module files.
 
 Kernel modules and CUDA are never reached: ``load_module`` and ``_load_cudart`` raise (the
-no-CUDA guard of cuda_guard.py), and CUDA_VISIBLE_DEVICES is empty. A Python exception is
-an answer; only a dead process is a failure.
+no-CUDA guard of cuda_guard.py), and CUDA_VISIBLE_DEVICES is empty -- except that the
+damaged module files first go through ``load_module_path`` as far as ``dlopen``
+(``load_damaged``). A Python exception is an answer; only a dead process is a failure.
 
 Case ``i`` draws from ``random.Random(f"{seed}:{i}")`` and calls target ``i % len(targets)``,
 so any case can be rerun alone:
@@ -324,6 +325,26 @@ def damaged_files(scratch: Path) -> None:
     (scratch / "no_load.so").write_bytes(bytes(no_sections))
 
 
+def load_damaged(scratch: Path, last) -> None:
+    """Each damaged file through load_module_path with the CUDA runtime step a no-op, so
+    that nothing but the ELF check stands between it and dlopen (a truncated file is
+    SIGBUS there). The random rounds below cannot show that: their load stops at the
+    refused CUDA runtime, which comes after the check."""
+    refuse, runtime._load_cudart = runtime._load_cudart, lambda: None
+    try:
+        for name in ("half.so", "header.so", "empty.so", "text.so", "no_load.so"):
+            last.seek(0)
+            last.write(f"damaged file: load_module_path({str(scratch / name)!r})\n")
+            last.truncate()
+            last.flush()
+            try:
+                fc.load_module_path(str(scratch / name))
+            except Exception:  # noqa: BLE001 - any exception is an answer
+                pass
+    finally:
+        runtime._load_cudart = refuse
+
+
 # ----------------------------------------------------------------------------------- run
 
 def describe(label: str, args: list, kwargs: dict) -> str:
@@ -352,6 +373,7 @@ def main() -> int:
     damaged_files(scratch)
     todo = targets()
     last = open(scratch / "last_call.txt", "w")
+    load_damaged(scratch, last)
     deadline = time.monotonic() + seconds
     called = set()
     n = 0

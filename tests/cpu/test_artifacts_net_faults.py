@@ -93,12 +93,17 @@ def test_retry_warnings_carry_the_package_prefix(server, tmp_path, caplog):
 
 
 # -- a body without Content-Length that ends early ----------------------------------------------
-def test_short_body_without_length_is_resumed_when_size_is_pinned(server, tmp_path):
+def test_short_body_without_length_is_resumed_when_size_is_pinned(server, tmp_path, caplog):
     server.faults.append(("nolength", 1 << 20))
-    dest = download_file(server.url("blob.bin"), tmp_path / "b", SHA, size=len(BLOB), policy=FAST, progress=False)
+    with caplog.at_level(logging.WARNING, logger="flashinfer_cy.artifacts"):
+        dest = download_file(server.url("blob.bin"), tmp_path / "b", SHA, size=len(BLOB), policy=FAST,
+                             progress=False)
     assert dest.read_bytes() == BLOB
     first, second = server.gets()
     assert first["sent"] == 1 << 20 and second["range"] == f"bytes={1 << 20}-" and second["status"] == 206
+    # measured by the pinned size, before any hashing (not the unknown-length probe)
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert f"the connection closed at byte {1 << 20} of {len(BLOB)}" in warning, warning
 
 
 def test_short_body_without_any_length_is_resumed(server, tmp_path):

@@ -28,3 +28,12 @@ def test_every_variable_the_artifacts_layer_reads_is_in_the_table():
     documented = {s.name for s in settings._settings_table()}
     assert read and read <= documented, read - documented
     assert set(settings.ALL_ENV_VARS) <= documented
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/api.md"])
+def test_doc_says_what_a_partial_download_leaves_unchecked(doc):
+    """No blanket "sha256-verified before use": a partial download checks RECORD and its
+    members, never the wheel's own sha256 (it does not fetch all of the wheel's bytes)."""
+    text = " ".join((ROOT / doc).read_text(encoding="utf-8").split())
+    assert "sha256-verified before" not in text, doc
+    assert re.search(r"partial download .{0,300}?the wheel's own sha256", text, re.I), doc

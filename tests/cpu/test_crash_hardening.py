@@ -233,6 +233,8 @@ def _decode_plan(w, **over):
 
 @pytest.mark.parametrize("bad", ["abc", object(), 1j, None, 2, 0.0])
 def test_bool_arguments_are_strict(guarded, bad):
+    from flashinfer_cy._core.array import stream_scratch
+
     q, k = T((10, 16, D)), T((40, 4, D))
     paged = fc.BatchPrefillWithPagedKVCache(backend="fa2")
     ragged = fc.BatchPrefillWithRaggedKVCache(backend="fa2")
@@ -248,6 +250,7 @@ def test_bool_arguments_are_strict(guarded, bad):
                        lambda: fc.BatchDecodeWithPagedKVCache().run(
                            T((1, 8, D)), (T((2, 16, 8, D)), T((2, 16, 8, D))), return_lse=bad)],
         "serialize": [lambda: fc.Binding("m", "f", "x:T", serialize=bad)],
+        "zero": [lambda: stream_scratch("test scratch", 0, None, 64, zero=bad)],  # array.pyi
     }
     for name, fns in calls.items():
         for call in fns:
