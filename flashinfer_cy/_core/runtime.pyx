@@ -380,10 +380,15 @@ cdef class Array(Object):
         return [self[i] for i in range(len(self))]
 
     def __repr__(self):
+        cdef TVMFFISeqCell* c = _seq_cell(self)
+        cdef Py_ssize_t i
+        for i in range(c.size):  # an Array of Tensors, a tuple: not a list of values
+            if (<TVMFFIAny*>c.data)[i].type_index >= kTVMFFIStaticObjectBegin:
+                return f"<flashinfer_cy Array of {c.size} objects>"
         try:
             return f"Array({self.tolist()!r})"
-        except TypeError:  # elements that are objects (an Array of Tensors)
-            return f"<flashinfer_cy Array of {len(self)} objects>"
+        except TypeError:  # a value kind _pod_value does not read
+            return f"<flashinfer_cy Array of {c.size} values>"
 
 
 # libtvm_ffi's globals for module objects (what tvm_ffi.Module's get_function / kind call):
