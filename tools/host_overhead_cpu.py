@@ -28,10 +28,10 @@ import noop_ops  # noqa: E402
 def measure(args) -> int:
     print(f"# host us per call (median of {args.repeat} x {args.number}), no-op exports")
     print(f"{'op':36s} {'API':>7s} {'prepared':>9s} {'Binding':>8s}")
-    for name, calls in noop_ops.decode_step_ops().items():
+    for name, op in noop_ops.decode_step_ops().items():
         rows = [statistics.median(timeit.repeat(call, number=args.number,
                                                 repeat=args.repeat)) / args.number * 1e6
-                for call in calls]
+                for call in (op.api, op.prepared, op.bare)]
         print(f"{name:36s} {rows[0]:7.2f} {rows[1]:9.2f} {rows[2]:8.2f}")
     return 0
 

@@ -207,7 +207,9 @@ cdef int malloc_async(void** p, size_t n, void* stream, int device) except -1:
     prev = _enter(device)
     err = prt.MallocAsync(p, n, stream)
     _leave(prev)
-    return cuda_check(err, f"cudaMallocAsync({n})")
+    if err != 0:  # the message is formatted on failure only
+        cuda_check(err, f"cudaMallocAsync({n})")
+    return 0
 
 
 cdef void free_async(void* p, void* stream, int device) noexcept:

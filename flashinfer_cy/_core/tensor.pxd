@@ -1,6 +1,6 @@
 from cpython.ref cimport PyObject
-from libc.stdint cimport int32_t, int64_t, uint32_t
-from flashinfer_cy._abi.dlpack cimport DLTensor, DLDataType, DLPackExchangeAPI
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t
+from flashinfer_cy._abi.dlpack cimport DLTensor, DLDataType, DLDeviceType, DLPackExchangeAPI
 
 cdef enum:
     MAX_NDIM = 8
@@ -58,6 +58,13 @@ cdef void fill_contiguous_strides(TensorSlot* s) noexcept
 cdef inline uint32_t dtype_key(DLDataType t) noexcept nogil:
     return (<uint32_t>t.code << 16) | (<uint32_t>t.bits << 8) | <uint32_t>t.lanes
 
+cdef inline DLDataType dtype_of_key(uint32_t key) noexcept nogil:
+    cdef DLDataType t
+    t.code = <uint8_t>(key >> 16)
+    t.bits = <uint8_t>((key >> 8) & 0xFF)
+    t.lanes = <uint16_t>(key & 0xFF)
+    return t
+
 cdef str dtype_name(uint32_t key)
 cdef int parse_dtype(object dtype, DLDataType* out) except -1
 
@@ -74,6 +81,8 @@ cdef int check_same_device(TensorSlot* s, str name, TensorSlot* ref, str ref_nam
 cdef int check_writable(TensorSlot* s, str name) except -1
 cdef int check_aligned(TensorSlot* s, str name, int64_t align) except -1
 cdef int check_disjoint(TensorSlot* w, str w_name, TensorSlot* r, str r_name) except -1
+cdef int check_outputs_disjoint(TensorSlot* w0, str w0_name, TensorSlot* w1, str w1_name,
+                                TensorSlot* reads, object read_names, int n) except -1
 cdef int64_t numel(TensorSlot* s) noexcept
 cdef tuple shape_of(TensorSlot* s)
 cdef str describe(TensorSlot* s)
@@ -86,6 +95,19 @@ cdef class TensorDesc:
     cdef int64_t _shape[MAX_NDIM]
     cdef int64_t _strides[MAX_NDIM]
     cdef readonly object owner
+
+
+cdef inline void point_desc(TensorDesc t, void* data, int device_type, int device_id,
+                            int ndim) noexcept:
+    """The rest of ``t``'s DLTensor once its shape, strides and dtype are filled in: its
+    data, device and rank, over its own shape/strides arrays."""
+    t.dl.data = data
+    t.dl.device.device_type = <DLDeviceType>device_type
+    t.dl.device.device_id = device_id
+    t.dl.ndim = ndim
+    t.dl.shape = t._shape
+    t.dl.strides = t._strides
+    t.dl.byte_offset = 0
 
 
 cdef inline void normalize_slot(TensorSlot* s) noexcept:

@@ -75,9 +75,7 @@ cdef int parse_dtype(object dtype, DLDataType* out) except -1:
     key = _DTYPE_ALIASES.get(name)
     if key is None:
         raise TypeError(f"dtype: expected one of {sorted(_DTYPE_NAMES.values())}, got {dtype!r}")
-    out.code = <uint8_t>(key >> 16)
-    out.bits = <uint8_t>((key >> 8) & 0xFF)
-    out.lanes = <uint16_t>(key & 0xFF)
+    out[0] = dtype_of_key(key)
     return 0
 
 
@@ -548,11 +546,41 @@ cdef int check_disjoint(TensorSlot* w, str w_name, TensorSlot* r, str r_name) ex
     cdef uintptr_t w0, w1, r0, r1
     byte_range(w, &w0, &w1)
     byte_range(r, &r0, &r1)
+    return _ranges_disjoint(w, w_name, w0, w1, r, r_name, r0, r1)
+
+
+cdef inline int _ranges_disjoint(TensorSlot* w, str w_name, uintptr_t w0, uintptr_t w1,
+                                 TensorSlot* r, str r_name, uintptr_t r0,
+                                 uintptr_t r1) except -1:
     if (w0 < w1 and r0 < r1 and w0 < r1 and r0 < w1
             and w.dl.device.device_type == r.dl.device.device_type
             and w.dl.device.device_id == r.dl.device.device_id):
         raise ValueError(f"{w_name}: the kernel writes it, so it must not overlap {r_name} "
                          f"(bytes {w0:#x}..{w1:#x} and {r0:#x}..{r1:#x})")
+    return 0
+
+
+cdef int check_outputs_disjoint(TensorSlot* w0, str w0_name, TensorSlot* w1, str w1_name,
+                                TensorSlot* reads, object read_names, int n) except -1:
+    """check_disjoint of each of the (up to) two written slots ``w0``, ``w1`` (NULL: none)
+    with each of the ``n`` slots ``reads[i]`` (named ``read_names[i]``), read by read, then
+    with each other: each byte range computed once (merge_state checks nine pairs)."""
+    cdef uintptr_t lo[2]
+    cdef uintptr_t hi[2]
+    cdef uintptr_t r0, r1
+    cdef int i
+    if w0 != NULL:
+        byte_range(w0, &lo[0], &hi[0])
+    if w1 != NULL:
+        byte_range(w1, &lo[1], &hi[1])
+    for i in range(n):
+        byte_range(&reads[i], &r0, &r1)
+        if w0 != NULL:
+            _ranges_disjoint(w0, w0_name, lo[0], hi[0], &reads[i], read_names[i], r0, r1)
+        if w1 != NULL:
+            _ranges_disjoint(w1, w1_name, lo[1], hi[1], &reads[i], read_names[i], r0, r1)
+    if w0 != NULL and w1 != NULL:
+        _ranges_disjoint(w0, w0_name, lo[0], hi[0], w1, w1_name, lo[1], hi[1])
     return 0
 
 
@@ -674,13 +702,7 @@ cdef class TensorDesc:
                              f"got {device}")
         parse_dtype(dtype, &self.dl.dtype)
         _check_item_aligned(address, self.dl.dtype)
-        self.dl.data = <void*>address
-        self.dl.device.device_type = dt
-        self.dl.device.device_id = device
-        self.dl.ndim = nd
-        self.dl.shape = self._shape
-        self.dl.strides = self._strides
-        self.dl.byte_offset = 0
+        point_desc(self, <void*>address, dt, device, nd)
         self.owner = owner
 
     def set_ptr(self, ptr):

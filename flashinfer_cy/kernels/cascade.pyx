@@ -28,7 +28,7 @@ from flashinfer_cy._core.stream cimport check_stream
 from flashinfer_cy._core.tensor cimport (
     TensorSlot, DT_F16, DT_BF16, DT_F32, DT_U8, DT_BOOL, check_cuda, check_dtype,
     check_same_dtype, check_ndim, check_dim, check_contiguous, check_same_shape,
-    check_same_device, check_aligned, check_disjoint, numel, describe)
+    check_same_device, check_aligned, check_outputs_disjoint, numel, describe)
 
 from flashinfer_cy._core.array import DeviceArray
 
@@ -152,13 +152,9 @@ cdef object _pack_outputs(Binding b, CallFrame* f, int iv, int is_, object v_mer
         _check_lse(&f.slots[is_], "s_merged", ref, ref_name, out_shape, 2)
     # Given outputs must not overlap the inputs (slots before ``iv``) or each other; new
     # ones cannot, so this is all checked before anything is allocated.
-    for i in range(iv):
-        if v_merged is not None:
-            check_disjoint(&f.slots[iv], "v_merged", &f.slots[i], b.names[i])
-        if s_merged is not None:
-            check_disjoint(&f.slots[is_], "s_merged", &f.slots[i], b.names[i])
-    if v_merged is not None and s_merged is not None:
-        check_disjoint(&f.slots[iv], "v_merged", &f.slots[is_], "s_merged")
+    check_outputs_disjoint(&f.slots[iv] if v_merged is not None else NULL, "v_merged",
+                           &f.slots[is_] if s_merged is not None else NULL, "s_merged",
+                           f.slots, b.names, iv)
     if v_merged is None or s_merged is None:
         alloc_stream = work_stream(b, f, stream, device)
         if v_merged is None:
@@ -248,11 +244,8 @@ def merge_state_in_place(v, s, v_other, s_other, mask=None, stream=None):
             check_ndim(m, "mask", 1)
             check_dim(m, "mask", 0, seq, "seq_len, rows of v")
             check_contiguous(m, "mask")
-        for i, name in ((2, "v_other"), (3, "s_other"), (4, "mask")):
-            if f.args[i].type_index != 0:  # mask may be None
-                check_disjoint(&f.slots[0], "v", &f.slots[i], name)
-                check_disjoint(&f.slots[1], "s", &f.slots[i], name)
-        check_disjoint(&f.slots[0], "v", &f.slots[1], "s")
+        check_outputs_disjoint(&f.slots[0], "v", &f.slots[1], "s", &f.slots[2],
+                               ("v_other", "s_other", "mask"), 2 if mask is None else 3)
         _launch(b, &f, seq * vs.dl.shape[1], stream)
         return None
     finally:

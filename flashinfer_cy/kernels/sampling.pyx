@@ -42,21 +42,22 @@ import operator
 from libc.stdint cimport int64_t, uint32_t, uint64_t, uintptr_t
 
 from flashinfer_cy._abi.tvm_ffi cimport TVMFFIAny, kTVMFFIDLTensorPtr
-from cpython.pythread cimport PyThread_get_thread_ident
+from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
 
 from flashinfer_cy._core.binding cimport (Binding, CallFrame, frame_init, frame_release,
                                           recording, set_bool, set_float, set_int)
+from flashinfer_cy._core.array cimport new_device_array, scratch_buffer, stream_state
 from flashinfer_cy._core.pinned cimport capture_status
 from flashinfer_cy._core.tensor cimport (
     TensorSlot, DT_F32, DT_F16, DT_BF16, DT_I32, DT_I64, DT_U8, DT_BOOL, dtype_key,
-    dtype_name, check_cuda, check_dtype, check_ndim, check_dim, check_contiguous,
+    dtype_of_key, dtype_name, check_cuda, check_dtype, check_ndim, check_dim, check_contiguous,
     check_same_device, check_same_dtype, check_same_shape, check_aligned, check_writable,
     describe, finite_float, as_bool, to_dltensor, release_slot)
 from flashinfer_cy.kernels.attention cimport pdl_default, pdl_flag, run_stream
 
 from flashinfer_cy import errors as _errors
 from flashinfer_cy._core import runtime as _runtime
-from flashinfer_cy._core.array import DeviceArray, stream_scratch
+from flashinfer_cy._core.array import DeviceArray
 from flashinfer_cy._core.tensor import TensorDesc
 from flashinfer_cy.abi.match import abi_version as _abi_version
 from flashinfer_cy.kernels.sampling_rng import (SamplingGenerator, as_int64_slot, as_u64,
@@ -213,7 +214,6 @@ def _forget_releases():
 
 
 cdef int64_t UINT32_LIMIT = 1 << 32   # the kernels form row * vocab + column in uint32
-cdef uintptr_t CUDA_STREAM_PER_THREAD = 2  # cudaStreamPerThread
 cdef int64_t GRID_LIMIT = (1 << 31) - 1  # one thread block per output row (gridDim.x)
 # upstream's cached buffers (flashinfer/sampling.py): 1 MiB each
 SOFTMAX_WORKSPACE_BYTES = 1024 * 1024
@@ -357,6 +357,11 @@ cdef str _id_dtype_rule(CallFrame* f, int at):
     return ""
 
 
+cdef dict _EXPECTED_PARAM = {P_TOP_P: "a finite number in (0, 1]",
+                             P_MIN_P: "a number in [0, 1]",
+                             P_TEMPERATURE: "a finite number > 0"}
+
+
 cdef int _pack_param(Binding b, CallFrame* f, int i, object value, str name, int kind,
                      bint float_slot, TensorSlot* ref, str ref_name, uint32_t tensor_dtype,
                      int64_t batch) except -1:
@@ -370,11 +375,13 @@ cdef int _pack_param(Binding b, CallFrame* f, int i, object value, str name, int
     cdef TensorSlot* s
     if value is None or isinstance(value, bool):
         raise TypeError(f"{name}: expected a number or a 1-D device tensor, got {value!r}")
-    if isinstance(value, numbers.Real):
+    # int and float first: numbers.Real's isinstance runs ABCMeta.__instancecheck__, a
+    # Python-level call, for every scalar of every call
+    if type(value) is int or type(value) is float or isinstance(value, numbers.Real):
         b.opt_tensor(f, i, None)
         if kind == P_TOP_K:
             try:
-                k = operator.index(value)
+                k = value if type(value) is int else operator.index(value)
             except (TypeError, OverflowError):
                 raise TypeError(f"{name}: expected an int, got {type(value).__name__} "
                                 f"{value!r}") from None
@@ -385,9 +392,8 @@ cdef int _pack_param(Binding b, CallFrame* f, int i, object value, str name, int
             else:
                 set_int(f, i + 1, k)
             return 0
-        expected = {P_TOP_P: "a finite number in (0, 1]", P_MIN_P: "a number in [0, 1]",
-                    P_TEMPERATURE: "a finite number > 0"}[kind]
-        v = finite_float(float(value), name, expected)
+        expected = _EXPECTED_PARAM[kind]
+        v = finite_float(value if type(value) is float else float(value), name, expected)
         if ((kind == P_TOP_P and not 0.0 < v <= 1.0) or (kind == P_MIN_P and not 0.0 <= v <= 1.0)
                 or (kind == P_TEMPERATURE and v <= 0.0)):
             raise ValueError(f"{name}: expected {expected}, got {value!r}")
@@ -463,7 +469,18 @@ cdef object _stream_of(Binding b, CallFrame* f, object stream):
 cdef object _cached_buffer(str what, int device, object stream, int64_t nbytes, bint zero):
     """The softmax workspace / top-k row states kept per device and stream
     (flashinfer_cy._core.array.stream_scratch; refused while capturing)."""
-    return stream_scratch(what, device, stream, nbytes, zero, "pass the buffer")
+    return scratch_buffer(what, device, stream, nbytes, zero, "pass the buffer")
+
+
+cdef object _new_vector(int64_t n, uint32_t dtype, int dev, object handle):
+    """A new ``[n]`` device array of ``dtype`` (a packed key) ordered on ``handle``."""
+    return new_device_array(1, &n, dtype_of_key(dtype), dev, <void*><uintptr_t>handle)
+
+
+cdef object _new_like(TensorSlot* x, uint32_t dtype, int dev, object handle):
+    """A new device array of ``x``'s shape and ``dtype`` (a packed key) on ``handle``."""
+    return new_device_array(x.dl.ndim, x.dl.shape, dtype_of_key(dtype), dev,
+                            <void*><uintptr_t>handle)
 
 
 cdef class _Intermediate:
@@ -474,10 +491,20 @@ cdef class _Intermediate:
     cdef bint busy        # a call is between its first and last launch on the stream
 
 
-cdef dict _intermediates = {}  # (what, device, stream, thread or 0) -> _Intermediate
+cdef enum:
+    MAX_HELD = 2  # intermediates of one composed call: masked logits, probabilities
 
 
-cdef object _intermediate(str what, int dev, object handle, TensorSlot* like, list held):
+cdef struct Held:
+    # The intermediates one composed call takes from its stream (_intermediate; owned
+    # references, dropped by _release), and whether it must own them instead: asked once
+    # per call (-1: not asked yet).
+    int own
+    int n
+    PyObject* taken[MAX_HELD]
+
+
+cdef object _intermediate(str what, int dev, object handle, TensorSlot* like, Held* held):
     """A ``like``-shaped float32 intermediate of a composed sampler (masked logits,
     probabilities), written by one of its kernels and read by the next.
 
@@ -489,31 +516,38 @@ cdef object _intermediate(str what, int dev, object handle, TensorSlot* like, li
     be replayed inside a CUDA graph on another stream), while the stream captures a graph
     (the graph owns them), and while another thread's call on this stream is between its
     launches (the two calls' kernels would interleave). cudaStreamPerThread names another
-    stream in every thread: its buffers are kept per thread."""
+    stream in every thread: its buffers are kept per thread (_StreamScratch)."""
     cdef uintptr_t h = handle
     cdef _Intermediate m
-    key = (what, dev, h, PyThread_get_thread_ident() if h == CUDA_STREAM_PER_THREAD else 0)
-    m = _intermediates.get(key)
-    if (recording() or (m is not None and m.busy)
-            or capture_status(<void*>h, dev) != 0):
-        return DeviceArray.empty((like.dl.shape[0], like.dl.shape[1]), "float32", dev,
-                                 handle)
+    cdef dict kept
+    if held.own < 0:  # one capture query per call, not per intermediate
+        held.own = recording() or capture_status(<void*>h, dev) != 0
+    kept = stream_state(dev, h).kept
+    m = kept.get(what)
+    if held.own or (m is not None and m.busy):
+        return _new_like(like, DT_F32, dev, handle)
+    if held.n == MAX_HELD:
+        raise AssertionError(f"{what}: a composed call takes at most {MAX_HELD} intermediates")
     if m is None or m.rows != like.dl.shape[0] or m.cols != like.dl.shape[1]:
         m = _Intermediate.__new__(_Intermediate)
         m.rows, m.cols = like.dl.shape[0], like.dl.shape[1]
-        buf = stream_scratch(what, dev, handle, m.rows * m.cols * 4)
+        buf = scratch_buffer(what, dev, h, m.rows * m.cols * 4, False, "")
         m.view = TensorDesc(buf.ptr, (m.rows, m.cols), "float32", device=dev, owner=buf)
-        _intermediates[key] = m
+        kept[what] = m
     m.busy = True
-    held.append(m)
+    Py_INCREF(m)
+    held.taken[held.n] = <PyObject*>m
+    held.n += 1
     return m.view
 
 
-cdef void _release(list held) noexcept:
+cdef void _release(Held* held) noexcept:
     """The call has enqueued its last launch: later calls on the stream come after it."""
-    cdef _Intermediate m
-    for m in held:
-        m.busy = False
+    cdef int i
+    for i in range(held.n):
+        (<_Intermediate>held.taken[i]).busy = False
+        Py_DECREF(<object>held.taken[i])
+    held.n = 0
 
 
 cdef int _invoke(Binding b, CallFrame* f, object stream) except -1:
@@ -606,7 +640,7 @@ cdef int _pack_later(Binding b, CallFrame* f, int i, object obj, str name, int w
 cdef int _refuse_later(_Export e, Binding r, object valid, bint want_valid,
                        int seeds) except -1:
     """On a module whose line lacks them: what only flashinfer 0.7.x takes."""
-    if r is e.later:
+    if r is e.later or (seeds != SEED_TENSORS and valid is None and not want_valid):
         return 0
     where = (f"this {r.symbol} module is flashinfer {e.release}" if e.release
              else f"the {r.symbol} module's release is unknown")
@@ -686,10 +720,10 @@ cdef object _finish_sampling(_Export e, Binding b, CallFrame* f, object out, obj
     set_bool(f, b.n - (5 if e.seed_tensors(b) else 3), det)
     _set_seeds(e, b, f, increment, generator, seeds, seed, offset)
     if out is None:
-        out = DeviceArray.empty((batch,), dtype_name(_id_dtype(f, 2 + v)), dev, handle)
+        out = _new_vector(batch, _id_dtype(f, 2 + v), dev, handle)
         b.tensor_as(f, 1, out, "out")
     if v and valid is None:  # the kernel writes it either way (upstream allocates it too)
-        valid = DeviceArray.empty((batch,), "bool", dev, handle)
+        valid = _new_vector(batch, DT_BOOL, dev, handle)
         b.tensor_as(f, 2, valid, "valid")
     if batch > 0:
         _invoke(b, f, stream)
@@ -771,7 +805,7 @@ cdef int64_t _softmax_workspace_bytes(int64_t rows, int64_t vocab) noexcept:
 
 
 cdef object _run_softmax(CallFrame* f, object out, int pdl, object handle,
-                         list held=None):
+                         Held* held=NULL):
     """Fill the rest (workspace, output, pdl) and launch on ``handle``; returns out.
     ``held``: a composed call's, whose output is an intermediate (_intermediate)."""
     cdef Binding b = SOFTMAX
@@ -783,8 +817,7 @@ cdef object _run_softmax(CallFrame* f, object out, int pdl, object handle,
         b.tensor_as(f, 0, _cached_buffer("softmax workspace", dev, handle, need, False),
                     "workspace_buffer")
     if out is None:
-        out = (DeviceArray.empty((x.dl.shape[0], x.dl.shape[1]), "float32", dev, handle)
-               if held is None else
+        out = (_new_like(x, DT_F32, dev, handle) if held == NULL else
                _intermediate("sampling probabilities", dev, handle, x, held))
         b.tensor_as(f, 2, out, "out")
     set_bool(f, 5, pdl_default(dev) if pdl < 0 else pdl)
@@ -923,7 +956,7 @@ cdef int _pack_top_k_filter(Binding b, CallFrame* f, object x, str name, object 
 
 
 cdef object _run_top_k_filter(Binding b, CallFrame* f, object out, object handle,
-                              list held=None):
+                              Held* held=NULL):
     """Fill the rest (row states, output) and launch; returns out. ``held``: as
     _run_softmax's."""
     cdef TensorSlot* x = &f.slots[0]
@@ -933,9 +966,7 @@ cdef object _run_top_k_filter(Binding b, CallFrame* f, object out, object handle
         b.tensor_as(f, 4, _cached_buffer("top-k row states", dev, handle, ROW_STATES_BYTES,
                                          True), "row_states_buffer")
     if out is None:
-        out = (DeviceArray.empty((x.dl.shape[0], x.dl.shape[1]),
-                                 dtype_name(dtype_key(x.dl.dtype)), dev, handle)
-               if held is None else
+        out = (_new_like(x, dtype_key(x.dl.dtype), dev, handle) if held == NULL else
                _intermediate("sampling top-k filtered", dev, handle, x, held))
         b.tensor_as(f, 1, out, "out")
     if x.dl.shape[0] > 0:
@@ -969,7 +1000,8 @@ cdef object _sample_composed(object x, bint from_logits, object top_k, object to
     cdef int seeds = _seed_kind(seed, offset)
     cdef int v
     cdef int64_t batch
-    cdef list held = []  # the stream's intermediates this call uses (_intermediate)
+    cdef Held held  # the stream's intermediates this call uses (_intermediate)
+    held.own, held.n = -1, 0
     _no_check_nan(check_nan)
     _check_generator(generator, seeds)
     last = e.guess()
@@ -1002,9 +1034,9 @@ cdef object _sample_composed(object x, bint from_logits, object top_k, object to
             _refuse_later(e, r, valid, want_valid, seeds)
             return _run_composed(e, last, &ff, &fs, &fl, x, x_slot, from_logits, k_first,
                                  filt, name, batch, det, generator, seeds, seed, offset,
-                                 want_valid, out, valid, handle, held)
+                                 want_valid, out, valid, handle, &held)
     finally:
-        _release(held)
+        _release(&held)
         frame_release(&fl)
         frame_release(&fs)
         frame_release(&ff)
@@ -1019,7 +1051,7 @@ cdef object _run_composed(_Export e, Binding last, CallFrame* ff, CallFrame* fs,
                           bint k_first, Binding filt, str name, int64_t batch, bint det,
                           object generator, int seeds, object seed, object offset,
                           bint want_valid, object out, object valid, object handle,
-                          list held):
+                          Held* held):
     """_sample_composed once every stage is checked and packed: the launches. ``held``:
     the stream's intermediates the call takes (_intermediate), released by the caller."""
     cdef int v = e.shift(last)
@@ -1036,10 +1068,10 @@ cdef object _run_composed(_Export e, Binding last, CallFrame* ff, CallFrame* fs,
     if probs is not x:
         last.tensor_as(fl, 0, probs, name)
     if out is None:
-        out = DeviceArray.empty((batch,), dtype_name(_id_dtype(fl, 2 + v)), dev, handle)
+        out = _new_vector(batch, _id_dtype(fl, 2 + v), dev, handle)
         last.tensor_as(fl, 1, out, "out")
     if v and valid is None:
-        valid = DeviceArray.empty((batch,), "bool", dev, handle)
+        valid = _new_vector(batch, DT_BOOL, dev, handle)
         last.tensor_as(fl, 2, valid, "valid")
     if batch > 0:
         _invoke(last, fl, handle)
@@ -1127,7 +1159,7 @@ def top_p_renorm_probs(probs, top_p, is_deterministic=False, *, out=None, stream
                     _air_top_p_workspace_bytes(p.dl.shape[0], p.dl.shape[1], det), False),
                     "workspace")
             if out is None:
-                out = DeviceArray.empty((p.dl.shape[0], p.dl.shape[1]), "float32", dev, handle)
+                out = _new_like(p, DT_F32, dev, handle)
                 b.tensor_as(&f, 1, out, "out")
             if p.dl.shape[0] > 0:
                 _invoke(b, &f, stream)
@@ -1232,7 +1264,8 @@ def chain_speculative_sampling(draft_probs, draft_token_ids, target_probs,
                        seeds, seed, offset)
             dev = d.dl.device.device_id
             if out is None:
-                out = DeviceArray.empty((batch, n + 1), "int32", dev, handle)
+                out = new_device_array(2, shape, dtype_of_key(DT_I32), dev,  # [batch, n + 1]
+                                       <void*><uintptr_t>handle)
                 b.tensor_as(&f, 3, out, "out")
             for i in range(2):
                 if counters[i] is None:

@@ -167,6 +167,17 @@ def test_cascade_outputs_must_not_overlap_inputs():
     vs = T((S, 3, H, D))
     raises(mss(v=vs, v_merged=T((S, H, D), at=vs.ptr)), ValueError,
            "v_merged: .* must not overlap v ")
+    # every pair: the last input, and the two outputs (or in-place states) with each other
+    s_b = T((S, H), "float32")
+    raises(ms(s_b=s_b, s_merged=T((S, H), "float32", at=s_b.ptr + 4)), ValueError,
+           "s_merged: .* must not overlap s_b")
+    vm = T((S, H, D))
+    raises(ms(v_merged=vm, s_merged=T((S, H), "float32", at=vm.ptr + 64)), ValueError,
+           "v_merged: the kernel writes it, so it must not overlap s_merged")
+    raises(msip(v=v, s=T((S, H), "float32", at=v.ptr + 64)), ValueError,
+           "v: the kernel writes it, so it must not overlap s ")
+    raises(msip(s=s, mask=T((S,), "bool"), s_other=T((S, H), "float32", at=s.ptr)),
+           ValueError, "s: .* must not overlap s_other")
     # adjacent, not overlapping: fine
     reaches_cuda(ms(v_a=v_a, s_a=s_a, v_merged=T((S, H, D), at=v_a.ptr + S * H * D * 2)))
 

@@ -7,11 +7,7 @@ no-op sampling exports (tools/c_floor/noop_exports.cc)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
-from testmod_build import HERE, compile_c_library, compile_module
+from testmod_build import run_on_noop_exports
 
 CHILD = r"""
 import ctypes, sys, threading
@@ -71,12 +67,4 @@ print("ok")
 
 
 def test_composed_sampler_intermediates(tmp_path):
-    lib = compile_c_library(HERE / "fake_cudart.c", tmp_path / "lib" / "libcudart.so.13").parent
-    so = compile_module(HERE.parents[1] / "tools/c_floor/noop_exports.cc",
-                        tmp_path / "noop_exports.so")
-    env = dict(os.environ, LD_LIBRARY_PATH=os.pathsep.join(
-        filter(None, [str(lib), os.environ.get("LD_LIBRARY_PATH")])))
-    res = subprocess.run([sys.executable, "-c", CHILD, str(so)], capture_output=True,
-                         text=True, timeout=120, cwd=HERE, env=env)
-    assert res.returncode == 0 and res.stdout.strip().endswith("ok"), \
-        f"child failed:\n{res.stdout}\n{res.stderr}"
+    run_on_noop_exports(tmp_path, CHILD)

@@ -81,6 +81,22 @@ def stand_in_kernels(root: Path, src: Path, uris, extra: list[str] | None = None
     return kernels, lib
 
 
+def run_on_noop_exports(tmp_path: Path, child: str, timeout: int = 120) -> None:
+    """Run the Python source ``child`` in its own interpreter, with the no-op exports of
+    FlashInfer 0.6.3's signatures (tools/c_floor/noop_exports.cc) built and their path in
+    ``sys.argv[1]``, on the stand-in libcudart (first on its LD_LIBRARY_PATH before anything
+    loads the real one), and fail the test with its output unless it ends with "ok"."""
+    lib = compile_c_library(HERE / "fake_cudart.c", tmp_path / "lib" / "libcudart.so.13").parent
+    so = compile_module(HERE.parents[1] / "tools/c_floor/noop_exports.cc",
+                        tmp_path / "noop_exports.so")
+    env = dict(os.environ, LD_LIBRARY_PATH=os.pathsep.join(
+        filter(None, [str(lib), os.environ.get("LD_LIBRARY_PATH")])))
+    res = subprocess.run([sys.executable, "-c", child, str(so)], capture_output=True,
+                         text=True, timeout=timeout, cwd=HERE, env=env)
+    assert res.returncode == 0 and res.stdout.strip().endswith("ok"), \
+        f"child failed:\n{res.stdout}\n{res.stderr}"
+
+
 def run_driver_scenario(kernels: Path, lib: Path, scenario: str, timeout: int = 120,
                         **env_extra: str) -> None:
     """Run fake_kernel_driver.py's ``scenario`` in its own interpreter against the stand-ins
