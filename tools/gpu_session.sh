@@ -15,6 +15,7 @@
 # KERNELS=archive unpacks such parts carried in .carry-kernels/ (plus any extra-*.tar.xz there;
 # EXTRA_URIS="uri ..." builds more and returns them as $OUT/extra-new.tar.xz);
 # KERNELS=carried uses .kernels/. BUILD_URIS (default @all) narrows what KERNELS=build builds.
+# BUILD_FLAGS passes more options to it (e.g. BUILD_URIS=fused_moe_90 BUILD_FLAGS=--fast-build).
 # KDIR_074=.kernels-074 (carried, with .carry-074/) adds a pass of TESTS_074 on FlashInfer
 # 0.7.4 modules against 0.7.4's flashinfer-python, before the main tests.
 # PREBUILT_EXT=.carry-ext/ext-cp312.tar.xz skips building the extensions when the carried ones
@@ -42,7 +43,7 @@ fi
 
 if [ "${KERNELS:-build}" = build ]; then
   stamp "build kernel modules (tools/build_kernels.py @all, $(nproc) jobs)"
-  python3 tools/build_kernels.py ${BUILD_URIS:-@all} --out .kernels-gpu --skip-existing --verify -j "$(nproc)" \
+  python3 tools/build_kernels.py ${BUILD_URIS:-@all} ${BUILD_FLAGS:-} --out .kernels-gpu --skip-existing --verify -j "$(nproc)" \
     --work-dir /tmp/fcy-kbuild --status-file "$LOGS/kernel_build_status.txt" > "$LOGS/kernel_build.jsonl" 2> "$LOGS/kernel_build.err"
   echo "build_kernels rc=$?"; tail -3 "$LOGS/kernel_build.err"; cat "$LOGS/kernel_build_status.txt"
   KDIR=$PWD/.kernels-gpu
