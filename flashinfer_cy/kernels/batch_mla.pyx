@@ -37,6 +37,7 @@ from flashinfer_cy.kernels.batch_plan cimport (
     HostI32, Staging, RunLayout, PlanBase, hosts, host_i32, read_indptrs, same_args,
     stream_arg, staging_init, table_seg, at_word, pack_i32)
 from flashinfer_cy.kernels.batch_run cimport CheckedRunner
+from flashinfer_cy.kernels cimport mla_limits as _lim
 
 from flashinfer_cy import errors as _errors
 from flashinfer_cy.errors import PlanMismatchError
@@ -176,7 +177,8 @@ cdef class BatchMLAPagedAttention(CheckedRunner):
         cdef HostI32 qo, kv, kl, ix
         cdef void* stream_h
         cdef void* given_h
-        cdef int64_t batch, rows, planned, need, min_pages, tiles, sms
+        cdef int64_t batch, rows, planned, need, min_pages, tiles, sms, cluster
+        cdef _lim.CausalDrop drops[_lim.N_KV_TILES]
         cdef bint given = stream_arg(stream, &given_h)
         cdef _MLAConfig c = self._config((q_data_type, kv_data_type, num_heads, head_dim_ckv,
                                           head_dim_kpe, page_size, causal, sm_scale))
@@ -191,6 +193,9 @@ cdef class BatchMLAPagedAttention(CheckedRunner):
             rows = qo.p[batch]
             if <int64_t>rows * c.heads > 2147483647:
                 raise ValueError(f"qo_indptr: {rows} rows x {c.heads} heads exceed int32")
+            cluster = _lim.cluster_size(&qo, c.heads)
+            if c.causal:
+                _lim.causal_tile_drops(&qo, &kl, c.heads, 64 * cluster, drops)
             need = kv.p[batch]
             staging_init(&st)
             min_pages = self._page_table(&st, kv_indices, &kv, &ix, "kv_indices",
@@ -199,6 +204,8 @@ cdef class BatchMLAPagedAttention(CheckedRunner):
             planned = self._graph_caps(&st, rows, need)
             # ---- CUDA from here on (backend "auto" asks the device, loads modules)
             self._resolve(c)
+            if c.causal:   # which keys are dropped depends on the kernel's KV tile
+                _lim.refuse_causal_drop(drops, c.heads, 64 * cluster, c.backend, self.device)
             if self.use_cuda_graph:
                 self._check_frozen((c.variant.uri, c.heads, c.ckv, c.kpe, c.page_size,
                                     c.causal, c.sm_scale, planned), _FROZEN_NAMES)

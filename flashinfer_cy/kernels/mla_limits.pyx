@@ -1,0 +1,97 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Where FlashInfer's batched MLA gives a silently wrong answer, as host-side rules that
+BatchMLAPagedAttention (batch_mla.pyx) applies before the planner or a kernel sees the
+input. Read from the 0.6.3 and 0.7.4 wheels' include/flashinfer/attention/scheduler.cuh
+(MLAPlan, the same code in both but for the staged copy), mla.cuh (FA2) and mla_hopper.cuh
+(FA3); line numbers are 0.6.3's / 0.7.4's.
+
+**Causal tile boundary** (both releases). The planner gives each query tile (64 packed rows
+``row * num_heads + head``, 128 when the batch's average ``qo_len * num_heads`` is over 64:
+MLAPlan's cluster size, scheduler.cuh:1469-1481 / 1652-1664) the keys up to
+``kv_len - qo_len + ceil(tile_end / num_heads)`` (packed_causal_kv_end, :811 / :993); the
+kernels bound their KV tiles with ``floor`` instead (mla.cuh:861-866 / 1065-1070,
+mla_hopper.cuh:703-708 and 825-830 / 914-919 and 1072-1077). For a tile that is not the
+request's last and ends inside a query row (``tile_end % num_heads != 0``), that row's last
+visible key ``kv_len - qo_len + tile_end // num_heads`` is then one past the kernel's bound,
+and the kernel leaves it out exactly when it starts a KV tile (``key % kv_tile == 0``). KV
+splits do not move that: the tile's last split starts at ``limit * (key // limit)`` with a
+limit of 32, 64, 128, 192 or a multiple of 256, which for such a key is a multiple of the
+KV tile too (limit 32 with 64-key tiles: the key itself). KV tiles: FA3 64
+(mla_hopper.cuh:988 / 1298); FA2 by shared memory per SM (DISPATCH_SMEM_CONFIG,
+mla.cuh:991 / 1216): >= 221696 bytes 64, >= 147968 32, else 16. Never when ``num_heads``
+divides the query tile.
+"""
+
+from libc.stdint cimport int64_t
+
+from flashinfer_cy._core.runtime cimport max_shared_memory_per_multiprocessor
+
+
+cdef int cluster_size(HostI32* qo, int64_t heads) except -1:
+    """The planner's CTAs per cluster: 2 when the batch's average packed query length
+    (integer division) is over 64, else 1."""
+    cdef int64_t batch = qo.n - 1
+    if batch <= 0:
+        return 1
+    return 2 if (<int64_t>qo.p[batch] - qo.p[0]) * heads // batch > 64 else 1
+
+
+cdef int causal_tile_drops(HostI32* qo, HostI32* kl, int64_t heads, int64_t tile_q,
+                           CausalDrop* drops) except -1:
+    """The first key (request, row) the kernels would leave out, for each KV tile 16, 32,
+    64 (``drops[j]``: tile ``16 << j``; request < 0: none). Causal plans only; qo_len <=
+    kv_len was checked."""
+    cdef Py_ssize_t i, j
+    cdef int64_t rows, kv, end, row, key
+    for j in range(N_KV_TILES):
+        drops[j].request = -1
+    if tile_q % heads == 0:
+        return 0   # every tile ends on a row boundary
+    for i in range(kl.n):
+        rows = <int64_t>qo.p[i + 1] - qo.p[i]
+        kv = kl.p[i]
+        end = tile_q
+        while end < rows * heads:   # the ends of the request's tiles but its last
+            if end % heads:
+                row = end // heads
+                key = kv - rows + row
+                for j in range(N_KV_TILES):
+                    if drops[j].request < 0 and key % (16 << j) == 0:
+                        drops[j].request, drops[j].qo_len, drops[j].kv_len = i, rows, kv
+                        drops[j].row, drops[j].key = row, key
+                if drops[N_KV_TILES - 1].request >= 0:
+                    return 0   # a 64-key start is a 32- and 16-key one: all found
+            end += tile_q
+    return 0
+
+
+cdef int kv_tile(str backend, int device) except -1:
+    """Keys per KV tile of the 16-bit-cache kernels: FA3 64; FA2 by shared memory per SM
+    (below 92672 bytes the kernel refuses to launch)."""
+    cdef int smem
+    if backend == "fa3":
+        return 64
+    smem = max_shared_memory_per_multiprocessor(device)
+    return 64 if smem >= 221696 else 32 if smem >= 147968 else 16
+
+
+cdef int refuse_causal_drop(CausalDrop* drops, int64_t heads, int64_t tile_q, str backend,
+                            int device) except -1:
+    """ValueError if a causal tile boundary drops a key with this backend's KV tile."""
+    cdef int tile
+    cdef CausalDrop* d
+    if drops[0].request < 0:
+        return 0   # not even a 16-key tile start: no device query needed
+    tile = kv_tile(backend, device)
+    d = &drops[0 if tile == 16 else 1 if tile == 32 else 2]
+    if d.request < 0:
+        return 0
+    raise ValueError(
+        f"causal: request {d.request} (qo_indptr: {d.qo_len} query rows, kv_len_arr: "
+        f"{d.kv_len} keys) with num_heads={heads}: FlashInfer's MLA {backend} kernel "
+        f"(0.6.3 and 0.7.4) would leave out key {d.key}, the last key query row {d.row} "
+        f"sees: a {tile_q}-row query tile (rows x heads, packed) ends inside that row, and "
+        f"where the planner's key bound for the tile rounds up, the kernel's rounds down, "
+        f"which loses the key when it starts a {tile}-key KV tile. Split that request's "
+        f"query rows over several requests (one row each, kv_len its last visible key + 1: "
+        f"never a hit with num_heads <= 64), or use a num_heads that divides {tile_q}")
