@@ -53,6 +53,9 @@ _MLA_TILE = 64
 # schedule from the page-locked mirror to its caller (their attention.RELEASE_SIGNATURES
 # line); 0.6.3's plan enqueues that copy itself.
 _STAGING_PLAN_RELEASES = ("0.7.4",)
+# The releases whose MLA kernels widen page id x page stride to 64 bits (0.7.4's load_kv /
+# prefetch_offset cast the page id to int64_t); 0.6.3's multiply in 32-bit unsigned ints.
+_WIDE_PAGE_OFFSET_RELEASES = ("0.7.4",)
 
 _INPUT_NAMES = ("q_nope", "q_pe", "ckv_cache", "kpe_cache")
 _FROZEN_NAMES = ("uri", "num_heads", "head_dim_ckv", "head_dim_kpe", "page_size", "causal",
@@ -69,6 +72,8 @@ cdef class MLAPlan(PlanBase):
     cdef readonly int num_heads
     cdef readonly int head_dim_ckv
     cdef readonly int head_dim_kpe
+    cdef bint page_offset32    # its module computes page offsets in 32 bits (0.6.3)
+    cdef bint table_on_device  # page ids unknown here: any page of the cache may be read
 
     def frozen_key(self):
         """What a CUDA graph bakes in: replans in graph mode must keep it."""
@@ -276,6 +281,8 @@ cdef class BatchMLAPagedAttention(CheckedRunner):
         p.planned_num_rows = planned
         p.min_num_pages = min_pages
         p.run_b = c.run_b
+        p.page_offset32 = c.run_b.release not in _WIDE_PAGE_OFFSET_RELEASES
+        p.table_on_device = st.table_owner != NULL
         p.n_indices = need
         if st.table_in_place:
             p.d_indices = st.dev_table
@@ -342,6 +349,8 @@ cdef class BatchMLAPagedAttention(CheckedRunner):
         _check_u32_strides(qp, "q_pe")
         _check_u32_strides(ck, "ckv_cache")
         _check_u32_strides(kp, "kpe_cache")
+        _check_page_offsets(ck, "ckv_cache", p)
+        _check_page_offsets(kp, "kpe_cache", p)
         return 0
 
     cdef int _pack_plan_args(self, CallFrame* f, PlanBase pb, int flags) except -1:
@@ -438,6 +447,14 @@ cdef int _check_cache(TensorSlot* s, str name, int64_t dim, MLAPlan p) except -1
         raise PlanMismatchError(f"{name}: has {s.dl.shape[0]} pages but the plan's page "
                                 f"table uses page {p.min_num_pages - 1}")
     return 0
+
+
+cdef int _check_page_offsets(TensorSlot* s, str name, MLAPlan p) except -1:
+    """The largest page run() may read: the page table's largest id, or with a CUDA page
+    table (not read on the host) the cache's last page."""
+    cdef int64_t last = s.dl.shape[0] - 1 if p.table_on_device else p.min_num_pages - 1
+    return _lim.check_page_offsets(s, name, p.page_size, last, p.page_offset32,
+                                   p.backend == "fa3")
 
 
 cdef int _check_u32_strides(TensorSlot* s, str name) except -1:

@@ -2,6 +2,7 @@
 # gives a silently wrong answer, as host-side rules (mla_limits.pyx); batch_mla.pyx applies
 # them in plan() and run() before anything reaches the planner or a kernel.
 from libc.stdint cimport int64_t
+from flashinfer_cy._core.tensor cimport TensorSlot
 from flashinfer_cy.kernels.batch_plan cimport HostI32
 
 cdef enum:
@@ -20,3 +21,5 @@ cdef int causal_tile_drops(HostI32* qo, HostI32* kl, int64_t heads, int64_t tile
 cdef int kv_tile(str backend, int device) except -1
 cdef int refuse_causal_drop(CausalDrop* drops, int64_t heads, int64_t tile_q, str backend,
                             int device) except -1
+cdef int check_page_offsets(TensorSlot* s, str name, int64_t page_size, int64_t last_page,
+                            bint offset32, bint fa3) except -1

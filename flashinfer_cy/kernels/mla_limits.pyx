@@ -20,11 +20,23 @@ KV tile too (limit 32 with 64-key tiles: the key itself). KV tiles: FA3 64
 (mla_hopper.cuh:988 / 1298); FA2 by shared memory per SM (DISPATCH_SMEM_CONFIG,
 mla.cuh:991 / 1216): >= 221696 bytes 64, >= 147968 32, else 16. Never when ``num_heads``
 divides the query tile.
+
+**Page offsets** (0.6.3). Its FA2 load_kv (mla.cuh:204-209, 237-242) adds ``page_id *
+page_stride`` to the cache pointer as a 32-bit unsigned product (int32 id times uint32
+stride), its FA3 prefetch_offset (mla_hopper.cuh:190-195) the 32-bit unsigned sum ``page_id
+* page_stride + row * row_stride + (lane % 8) * 8``: past 2**32 elements a page is read
+from the wrong address. 0.7.4 widens the page id to int64 first (mla.cuh:230-239, 272-281,
+mla_hopper.cuh:264-271). ``row * row_stride`` stays a 32-bit product in both.
 """
 
 from libc.stdint cimport int64_t
 
 from flashinfer_cy._core.runtime cimport max_shared_memory_per_multiprocessor
+from flashinfer_cy._core.tensor cimport describe
+
+cdef int64_t _U32_MAX = 4294967295
+# FA3's lane offset in prefetch_offset: (lane % 8) x 8 elements (16 bytes of a 16-bit cache)
+cdef int64_t _FA3_LANE_SPAN = 7 * 8
 
 
 cdef int cluster_size(HostI32* qo, int64_t heads) except -1:
@@ -95,3 +107,29 @@ cdef int refuse_causal_drop(CausalDrop* drops, int64_t heads, int64_t tile_q, st
         f"which loses the key when it starts a {tile}-key KV tile. Split that request's "
         f"query rows over several requests (one row each, kv_len its last visible key + 1: "
         f"never a hit with num_heads <= 64), or use a num_heads that divides {tile_q}")
+
+
+cdef int check_page_offsets(TensorSlot* s, str name, int64_t page_size, int64_t last_page,
+                            bint offset32, bint fa3) except -1:
+    """ValueError where the kernel's 32-bit cache offsets wrap for cache ``s``, whose
+    largest page read is ``last_page``. ``offset32``: the module multiplies page id x page
+    stride in 32 bits (0.6.3); ``fa3``: its FA3 sums the row and lane offsets in too."""
+    cdef int64_t stride = s.dl.strides[0]
+    cdef int64_t row = (page_size - 1) * s.dl.strides[1]
+    cdef int64_t lane = _FA3_LANE_SPAN if fa3 and offset32 else 0
+    cdef int64_t extra = row + lane if fa3 else 0
+    if row > _U32_MAX - lane:
+        raise ValueError(
+            f"{name}: the last row of a page is {row} elements into it (row stride "
+            f"{s.dl.strides[1]} x {page_size - 1}, {describe(s)}); FlashInfer's MLA kernels "
+            f"compute that offset in 32-bit unsigned ints: use a smaller row stride")
+    if not offset32 or stride == 0 or last_page <= (_U32_MAX - extra) // stride:
+        return 0   # (a negative last_page: no page read)
+    raise ValueError(
+        f"{name}: page {last_page} begins {last_page} x {stride} elements into the cache "
+        f"({describe(s)}); FlashInfer 0.6.3's MLA {'fa3' if fa3 else 'fa2'} kernel "
+        f"computes page id x page stride{' + row and lane offsets' if fa3 else ''} in "
+        f"32-bit unsigned ints, so past {_U32_MAX} elements it reads the wrong page. Keep "
+        f"the pages this batch reads below page {(_U32_MAX - extra) // stride + 1} (a "
+        f"cache of at most that many pages, or a page table naming no later page), or use "
+        f"FlashInfer 0.7.4 modules (64-bit offsets)")

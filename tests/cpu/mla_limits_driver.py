@@ -18,8 +18,11 @@ import os
 import numpy as np
 
 import flashinfer_cy as fc
+from flashinfer_cy._core import runtime
 
 SMS = 132                      # the stand-in libcudart's SM count
+PTR = 0x7F0000000000           # a cache that is never dereferenced (prepare() only)
+U32 = 2**32
 
 
 def fa2_kv_tile():
@@ -124,5 +127,61 @@ def check_causal_tiles():
     _plan(ws["fa3"], [50], [72], 3, False)
 
 
+def _release(p):
+    return runtime.load_module(p.uri).flashinfer_version
+
+
+def check_page_offsets():
+    """0.6.3's kernels add page id x page stride in 32-bit unsigned ints (FA3 with the row
+    and lane offsets): run() and prepare() refuse caches whose pages this batch reads end
+    past that; 0.7.4's take them. The row offset is 32-bit in both."""
+    from devdata import upload
+
+    heads = 4
+    qn = upload(np.zeros((1, heads, 512)), "float16")
+    qp = upload(np.zeros((1, heads, 64)), "float16")
+
+    def cache(pages, strides=None):
+        return fc.TensorDesc(PTR, (pages, 16, 512), "float16", strides=strides)
+
+    top = U32 // (16 * 512)                     # 524288: the first page past 2**32
+    lane_page = U32 - (15 * 512 + 7 * 8)        # FA3 0.6.3: page 1 of this stride wraps
+    row = 286331160                             # x 15 rows > 2**32 - 1
+    for backend in ("fa2", "fa3"):
+        w = fc.BatchMLAPagedAttention(backend=backend)
+        # (page the table names, ckv cache, kpe cache, which releases/backends refuse, words)
+        cases = [
+            (top, cache(top + 1), fc.TensorDesc(PTR, (top + 1, 16, 64), "float16"),
+             {"0.6.3"}, ["ckv_cache", f"page {top} "]),
+            (top - 1, cache(top), fc.TensorDesc(PTR, (top, 16, 64), "float16"), set(), []),
+            (1, cache(2, (lane_page, 512, 1)), None, {"0.6.3"} if backend == "fa3" else set(),
+             ["ckv_cache", "page 1 ", "row and lane"]),
+            (1, cache(2, (lane_page - 8, 512, 1)), None, set(), []),
+            (0, cache(1, (U32 - 8, row, 1)), None, {"0.6.3", "0.7.4"}, ["ckv_cache", "row"]),
+            (0, cache(1, (U32 - 8, row - 8, 1)), None,
+             {"0.6.3"} if backend == "fa3" else set(), ["ckv_cache", "row"]),
+        ]
+        for page, ckv, kpe, refusing, words in cases:
+            p = _plan(w, [1], [1], heads, False, table=np.array([page], np.int32))
+            release = _release(p)
+            kpe = kpe or fc.TensorDesc(PTR, (ckv.shape[0], 16, 64), "float16")
+            if release in refusing:
+                _refused(lambda: w.prepare(qn, qp, ckv, kpe), *words)
+                _refused(lambda: w.run(qn, qp, ckv, kpe), *words)   # never launched
+            else:
+                w.prepare(qn, qp, ckv, kpe)   # accepted (not launched: the cache is fake)
+        # A CUDA page table is not read on the host: the cache's last page counts.
+        big = cache(top + 1)
+        kpe = fc.TensorDesc(PTR, (top + 1, 16, 64), "float16")
+        p = _plan(w, [1], [1], heads, False, table=upload(np.zeros(1), "int32"))
+        if _release(p) == "0.6.3":
+            _refused(lambda: w.prepare(qn, qp, big, kpe), "ckv_cache", f"page {top} ")
+        else:
+            w.prepare(qn, qp, big, kpe)
+        _plan(w, [1], [1], heads, False, table=np.zeros(1, np.int32))
+        w.prepare(qn, qp, big, kpe)   # a host table naming page 0 only: fine in both
+
+
 def scenario_mla_limits():
     check_causal_tiles()
+    check_page_offsets()
