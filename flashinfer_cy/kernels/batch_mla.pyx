@@ -217,6 +217,7 @@ cdef class BatchMLAPagedAttention(CheckedRunner):
             sms = multiprocessor_count(self.device)
             if tiles + sms > MLA_MAX_WORKS:
                 _too_many_works(tiles, sms)
+            _lim.check_split_arithmetic(&qo, &kl, c.heads, c.causal, cluster, sms)
             slot = self._open_plan(given, given_h, &st, &stream_h)
             frame_init(&f, c.plan_b.n)  # (nothing here raises before _plan_call)
             pack_i32(&f, 3, <void*>qo.p, batch + 1, kDLCPU, 0)   # the planner reads these

@@ -27,6 +27,13 @@ stride), its FA3 prefetch_offset (mla_hopper.cuh:190-195) the 32-bit unsigned su
 * page_stride + row * row_stride + (lane % 8) * 8``: past 2**32 elements a page is read
 from the wrong address. 0.7.4 widens the page id to int64 first (mla.cuh:230-239, 272-281,
 mla_hopper.cuh:264-271). ``row * row_stride`` stays a 32-bit product in both.
+
+**Planner int32** (both releases). MLAPlan (scheduler.cuh:1483-1565 / 1666-1748) sums the
+keys every query tile reads (int64), then takes the per-cluster average into an ``int`` and
+rounds it up to a multiple of 256 in int arithmetic (``kv_len_limit``): the average must
+stay <= 2**31 - 1 - 256. A tile with more keys than that limit is split, computing ``keys *
+cluster_size`` and ``keys + limit`` in int: both must fit. 0.7.4's flashinfer-python
+refuses the same (mla/_batch_mla/_backends/_fa_common.py, _fa_plan_work_count).
 """
 
 from libc.stdint cimport int64_t
@@ -35,6 +42,8 @@ from flashinfer_cy._core.runtime cimport max_shared_memory_per_multiprocessor
 from flashinfer_cy._core.tensor cimport describe
 
 cdef int64_t _U32_MAX = 4294967295
+cdef int64_t _I32_MAX = 2147483647
+cdef int64_t _CTA_TILE_Q = 64
 # FA3's lane offset in prefetch_offset: (lane % 8) x 8 elements (16 bytes of a 16-bit cache)
 cdef int64_t _FA3_LANE_SPAN = 7 * 8
 
@@ -107,6 +116,58 @@ cdef int refuse_causal_drop(CausalDrop* drops, int64_t heads, int64_t tile_q, st
         f"which loses the key when it starts a {tile}-key KV tile. Split that request's "
         f"query rows over several requests (one row each, kv_len its last visible key + 1: "
         f"never a hit with num_heads <= 64), or use a num_heads that divides {tile_q}")
+
+
+cdef int64_t _kv_split_limit(int64_t avg) noexcept:
+    """MLAPlan's kv_len_limit from the per-cluster average (fits int32: checked first)."""
+    if avg <= 8:
+        return 32
+    if avg <= 16:
+        return 64
+    if avg <= 32:
+        return 128
+    if avg <= 64:
+        return 192
+    return (avg + 255) // 256 * 256
+
+
+cdef int check_split_arithmetic(HostI32* qo, HostI32* kl, int64_t heads, bint causal,
+                                int64_t cluster, int64_t sms) except -1:
+    """ValueError where MLAPlan's int32 KV-split arithmetic would overflow."""
+    cdef Py_ssize_t i
+    cdef int64_t rows, kv, tiles, t, eff, avg, limit
+    cdef int64_t tile_q = _CTA_TILE_Q * cluster
+    cdef int64_t clusters = max(sms // cluster, 1)
+    cdef int64_t total = 0, longest = 0
+    for i in range(kl.n):
+        rows = <int64_t>qo.p[i + 1] - qo.p[i]
+        kv = kl.p[i]
+        tiles = (rows * heads + tile_q - 1) // tile_q
+        if tiles == 0:
+            continue
+        longest = max(longest, kv)   # its last tile reads all its keys
+        if not causal:
+            total += tiles * kv
+            continue
+        total += kv
+        for t in range(tiles - 1):
+            eff = kv - rows + ((t + 1) * tile_q + heads - 1) // heads
+            total += min(max(eff, 0), kv)
+    avg = max((total + clusters - 1) // clusters, 1)
+    if avg > _I32_MAX - 256:
+        raise ValueError(
+            f"kv_len_arr: the batch's query tiles read {total} keys in all, {avg} per SM "
+            f"cluster ({clusters}); FlashInfer's MLA planner (0.6.3 and 0.7.4) rounds that "
+            f"average up to a multiple of 256 in int32 arithmetic, which overflows (it must "
+            f"stay <= {_I32_MAX - 256}): plan fewer or shorter requests per batch")
+    limit = _kv_split_limit(avg)
+    if longest > limit and (longest * cluster > _I32_MAX or longest + limit > _I32_MAX):
+        raise ValueError(
+            f"kv_len_arr: a request of {longest} keys is split into chunks of {limit}, and "
+            f"FlashInfer's MLA planner (0.6.3 and 0.7.4) computes keys x {cluster} (CTAs "
+            f"per cluster) and keys + {limit} in int32, which overflow (both must stay <= "
+            f"{_I32_MAX}): use shorter requests")
+    return 0
 
 
 cdef int check_page_offsets(TensorSlot* s, str name, int64_t page_size, int64_t last_page,

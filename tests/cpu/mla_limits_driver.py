@@ -23,6 +23,7 @@ from flashinfer_cy._core import runtime
 SMS = 132                      # the stand-in libcudart's SM count
 PTR = 0x7F0000000000           # a cache that is never dereferenced (prepare() only)
 U32 = 2**32
+HUGE_PAGE = 2**30              # one or two pages hold 2**31 - 1 keys
 
 
 def fa2_kv_tile():
@@ -182,6 +183,27 @@ def check_page_offsets():
         w.prepare(qn, qp, big, kpe)   # a host table naming page 0 only: fine in both
 
 
+def check_planner_int32():
+    """The planner's int32 KV-split arithmetic (both releases): the per-cluster average
+    rounded up to 256, and a split tile's keys x cluster size and keys + limit."""
+    w = fc.BatchMLAPagedAttention(backend="fa2")
+
+    def plan(qo, kv, heads):
+        return lambda: _plan(w, qo, kv, heads, False, page_size=HUGE_PAGE)
+
+    # 132 rows x 64 heads: 66 tiles of 128 over 66 clusters, the average is kv itself
+    plan([132], [2**31 - 1 - 256], 64)()
+    _refused(plan([132], [2**31 - 256], 64), "kv_len_arr", "multiple of 256")
+    _refused(plan([264], [2**30 + 1], 64), "kv_len_arr", "multiple of 256")   # twice that
+    # one 128-head row (a cluster of 2): split, keys x 2 must fit
+    plan([1], [2**30 - 1], 128)()
+    _refused(plan([1], [2**30], 128), "kv_len_arr", "x 2")
+    # one 16-head row (a cluster of 1): keys + limit must fit
+    plan([1], [2**31 - 2**24 - 1], 16)()
+    _refused(plan([1], [2**31 - 1], 16), "kv_len_arr", "keys +")
+
+
 def scenario_mla_limits():
     check_causal_tiles()
     check_page_offsets()
+    check_planner_int32()
