@@ -19,7 +19,9 @@ append_paged_mla_kv_cache writes).
 This module is the wrapper's use of the ABI (attention.SIGNATURES "batch_mla", and
 RELEASE_SIGNATURES / LAYOUTS for 0.7.4), its argument checks and packing; plan()'s staging,
 workspaces and stream ordering are batch_plan.pyx's, run()'s kept frame and
-prepare()/launch() batch_run.pyx's.
+prepare()/launch() batch_run.pyx's. Input FlashInfer's MLA would get silently wrong (causal
+tile boundaries, 0.6.3's 32-bit page offsets, the planner's int32 arithmetic) is refused by
+mla_limits.pyx's rules, applied here.
 """
 
 from cpython.ref cimport PyObject
@@ -198,6 +200,7 @@ cdef class BatchMLAPagedAttention(CheckedRunner):
             rows = qo.p[batch]
             if <int64_t>rows * c.heads > 2147483647:
                 raise ValueError(f"qo_indptr: {rows} rows x {c.heads} heads exceed int32")
+            _lim.check_packed_positions(&qo, &kv, &kl, c.page_size)
             cluster = _lim.cluster_size(&qo, c.heads)
             if c.causal:
                 _lim.causal_tile_drops(&qo, &kl, c.heads, 64 * cluster, drops)

@@ -34,6 +34,10 @@ rounds it up to a multiple of 256 in int arithmetic (``kv_len_limit``): the aver
 stay <= 2**31 - 1 - 256. A tile with more keys than that limit is split, computing ``keys *
 cluster_size`` and ``keys + limit`` in int: both must fit. 0.7.4's flashinfer-python
 refuses the same (mla/_batch_mla/_backends/_fa_common.py, _fa_plan_work_count).
+
+**Packed KV positions** (both releases). The kernels address a request's keys by the
+position ``kv_indptr[i] * page_size + k`` in uint32 (``packed_kv_bound``, mla.cuh:873-876 /
+1077-1080, mla_hopper.cuh:702, 712 / 913, 923), up to two KV tiles past ``kv_len``.
 """
 
 from libc.stdint cimport int64_t
@@ -44,6 +48,7 @@ from flashinfer_cy._core.tensor cimport describe
 cdef int64_t _U32_MAX = 4294967295
 cdef int64_t _I32_MAX = 2147483647
 cdef int64_t _CTA_TILE_Q = 64
+cdef int64_t _KV_READ_AHEAD = 128   # two 64-key tiles past kv_len
 # FA3's lane offset in prefetch_offset: (lane % 8) x 8 elements (16 bytes of a 16-bit cache)
 cdef int64_t _FA3_LANE_SPAN = 7 * 8
 
@@ -167,6 +172,25 @@ cdef int check_split_arithmetic(HostI32* qo, HostI32* kl, int64_t heads, bint ca
             f"FlashInfer's MLA planner (0.6.3 and 0.7.4) computes keys x {cluster} (CTAs "
             f"per cluster) and keys + {limit} in int32, which overflow (both must stay <= "
             f"{_I32_MAX}): use shorter requests")
+    return 0
+
+
+cdef int check_packed_positions(HostI32* qo, HostI32* kv, HostI32* kl,
+                                int64_t page_size) except -1:
+    """ValueError where a request's packed KV positions pass 2**32."""
+    cdef Py_ssize_t i
+    cdef int64_t end
+    for i in range(kl.n):
+        if qo.p[i + 1] == qo.p[i]:
+            continue   # no query rows: the kernels never read its keys
+        end = <int64_t>kv.p[i] * page_size + kl.p[i] + _KV_READ_AHEAD
+        if end > _U32_MAX:
+            raise ValueError(
+                f"kv_indptr: request {i} starts at page-table entry {kv.p[i]}, and "
+                f"FlashInfer's MLA kernels (0.6.3 and 0.7.4) address its keys at "
+                f"kv_indptr[{i}] x page_size ({page_size}) + key (+{_KV_READ_AHEAD} read "
+                f"ahead) in 32-bit unsigned ints: {end} does not fit. Plan fewer pages per "
+                f"batch (the page table's length x page_size must stay below 2**32)")
     return 0
 
 
