@@ -41,6 +41,7 @@ MODULES = [
     "flashinfer_cy.kernels.attention",
     "flashinfer_cy.kernels.batch_plan",
     "flashinfer_cy.kernels.batch_run",
+    "flashinfer_cy.kernels.mla_limits",
     "flashinfer_cy.kernels.batch_attention",
     "flashinfer_cy.kernels.batch_mla",
     "flashinfer_cy.kernels.page",

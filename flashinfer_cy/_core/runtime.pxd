@@ -62,3 +62,4 @@ cdef class ModuleObject(Object):
 cdef int compute_capability_major(int device) except -1
 cdef int multiprocessor_count(int device) except -1
 cdef int max_shared_memory_per_block_optin(int device) except -1
+cdef int max_shared_memory_per_multiprocessor(int device) except -1

@@ -899,12 +899,14 @@ cdef class Function:
 cdef enum:
     CUDA_DEV_ATTR_MULTIPROCESSOR_COUNT = 16
     CUDA_DEV_ATTR_CC_MAJOR = 75
+    CUDA_DEV_ATTR_MAX_SMEM_PER_MULTIPROCESSOR = 81
     CUDA_DEV_ATTR_MAX_SMEM_PER_BLOCK_OPTIN = 97
     MAX_CACHED_DEVICES = 64
 
 cdef int g_cc_major[MAX_CACHED_DEVICES]  # per device ordinal; 0 = not asked yet
 cdef int g_sm_count[MAX_CACHED_DEVICES]
 cdef int g_smem_optin[MAX_CACHED_DEVICES]
+cdef int g_smem_per_sm[MAX_CACHED_DEVICES]
 
 
 cdef int _device_attribute(int* cache, int attr, int device, str what) except -1:
@@ -936,6 +938,12 @@ cdef int max_shared_memory_per_block_optin(int device) except -1:
     """Bytes of shared memory one block may opt in to (sizes top-k's per-block chunks)."""
     return _device_attribute(g_smem_optin, CUDA_DEV_ATTR_MAX_SMEM_PER_BLOCK_OPTIN, device,
                              "opt-in shared memory per block")
+
+
+cdef int max_shared_memory_per_multiprocessor(int device) except -1:
+    """Bytes of shared memory per SM (FlashInfer's MLA FA2 kernel picks its KV tile by it)."""
+    return _device_attribute(g_smem_per_sm, CUDA_DEV_ATTR_MAX_SMEM_PER_MULTIPROCESSOR, device,
+                             "shared memory per multiprocessor")
 
 
 def device_compute_capability_major(int device):
@@ -986,3 +994,7 @@ def device_multiprocessor_count(int device):
 
 def device_max_shared_memory_per_block_optin(int device):
     return max_shared_memory_per_block_optin(device)
+
+
+def device_max_shared_memory_per_multiprocessor(int device):
+    return max_shared_memory_per_multiprocessor(device)

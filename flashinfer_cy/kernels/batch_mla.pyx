@@ -19,7 +19,9 @@ append_paged_mla_kv_cache writes).
 This module is the wrapper's use of the ABI (attention.SIGNATURES "batch_mla", and
 RELEASE_SIGNATURES / LAYOUTS for 0.7.4), its argument checks and packing; plan()'s staging,
 workspaces and stream ordering are batch_plan.pyx's, run()'s kept frame and
-prepare()/launch() batch_run.pyx's.
+prepare()/launch() batch_run.pyx's. Input FlashInfer's MLA would get silently wrong (causal
+tile boundaries, 0.6.3's 32-bit page offsets, the planner's int32 arithmetic) is refused by
+mla_limits.pyx's rules, applied here.
 """
 
 from cpython.ref cimport PyObject
@@ -37,6 +39,7 @@ from flashinfer_cy.kernels.batch_plan cimport (
     HostI32, Staging, RunLayout, PlanBase, hosts, host_i32, read_indptrs, same_args,
     stream_arg, staging_init, table_seg, at_word, pack_i32)
 from flashinfer_cy.kernels.batch_run cimport CheckedRunner
+from flashinfer_cy.kernels cimport mla_limits as _lim
 
 from flashinfer_cy import errors as _errors
 from flashinfer_cy.errors import PlanMismatchError
@@ -52,6 +55,9 @@ _MLA_TILE = 64
 # schedule from the page-locked mirror to its caller (their attention.RELEASE_SIGNATURES
 # line); 0.6.3's plan enqueues that copy itself.
 _STAGING_PLAN_RELEASES = ("0.7.4",)
+# The releases whose MLA kernels widen page id x page stride to 64 bits (0.7.4's load_kv /
+# prefetch_offset cast the page id to int64_t); 0.6.3's multiply in 32-bit unsigned ints.
+_WIDE_PAGE_OFFSET_RELEASES = ("0.7.4",)
 
 _INPUT_NAMES = ("q_nope", "q_pe", "ckv_cache", "kpe_cache")
 _FROZEN_NAMES = ("uri", "num_heads", "head_dim_ckv", "head_dim_kpe", "page_size", "causal",
@@ -68,6 +74,8 @@ cdef class MLAPlan(PlanBase):
     cdef readonly int num_heads
     cdef readonly int head_dim_ckv
     cdef readonly int head_dim_kpe
+    cdef bint page_offset32    # its module computes page offsets in 32 bits (0.6.3)
+    cdef bint table_on_device  # page ids unknown here: any page of the cache may be read
 
     def frozen_key(self):
         """What a CUDA graph bakes in: replans in graph mode must keep it."""
@@ -176,7 +184,8 @@ cdef class BatchMLAPagedAttention(CheckedRunner):
         cdef HostI32 qo, kv, kl, ix
         cdef void* stream_h
         cdef void* given_h
-        cdef int64_t batch, rows, planned, need, min_pages, tiles, sms
+        cdef int64_t batch, rows, planned, need, min_pages, tiles, sms, cluster
+        cdef _lim.CausalDrop drops[_lim.N_KV_TILES]
         cdef bint given = stream_arg(stream, &given_h)
         cdef _MLAConfig c = self._config((q_data_type, kv_data_type, num_heads, head_dim_ckv,
                                           head_dim_kpe, page_size, causal, sm_scale))
@@ -191,6 +200,10 @@ cdef class BatchMLAPagedAttention(CheckedRunner):
             rows = qo.p[batch]
             if <int64_t>rows * c.heads > 2147483647:
                 raise ValueError(f"qo_indptr: {rows} rows x {c.heads} heads exceed int32")
+            _lim.check_packed_positions(&qo, &kv, &kl, c.page_size)
+            cluster = _lim.cluster_size(&qo, c.heads)
+            if c.causal:
+                _lim.causal_tile_drops(&qo, &kl, c.heads, 64 * cluster, drops)
             need = kv.p[batch]
             staging_init(&st)
             min_pages = self._page_table(&st, kv_indices, &kv, &ix, "kv_indices",
@@ -199,12 +212,15 @@ cdef class BatchMLAPagedAttention(CheckedRunner):
             planned = self._graph_caps(&st, rows, need)
             # ---- CUDA from here on (backend "auto" asks the device, loads modules)
             self._resolve(c)
+            if c.causal:   # which keys are dropped depends on the kernel's KV tile
+                _lim.refuse_causal_drop(drops, c.heads, 64 * cluster, c.backend, self.device)
             if self.use_cuda_graph:
                 self._check_frozen((c.variant.uri, c.heads, c.ckv, c.kpe, c.page_size,
                                     c.causal, c.sm_scale, planned), _FROZEN_NAMES)
             sms = multiprocessor_count(self.device)
             if tiles + sms > MLA_MAX_WORKS:
                 _too_many_works(tiles, sms)
+            _lim.check_split_arithmetic(&qo, &kl, c.heads, c.causal, cluster, sms)
             slot = self._open_plan(given, given_h, &st, &stream_h)
             frame_init(&f, c.plan_b.n)  # (nothing here raises before _plan_call)
             pack_i32(&f, 3, <void*>qo.p, batch + 1, kDLCPU, 0)   # the planner reads these
@@ -269,6 +285,8 @@ cdef class BatchMLAPagedAttention(CheckedRunner):
         p.planned_num_rows = planned
         p.min_num_pages = min_pages
         p.run_b = c.run_b
+        p.page_offset32 = c.run_b.release not in _WIDE_PAGE_OFFSET_RELEASES
+        p.table_on_device = st.table_owner != NULL
         p.n_indices = need
         if st.table_in_place:
             p.d_indices = st.dev_table
@@ -335,6 +353,8 @@ cdef class BatchMLAPagedAttention(CheckedRunner):
         _check_u32_strides(qp, "q_pe")
         _check_u32_strides(ck, "ckv_cache")
         _check_u32_strides(kp, "kpe_cache")
+        _check_page_offsets(ck, "ckv_cache", p)
+        _check_page_offsets(kp, "kpe_cache", p)
         return 0
 
     cdef int _pack_plan_args(self, CallFrame* f, PlanBase pb, int flags) except -1:
@@ -431,6 +451,14 @@ cdef int _check_cache(TensorSlot* s, str name, int64_t dim, MLAPlan p) except -1
         raise PlanMismatchError(f"{name}: has {s.dl.shape[0]} pages but the plan's page "
                                 f"table uses page {p.min_num_pages - 1}")
     return 0
+
+
+cdef int _check_page_offsets(TensorSlot* s, str name, MLAPlan p) except -1:
+    """The largest page run() may read: the page table's largest id, or with a CUDA page
+    table (not read on the host) the cache's last page."""
+    cdef int64_t last = s.dl.shape[0] - 1 if p.table_on_device else p.min_num_pages - 1
+    return _lim.check_page_offsets(s, name, p.page_size, last, p.page_offset32,
+                                   p.backend == "fa3")
 
 
 cdef int _check_u32_strides(TensorSlot* s, str name) except -1:

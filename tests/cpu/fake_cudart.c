@@ -15,7 +15,8 @@
 #include <string.h>
 
 enum { OK = 0, ERR_INVALID_VALUE = 1, ERR_INVALID_DEVICE = 101 };
-enum { ATTR_SM_COUNT = 16, ATTR_CC_MAJOR = 75, ATTR_CC_MINOR = 76, ATTR_SMEM_OPTIN = 97 };
+enum { ATTR_SM_COUNT = 16, ATTR_CC_MAJOR = 75, ATTR_CC_MINOR = 76, ATTR_SMEM_PER_SM = 81,
+       ATTR_SMEM_OPTIN = 97 };
 
 static _Thread_local int current_device = 0;
 
@@ -52,11 +53,19 @@ int cudaSetDevice(int device) {
   return OK;
 }
 
+/* Shared memory per SM: H100's 228 KiB, or FAKE_CUDART_SMEM_PER_SM (another part's: the
+ * MLA FA2 kernel picks its KV tile by it). */
+static int smem_per_sm(void) {
+  const char* s = getenv("FAKE_CUDART_SMEM_PER_SM");
+  return s && *s ? atoi(s) : 233472;
+}
+
 int cudaDeviceGetAttribute(int* value, int attr, int device) {
   CALLED(cudaDeviceGetAttribute);
   if (device != 0) return ERR_INVALID_DEVICE;
   *value = attr == ATTR_SM_COUNT ? 132 : attr == ATTR_CC_MAJOR ? 9 : attr == ATTR_CC_MINOR ? 0
-         : attr == ATTR_SMEM_OPTIN ? 232448 : 1;  /* H100's 227 KiB */
+         : attr == ATTR_SMEM_OPTIN ? 232448  /* H100's 227 KiB */
+         : attr == ATTR_SMEM_PER_SM ? smem_per_sm() : 1;
   return OK;
 }
 

@@ -664,6 +664,9 @@ def scenario_mla_checks():
     assert h.current_plan is None
 
 
+from mla_limits_driver import scenario_mla_limits  # noqa: E402,F401  (refusals)
+
+
 def scenario_mla_not_its_release():
     """0.6.3's stand-in under 0.7.4's names in a dir marked 0.7.4 (a mislabelled build): the
     0.7.4 plan line matches 0.7.4's ABI, so the plan is called, but what it returns is not

@@ -43,6 +43,16 @@ def test_mla_call_path_against_stand_ins(scenario, mla_stand_ins):
     run_driver_scenario(*mla_stand_ins, scenario, timeout=300)
 
 
+@pytest.mark.parametrize("smem_per_sm", ["233472", "167936", "102400"])  # KV tile 64, 32, 16
+def test_mla_refusals_against_stand_ins(smem_per_sm, mla_stand_ins):
+    """plan()/run()/prepare() refuse what FlashInfer's MLA would get silently wrong
+    (mla_limits_driver.py): causal tile boundaries that drop a key (FA3, and FA2 with the KV
+    tile the device's shared memory picks), 0.6.3's 32-bit page offsets, the planner's
+    int32 split arithmetic."""
+    run_driver_scenario(*mla_stand_ins, "mla_limits", timeout=300,
+                        FAKE_CUDART_SMEM_PER_SM=smem_per_sm)
+
+
 def test_a_module_that_is_not_its_release_is_refused_at_plan(tmp_path):
     """0.6.3's stand-in under 0.7.4's names, marked 0.7.4: its plan's Array is not 0.7.4's
     (plan info, staged bytes) -- a KernelVersionError, not a run on an unstaged schedule."""

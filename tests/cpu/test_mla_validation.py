@@ -103,6 +103,22 @@ def test_too_many_query_tiles_for_the_planner():
                       kv_len_arr=np.array([16], np.int32), num_heads=128))
 
 
+def test_packed_kv_positions_past_32_bits():
+    """FlashInfer's MLA kernels (0.6.3 and 0.7.4) address request i's keys at
+    kv_indptr[i] x page_size + key in 32-bit unsigned ints (and read up to 128 past
+    kv_len): refused where that passes 2**32, before CUDA."""
+    ps = 2**20   # request 1 starts at entry 4095: 4095 x 2**20 = 2**32 - 2**20
+    room = 2**32 - 1 - 4095 * ps - 128
+
+    def case(kv1, qo=(0, 1, 2)):
+        return plan(qo_indptr=np.array(qo, np.int32), kv_indptr=np.array([0, 4095, 4096],
+                    np.int32), kv_indices=np.arange(4096, dtype=np.int32),
+                    kv_len_arr=np.array([16, kv1], np.int32), page_size=ps)
+    reaches_cuda(case(room))
+    raises(case(room + 1), ValueError, r"kv_indptr: request 1 starts at page-table entry 4095")
+    reaches_cuda(case(room + 1, qo=(0, 1, 1)))   # no query rows: its keys are never read
+
+
 def test_graph_mode_capacities():
     raises(plan(fc.BatchMLAPagedAttention(use_cuda_graph=True)), ValueError,
            "needs max_num_pages")
