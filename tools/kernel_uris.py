@@ -277,8 +277,9 @@ class Release:
         return _presets(self.families, self.version)
 
 
-_NO_GDN = ("0.7.x removed jit/gdn.py and gdn_prefill_launcher.cu; GDN prefill moved to the cake GDN "
-           "modules, which have another ABI")
+_NO_GDN = ("0.7.x removed jit/gdn.py and gdn_prefill_launcher.cu: on sm_90 its GDN prefill is a "
+           "CuTe-DSL kernel compiled inside its Python process, not a module to build "
+           "(docs/abi-versions.md, \"GDN prefill and 0.7.4\")")
 
 
 def _families_074() -> tuple:

@@ -31,7 +31,8 @@ from flashinfer_cy._core.stream cimport resolve_stream
 from flashinfer_cy._core import runtime as _runtime
 from flashinfer_cy.abi import TABLES_VERSION as _TABLES_VERSION
 from flashinfer_cy.abi import layouts as _abi_layouts, match as _abi_match
-from flashinfer_cy.errors import KernelVersionError as _KernelVersionError
+from flashinfer_cy.errors import (KernelNotFoundError as _KernelNotFoundError,
+                                  KernelVersionError as _KernelVersionError)
 
 _KIND_CODES = {"T": K_TENSOR, "T?": K_OPT_TENSOR, "H": K_HOST_TENSOR, "I": K_INT,
                "F": K_FLOAT, "B": K_BOOL, "D": K_DTYPE, "A": K_OBJECT, "A?": K_OPT_OBJECT}
@@ -213,7 +214,18 @@ cdef class Binding:
                 raise TypeError(f"{self.symbol} is a method of the object {self.uri}'s "
                                 f"{self.method_of} returns, not an export: call it on that "
                                 f"object (Binding.method)")
-            mod = _runtime.load_module(self.uri)
+            try:
+                mod = _runtime.load_module(self.uri)
+            except _KernelNotFoundError as exc:
+                # Not found because the expected release has no such module (0.7.x and
+                # gdn_prefill_sm90)? Then say so, with the reviewed reason, rather than
+                # only where it was looked for.
+                from flashinfer_cy.artifacts import expected_flashinfer_version
+                note = _abi_match.missing_module_note(self.uri, self.symbol,
+                                                      expected_flashinfer_version())
+                if note is None:
+                    raise
+                raise _KernelNotFoundError(f"{exc}. {note}") from exc
             release = (_abi_match.abi_version(mod.flashinfer_version)
                        if mod.flashinfer_version is not None else None)
             if self.written_for != _TABLES_VERSION and release != self.written_for:

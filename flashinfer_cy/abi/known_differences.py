@@ -32,7 +32,13 @@ KNOWN_DIFFERENCES = {
                                                ("run_moe_min_latency", 33, 27))},
     ("0.7.4", "gdn_prefill_sm90", "gdn_prefill"): {
         "expect": "module gdn_prefill_sm90 is not built by flashinfer 0.7.4",
-        "reason": "0.7.x dropped flashinfer/jit/gdn.py and csrc/gdn_prefill_launcher.cu; GDN "
-                  "prefill moved to the cake GDN modules (jit/cake_gdn*.py), another ABI",
+        "reason": "0.7.x builds no GDN prefill module for sm_90: it dropped jit/gdn.py and "
+                  "csrc/gdn_prefill_launcher.cu, and its chunk_gated_delta_rule runs on sm_90 a "
+                  "CuTe-DSL kernel compiled inside its Python process "
+                  "(gdn_kernels/delta_rule_dsl/delta_rule_sm90.py), which neither its jit-cache "
+                  "wheel nor tools/build_kernels.py produces; its TVM-FFI cake GDN modules "
+                  "(jit/cake_gdn.py, jit/cake_gdn_cp_backend.py) are sm_100a/sm_103a/sm_107a "
+                  "only. gdn_prefill needs 0.6.3's gdn_prefill_sm90 (docs/abi-versions.md, "
+                  "\"GDN prefill and 0.7.4\")",
     },
 }

@@ -107,6 +107,36 @@ def abi_version(version: str) -> str:
     return re.sub(r"\.post\d+$", "", version.split("+", 1)[0].strip())
 
 
+def reviewed_reason(release: str, uri: str, symbol: str, method_of: str = None):
+    """The reason :mod:`.known_differences` gives for ``symbol`` of module ``uri`` in
+    ``release`` (None where it lists none): why a line is refused there, for the error."""
+    from .known_differences import KNOWN_DIFFERENCES
+    name = symbol if method_of is None else f"{method_of}().{symbol}"
+    entry = KNOWN_DIFFERENCES.get((release, module_key(uri), name))
+    return None if entry is None else entry["reason"]
+
+
+def _reviewed(release, uri, symbol, method_of) -> str:
+    reason = reviewed_reason(release, uri, symbol, method_of)
+    if reason is None:
+        return ""
+    return f" Reviewed (flashinfer_cy/abi/known_differences.py): {reason}."
+
+
+def missing_module_note(uri: str, symbol: str, release: str):
+    """Why module ``uri`` cannot be found when the modules are expected to be of FlashInfer
+    ``release`` (:func:`flashinfer_cy.artifacts.expected_flashinfer_version`): None unless
+    that release has an extracted ABI without the module (0.7.x's gdn_prefill_sm90), else a
+    sentence naming the releases that build it and the reviewed reason."""
+    release = abi_version(release)
+    if release not in versions() or export(release, uri, symbol)[0] is not None:
+        return None
+    having = [v for v in versions() if export(v, uri, symbol)[0] is not None]
+    return (f"flashinfer {release}, the release these modules are expected to be of, builds "
+            f"no module {module_key(uri)}; flashinfer {', '.join(having) or 'no extracted release'}"
+            f" does.{_reviewed(release, uri, symbol, None)}")
+
+
 def _way_out() -> str:
     from ..artifacts.settings import FLASHINFER_VERSION_ENV, KERNEL_DIR_ENV
     return (f"Use modules of flashinfer {TABLES_VERSION}: the pinned wheel (`flashinfer-cy "
@@ -151,19 +181,20 @@ def require_match(uri: str, symbol: str, signature: str, version, version_from: 
                               line_returns(written_for, uri, symbol, method_of))
     if mismatch is None:
         return
+    reviewed = _reviewed(release, uri, symbol, method_of)
     _, exp = export(release, uri, symbol, method_of)
     if exp is None:
         having = [v for v in versions() if export(v, uri, symbol, method_of)[1] is not None]
         raise KernelVersionError(
             f"{where} is flashinfer {version} ({version_from}); {symbol} is not in it: "
             f"{mismatch}. It exists in flashinfer {', '.join(having) or 'no extracted release'}"
-            f" (the bindings are written for {TABLES_VERSION}). {_way_out()}")
+            f" (the bindings are written for {TABLES_VERSION}).{reviewed} {_way_out()}")
     raise KernelVersionError(
         f"{where} is flashinfer {version} ({version_from}); the binding of {symbol} is "
         f"written for flashinfer {written_for} and flashinfer {release} declares another "
-        f"argument list or return type ({mismatch}), so it is not called ({supported}). "
-        f"{_way_out()}")
+        f"argument list or return type ({mismatch}), so it is not called ({supported})."
+        f"{reviewed} {_way_out()}")
 
 
 __all__ = ["CXX_KINDS", "P1_NONE_ONLY", "abi_version", "first_mismatch", "line_returns",
-           "require_match"]
+           "missing_module_note", "require_match", "reviewed_reason"]

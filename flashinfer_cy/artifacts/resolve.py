@@ -252,7 +252,8 @@ def platform_pin(manifest: Manifest | None = None, *, network: bool = True) -> W
     """The wheel for this machine: the manifest's pin for the pinned release, else the one
     FlashInfer's index names (:mod:`.index`); :class:`UnsupportedPlatformError` lists what exists.
 
-    ``network=False`` (``doctor``, ``where_is``): None for an unpinned release not resolved before.
+    ``network=False`` (``doctor``, ``where_is``): None for an unpinned release not resolved before;
+    with the network allowed but downloading off, that is a :class:`KernelNotFoundError`.
     """
     from .host import detect_cuda_version, machine_arch
 
@@ -263,11 +264,20 @@ def platform_pin(manifest: Manifest | None = None, *, network: bool = True) -> W
     if version == manifest.version:
         pin = manifest.select(cuda, arch)
     else:
-        from .index import resolve
+        from .index import page_url, resolve
 
-        pin = resolve(manifest, version, manifest.cuda_key(cuda, arch), arch, network=network)
+        cuda_key = manifest.cuda_key(cuda, arch)
+        pin = resolve(manifest, version, cuda_key, arch, network=network)
         if pin is None:
-            return None
+            if not network:
+                return None
+            # resolve() is None with the network allowed only when downloading is off
+            raise KernelNotFoundError(
+                f"the flashinfer_jit_cache wheel of flashinfer {version} for {cuda_key}/{arch} "
+                f"was never resolved from the index {page_url(cuda_key)} and downloading is off "
+                f"({settings.OFFLINE_ENV}=1): run `flashinfer-cy fetch` once where there is "
+                f"network, with the same {settings.CACHE_DIR_ENV}, or set "
+                f"{settings.KERNEL_WHEEL_ENV} or {settings.KERNEL_DIR_ENV}")
     override = settings.wheel_sha256()
     if override is None or override == pin.sha256:
         return pin
@@ -439,6 +449,8 @@ def locate(uri: str, *, download: bool = True, progress: Progress = None) -> tup
         pin = platform_pin(manifest)
     except UnsupportedPlatformError as exc:
         raise UnsupportedPlatformError(f"{exc}. Module {uri!r} was also not found: {'; '.join(notes)}") from None
+    except KernelNotFoundError as exc:  # an unpinned release never resolved, offline
+        raise KernelNotFoundError(f"module {uri!r}: {exc}; {'; '.join(notes)}") from None
     if pin.members is not None and member not in pin.members:
         raise KernelNotFoundError(
             f"module {uri!r} is not in the pinned wheel {pin.filename} (no such member {member}); "

@@ -103,37 +103,76 @@ def scenario_page_mla():
             np.testing.assert_array_equal(kpe, kpe0, err_msg=f"kpe {dtype} page {page_size}")
 
 
-def scenario_gdn():
+def _gdn_call_arrives(heads, options):
+    """One gdn_prefill call with every buffer given; the stand-in records what arrived in
+    the workspace, checked here against the buffers (0.6.3's argument order)."""
+    n, seqs = 10, 2
+    hq, hk, hv = heads
+    h = max(hq, hv)
+    bufs = dict(q=aligned((n, hq, 128), np.uint16), k=aligned((n, hk, 128), np.uint16),
+                v=aligned((n, hv, 128), np.uint16), cu_seqlens=aligned((seqs + 1,), np.int64),
+                output=aligned((n, h, 128), np.uint16),
+                output_state=aligned((seqs, h, 128, 128), np.float32),
+                workspace=aligned((4 * 128,), np.uint8))
+    dtypes = dict(q="bfloat16", k="bfloat16", v="bfloat16", output="bfloat16",
+                  cu_seqlens="int64", workspace="uint8")
+    if options:
+        bufs.update(initial_state=aligned((seqs, h, 128, 128), np.float32),
+                    alpha=aligned((n, h), np.float32), beta=aligned((n, h), np.float32))
+    views = {k: cuda_view(b, dtypes.get(k, "float32")) for k, b in bufs.items()}
+    scale = 0.3 if options else 0.0
+    out = fc.gdn_prefill(views.pop("q"), views.pop("k"), views.pop("v"),
+                         views.pop("cu_seqlens"), scale=scale, **views)
+    assert out[0] is not None and out[1] is not None
+    record = bufs["workspace"][:96].view(np.int64)
+    order = ("output", "output_state", "q", "k", "v", "cu_seqlens", "initial_state",
+             "alpha", "beta")
+    for slot, name in enumerate(order):
+        want = bufs[name].ctypes.data if name in bufs else 0
+        assert record[slot] == want, f"{heads}: argument {slot} is not {name}"
+    assert record[9:10].view(np.float64)[0] == scale, f"scale arrived as {record[9:10]}"
+    assert record[10] == bufs["workspace"].ctypes.data and record[11] == 4 * 128
+
+
+def _sm90_with_4_sms():
     # Stand in for an sm_90 device with 4 SMs: the workspace must be >= 4 * 128 bytes.
     runtime.device_compute_capability_major = lambda device: 9
     runtime.device_multiprocessor_count = lambda device: 4
-    n, seqs = 10, 2
+
+
+def scenario_gdn():
+    _sm90_with_4_sms()
     for heads, options in (((4, 4, 4), False), ((6, 2, 2), True), ((2, 2, 4), True)):
-        hq, hk, hv = heads
-        h = max(hq, hv)
-        bufs = dict(q=aligned((n, hq, 128), np.uint16), k=aligned((n, hk, 128), np.uint16),
-                    v=aligned((n, hv, 128), np.uint16), cu_seqlens=aligned((seqs + 1,), np.int64),
-                    output=aligned((n, h, 128), np.uint16),
-                    output_state=aligned((seqs, h, 128, 128), np.float32),
-                    workspace=aligned((4 * 128,), np.uint8))
-        dtypes = dict(q="bfloat16", k="bfloat16", v="bfloat16", output="bfloat16",
-                      cu_seqlens="int64", workspace="uint8")
-        if options:
-            bufs.update(initial_state=aligned((seqs, h, 128, 128), np.float32),
-                        alpha=aligned((n, h), np.float32), beta=aligned((n, h), np.float32))
-        views = {k: cuda_view(b, dtypes.get(k, "float32")) for k, b in bufs.items()}
-        scale = 0.3 if options else 0.0
-        out = fc.gdn_prefill(views.pop("q"), views.pop("k"), views.pop("v"),
-                             views.pop("cu_seqlens"), scale=scale, **views)
-        assert out[0] is not None and out[1] is not None
-        record = bufs["workspace"][:96].view(np.int64)
-        order = ("output", "output_state", "q", "k", "v", "cu_seqlens", "initial_state",
-                 "alpha", "beta")
-        for slot, name in enumerate(order):
-            want = bufs[name].ctypes.data if name in bufs else 0
-            assert record[slot] == want, f"{heads}: argument {slot} is not {name}"
-        assert record[9:10].view(np.float64)[0] == scale, f"scale arrived as {record[9:10]}"
-        assert record[10] == bufs["workspace"].ctypes.data and record[11] == 4 * 128
+        _gdn_call_arrives(heads, options)
+
+
+def scenario_kernel_set_074_gdn_from_the_pinned_wheel():
+    """A kernel dir marked 0.7.4 (tools/build_kernels.py --flashinfer-version 0.7.4 builds
+    no gdn_prefill_sm90) and the pinned 0.6.3 wheel in the cache: gdn_prefill is served by
+    0.6.3's module, checked as 0.6.3, its calls arriving in 0.6.3's order."""
+    _sm90_with_4_sms()
+    _gdn_call_arrives((6, 2, 2), True)
+    mod = fc.load_module("gdn_prefill_sm90")
+    assert mod.flashinfer_version == "0.6.3" and "wheel" in mod.version_from, \
+        (mod.flashinfer_version, mod.version_from)
+    assert fc.load_module("norm").flashinfer_version == "0.7.4"  # the kernel dir's own
+
+
+def scenario_kernel_set_074_gdn_missing():
+    """FLASHINFER_CY_FLASHINFER_VERSION=0.7.4 with nothing that has the module: the typed
+    call's error says why 0.7.4 has no gdn_prefill_sm90, not only where it looked."""
+    _sm90_with_4_sms()
+    try:
+        _gdn_call_arrives((4, 4, 4), False)
+    except fc.KernelNotFoundError as exc:
+        msg = str(exc)
+        for part in ("flashinfer 0.7.4, the release these modules are expected to be of, "
+                     "builds no module gdn_prefill_sm90; flashinfer 0.6.3 does",
+                     "CuTe-DSL kernel", "delta_rule_sm90.py", "sm_100a/sm_103a/sm_107a only",
+                     "GDN prefill and 0.7.4"):
+            assert part in msg, (part, msg)
+    else:
+        raise AssertionError("gdn_prefill ran on a 0.7.4 kernel set without its module")
 
 
 def scenario_gdn_workspace_too_small():
@@ -705,9 +744,12 @@ if __name__ == "__main__":
     kernel_dir, scenario = Path(sys.argv[1]), sys.argv[2]
     if os.environ.get("FAKE_LAYOUT_PROBE") == "1":
         _layout_probe()
-    if not scenario.startswith(("decode", "mla")):  # those find theirs via FLASHINFER_CY_KERNEL_DIR
+    if not scenario.startswith(("decode", "mla")):  # those run on the stand-in libcudart
         # No CUDA runtime: calls then leave the current device alone (none to set).
         runtime._load_cudart = lambda: None
+    # decode, mla, kernel_set: their modules are found through FLASHINFER_CY_KERNEL_DIR
+    # (and the cache)
+    if not scenario.startswith(("decode", "mla", "kernel_set")):
         for uri in ("page", "gdn_prefill_sm90"):
             fc.load_module_path(kernel_dir / uri / f"{uri}.so", uri=uri,
                                 flashinfer_version="0.6.3")  # the stand-ins' signatures

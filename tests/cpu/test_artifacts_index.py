@@ -14,7 +14,9 @@ from _wheelserver import (  # noqa: E402,F401
     ARCH, WheelServer, artifacts_env, build_wheel, refused_url, served_wheel, write_manifest,
 )
 
-from flashinfer_cy.artifacts import index, locate_module_source, settings, where_is  # noqa: E402
+from flashinfer_cy.artifacts import (  # noqa: E402
+    fetch_modules, index, locate_module_source, settings, where_is,
+)
 from flashinfer_cy.artifacts.cli import print_sources  # noqa: E402
 from flashinfer_cy.errors import (  # noqa: E402
     ChecksumMismatchError, DownloadError, KernelNotFoundError, SettingsError, WheelIndexError,
@@ -201,3 +203,13 @@ def test_clear_text_link_and_contradicting_hashes():
         index.choose([evil], VERSION, "cu130", ARCH, BASE)
     with pytest.raises(WheelIndexError, match="twice with different sha256"):
         index.choose([link(NAME), link(NAME, "b" * 64)], VERSION, "cu130", ARCH, BASE)
+
+
+def test_offline_before_the_release_was_ever_resolved_is_clear(index_env, monkeypatch):
+    """Offline, with no stored resolution of the selected release: a KernelNotFoundError
+    that says so (it was an AttributeError on the missing pin)."""
+    monkeypatch.setenv(settings.OFFLINE_ENV, "1")
+    for call in (lambda: locate_module_source("norm"), lambda: fetch_modules(["norm"])):
+        with pytest.raises(KernelNotFoundError, match=r"flashinfer 0\.7\.4 for cu130/.* was never "
+                           r"resolved from the index .* downloading is off \(FLASHINFER_CY_OFFLINE=1\)"):
+            call()

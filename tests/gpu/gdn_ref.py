@@ -22,11 +22,19 @@ import pytest
 
 def require_gdn_device() -> None:
     """Skip (with the reason) unless device 0 is sm_90 and the module is available; also
-    skip once the hang watchdog has seen the device wedge."""
+    skip once the hang watchdog has seen the device wedge. On a kernel set of a release that
+    builds no gdn_prefill_sm90 (0.7.x: docs/abi-versions.md, "GDN prefill and 0.7.4") the
+    tests skip with the reason instead of testing 0.6.3's module a second time through the
+    pinned wheel."""
     from flashinfer_cy._core.runtime import device_compute_capability_major
+    from flashinfer_cy.abi.match import missing_module_note
+    from flashinfer_cy.artifacts import expected_flashinfer_version
     from gpu_env import require_module
     from hang_watchdog import require_responsive_device
 
+    note = missing_module_note("gdn_prefill_sm90", "gdn_prefill", expected_flashinfer_version())
+    if note:
+        pytest.skip(f"{note} (gdn_prefill is tested on 0.6.3's kernel set)")
     require_module("gdn_prefill_sm90")
     major = device_compute_capability_major(0)
     if major != 9:
