@@ -96,8 +96,8 @@ _FAMILIES_063 = (
            "batch_mla_attention_" + _QKV
            + "dtype_idx_{dtype_idx}_head_dim_ckv_{head_dim_ckv}_head_dim_kpe_{head_dim_kpe}_profiler_{use_profiler}",
            _ATTN + ":gen_batch_mla_module", ("plan", "run"), has_backend=True),
-    # CUTLASS fused MoE for sm90 (issue 21): not bound yet; here so that its build can be
-    # measured with this tool (154 generated CUTLASS translation units plus ~25 others).
+    # CUTLASS fused MoE for sm90 (issue 21; kernels/fused_moe.py): 154 generated CUTLASS
+    # translation units plus ~25 others (docs/moe-build.md).
     Family("fused_moe_90", "fused_moe_90",
            "flashinfer.jit.fused_moe:gen_cutlass_fused_moe_sm90_module", ("init",)),
 )
@@ -287,10 +287,14 @@ def _families_074() -> tuple:
     gdn_prefill_sm90 is gone; batch_mla's URI gains ``_planabi2`` before the backend suffix (its
     plan() packs a new plan_info). The other URIs are unchanged for the variants we build:
     0.7.4's new suffixes (``_token_head_sf``, ``_kv_stride_*``, ``page_nvfp4_4over6``,
-    ``fp4x2_e2m1`` KV) only name variants whose generator arguments default to off."""
+    ``fp4x2_e2m1`` KV) only name variants whose generator arguments default to off.
+    ``fused_moe_90`` keeps its name: 0.7.4's gen_cutlass_fused_moe_sm90_module names it
+    ``fused_moe_90_h20_prebuilt_d`` only when torch sees a 78-SM device (an H20) at build
+    time, a variant for that part that is not built here (the generic module runs on every
+    sm_90 part)."""
     out = []
     for f in _FAMILIES_063:
-        if f.name in ("gdn_prefill", "fused_moe_90"):  # gone / not reviewed for 0.7.4
+        if f.name == "gdn_prefill":  # gone
             continue
         if f.name == "batch_mla":
             f = dataclasses.replace(f, template=f.template + "_planabi2")

@@ -130,7 +130,8 @@ cdef class Binding:
     release, flashinfer_cy.abi.TABLES_VERSION). A line written for a later release, beside
     the tables' line of the same export, is where that release changed the export beyond
     a layout (a family picks the line by the module's release); it calls modules of that
-    release only (KernelVersionError otherwise). ``aliases``: ``{name: own name}``, names
+    release only, and as a method line objects their exports made (KernelVersionError
+    otherwise). ``aliases``: ``{name: own name}``, names
     a prepared launch's ``set``/``repoint`` also accept for an argument (the tables'
     line's name, so that ``set(philox_seed=...)`` works on either release's line).
     ``release`` (after the first call or ``load()``): the loaded module's release.
@@ -319,6 +320,16 @@ cdef class Binding:
         if maker.uri != self.uri or maker.symbol != self.method_of or maker._fn is None:
             raise TypeError(f"{self.symbol}: made_by must be the called Binding of "
                             f"{self.uri}.{self.method_of}, got {maker!r}")
+        if self.written_for != _TABLES_VERSION and maker.release != self.written_for:
+            # as function() refuses it for an export: the tables' release passes
+            # require_match on the method's name alone, so this line's argument list would
+            # reach an object of another release unchecked
+            mod = maker._fn.module
+            raise _KernelVersionError(
+                f"module {self.uri!r} ({mod.path}) is flashinfer "
+                f"{mod.flashinfer_version or 'of unknown version'}; this {self.symbol} line "
+                f"is flashinfer {self.written_for}'s argument list and calls objects of "
+                f"modules of that release only")
         if self.release is None:
             mod = maker._fn.module
             _abi_match.require_match(self.uri, self.symbol, self.signature,

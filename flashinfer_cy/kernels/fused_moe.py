@@ -1,4 +1,4 @@
-"""CUTLASS fused MoE on Hopper (FlashInfer 0.6.3's ``fused_moe_90`` module).
+"""CUTLASS fused MoE on Hopper (FlashInfer's ``fused_moe_90`` module, 0.6.3 and 0.7.4).
 
 **Not yet run on a GPU.** Verified on the CPU against a stand-in module with the same C++
 signatures (tests/cpu/fake_fused_moe.cc): the runner's lifecycle, its method calls, the typed
@@ -22,7 +22,15 @@ tactic counts, the GEMM profiler and ``run_moe``.
   TVM-FFI's environment DLPack allocator; it has no workspace-size query): the run and
   profile methods are ``Binding(..., env_alloc=True)`` lines, so every call installs
   flashinfer_cy's allocator (cudaMallocAsync / cudaFreeAsync on the call's stream,
-  include/flashinfer_cy/env_alloc.h) in the calling thread for the call.
+  include/flashinfer_cy/env_alloc.h) in the calling thread for the call;
+* 0.7.4's runner takes the workspace from its caller (``workspace_buffer``) and sizes it
+  with its own ``get_workspace_size`` method: the runner made by a 0.7.4 module (``init``
+  with 0.7.4's layout) is called through :data:`METHODS_074`, and ``fused_moe(...)`` asks
+  ``get_workspace_size`` for the call's shape (the last answer kept per runner) and passes
+  the stream's cached workspace (``stream_scratch``, grown when a shape needs more), or,
+  under ``prepare()`` or while the stream captures a graph, a workspace of its own that the
+  prepared launch or the graph keeps. Its run line installs no allocator; the profile
+  method still allocates its own (``env_alloc``).
 """
 
 from __future__ import annotations
@@ -33,18 +41,27 @@ import weakref
 from flashinfer_cy._core.binding import Binding
 from flashinfer_cy._core.prepared import prepare as _prepare
 from flashinfer_cy._core.runtime import int_array
-from flashinfer_cy.kernels.fused_moe_run import MoESpec, run_moe
+from flashinfer_cy.abi import layouts as _layouts
+from flashinfer_cy.abi import TABLES_VERSION
+from flashinfer_cy.kernels.fused_moe_run import (ARGUMENTS, ARGUMENTS_074, MoESpec,
+                                                 WorkspaceSize, run_moe)
 
 __all__ = ["CutlassFusedMoE"]
 
 URI = "fused_moe_90"
+_074 = "0.7.4"
 
 # fused_moe/cutlass_backend/flashinfer_cutlass_fused_moe_binding.cu: the export, then the
 # methods FusedMoeRunner::GetFunction serves (its typed lambdas' parameters, in order). The
 # run and profile methods allocate their workspaces with alloc_tensor (env_alloc).
-INIT = Binding(URI, "init", "activation_dtype:D weight_dtype:D output_dtype:D "
-               "use_deepseek_fp8_block_scale:B use_w4_group_scaling:B "
-               "use_mxfp8_act_scaling:B use_packed_weights:B")
+_INIT = ("activation_dtype:D weight_dtype:D output_dtype:D use_deepseek_fp8_block_scale:B "
+         "use_w4_group_scaling:B use_mxfp8_act_scaling:B use_packed_weights:B")
+# 0.7.4's init adds two flags, passed as 0.7.4's cutlass_fused_moe passes them for the modes
+# here: use_fused_finalize True (its default outside torch's deterministic mode, and what
+# 0.6.3's runner always does: moe_kernels.h use_fused_finalize_ = true), and
+# use_wfp4afp8_humming False (the MXFP4-weight x fp8 Hopper path, not a mode here).
+INIT = Binding(URI, "init", _INIT, layouts={_074: _layouts.append(
+    _INIT, "use_fused_finalize:B=True use_wfp4afp8_humming:B=False")})
 _SCALARS = ("tp_size:I tp_rank:I ep_size:I ep_rank:I cluster_size:I cluster_rank:I "
             "enable_alltoall:B min_latency_mode:B profile_ids:A? enable_pdl:B "
             "base_activation_type:I")
@@ -71,6 +88,47 @@ METHODS = {
         "active_expert_global_ids:T! " + _SCALARS, device="input", method_of="init",
         env_alloc=True),
 }
+
+# flashinfer 0.7.4's runner (written_for="0.7.4"; the profile and tactic methods are the
+# tables' lines: 0.7.4 declares them alike). Its run_moe takes four more arguments after
+# swiglu_limit (clamped_relu2_limit, situ_beta, situ_linear_beta: the parameters of
+# activations not bound here, None; swizzled_input_sf: how input_sf is laid out, unused
+# without input_sf, True as 0.7.4's cutlass_fused_moe passes it), then the caller's
+# workspace_buffer and nvfp4_4over6_code (-1, NVFP4_4OVER6_CODE_FROM_ENV, what
+# cutlass_fused_moe passes when nvfp4_4over6 is not given; only NVFP4 modes read it).
+# The workspace is sized by the runner's own get_workspace_size (a method 0.6.3 lacks) and
+# always given by the typed call (fused_moe_run.pyx), so the run line installs no
+# environment allocator: a run without workspace_buffer would need one (the runner would
+# alloc_tensor) and is refused by call() before it reaches the runner. run_gemm_profile
+# still allocates its own (env_alloc, the tables' line).
+_NEW_074 = ("clamped_relu2_limit:T? situ_beta:T? situ_linear_beta:T? swizzled_input_sf:B ")
+_SCALARS_074 = _SCALARS + " workspace_buffer:T?! nvfp4_4over6_code:I"
+METHODS_074 = {
+    **{name: METHODS[name] for name in ("run_gemm_profile", "get_tactic_num",
+                                        "get_gemm1_tactic_count", "get_gemm2_tactic_count")},
+    "run_moe": Binding(URI, "run_moe", _OPERANDS + _NEW_074 + _SCALARS_074, device="input",
+                       method_of="init", written_for=_074),
+    # (no run_moe_min_latency: 0.7.4's has 33 arguments, more than a call frame holds
+    # (binding.pxd MAX_ARGS), and flashinfer-python never calls it: its cutlass_fused_moe
+    # raises NotImplementedError for min_latency_mode in 0.6.3 and 0.7.4 alike.
+    # abi/known_differences.py)
+    "get_workspace_size": Binding(
+        URI, "get_workspace_size",
+        "num_rows:I hidden_size:I inter_size:I num_experts_total:I experts_per_token:I "
+        "tp_size:I tp_rank:I ep_size:I ep_rank:I min_latency_mode:B base_activation_type:I",
+        method_of="init", written_for=_074),
+}
+# Each release's runner methods, by the release of the module init was called on.
+RELEASE_METHODS = {"0.6.3": METHODS, _074: METHODS_074}
+# The run methods' argument naming the caller's workspace, in the releases that take one.
+_WORKSPACE_ARG = "workspace_buffer"
+
+# run_moe packs each release's line by position (fused_moe_run.pyx): the lines must be
+# those lists, checked once here rather than on every call.
+for _line, _names in ((METHODS["run_moe"], ARGUMENTS), (METHODS_074["run_moe"], ARGUMENTS_074)):
+    if list(_line.names) != list(_names):
+        raise AssertionError(f"{_line!r} is not packed as fused_moe_run's {_names}")
+del _line, _names
 
 # The configurations this package accepts, as (activation, weight, output, block scale):
 # the modes of issue 21 that the 0.6.3 runner's constructor builds a runner for.
@@ -124,9 +182,17 @@ class _Runner:
         if kind != "fused_moe_runner":
             raise TypeError(f"{URI}.init returned a {kind!r} module object, not the fused MoE "
                             f"runner (is {INIT.load()!r} FlashInfer's fused_moe_90 module?)")
+        # the lines of the module's release (INIT's first call loaded it): a release
+        # without its own lines gets the tables', whose first method call refuses it
+        self.release = INIT.release
+        self.lines = RELEASE_METHODS.get(self.release, METHODS)
         self.counts = None
         self.spec = MoESpec(act, weight, out, block_scale)
         self.profiles = {}  # (gemm1, gemm2) -> its Array<int64>, made once
+        # 0.7.x: the runner's get_workspace_size on this runner, its last answer kept
+        self.workspace = (WorkspaceSize(self.lines["get_workspace_size"],
+                                        self.method("get_workspace_size"))
+                          if "get_workspace_size" in self.lines else None)
 
     def query(self, name: str):
         """A tactic query (no arguments) straight through its Function, never recorded by a
@@ -164,15 +230,40 @@ class _Runner:
                                  f"tactics), got {index}")
         array = self.profiles.get(pair)
         if array is None:
-            array = self.profiles[pair] = int_array(list(pair))
+            gemm1, gemm2 = pair
+            if self.release == _074 and gemm2 != -1:
+                # 0.7.x's runner takes the GEMM2 index in the combined tactic list only
+                # (setRunnerProfiles: [gemm1 count, gemm1 + gemm2 count)); 0.6.3's took
+                # the index within GEMM2's tactics as well
+                gemm2 += self.tactic_counts()[0]
+            array = self.profiles[pair] = int_array([gemm1, gemm2])
         return array
+
+    def line(self, name: str):
+        """Method ``name``'s table line for this runner's release (KeyError naming the
+        release's methods)."""
+        b = self.lines.get(name)
+        if b is None:
+            raise KeyError(f"{name!r}: the fused MoE runner of flashinfer "
+                           f"{self.release or TABLES_VERSION} serves {sorted(self.lines)}"
+                           + ("; get_workspace_size is 0.7.x's" if name == "get_workspace_size"
+                              else ""))
+        return b
 
     def method(self, name: str):
         """The Function of method ``name`` on this runner (checked, looked up once)."""
-        return METHODS[name].method(self.obj, INIT)
+        return self.line(name).method(self.obj, INIT)
 
     def call(self, name: str, args, stream):
-        return METHODS[name](*args, stream=stream, method=self.method(name))
+        b = self.line(name)
+        at = b.arg_index(_WORKSPACE_ARG)
+        if at >= 0 and len(args) == b.nargs and args[at] is None:
+            raise ValueError(
+                f"{name}: workspace_buffer is None; flashinfer {self.release}'s runner would "
+                f"allocate it through TVM-FFI's environment allocator, which this line does "
+                f"not install: pass a 1-D uint8 CUDA buffer of the bytes get_workspace_size "
+                f"answers for the call (or use fused_moe(), which does)")
+        return b(*args, stream=stream, method=self.method(name))
 
 
 _lock = threading.Lock()
@@ -220,8 +311,22 @@ class CutlassFusedMoE:
         """(GEMM1 tactics, GEMM2 tactics) the runner offers, asked once. A profile id
         pair for ``run_moe`` is (GEMM1 index, GEMM2 index), -1 each for the runner's
         default (the first tactic of each GEMM; with block scale the runner always uses
-        its fixed 128x16x128 tile and ignores the ids)."""
+        its fixed 128x16x128 tile and ignores the ids). The GEMM2 index counts within
+        GEMM2's tactics on either release (0.7.x's runner takes it in the combined list:
+        ``fused_moe`` adds the GEMM1 count for it)."""
         return self._runner.tactic_counts()
+
+    @property
+    def release(self) -> str:
+        """The FlashInfer release of the loaded module, whose runner lines this object
+        calls (:data:`RELEASE_METHODS`)."""
+        return self._runner.release
+
+    @property
+    def methods(self) -> dict:
+        """The runner's method lines of that release, by name: :data:`METHODS` (0.6.3),
+        :data:`METHODS_074` (0.7.4)."""
+        return dict(self._runner.lines)
 
     @property
     def num_tactics(self) -> int:
@@ -258,7 +363,7 @@ class CutlassFusedMoE:
             if name != r.key[2]:
                 raise ValueError(f"output_dtype: this runner was made for {r.key[2]} output, "
                                  f"got {name} (make a CutlassFusedMoE with that output_dtype)")
-        return run_moe(r.spec, METHODS["run_moe"], r.method("run_moe"), input,
+        return run_moe(r.spec, r.lines["run_moe"], r.method("run_moe"), r.workspace, input,
                        token_selected_experts, token_final_scales, fc1_expert_weights,
                        fc2_expert_weights, quant_scales, fc1_expert_biases, fc2_expert_biases,
                        input_sf, tp_size, tp_rank, ep_size, ep_rank, output, activation_type,
@@ -268,24 +373,23 @@ class CutlassFusedMoE:
         """:meth:`fused_moe`'s checks and packing once (``quant_scales`` built once), for a
         :class:`~flashinfer_cy.PreparedCall` whose ``launch()`` makes the same ``run_moe``
         call, GIL-free, without re-checking: the decode step's fixed shape. Arguments as
-        :meth:`fused_moe`; the launch holds the runner and every tensor given. Each launch
-        allocates the runner's workspace again, stream-ordered on the launch's stream
-        (nothing waits; the runner has no way to take a workspace from outside)."""
+        :meth:`fused_moe`; the launch holds the runner and every tensor given. On 0.6.3
+        each launch allocates the runner's workspace again, stream-ordered on the launch's
+        stream (nothing waits; that runner has no way to take a workspace from outside); on
+        0.7.4 the launch holds a workspace of its own, sized by ``get_workspace_size`` at
+        prepare time, and passes it at every launch (no allocation per launch)."""
         return _prepare(_fused_moe, self, *args, **kwargs)
 
     def method(self, name: str):
         """The :class:`~flashinfer_cy._core.runtime.Function` of runner method ``name``
-        (one of :data:`METHODS`; KeyError otherwise), for the generic call path
-        (``METHODS[name](*args, method=...)``). It keeps the runner alive."""
-        if name not in METHODS:
-            raise KeyError(f"{name!r}: the fused MoE runner's methods are {sorted(METHODS)}")
+        (one of :attr:`methods`; KeyError otherwise), for the generic call path
+        (``methods[name](*args, method=...)``). It keeps the runner alive."""
         return self._runner.method(name)
 
     def call(self, name: str, *args, stream=None):
         """Call runner method ``name`` with its C++ arguments in order, packed by its
-        table line (:data:`METHODS`): the open-ended path (no checks beyond the kinds)."""
-        if name not in METHODS:
-            raise KeyError(f"{name!r}: the fused MoE runner's methods are {sorted(METHODS)}")
+        table line (:attr:`methods`): the open-ended path (no checks beyond the kinds; on
+        0.7.x a run method's ``workspace_buffer`` must be given, ValueError otherwise)."""
         return self._runner.call(name, args, stream)
 
     def __repr__(self):

@@ -9,6 +9,11 @@ from flashinfer_cy._core.runtime import Array, Function
 from flashinfer_cy._typing import StreamLike, TensorLike
 
 ARGUMENTS: Final[list[str]]
+ARGUMENTS_074: Final[list[str]]
+SWIZZLED_INPUT_SF_074: Final[bool]
+NVFP4_4OVER6_CODE_074: Final[int]
+WORKSPACE_SIZE_ARGUMENTS: Final[list[str]]
+WORKSPACE_SCRATCH: Final[str]
 ACTIVATIONS: Final[dict[str, int]]
 MAX_EXPERTS_PER_RANK: Final[int]
 MAX_TOP_K: Final[int]
@@ -35,7 +40,16 @@ class MoESpec:
     def scale_names(self) -> tuple[str, ...]:
         """The names of the ``quant_scales`` entries this mode takes, in order."""
 
-def run_moe(spec: MoESpec, b: Binding, method: Function, input: TensorLike,
+class WorkspaceSize:
+    """0.7.x's ``get_workspace_size`` on one runner, the last answer kept."""
+
+    def __init__(self, line: Binding, fn: Function) -> None: ...
+    @property
+    def asked(self) -> int:
+        """How often the runner was asked (the rest were answered from the last one)."""
+
+def run_moe(spec: MoESpec, b: Binding, method: Function, workspace: WorkspaceSize | None,
+            input: TensorLike,
             token_selected_experts: TensorLike, token_final_scales: TensorLike,
             fc1_expert_weights: TensorLike, fc2_expert_weights: TensorLike,
             quant_scales: list[TensorLike] | tuple[TensorLike, ...] | None,
@@ -44,5 +58,6 @@ def run_moe(spec: MoESpec, b: Binding, method: Function, input: TensorLike,
             ep_rank: int, output: TensorLike | None, activation_type: str | int,
             enable_pdl: bool | None, profile_ids: Array | None,
             stream: StreamLike | None) -> TensorLike:
-    """Check everything, then call ``method`` (the runner's ``run_moe``) once; returns
-    ``output`` (a DeviceArray on the call's stream when None)."""
+    """Check everything, then call ``method`` (the runner's ``run_moe``, of line ``b``)
+    once; returns ``output`` (a DeviceArray on the call's stream when None). ``workspace``:
+    None for 0.6.3's line, the runner's get_workspace_size for 0.7.4's."""

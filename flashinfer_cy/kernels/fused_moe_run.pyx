@@ -28,21 +28,30 @@ runner was made (``CutlassFusedMoE``):
 
 Expert ids are device values: their range ``[0, E * ep_size)`` is **not** checked (that
 would need a device-to-host copy and a synchronisation on every call).
+
+Releases: 0.6.3's run_moe (ARGUMENTS) allocates its workspace itself; 0.7.4's
+(ARGUMENTS_074) takes four more arguments after ``swiglu_limit``, packed as 0.7.4's
+``cutlass_fused_moe`` passes them here, and the caller's ``workspace_buffer``, sized by the
+runner's ``get_workspace_size`` (WorkspaceSize) and taken from the stream's cache
+(``workspace_for``). The computation is the same.
 """
 
-from libc.stdint cimport int64_t, uint32_t
+from libc.stdint cimport int64_t, uint32_t, uintptr_t
 
+from flashinfer_cy._abi.dlpack cimport kDLCUDA
 from flashinfer_cy._abi.tvm_ffi cimport TVMFFIAny
+from flashinfer_cy._core.array cimport new_device_array, scratch_buffer
 from flashinfer_cy._core.binding cimport (Binding, CallFrame, frame_init, frame_release,
-                                          pack_object, set_bool, set_int, set_none,
-                                          work_stream)
-from flashinfer_cy._core.runtime cimport Function, Object
+                                          pack_object, recording, set_bool, set_int,
+                                          set_none, work_stream)
+from flashinfer_cy._core.pinned cimport capture_status
+from flashinfer_cy._core.runtime cimport Function, Object, take_result
 from flashinfer_cy._core.stream cimport resolve_stream
 from flashinfer_cy._core.tensor cimport (TensorSlot, DT_BF16, DT_E4M3, DT_F16, DT_F32, DT_I32,
-                                         check_aligned, check_contiguous, check_cuda,
+                                         DT_U8, check_aligned, check_contiguous, check_cuda,
                                          check_disjoint, check_dtype, check_same_device,
-                                         describe, dtype_name, numel, release_slot,
-                                         shape_of, to_dltensor)
+                                         describe, dtype_name, dtype_of_key, numel,
+                                         release_slot, shape_of, to_dltensor)
 from flashinfer_cy._core.tensor_array cimport array_from_slots
 from flashinfer_cy.kernels.attention cimport pdl_default, pdl_flag
 
@@ -82,6 +91,37 @@ ARGUMENTS = ("output input token_selected_experts token_final_scales fc1_expert_
              "cluster_size cluster_rank enable_alltoall min_latency_mode profile_ids "
              "enable_pdl base_activation_type").split()
 
+# 0.7.4's run_moe (fused_moe.METHODS_074["run_moe"]): four arguments after swiglu_limit,
+# every later one of 0.6.3's list SHIFT_074 further on, then two more at the end.
+cdef enum:
+    CLAMPED_RELU2_LIMIT = 13
+    SITU_BETA = 14
+    SITU_LINEAR_BETA = 15
+    SWIZZLED_INPUT_SF = 16
+    SHIFT_074 = 4
+    WORKSPACE_BUFFER = 28
+    NVFP4_4OVER6_CODE = 29
+    N_ARGS_074 = 30
+
+ARGUMENTS_074 = (ARGUMENTS[:TP_SIZE] + ["clamped_relu2_limit", "situ_beta",
+                                        "situ_linear_beta", "swizzled_input_sf"]
+                 + ARGUMENTS[TP_SIZE:] + ["workspace_buffer", "nvfp4_4over6_code"])
+# What 0.7.4's cutlass_fused_moe passes for them in the modes here: no parameters of the
+# activations it added; input_sf's layout flag at its default (no input_sf is given); the
+# NVFP4 4over6 recipe "from the environment" (NVFP4_4OVER6_CODE_FROM_ENV: nvfp4_4over6 not
+# given; read by NVFP4 modes only).
+SWIZZLED_INPUT_SF_074 = True
+NVFP4_4OVER6_CODE_074 = -1
+# get_workspace_size's arguments, in order (fused_moe.METHODS_074["get_workspace_size"]).
+WORKSPACE_SIZE_ARGUMENTS = ("num_rows hidden_size inter_size num_experts_total "
+                            "experts_per_token tp_size tp_rank ep_size ep_rank "
+                            "min_latency_mode base_activation_type").split()
+cdef enum:
+    N_WORKSPACE_KEY = 11
+    MIN_LATENCY_KEY = 9  # the one bool among them
+# The stream_scratch entry the eager calls' workspace is kept under.
+WORKSPACE_SCRATCH = "fused MoE workspace"
+
 # The runner's ActivationType values this call takes (flashinfer.fused_moe.ActivationType):
 # the gated ones, whose fc1 is [E, 2 * inter, hidden].
 ACTIVATIONS = {"swiglu": 3, "geglu": 4}
@@ -118,6 +158,72 @@ cdef class MoESpec:
         if self.act == DT_E4M3:
             return ("fc1_dequant", "fc2_quant", "fc2_dequant", "fc1_input_dequant")
         return ()
+
+
+cdef class WorkspaceSize:
+    """0.7.x's ``get_workspace_size`` on one runner (``line``: its table line, ``fn``: its
+    Function on the runner), the last answer kept: a decode loop's every layer asks for one
+    shape. Called straight through its Function (host arithmetic in the runner, no
+    tensors), never recorded by a prepare() in progress: a prepared launch is the run_moe
+    call only."""
+
+    cdef Binding line
+    cdef Function fn
+    cdef int64_t key[N_WORKSPACE_KEY]
+    cdef int64_t nbytes
+    cdef bint known
+    cdef readonly int64_t asked  # how often the runner was asked (tests: the cache works)
+
+    def __init__(self, Binding line not None, Function fn not None):
+        if list(line.names) != WORKSPACE_SIZE_ARGUMENTS:
+            raise AssertionError(f"{line!r}: packed as {WORKSPACE_SIZE_ARGUMENTS}")
+        self.line = line
+        self.fn = fn
+
+    cdef int64_t bytes_for(self, int64_t* key, int device) except -1:
+        """The runner's answer for ``key`` (WORKSPACE_SIZE_ARGUMENTS' values in order,
+        min_latency_mode as 0/1)."""
+        cdef TVMFFIAny args[N_WORKSPACE_KEY]
+        cdef TVMFFIAny result
+        cdef int i
+        if self.known:
+            for i in range(N_WORKSPACE_KEY):
+                if self.key[i] != key[i]:
+                    break
+            else:
+                return self.nbytes
+        for i in range(N_WORKSPACE_KEY):
+            args[i].type_index = 2 if i == MIN_LATENCY_KEY else 1  # kTVMFFIBool / kTVMFFIInt
+            args[i].zero_padding = 0
+            args[i].v_int64 = key[i]
+        result.type_index = 0
+        result.v_int64 = 0
+        # on the operands' device (the runner may ask the device it sizes for), no stream
+        self.fn.call(args, N_WORKSPACE_KEY, &result, kDLCUDA, device, NULL, False)
+        self.asked += 1
+        if result.type_index != 1 or result.v_int64 < 0:
+            got = take_result(&result)
+            raise TypeError(f"{self.line.symbol}: expected a byte count (int >= 0) from the "
+                            f"runner, got {got!r}")
+        # key and answer together, the GIL held: another thread never sees half of them
+        for i in range(N_WORKSPACE_KEY):
+            self.key[i] = key[i]
+        self.nbytes = result.v_int64
+        self.known = True
+        return self.nbytes
+
+
+cdef object workspace_for(WorkspaceSize ws, int64_t* key, int device, uintptr_t stream):
+    """The 1-D uint8 workspace 0.7.x's run_moe takes, at least the bytes its
+    get_workspace_size answers for ``key``: the stream's cached one (grown to that size
+    when smaller), or a new one where sharing it would break stream order -- while
+    prepare() records (the prepared launch keeps its own: it may run on another stream)
+    and while the stream captures a graph (the graph keeps its own; the cached one may be
+    regrown, and freed, after the capture)."""
+    cdef int64_t nbytes = ws.bytes_for(key, device)
+    if recording() or capture_status(<void*>stream, device) != 0:
+        return new_device_array(1, &nbytes, dtype_of_key(DT_U8), device, <void*>stream)
+    return scratch_buffer(WORKSPACE_SCRATCH, device, stream, nbytes, False, "")
 
 
 cdef int activation_code(object value) except -1:
@@ -245,23 +351,30 @@ cdef int check_biases(MoESpec spec, Binding b, CallFrame* f, object fc1_b, objec
     return 0
 
 
-def run_moe(MoESpec spec not None, Binding b not None, Function method not None, input,
-            token_selected_experts, token_final_scales, fc1_expert_weights,
-            fc2_expert_weights, quant_scales, fc1_expert_biases, fc2_expert_biases, input_sf,
-            tp_size, tp_rank, ep_size, ep_rank, output, activation_type, enable_pdl,
-            Object profile_ids, stream):
-    """Check everything, then call ``method`` (the runner's ``run_moe``) once; returns
-    ``output`` (a DeviceArray on the call's stream when None). ``profile_ids``: an
-    ``Array<int64>`` of the two tactic indices, already checked, or None for the runner's
-    defaults."""
+def run_moe(MoESpec spec not None, Binding b not None, Function method not None,
+            WorkspaceSize workspace, input, token_selected_experts, token_final_scales,
+            fc1_expert_weights, fc2_expert_weights, quant_scales, fc1_expert_biases,
+            fc2_expert_biases, input_sf, tp_size, tp_rank, ep_size, ep_rank, output,
+            activation_type, enable_pdl, Object profile_ids, stream):
+    """Check everything, then call ``method`` (the runner's ``run_moe``, of line ``b``)
+    once; returns ``output`` (a DeviceArray on the call's stream when None).
+    ``profile_ids``: an ``Array<int64>`` of the two tactic indices, already checked and in
+    the runner's numbering, or None for the runner's defaults. ``workspace``: None for
+    0.6.3's line (its runner allocates its own), the runner's get_workspace_size for
+    0.7.4's (ARGUMENTS_074: the workspace and the added arguments are packed too)."""
     cdef CallFrame f
     cdef TVMFFIAny result
     cdef TensorSlot* x
     cdef void* handle = NULL
     cdef int64_t tokens, hidden, top_k, experts, inter, tp_n, ep_n
-    cdef int i
+    cdef int64_t key[N_WORKSPACE_KEY]
+    cdef int i, dev
+    cdef int t = 0 if workspace is None else SHIFT_074  # where 0.6.3's tp_size.. moved
     cdef int pdl = pdl_flag(enable_pdl)
     cdef int act = activation_code(activation_type)
+    if b.nargs != (N_ARGS if workspace is None else N_ARGS_074):
+        raise AssertionError(f"{b!r}: run_moe packs {N_ARGS} arguments without a workspace, "
+                             f"{N_ARGS_074} with one")
     if stream is not None:
         resolve_stream(stream, &handle)  # a bad stream is refused before anything else
     tp_n = rank_arg(tp_size, "tp_size", 1, INT32_MAX)
@@ -271,7 +384,7 @@ def run_moe(MoESpec spec not None, Binding b not None, Function method not None,
     if input_sf is not None:
         raise ValueError("input_sf: the block scale factors of nvfp4 / mxfp8 inputs; none of "
                          "the runner's modes here takes them")
-    frame_init(&f, N_ARGS)
+    frame_init(&f, b.nargs)
     try:
         device_tensor(b, &f, INPUT, input, "input", spec.act, 2)
         x = &f.slots[INPUT]
@@ -313,10 +426,12 @@ def run_moe(MoESpec spec not None, Binding b not None, Function method not None,
                              f"runner's int32 row indices")
         check_biases(spec, b, &f, fc1_expert_biases, fc2_expert_biases, experts, hidden, inter)
         scales = quant_scales_array(spec, quant_scales, x, experts, hidden, inter)
+        dev = x.dl.device.device_id
+        run_on = None  # the stream the runner will run on, asked once
         if output is None:
             # Allocated on the stream the runner will run on (stream-ordered, no sync).
-            output = DeviceArray.empty((tokens, hidden), spec.out_name, x.dl.device.device_id,
-                                       work_stream(b, &f, stream, x.dl.device.device_id))
+            run_on = work_stream(b, &f, stream, dev)
+            output = DeviceArray.empty((tokens, hidden), spec.out_name, dev, run_on)
         device_tensor(b, &f, OUTPUT, output, "output", spec.out, 2)
         check_shape(&f.slots[OUTPUT], "output", (tokens, hidden), "tokens, hidden")
         check_disjoint(&f.slots[OUTPUT], "output", x, "input")
@@ -328,20 +443,44 @@ def run_moe(MoESpec spec not None, Binding b not None, Function method not None,
             pack_object(&f, QUANT_SCALES, <Object>scales)
         for i in (INPUT_SF, SWIGLU_ALPHA, SWIGLU_BETA, SWIGLU_LIMIT):
             set_none(&f, i)
-        set_int(&f, TP_SIZE, tp_n)
-        set_int(&f, TP_RANK, tp_rank)
-        set_int(&f, EP_SIZE, ep_n)
-        set_int(&f, EP_RANK, ep_rank)
-        set_int(&f, CLUSTER_SIZE, 1)  # run_moe refuses anything else (min-latency only)
-        set_int(&f, CLUSTER_RANK, 0)
-        set_bool(&f, ENABLE_ALLTOALL, False)
-        set_bool(&f, MIN_LATENCY, False)
+        set_int(&f, TP_SIZE + t, tp_n)
+        set_int(&f, TP_RANK + t, tp_rank)
+        set_int(&f, EP_SIZE + t, ep_n)
+        set_int(&f, EP_RANK + t, ep_rank)
+        set_int(&f, CLUSTER_SIZE + t, 1)  # run_moe refuses anything else (min-latency only)
+        set_int(&f, CLUSTER_RANK + t, 0)
+        set_bool(&f, ENABLE_ALLTOALL + t, False)
+        set_bool(&f, MIN_LATENCY + t, False)
         if profile_ids is None:
-            set_none(&f, PROFILE_IDS)
+            set_none(&f, PROFILE_IDS + t)
         else:
-            pack_object(&f, PROFILE_IDS, profile_ids)
-        set_bool(&f, ENABLE_PDL, pdl_default(x.dl.device.device_id) if pdl < 0 else pdl)
-        set_int(&f, ACTIVATION, act)
+            pack_object(&f, PROFILE_IDS + t, profile_ids)
+        set_bool(&f, ENABLE_PDL + t, pdl_default(dev) if pdl < 0 else pdl)
+        set_int(&f, ACTIVATION + t, act)
+        if workspace is not None:
+            for i in (CLAMPED_RELU2_LIMIT, SITU_BETA, SITU_LINEAR_BETA):
+                set_none(&f, i)
+            set_bool(&f, SWIZZLED_INPUT_SF, SWIZZLED_INPUT_SF_074)
+            set_int(&f, NVFP4_4OVER6_CODE, NVFP4_4OVER6_CODE_074)
+            # the sizes run_moe sizes its workspace by (getWorkspaceInfo): experts in all
+            # ranks, fc2's inter (no packed weights here), not min-latency
+            key[0] = tokens
+            key[1] = hidden
+            key[2] = inter
+            key[3] = experts * ep_n
+            key[4] = top_k
+            key[5] = tp_n
+            key[6] = tp_rank
+            key[7] = ep_n
+            key[8] = ep_rank
+            key[9] = 0
+            key[10] = act
+            if run_on is None:
+                run_on = work_stream(b, &f, stream, dev)
+            # held here until the call returns: the slot only describes it, and a workspace
+            # of this call's own has no other owner (a prepared launch keeps what it packs)
+            held = workspace_for(workspace, key, dev, run_on)
+            b.tensor_as(&f, WORKSPACE_BUFFER, held, "workspace_buffer")
         b.invoke_on(method, &f, stream, &result)
         return output
     finally:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from testmod_build import (HERE, STAND_IN_VERSION, child_pythonpath, compile_c_library,
-                           compile_module, mark_kernel_dir)
+                           compile_module, mark_kernel_dir, stand_in_kernels)
 
 
 @pytest.fixture(scope="session")
@@ -40,3 +40,17 @@ def fused_moe_stand_in(tmp_path_factory):
     env = dict(os.environ, PYTHONPATH=child_pythonpath(), LD_LIBRARY_PATH=os.pathsep.join(
         filter(None, [str(lib), os.environ.get("LD_LIBRARY_PATH")])))
     return so, env
+
+
+@pytest.fixture(scope="session")
+def fused_moe_stand_in_074(tmp_path_factory):
+    """0.7.4's stand-in fused_moe_90 (fake_fused_moe.cc -DFAKE_MOE_074) in a kernel dir marked
+    0.7.4, as fused_moe_stand_in: (its module path, a driver's environment, which names the
+    kernel dir, so the module is loaded as the release the marker says)."""
+    kernels, lib = stand_in_kernels(tmp_path_factory.mktemp("fake_fused_moe_074"),
+                                    HERE / "fake_fused_moe.cc", ["fused_moe_90"],
+                                    ["-DFAKE_MOE_074"], version="0.7.4")
+    env = dict(os.environ, PYTHONPATH=child_pythonpath(), FLASHINFER_CY_KERNEL_DIR=str(kernels),
+               FLASHINFER_CY_OFFLINE="1", LD_LIBRARY_PATH=os.pathsep.join(
+                   filter(None, [str(lib), os.environ.get("LD_LIBRARY_PATH")])))
+    return kernels / "fused_moe_90" / "fused_moe_90.so", env

@@ -1,5 +1,6 @@
 // CPU stand-in for FlashInfer 0.6.3's `fused_moe_90` module (the CUTLASS fused MoE runner),
-// with the exact C++ signatures of csrc/fused_moe/cutlass_backend/
+// or with -DFAKE_MOE_074 for 0.7.4's (below), with the exact C++ signatures of
+// csrc/fused_moe/cutlass_backend/
 // flashinfer_cutlass_fused_moe_binding.cu: the `init` export returns a ModuleObj subclass
 // (kind "fused_moe_runner", no type info of its own, as upstream) whose GetFunction serves
 // the same method names with the same typed-lambda parameter lists, so TVM-FFI's typed-call
@@ -17,6 +18,19 @@
 // record the `fake_moe_last_run` export returns (RunInfo). run_gemm_profile with
 // do_preparation keeps a workspace allocated the same way until the next preparation or
 // the runner's end, as upstream's mProfileWorkspace.
+//
+// 0.7.4 (-DFAKE_MOE_074): init takes use_fused_finalize and use_wfp4afp8_humming (recorded in
+// the RunRecord's flags); run_moe takes clamped_relu2_limit, situ_beta, situ_linear_beta,
+// swizzled_input_sf after swiglu_limit and workspace_buffer, nvfp4_4over6_code last (all
+// recorded in RunInfo), and run_moe_min_latency likewise; the runner serves
+// get_workspace_size. The workspace size is a function of every get_workspace_size argument
+// and of the runner (WorkspaceBytes), so no caller can guess it; run_moe computes it from its
+// operands as upstream's getWorkspaceInfo does, checks a given workspace_buffer as upstream
+// does (uint8/int8, 1-D, CUDA, the input's device, large enough, contiguous, 128-byte
+// aligned) and writes all of the bytes it needs, or allocates one with alloc_tensor when
+// none is given, as upstream. The GEMM2 profile id is taken in the combined tactic list only
+// ([gemm1 count, gemm1 + gemm2 count), 0.7.4's setRunnerProfiles). `fake_moe_workspace_asked`
+// returns [get_workspace_size calls, its last 11 arguments, its last answer].
 #include <tvm/ffi/container/array.h>
 #include <tvm/ffi/container/tensor.h>
 #include <tvm/ffi/error.h>
@@ -25,6 +39,8 @@
 #include <tvm/ffi/optional.h>
 
 #include <tvm/ffi/extra/c_env_api.h>
+
+#include <dlfcn.h>
 
 #include <atomic>
 #include <cstdint>
@@ -43,6 +59,12 @@ namespace {
 
 std::atomic<int64_t> g_constructed{0}, g_destroyed{0}, g_lookups{0}, g_calls{0};
 
+#ifdef FAKE_MOE_074
+constexpr bool kRelease074 = true;
+#else
+constexpr bool kRelease074 = false;
+#endif
+
 bool is(DLDataType t, uint8_t code, uint8_t bits) { return t.code == code && t.bits == bits; }
 bool bf16(DLDataType t) { return is(t, kDLBfloat, 16); }
 bool f16(DLDataType t) { return is(t, kDLFloat, 16); }
@@ -59,7 +81,8 @@ enum RunRecord : int {
                   // fc2_expert_biases, quant_scales, input_sf, swiglu_alpha, swiglu_beta,
                   // swiglu_limit)
   kQuantScaleCount, kNumTokens, kTopK, kExpertsOnRank, kHidden, kActDtype, kWeightDtype,
-  kOutDtype, kFlags,  // bit 0 block scale, 1 w4 group scaling, 2 mxfp8, 3 packed weights
+  kOutDtype, kFlags,  // bit 0 block scale, 1 w4 group scaling, 2 mxfp8, 3 packed weights,
+                      // 0.7.4: 4 use_fused_finalize, 5 use_wfp4afp8_humming
   kRecordSlots
 };
 
@@ -74,6 +97,12 @@ enum RunInfo : int {
   kInputData, kOutputData, kExpertIdsData, kScalesData, kFc1Data, kFc2Data,
   kFc1BiasData, kFc2BiasData,  // 0 when absent
   kQuantCount,   // -1: no quant_scales
+  // 0.7.4's run_moe (0 from 0.6.3's):
+  kWsGiven,      // 1: workspace_buffer given (kWsBytes/kWsData are its), 0: allocated
+  kWsNeeded,     // the bytes run_moe needs for its operands (WorkspaceBytes)
+  kSwizzledInputSf, kNvfp44Over6Code,
+  kNewOptionalMask,  // bit i: clamped_relu2_limit, situ_beta, situ_linear_beta present
+  kFreesAtRun,   // the stand-in libcudart's cudaFreeAsync count when the run began (-1: none)
   kQuantFirst,   // then per quant_scales tensor: ndim, shape[0..2], dtype, data, first value
   kQuantStride = 7,
   kInfoSlots = kQuantFirst + 4 * kQuantStride
@@ -84,21 +113,61 @@ std::vector<int64_t> g_info(kInfoSlots, 0);
 
 int64_t ptr_word(const void* p) { return static_cast<int64_t>(reinterpret_cast<intptr_t>(p)); }
 
+// The stand-in libcudart's cudaFreeAsync count (fake_cudart.c), -1 without it: a test tells
+// by it whether anything was freed between packing a call and the runner using its memory.
+int64_t async_frees_now() {
+  void* rt = dlopen("libcudart.so.13", RTLD_LAZY | RTLD_NOLOAD);
+  auto* count = rt ? reinterpret_cast<long (*)(void**)>(dlsym(rt, "fake_cudart_async_frees"))
+                   : nullptr;
+  int64_t n = count ? count(nullptr) : -1;
+  if (rt) dlclose(rt);
+  return n;
+}
+
 // alloc_tensor as upstream's tvm_ffi_utils.h spells it.
 Tensor alloc_tensor(int64_t bytes, DLDevice device) {
   return Tensor::FromEnvAlloc(TVMFFIEnvTensorAlloc, ffi::Shape({bytes}), DLDataType{kDLInt, 8, 1},
                               device);
 }
 
+// The run methods' parameters as upstream's typed lambdas declare them, in order: the
+// operands, 0.7.4's added four, (min-latency outputs,) the scalars, 0.7.4's last two.
+#define FAKE_MOE_OPERANDS                                                                    \
+  TensorView output, TensorView input, TensorView token_selected_experts,                    \
+      Optional<TensorView> token_final_scales, TensorView fc1_expert_weights,                \
+      Optional<TensorView> fc1_expert_biases, TensorView fc2_expert_weights,                 \
+      Optional<TensorView> fc2_expert_biases, Optional<Array<Tensor>> quant_scales,          \
+      Optional<TensorView> input_sf, Optional<TensorView> swiglu_alpha,                      \
+      Optional<TensorView> swiglu_beta, Optional<TensorView> swiglu_limit
+#define FAKE_MOE_SCALARS                                                                     \
+  int64_t tp_size, int64_t tp_rank, int64_t ep_size, int64_t ep_rank, int64_t cluster_size, \
+      int64_t cluster_rank, bool enable_alltoall, bool min_latency_mode,                     \
+      Optional<Array<int64_t>> profile_ids, bool enable_pdl, int64_t base_activation_type
+#ifdef FAKE_MOE_074
+#define FAKE_MOE_ADDED                                                                       \
+  , Optional<TensorView> clamped_relu2_limit, Optional<TensorView> situ_beta,                \
+      Optional<TensorView> situ_linear_beta, bool swizzled_input_sf
+#define FAKE_MOE_LAST , Optional<TensorView> workspace_buffer, int64_t nvfp4_4over6_code
+#else
+#define FAKE_MOE_ADDED
+#define FAKE_MOE_LAST
+#endif
+
+// get_workspace_size's last arguments and answer, and how often it was asked.
+std::mutex g_size_mutex;
+std::vector<int64_t> g_size_asked(13, 0);
+
 class FakeFusedMoeRunner : public ffi::ModuleObj {
  public:
   FakeFusedMoeRunner(DLDataType activation_dtype, DLDataType weight_dtype,
                      DLDataType output_dtype, bool use_deepseek_fp8_block_scale,
                      bool use_w4_group_scaling, bool use_mxfp8_act_scaling,
-                     bool use_packed_weights)
+                     bool use_packed_weights, bool use_fused_finalize = false,
+                     bool use_wfp4afp8_humming = false)
       : act_(activation_dtype), weight_(weight_dtype), out_(output_dtype) {
     flags_ = (use_deepseek_fp8_block_scale ? 1 : 0) | (use_w4_group_scaling ? 2 : 0) |
-             (use_mxfp8_act_scaling ? 4 : 0) | (use_packed_weights ? 8 : 0);
+             (use_mxfp8_act_scaling ? 4 : 0) | (use_packed_weights ? 8 : 0) |
+             (use_fused_finalize ? 16 : 0) | (use_wfp4afp8_humming ? 32 : 0);
     // The combinations upstream's constructor builds a runner for (without FP4/int4).
     bool ok = (f16(act_) && f16(weight_)) || (bf16(act_) && bf16(weight_)) ||
               (bf16(act_) && fp8(weight_)) ||
@@ -151,16 +220,14 @@ class FakeFusedMoeRunner : public ffi::ModuleObj {
       });
     } else if (name == "run_moe") {
       return Function::FromTyped(
-          [this](TensorView output, TensorView input, TensorView token_selected_experts,
-                 Optional<TensorView> token_final_scales, TensorView fc1_expert_weights,
-                 Optional<TensorView> fc1_expert_biases, TensorView fc2_expert_weights,
-                 Optional<TensorView> fc2_expert_biases, Optional<Array<Tensor>> quant_scales,
-                 Optional<TensorView> input_sf, Optional<TensorView> swiglu_alpha,
-                 Optional<TensorView> swiglu_beta, Optional<TensorView> swiglu_limit,
-                 int64_t tp_size, int64_t tp_rank, int64_t ep_size, int64_t ep_rank,
-                 int64_t cluster_size, int64_t cluster_rank, bool enable_alltoall,
-                 bool min_latency_mode, Optional<Array<int64_t>> profile_ids, bool enable_pdl,
-                 int64_t base_activation_type) {
+          [this](FAKE_MOE_OPERANDS FAKE_MOE_ADDED, FAKE_MOE_SCALARS FAKE_MOE_LAST) {
+#ifdef FAKE_MOE_074
+            Extra074 extra{clamped_relu2_limit.has_value() | situ_beta.has_value() << 1 |
+                               situ_linear_beta.has_value() << 2,
+                           swizzled_input_sf, nvfp4_4over6_code, workspace_buffer};
+#else
+            Extra074 extra{};
+#endif
             int64_t scratch[kRecordSlots];
             int64_t* r = Record(output, 1, scratch);
             r[kTpSize] = tp_size, r[kTpRank] = tp_rank, r[kEpSize] = ep_size;
@@ -171,6 +238,7 @@ class FakeFusedMoeRunner : public ffi::ModuleObj {
             r[kProfileCount] = profile_ids.has_value() ? profile_ids.value().size() : -1;
             r[kProfile0] = r[kProfileCount] > 0 ? profile_ids.value()[0] : -99;
             r[kProfile1] = r[kProfileCount] > 1 ? profile_ids.value()[1] : -99;
+            if (kRelease074 && r[kProfileCount] == 2) CheckProfiles074(r[kProfile0], r[kProfile1]);
             r[kOptionalMask] = token_final_scales.has_value() | fc1_expert_biases.has_value() << 1 |
                                fc2_expert_biases.has_value() << 2 | quant_scales.has_value() << 3 |
                                input_sf.has_value() << 4 | swiglu_alpha.has_value() << 5 |
@@ -180,28 +248,43 @@ class FakeFusedMoeRunner : public ffi::ModuleObj {
             r[kTopK] = token_selected_experts.size(1);
             r[kExpertsOnRank] = fc2_expert_weights.size(0);
             r[kHidden] = fc2_expert_weights.size(1);
+            int64_t needed = WorkspaceBytes(
+                input.size(0), fc2_expert_weights.size(1), fc2_expert_weights.size(2),
+                fc2_expert_weights.size(0) * ep_size, token_selected_experts.size(1), tp_size,
+                tp_rank, ep_size, ep_rank, min_latency_mode, base_activation_type);
             RecordRun(output, input, token_selected_experts, token_final_scales,
                       fc1_expert_weights, fc1_expert_biases, fc2_expert_weights,
-                      fc2_expert_biases, quant_scales);
+                      fc2_expert_biases, quant_scales, needed, extra);
           });
     } else if (name == "run_moe_min_latency") {
       return Function::FromTyped(
-          [this](TensorView output, TensorView input, TensorView token_selected_experts,
-                 Optional<TensorView> token_final_scales, TensorView fc1_expert_weights,
-                 Optional<TensorView> fc1_expert_biases, TensorView fc2_expert_weights,
-                 Optional<TensorView> fc2_expert_biases, Optional<Array<Tensor>> quant_scales,
-                 Optional<TensorView> input_sf, Optional<TensorView> swiglu_alpha,
-                 Optional<TensorView> swiglu_beta, Optional<TensorView> swiglu_limit,
-                 TensorView num_active_experts_per_node, TensorView experts_to_token_score,
-                 TensorView active_expert_global_ids, int64_t tp_size, int64_t tp_rank,
-                 int64_t ep_size, int64_t ep_rank, int64_t cluster_size, int64_t cluster_rank,
-                 bool enable_alltoall, bool min_latency_mode, Optional<Array<int64_t>> profile_ids,
-                 bool enable_pdl, int64_t base_activation_type) {
+          [this](FAKE_MOE_OPERANDS FAKE_MOE_ADDED, TensorView num_active_experts_per_node,
+                 TensorView experts_to_token_score, TensorView active_expert_global_ids,
+                 FAKE_MOE_SCALARS FAKE_MOE_LAST) {
             int64_t scratch[kRecordSlots];
             int64_t* r = Record(output, 2, scratch);
             r[kTpSize] = tp_size, r[kEpSize] = ep_size, r[kMinLatency] = min_latency_mode;
             r[kActivation] = base_activation_type;
           });
+#ifdef FAKE_MOE_074
+    } else if (name == "get_workspace_size") {
+      return Function::FromTyped([this](int64_t num_rows, int64_t hidden_size,
+                                        int64_t inter_size, int64_t num_experts_total,
+                                        int64_t experts_per_token, int64_t tp_size,
+                                        int64_t tp_rank, int64_t ep_size, int64_t ep_rank,
+                                        bool min_latency_mode,
+                                        int64_t base_activation_type) -> int64_t {
+        ++g_calls;
+        int64_t bytes = WorkspaceBytes(num_rows, hidden_size, inter_size, num_experts_total,
+                                       experts_per_token, tp_size, tp_rank, ep_size, ep_rank,
+                                       min_latency_mode, base_activation_type);
+        std::lock_guard<std::mutex> lock(g_size_mutex);
+        g_size_asked = {g_size_asked[0] + 1, num_rows, hidden_size, inter_size,
+                        num_experts_total, experts_per_token, tp_size, tp_rank, ep_size,
+                        ep_rank, min_latency_mode, base_activation_type, bytes};
+        return bytes;
+      });
+#endif
     } else {
       return Function(nullptr);  // as upstream: an unknown name is no function
     }
@@ -221,21 +304,77 @@ class FakeFusedMoeRunner : public ffi::ModuleObj {
     return r;
   }
 
-  // What upstream's runMoe does before its kernels: allocate the workspace (here, a size
-  // derived from the operands) and use it; then the record of this call.
+  // The workspace bytes a run of these sizes needs: 0.6.3's stand-in, of the rows alone
+  // (what the tests of that release expect); 0.7.4's, of every argument of
+  // get_workspace_size and of the runner's configuration, so that only asking gives it.
+  int64_t WorkspaceBytes(int64_t rows, int64_t hidden, int64_t inter, int64_t experts_total,
+                         int64_t top_k, int64_t tp_size, int64_t tp_rank, int64_t ep_size,
+                         int64_t ep_rank, bool min_latency, int64_t activation) const {
+    if (!kRelease074) return 4096 + 64 * rows * top_k;
+    return 4096 + 64 * rows * top_k + 3 * hidden + 5 * inter + 7 * experts_total +
+           11 * tp_size + 13 * tp_rank + 17 * ep_size + 19 * ep_rank +
+           (min_latency ? 100003 : 0) + 23 * activation + 29 * gemm1_ + 31 * flags_;
+  }
+
+  // 0.7.4's setRunnerProfiles: GEMM1 ids within GEMM1's tactics, GEMM2 ids in the
+  // combined list.
+  void CheckProfiles074(int64_t id1, int64_t id2) const {
+    TVM_FFI_ICHECK(id1 == -1 || (id1 >= 0 && id1 < gemm1_)) << "Invalid gemm1 profile id: " << id1;
+    TVM_FFI_ICHECK(id2 == -1 || (id2 >= gemm1_ && id2 < gemm1_ + gemm2_))
+        << "Invalid gemm2 profile id: " << id2;
+  }
+
+  // What 0.7.4's run_moe takes beyond 0.6.3's (zero from 0.6.3's).
+  struct Extra074 {
+    int64_t optional_mask = 0;
+    bool swizzled_input_sf = false;
+    int64_t nvfp4_4over6_code = 0;
+    Optional<TensorView> workspace_buffer;
+  };
+
+  // What upstream's runMoe does before its kernels: take the caller's workspace (0.7.4, with
+  // upstream's checks) or allocate one of the bytes it needs, and use all of them; then the
+  // record of this call.
   void RecordRun(TensorView output, TensorView input, TensorView experts,
                  Optional<TensorView> scales, TensorView fc1, Optional<TensorView> fc1_bias,
                  TensorView fc2, Optional<TensorView> fc2_bias,
-                 Optional<Array<Tensor>> quant_scales) {
-    int64_t bytes = 4096 + 64 * input.size(0) * experts.size(1);
-    Tensor ws = alloc_tensor(bytes, input.device());
-    TVM_FFI_ICHECK(ws.data_ptr() != nullptr) << "stand-in: workspace without memory";
-    std::memset(ws.data_ptr(), 0xa5, bytes);  // the fake libcudart's memory is host memory
+                 Optional<Array<Tensor>> quant_scales, int64_t needed, const Extra074& extra) {
     std::vector<int64_t> info(kInfoSlots, 0);
-    info[kWsBytes] = ws.numel();
-    info[kWsData] = ptr_word(ws.data_ptr());
-    info[kWsDevType] = ws.device().device_type;
-    info[kWsDevId] = ws.device().device_id;
+    info[kFreesAtRun] = async_frees_now();
+    void* ws_data = nullptr;
+    Tensor owned;
+    if (extra.workspace_buffer.has_value()) {
+      TensorView ws = extra.workspace_buffer.value();
+      TVM_FFI_ICHECK(is(ws.dtype(), kDLInt, 8) || is(ws.dtype(), kDLUInt, 8))
+          << "workspace_buffer dtype must be int8 or uint8";
+      TVM_FFI_ICHECK_EQ(ws.ndim(), 1) << "workspace_buffer must be 1-D, got ndim=" << ws.ndim();
+      TVM_FFI_ICHECK_EQ(ws.device().device_type, kDLCUDA) << "workspace_buffer must be a CUDA tensor";
+      TVM_FFI_ICHECK_EQ(ws.device().device_id, input.device().device_id)
+          << "workspace_buffer device does not match input device";
+      TVM_FFI_ICHECK(ws.size(0) >= needed)
+          << "workspace_buffer too small: need " << needed << " bytes, got " << ws.size(0);
+      TVM_FFI_ICHECK(ws.IsContiguous()) << "workspace_buffer must be contiguous";
+      TVM_FFI_ICHECK(reinterpret_cast<uintptr_t>(ws.data_ptr()) % 128 == 0)
+          << "workspace_buffer data pointer must be 128-byte aligned";
+      ws_data = ws.data_ptr();
+      info[kWsBytes] = ws.size(0);
+      info[kWsDevType] = ws.device().device_type;
+      info[kWsDevId] = ws.device().device_id;
+      info[kWsGiven] = 1;
+    } else {
+      owned = alloc_tensor(needed, input.device());
+      ws_data = owned.data_ptr();
+      info[kWsBytes] = owned.numel();
+      info[kWsDevType] = owned.device().device_type;
+      info[kWsDevId] = owned.device().device_id;
+    }
+    TVM_FFI_ICHECK(ws_data != nullptr) << "stand-in: workspace without memory";
+    std::memset(ws_data, 0xa5, needed);  // the fake libcudart's memory is host memory
+    info[kWsData] = ptr_word(ws_data);
+    info[kWsNeeded] = needed;
+    info[kSwizzledInputSf] = extra.swizzled_input_sf;
+    info[kNvfp44Over6Code] = extra.nvfp4_4over6_code;
+    info[kNewOptionalMask] = extra.optional_mask;
     info[kEnvStream] = ptr_word(TVMFFIEnvGetStream(kDLCUDA, input.device().device_id));
     info[kInputData] = ptr_word(input.data_ptr());
     info[kOutputData] = ptr_word(output.data_ptr());
@@ -268,6 +407,18 @@ class FakeFusedMoeRunner : public ffi::ModuleObj {
 
 }  // namespace
 
+#ifdef FAKE_MOE_074
+tvm::ffi::Module init(DLDataType activation_dtype, DLDataType weight_dtype, DLDataType output_dtype,
+                      bool use_deepseek_fp8_block_scale, bool use_w4_group_scaling,
+                      bool use_mxfp8_act_scaling, bool use_packed_weights, bool use_fused_finalize,
+                      bool use_wfp4afp8_humming) {
+  auto ptr = tvm::ffi::make_object<FakeFusedMoeRunner>(
+      activation_dtype, weight_dtype, output_dtype, use_deepseek_fp8_block_scale,
+      use_w4_group_scaling, use_mxfp8_act_scaling, use_packed_weights, use_fused_finalize,
+      use_wfp4afp8_humming);
+  return tvm::ffi::Module(ptr);
+}
+#else
 tvm::ffi::Module init(DLDataType activation_dtype, DLDataType weight_dtype, DLDataType output_dtype,
                       bool use_deepseek_fp8_block_scale, bool use_w4_group_scaling,
                       bool use_mxfp8_act_scaling, bool use_packed_weights) {
@@ -276,6 +427,7 @@ tvm::ffi::Module init(DLDataType activation_dtype, DLDataType weight_dtype, DLDa
       use_w4_group_scaling, use_mxfp8_act_scaling, use_packed_weights);
   return tvm::ffi::Module(ptr);
 }
+#endif
 
 // The stand-in's own probe: [constructed, destroyed, method lookups, method calls].
 Array<int64_t> fake_moe_counts() {
@@ -289,6 +441,13 @@ Array<int64_t> fake_moe_last_run() {
   return Array<int64_t>(g_info.begin(), g_info.end());
 }
 
+// [get_workspace_size calls, its last 11 arguments, its last answer] (0.7.4; zeros on 0.6.3).
+Array<int64_t> fake_moe_workspace_asked() {
+  std::lock_guard<std::mutex> lock(g_size_mutex);
+  return Array<int64_t>(g_size_asked.begin(), g_size_asked.end());
+}
+
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(init, init);
+TVM_FFI_DLL_EXPORT_TYPED_FUNC(fake_moe_workspace_asked, fake_moe_workspace_asked);
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(fake_moe_counts, fake_moe_counts);
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(fake_moe_last_run, fake_moe_last_run);

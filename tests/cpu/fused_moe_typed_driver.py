@@ -6,16 +6,23 @@ real module URI, which must not leak into other tests' processes):
 
     python fused_moe_typed_driver.py <stand-in .so> <scenario> [argument]
 
+The module is 0.6.3's stand-in loaded as 0.6.3, or, with FLASHINFER_CY_KERNEL_DIR set, the
+``fused_moe_90`` of that kernel dir as its marker says (0.7.4's stand-in, -DFAKE_MOE_074, in a
+dir marked 0.7.4); FUSED_MOE_LABEL=<release> loads the .so as that release instead (a
+mislabelled module).
+
 Host numpy buffers are described as CUDA tensors (the fake libcudart's device memory is host
 memory too). The stand-in's ``run_moe`` allocates its workspace through TVM-FFI's environment
-allocator, writes all of it, and records what it got (``fake_moe_last_run``: RunInfo in
-fake_fused_moe.cc); its RunRecord in ``output`` carries the scalars.
+allocator (0.6.3) or checks the one it is given (0.7.4), writes all of it, and records what it
+got (``fake_moe_last_run``: RunInfo in fake_fused_moe.cc); its RunRecord in ``output``
+carries the scalars.
 """
 
 from __future__ import annotations
 
 import ctypes
 import gc
+import os
 import re
 import sys
 
@@ -23,11 +30,14 @@ import numpy as np
 
 import flashinfer_cy as fc
 from flashinfer_cy._core import runtime
+from flashinfer_cy._core.array import stream_scratch
 from flashinfer_cy._core.tensor_array import tensor_array, tensor_array_live
-from flashinfer_cy.errors import KernelRuntimeError
+from flashinfer_cy.errors import KernelRuntimeError, KernelTypeError, KernelVersionError
 from flashinfer_cy.kernels import fused_moe as moe
+from flashinfer_cy.kernels.fused_moe_run import WORKSPACE_SCRATCH
+from cuda_guard import raises
 from fused_moe_driver import (ACTIVATION, CALLS_ON_RUNNER, ENABLE_PDL, EP_RANK, EP_SIZE,
-                              METHOD, OPTIONAL_MASK, PROFILE0, PROFILE1, PROFILE_COUNT,
+                              FLAGS, METHOD, OPTIONAL_MASK, PROFILE0, PROFILE1, PROFILE_COUNT,
                               QUANT_SCALE_COUNT, RECORD_SLOTS, TOP_K, TP_RANK, TP_SIZE,
                               cuda_view)
 from producers import ReadOnly
@@ -35,15 +45,20 @@ from producers import ReadOnly
 # RunInfo slots of fake_fused_moe.cc
 (WS_BYTES, WS_DATA, WS_DEV_TYPE, WS_DEV_ID, ENV_STREAM, INPUT_DATA, OUTPUT_DATA,
  EXPERT_IDS_DATA, SCALES_DATA, FC1_DATA, FC2_DATA, FC1_BIAS_DATA, FC2_BIAS_DATA,
- QUANT_COUNT, QUANT_FIRST) = range(15)
+ QUANT_COUNT, WS_GIVEN, WS_NEEDED, SWIZZLED_INPUT_SF, NVFP4_4OVER6_CODE, NEW_OPTIONAL_MASK,
+ FREES_AT_RUN, QUANT_FIRST) = range(21)
 QUANT_STRIDE = 7
 KDL_CUDA = 2
 F32_WORD = (2 << 16) | 32  # dtype_word of float32
+FUSED_FINALIZE, HUMMING = 16, 32  # RunRecord flags of 0.7.4's init
 
 CUDART = ctypes.CDLL("libcudart.so.13")
 CUDART.fake_cudart_last_malloc_stream.restype = ctypes.c_void_p
 CUDART.fake_cudart_async_frees.restype = ctypes.c_long
 CUDART.fake_cudart_fail_malloc_over.argtypes = [ctypes.c_size_t]
+CUDART.fake_cudart_set_capturing.argtypes = [ctypes.c_void_p]
+CUDART.fake_cudart_calls.restype = ctypes.c_char_p
+RELEASE = None  # the module's release (main)
 ALLOCATOR = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                              ctypes.c_void_p)
 FFI = None  # libtvm_ffi's environment entry points, once it is loaded (main)
@@ -71,6 +86,21 @@ STORAGE = {"bfloat16": np.uint16, "float16": np.float16, "float8_e4m3fn": np.uin
 
 def last_run():
     return MODULE.function("fake_moe_last_run")().tolist()
+
+
+def workspace_asked():
+    """[get_workspace_size calls, its last 11 arguments, its last answer] (0.7.4)."""
+    return MODULE.function("fake_moe_workspace_asked")().tolist()
+
+
+def cudart_calls(name):
+    """How often the stand-in libcudart's entry point ``name`` was called."""
+    n, i = ctypes.c_long(), 0
+    while (got := CUDART.fake_cudart_calls(i, ctypes.byref(n))) is not None:
+        if got.decode() == name:
+            return n.value
+        i += 1
+    raise KeyError(name)
 
 
 def allocator_now():
@@ -134,12 +164,29 @@ class Case:
         return fc.CutlassFusedMoE(*args, **kwargs)
 
 
-def check_record(case, got_output, **expect):
-    """The stand-in's record of the last call matches ``case``'s buffers."""
+def check_record(case, got_output, tp=(1, 0), ep=(1, 0), act=3, **expect):
+    """The stand-in's record of the last call matches ``case``'s buffers. 0.6.3: the
+    runner allocated its workspace. 0.7.4: it was given one of at least the bytes its
+    get_workspace_size answered for exactly this call's sizes (``tp``, ``ep``: (size,
+    rank), ``act``: the activation code), and the arguments 0.7.4 added got upstream's
+    values (init's flags too)."""
     info = last_run()
     b = case.bufs
-    assert info[WS_DATA] != 0 and info[WS_BYTES] == 4096 + 64 * case.tokens * case.top_k, info
-    assert (info[WS_DEV_TYPE], info[WS_DEV_ID]) == (KDL_CUDA, 0), info
+    assert info[WS_DATA] != 0 and (info[WS_DEV_TYPE], info[WS_DEV_ID]) == (KDL_CUDA, 0), info
+    if RELEASE == "0.7.4":
+        asked = workspace_asked()
+        assert asked[1:12] == [case.tokens, case.hidden, case.inter, case.experts * ep[0],
+                               case.top_k, tp[0], tp[1], ep[0], ep[1], 0, act], asked
+        assert info[WS_GIVEN] == 1 and info[WS_NEEDED] == asked[12], (info, asked)
+        assert info[WS_BYTES] >= asked[12], (info, asked)
+        assert (info[SWIZZLED_INPUT_SF], info[NVFP4_4OVER6_CODE], info[NEW_OPTIONAL_MASK]) \
+            == (1, -1, 0), info
+        flags = record_of(case)[FLAGS] if info[OUTPUT_DATA] == b["output"].ctypes.data \
+            else None
+        assert flags is None or flags & (FUSED_FINALIZE | HUMMING) == FUSED_FINALIZE, flags
+    else:
+        assert info[WS_GIVEN] == 0 and info[WS_BYTES] == 4096 + 64 * case.tokens * case.top_k
+        assert info[WS_NEEDED] == info[WS_BYTES], info
     for slot, name in ((INPUT_DATA, "input"), (EXPERT_IDS_DATA, "token_selected_experts"),
                        (SCALES_DATA, "token_final_scales"), (FC1_DATA, "fc1_expert_weights"),
                        (FC2_DATA, "fc2_expert_weights")):
@@ -257,18 +304,24 @@ def scenario_modes_record(mode):
     pointers, quant_scales as an Array of Tensors over the caller's memory, the scalars."""
     case = Case(mode, tokens=5, top_k=4 if mode != "fp16" else 1, experts=16)
     m = case.runner()
+    assert m.release == RELEASE and m.methods == moe.RELEASE_METHODS[RELEASE]
     g1, g2 = m.tactic_counts
+    # the GEMM2 index as the runner numbers it: 0.7.4's within the combined list
+    at2 = g1 if RELEASE == "0.7.4" else 0
     before = sys.getrefcount(case.scales[0]) if case.scales else None
     for n, (kw, want) in enumerate((
             ({}, dict(profile=(-1, -99, -99), act=3, pdl=1, tp=(1, 0), ep=(1, 0))),
             (dict(profile_ids=(g1 - 1, g2 - 1), activation_type="geglu", enable_pdl=False,
                   tp_size=4, tp_rank=3, ep_size=2, ep_rank=1),
-             dict(profile=(2, g1 - 1, g2 - 1), act=4, pdl=0, tp=(4, 3), ep=(2, 1))),
+             dict(profile=(2, g1 - 1, at2 + g2 - 1), act=4, pdl=0, tp=(4, 3), ep=(2, 1))),
             (dict(profile_ids=[-1, 0], activation_type=3),
-             dict(profile=(2, -1, 0), act=3, pdl=1, tp=(1, 0), ep=(1, 0)))), 1):
+             dict(profile=(2, -1, at2), act=3, pdl=1, tp=(1, 0), ep=(1, 0))),
+            (dict(profile_ids=(0, -1)), dict(profile=(2, 0, -1), act=3, pdl=1, tp=(1, 0),
+                                             ep=(1, 0)))), 1):
         args = case.views(**kw)
         assert m.fused_moe(**args) is args["output"]
-        check_record(case, case.bufs["output"].ctypes.data)
+        check_record(case, case.bufs["output"].ctypes.data, tp=want["tp"], ep=want["ep"],
+                     act=want["act"])
         r = record_of(case)
         assert r[METHOD] == 1 and r[CALLS_ON_RUNNER] == n, r
         assert (r[PROFILE_COUNT], r[PROFILE0], r[PROFILE1]) == want["profile"], r
@@ -331,7 +384,10 @@ def scenario_zero_tokens_makes_no_call():
 
 def scenario_prepared_decode():
     """prepare() for the decode shape (one token): checks and quant_scales once, then each
-    launch is the same run_moe call with a fresh workspace on the launch's stream."""
+    launch is the same run_moe call. 0.6.3: with a fresh workspace on the launch's stream
+    each time (the runner allocates it). 0.7.4: with the workspace prepare() allocated at
+    the size get_workspace_size answered, the launch's own (not the stream's cached one),
+    passed at every launch, on any stream, and freed with the launch."""
     case = Case("fp8", tokens=1, top_k=8, experts=64, hidden=128, inter=64)
     m = case.runner()
     v = case.views()
@@ -341,31 +397,55 @@ def scenario_prepared_decode():
         assert "own prepare" in str(e), e
     else:
         raise AssertionError("fc.prepare took a method of an object with its own prepare()")
+    m.fused_moe(**v, stream=0x3030)  # an eager call first: the stream's cached workspace
+    eager_ws = last_run()[WS_DATA]
     calls = MODULE.function("fake_moe_counts")().tolist()[3]
+    mallocs, frees = cudart_calls("cudaMallocAsync"), async_frees()[0]
     p = m.prepare(**v, profile_ids=(0, 0), stream=0x3030)
     assert p.num_calls == 1 and p.arguments[0][0] == "run_moe"
     assert p.result is v["output"]
     assert tensor_array_live() == 4, "the prepared launch holds quant_scales' Tensors"
-    # prepare() made the tactic-count calls of the profile_ids check, and no run_moe
+    # prepare() made the tactic-count calls of the profile_ids check and no run_moe (0.7.4:
+    # nor a get_workspace_size call: the eager call's answer for this shape is kept)
     assert MODULE.function("fake_moe_counts")().tolist()[3] == calls + 2
-    assert (case.bufs["output"] == 0xFFFF).all()
-    mallocs = CUDART.fake_cudart_last_malloc_stream
+    if RELEASE == "0.7.4":
+        assert cudart_calls("cudaMallocAsync") == mallocs + 1, "prepare() made no workspace"
+        assert (CUDART.fake_cudart_last_malloc_stream() or 0) == 0x3030
+    else:
+        assert cudart_calls("cudaMallocAsync") == mallocs
+    g1 = m.tactic_counts[0]
+    case.bufs["output"][...] = 0xFFFF
+    last_malloc = CUDART.fake_cudart_last_malloc_stream
     del v, m
     gc.collect()
+    prepared_ws = None
     for n in (1, 2, 3):
         case.bufs["output"][...] = 0xFFFF
+        mallocs = cudart_calls("cudaMallocAsync")
         assert p.launch() is p.result
-        check_record(case, case.bufs["output"].ctypes.data)
+        info = check_record(case, case.bufs["output"].ctypes.data)
         r = record_of(case)
-        assert r[CALLS_ON_RUNNER] == n and (r[PROFILE0], r[PROFILE1]) == (0, 0), r
-        assert last_run()[ENV_STREAM] == 0x3030 and (mallocs() or 0) == 0x3030
+        assert r[CALLS_ON_RUNNER] == n + 1, r
+        assert (r[PROFILE0], r[PROFILE1]) == (0, g1 if RELEASE == "0.7.4" else 0), r
+        assert last_run()[ENV_STREAM] == 0x3030 and (last_malloc() or 0) == 0x3030
         assert runtime.env_alloc_live() == 0 and allocator_now() == 0
+        if RELEASE == "0.7.4":
+            assert cudart_calls("cudaMallocAsync") == mallocs, "a launch allocated"
+            assert info[WS_DATA] != eager_ws and info[WS_BYTES] == info[WS_NEEDED], info
+            assert prepared_ws in (None, info[WS_DATA]), (prepared_ws, info)
+            prepared_ws = info[WS_DATA]
     p.launch(stream=0x3131)
-    assert last_run()[ENV_STREAM] == 0x3131 and async_frees()[1] == 0x3131
+    assert last_run()[ENV_STREAM] == 0x3131
+    if RELEASE == "0.7.4":
+        assert last_run()[WS_DATA] == prepared_ws and async_frees()[0] == frees
+    else:
+        assert async_frees()[1] == 0x3131
     assert p._c_burst_us(3) >= 0 and last_run()[ENV_STREAM] == 0x3030
     del p
     gc.collect()
     assert tensor_array_live() == 0
+    if RELEASE == "0.7.4":  # the launch's workspace went with it, on its stream
+        assert async_frees() == (frees + 1, 0x3030), async_frees()
     assert MODULE.function("fake_moe_counts")().tolist()[:2] == [1, 1], "runner not released"
 
 
@@ -388,6 +468,143 @@ def scenario_tensor_array_ownership():
     else:
         raise AssertionError("tensor_array took a string")
     assert tensor_array_live() == 0 and [sys.getrefcount(s) for s in scales] == before
+
+
+# --------------------------------------------------------------------------- releases
+
+def scenario_workspace_074():
+    """0.7.4: the runner's get_workspace_size sizes the workspace (asked once per shape on
+    a runner), the stream's cached workspace is passed (allocated on the call's stream at
+    that size, kept, grown when a shape needs more, the old one freed on the stream), each
+    stream has its own; no environment allocator anywhere."""
+    assert not moe.METHODS_074["run_moe"].env_alloc and moe.METHODS_074["run_gemm_profile"].env_alloc
+    case = Case("bf16", tokens=4)
+    m = case.runner()
+    size = m._runner.workspace
+    stream = 0x5150
+
+    def call(c, s=stream, **kw):
+        mallocs, frees = cudart_calls("cudaMallocAsync"), async_frees()
+        asked = workspace_asked()[0]
+        m.fused_moe(**c.views(**kw), stream=s)
+        info = check_record(c, c.bufs["output"].ctypes.data,
+                            tp=(kw.get("tp_size", 1), kw.get("tp_rank", 0)),
+                            ep=(kw.get("ep_size", 1), kw.get("ep_rank", 0)),
+                            act=4 if kw.get("activation_type") == "geglu" else 3)
+        assert info[ENV_STREAM] == s and allocator_now() == 0 and runtime.env_alloc_live() == 0
+        return (info, workspace_asked()[0] - asked, cudart_calls("cudaMallocAsync") - mallocs,
+                frees)
+
+    info, asked, mallocs, _ = call(case)
+    assert (asked, mallocs, size.asked) == (1, 1, 1), (asked, mallocs, size.asked)
+    assert (CUDART.fake_cudart_last_malloc_stream() or 0) == stream
+    cached = stream_scratch(WORKSPACE_SCRATCH, 0, stream, 0)
+    assert info[WS_DATA] == cached.ptr and info[WS_BYTES] == info[WS_NEEDED], info
+    assert cached.allocated_bytes == workspace_asked()[12], "not the size the runner answered"
+    del cached  # (the cache's reference only: a grown buffer frees this one)
+
+    again, asked, mallocs, _ = call(case)  # the same shape: no question, no allocation
+    assert (asked, mallocs, size.asked) == (0, 0, 1) and again[WS_DATA] == info[WS_DATA]
+
+    small, asked, mallocs, _ = call(Case("bf16", tokens=2))  # asked; the cached one suffices
+    assert (asked, mallocs) == (1, 0) and small[WS_DATA] == info[WS_DATA]
+    assert small[WS_NEEDED] < small[WS_BYTES] == info[WS_BYTES], small
+
+    big, asked, mallocs, frees = call(Case("bf16", tokens=16))  # grown, the old one freed
+    assert (asked, mallocs) == (1, 1) and big[WS_BYTES] == big[WS_NEEDED] > info[WS_BYTES]
+    assert async_frees() == (frees[0] + 1, stream), async_frees()
+
+    other, asked, mallocs, _ = call(Case("bf16", tokens=16), 0x7770)  # another stream's own
+    assert (asked, mallocs) == (0, 1) and other[WS_DATA] != big[WS_DATA]
+    assert (CUDART.fake_cudart_last_malloc_stream() or 0) == 0x7770
+
+    # every size and rank, and the activation, reach get_workspace_size as run_moe sizes
+    call(case, tp_size=4, tp_rank=3, ep_size=2, ep_rank=1, activation_type="geglu")
+    call(case, ep_size=8, ep_rank=7)
+    assert size.asked == 5, size.asked
+
+
+def scenario_workspace_while_capturing_074():
+    """0.7.4: while the stream captures a graph the call gets a workspace of its own at the
+    size answered (the graph keeps it; the cached one may be regrown and freed after the
+    capture), freed on that stream after the call; the cached one is not touched."""
+    case = Case("bf16")
+    m = case.runner()
+    stream = 0x4444
+    m.fused_moe(**case.views(), stream=stream)
+    cached = last_run()[WS_DATA]
+    CUDART.fake_cudart_set_capturing(stream)
+    try:
+        mallocs, frees = cudart_calls("cudaMallocAsync"), async_frees()[0]
+        m.fused_moe(**case.views(), stream=stream)
+        info = check_record(case, case.bufs["output"].ctypes.data)
+        assert info[WS_DATA] != cached and info[WS_BYTES] == info[WS_NEEDED], info
+        assert info[FREES_AT_RUN] == frees, "the call's workspace was freed before the run"
+        assert cudart_calls("cudaMallocAsync") == mallocs + 1
+        gc.collect()
+        assert async_frees() == (frees + 1, stream), async_frees()
+    finally:
+        CUDART.fake_cudart_set_capturing(None)
+    m.fused_moe(**case.views(), stream=stream)
+    assert last_run()[WS_DATA] == cached
+
+
+def _run_args_074(case, workspace):
+    """run_moe's 30 arguments (0.7.4's order) for the open-ended call."""
+    v = case.views()
+    return ([v[n] for n in ("output", "input", "token_selected_experts", "token_final_scales",
+                            "fc1_expert_weights")] + [None, v["fc2_expert_weights"]]
+            + [None] * 9 + [True, 1, 0, 1, 0, 1, 0, False, False, None, False, 3, workspace, -1])
+
+
+def scenario_open_ended_074():
+    """0.7.4 through call(): get_workspace_size answers, run_moe takes a workspace of that
+    size; without one call() refuses before the runner (the line installs no allocator: the
+    bare line's call fails in the runner); 0.6.3's run line and the unbound min-latency
+    method are refused on a 0.7.4 runner."""
+    case = Case("bf16")
+    m = case.runner()
+    n = m.call("get_workspace_size", case.tokens, case.hidden, case.inter, case.experts,
+               case.top_k, 1, 0, 1, 0, False, 3)
+    assert n == workspace_asked()[12] > 0
+    ws = fc.DeviceArray.empty((n,), "uint8")
+    m.call("run_moe", *_run_args_074(case, ws))
+    info = check_record(case, case.bufs["output"].ctypes.data)
+    assert info[WS_DATA] == ws.ptr and info[WS_BYTES] == n, info
+    small = fc.DeviceArray.empty((n - 1,), "uint8")
+    raises(lambda: m.call("run_moe", *_run_args_074(case, small)), KernelRuntimeError,
+           "workspace_buffer too small")
+    raises(lambda: m.call("run_moe", *_run_args_074(case, None)), ValueError,
+           "workspace_buffer is None.*get_workspace_size")
+    raises(lambda: moe.METHODS_074["run_moe"](*_run_args_074(case, None),
+                                              method=m.method("run_moe")),
+           KernelRuntimeError, "allocator is nullptr")  # the line installs no allocator
+    raises(lambda: moe.METHODS["run_moe"].method(m._runner.obj, moe.INIT), KernelVersionError,
+           "arity: flashinfer 0.7.4 declares 30 arguments, the Binding 24")
+    raises(lambda: m.call("run_moe_min_latency"), KeyError, "runner of flashinfer 0.7.4 serves")
+    assert runtime.env_alloc_live() == 0
+
+
+def scenario_release_lines_063():
+    """0.6.3: the tables' lines; 0.7.4's lines and get_workspace_size are refused, naming
+    the release (a 0.7.4 method line passes require_match on 0.6.3 by name alone: the line
+    itself must refuse the object)."""
+    m = Case("bf16").runner()
+    assert m.release == "0.6.3" and m.methods == moe.METHODS and m._runner.workspace is None
+    raises(lambda: m.method("get_workspace_size"), KeyError, "flashinfer 0.6.3.*0.7.x's")
+    raises(lambda: m.call("get_workspace_size", 1, 64, 32, 8, 2, 1, 0, 1, 0, False, 3),
+           KeyError, "flashinfer 0.6.3.*0.7.x's")
+    for name in ("run_moe", "get_workspace_size"):
+        raises(lambda: moe.METHODS_074[name].method(m._runner.obj, moe.INIT),
+               KernelVersionError, "flashinfer 0.7.4's argument list")
+
+
+def scenario_mislabelled():
+    """A module whose marker names the other release: init is called with the other
+    release's argument list, which the module's typed export refuses (no runner made)."""
+    raises(lambda: fc.CutlassFusedMoE("bfloat16", "bfloat16"), KernelTypeError,
+           re.escape("Mismatched number of arguments when calling: `init("))
+    assert MODULE.function("fake_moe_counts")().tolist()[0] == 0
 
 
 # --------------------------------------------------------------------------- bad input
@@ -594,7 +811,15 @@ def scenario_bad_inputs(mode):
 
 if __name__ == "__main__":
     so, scenario, *rest = sys.argv[1:]
-    MODULE = fc.load_module_path(so, uri=moe.URI, flashinfer_version="0.6.3")
+    if os.environ.get("FUSED_MOE_LABEL"):
+        MODULE = fc.load_module_path(so, uri=moe.URI,
+                                     flashinfer_version=os.environ["FUSED_MOE_LABEL"])
+    elif os.environ.get("FLASHINFER_CY_KERNEL_DIR"):  # the release its marker names
+        MODULE = runtime.load_module(moe.URI)
+        assert os.path.samefile(MODULE.path, so), (MODULE.path, so)
+    else:
+        MODULE = fc.load_module_path(so, uri=moe.URI, flashinfer_version="0.6.3")
+    RELEASE = MODULE.flashinfer_version
     load_ffi()
     globals()[f"scenario_{scenario}"](*rest)
     print("ok")

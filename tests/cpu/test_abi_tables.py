@@ -154,13 +154,19 @@ def test_every_layout_is_for_another_extracted_release():
 
 def test_release_lines_are_for_extracted_releases_and_beside_a_tables_line():
     """A line for another release is checked against that release only: it must have an
-    ABI file, and the tables' line of the same export must exist (the family's default)."""
+    ABI file, and the tables' line of the same export must exist (the family's default),
+    unless the tables' release has no such export or method at all (0.7.4's fused MoE
+    get_workspace_size): then there is nothing to stand beside."""
     tables = {(abi.module_key(b.uri), b.symbol) for _, b in BINDINGS
               if b.written_for == abi.TABLES_VERSION}
+    only_later = {(abi.module_key(b.uri), b.symbol) for _, b in BINDINGS
+                  if b.written_for != abi.TABLES_VERSION
+                  and abi.export(abi.TABLES_VERSION, b.uri, b.symbol, b.method_of)[1] is None}
     assert RELEASE_LINES, "the sampling family's 0.7.4 lines were not discovered"
+    assert ("fused_moe_90", "get_workspace_size") in only_later, only_later
     for version, exports in RELEASE_LINES.items():
         assert version in VERSIONS and version != abi.TABLES_VERSION, version
-        assert exports <= tables, sorted(exports - tables)
+        assert exports - only_later <= tables, sorted(exports - only_later - tables)
 
 
 def test_every_known_difference_names_a_binding():
@@ -208,16 +214,24 @@ def test_p1_tensor_objects_are_flagged():
         P1_NONE_ONLY["single_decode/fa2"] = "restored"
 
 
+def _served(version):
+    return {(key, export, name) for key, m in abi.load(version)["modules"].items()
+            for export, methods in m.get("methods", {}).items() for name in methods}
+
+
 def test_every_method_of_a_returned_object_is_bound():
     """The methods the tables' release serves from an object an export returns (the fused
-    MoE runner's GetFunction) each have a line, checked above like an export's."""
+    MoE runner's GetFunction) each have a line, checked above like an export's; a line
+    written for a later release is a method that release serves."""
     bound = {(abi.module_key(b.uri), b.method_of, b.symbol) for _, b in BINDINGS
-             if b.method_of is not None}
-    served = {(key, export, name)
-              for key, m in abi.load(abi.TABLES_VERSION)["modules"].items()
-              for export, methods in m.get("methods", {}).items() for name in methods}
+             if b.method_of is not None and b.written_for == abi.TABLES_VERSION}
+    served = _served(abi.TABLES_VERSION)
     assert served, "the extracted ABI lists no methods (tools/extract_abi.py RUNNER_MODULES)"
     assert served == bound, (sorted(served - bound), sorted(bound - served))
+    for version in VERSIONS:
+        later = {(abi.module_key(b.uri), b.method_of, b.symbol) for _, b in BINDINGS
+                 if b.method_of is not None and b.written_for == version}
+        assert later <= _served(version), (version, sorted(later - _served(version)))
 
 
 def test_planted_method_mismatch_is_reported():
@@ -239,6 +253,55 @@ def test_planted_method_mismatch_is_reported():
     items[8] = "quant_scales:T?"
     assert "cannot take kind T?" in first_mismatch("0.6.3", b.uri, "run_moe", " ".join(items),
                                                    "init")
+
+
+def test_planted_074_method_mismatches_are_reported():
+    """The fused MoE lines a 0.7.4 runner is called with -- init's layout, run_moe's and
+    get_workspace_size's own lines -- fail like any other: an argument moved, left out or
+    of another kind, and the tables' lines against 0.7.4."""
+    from flashinfer_cy.kernels.fused_moe import INIT, METHODS, METHODS_074
+
+    init = layouts.parse(INIT.signature, INIT.layouts["0.7.4"])[0]
+    assert first_mismatch("0.7.4", INIT.uri, "init", init) is None
+    assert first_mismatch("0.7.4", INIT.uri, "init", INIT.signature).startswith(
+        "arity: flashinfer 0.7.4 declares 9 arguments, the Binding 7")
+    items = init.split()
+    assert items[7:] == ["use_fused_finalize:B", "use_wfp4afp8_humming:B"]
+    msg = first_mismatch("0.7.4", INIT.uri, "init", " ".join(items[:7] + items[:6:-1]))
+    assert msg.startswith("argument 7: C++ bool use_fused_finalize, Binding "
+                          "use_wfp4afp8_humming"), msg
+
+    run = METHODS_074["run_moe"]
+    assert first_mismatch("0.7.4", run.uri, "run_moe", run.signature, "init") is None
+    assert first_mismatch("0.7.4", run.uri, "run_moe", METHODS["run_moe"].signature,
+                          "init").startswith("arity: flashinfer 0.7.4 declares 30 arguments, "
+                                             "the Binding 24")
+    assert first_mismatch("0.6.3", run.uri, "run_moe", run.signature, "init").startswith(
+        "arity: flashinfer 0.6.3 declares 24 arguments, the Binding 30")
+    items = run.signature.split()
+    assert items[13:17] == ["clamped_relu2_limit:T?", "situ_beta:T?", "situ_linear_beta:T?",
+                            "swizzled_input_sf:B"]
+    assert items[28:] == ["workspace_buffer:T?!", "nvfp4_4over6_code:I"]
+    msg = first_mismatch("0.7.4", run.uri, "run_moe", " ".join(items[:28] + items[:27:-1]),
+                         "init")
+    assert msg.startswith("argument 28: C++ Optional<TensorView> workspace_buffer, Binding "
+                          "nvfp4_4over6_code"), msg
+    assert "flashinfer_cutlass_fused_moe_binding.cu:833" in msg
+    msg = first_mismatch("0.7.4", run.uri, "run_moe",
+                         " ".join(items[:16] + ["swizzled_input_sf:I"] + items[17:]), "init")
+    assert msg.startswith("argument 16 (swizzled_input_sf): C++ bool cannot take kind I"), msg
+
+    size = METHODS_074["get_workspace_size"]
+    assert first_mismatch("0.7.4", size.uri, "get_workspace_size", size.signature,
+                          "init") is None
+    assert first_mismatch("0.6.3", size.uri, "get_workspace_size", size.signature,
+                          "init").startswith("method get_workspace_size of init()'s object "
+                                             "is not in module fused_moe_90 of flashinfer 0.6.3")
+    items = size.signature.split()
+    items[1], items[2] = items[2], items[1]  # inter before hidden
+    msg = first_mismatch("0.7.4", size.uri, "get_workspace_size", " ".join(items), "init")
+    assert msg.startswith("argument 1: C++ int64_t hidden_size, Binding inter_size"), msg
+    assert "flashinfer_cutlass_fused_moe_binding.cu:881" in msg
 
 
 @pytest.mark.parametrize("backend,decl", [("fa2", "batch_mla_binding.cu:30"),

@@ -15,6 +15,16 @@ from host memory and says on which stream. Checked:
 * the prepared launch of the decode shape, an allocated output, zero tokens;
 * every bad argument of each mode refused, naming it, before any call, nothing leaked.
 
+FlashInfer 0.7.4 (``fused_moe_stand_in_074``: the stand-in built with -DFAKE_MOE_074, 0.7.4's
+exact signatures, in a kernel dir marked 0.7.4): the same calls through 0.7.4's lines -- init's
+layout, run_moe's own line with upstream's values for the added arguments, the GEMM2 tactic
+in the combined list -- and the workspace: sized by the runner's get_workspace_size (the
+stand-in's size is a function of every argument and of the runner, and it refuses a smaller
+buffer), the stream's cached one for eager calls, a workspace of its own for a prepared
+launch and under graph capture, no environment allocator. The 0.6.3 lines are refused there
+(require_match, and the stand-in's typed arity check), as 0.7.4's are on 0.6.3's, and a
+module marked with the other release makes no runner.
+
 Each scenario runs in its own interpreter (fused_moe_typed_driver.py), so the stand-in never
 shadows a real module in this process."""
 
@@ -49,3 +59,38 @@ def test_fused_moe_calls(scenario, fused_moe_stand_in):
 @pytest.mark.parametrize("mode", MODES)
 def test_bad_inputs_are_refused_naming_the_argument(mode, fused_moe_stand_in):
     run_driver("fused_moe_typed_driver.py", fused_moe_stand_in, "bad_inputs", mode)
+
+
+# ----------------------------------------------------------------------------- 0.7.4
+
+@pytest.mark.parametrize("mode", MODES)
+def test_074_packs_every_argument(mode, fused_moe_stand_in_074):
+    run_driver("fused_moe_typed_driver.py", fused_moe_stand_in_074, "modes_record", mode)
+
+
+@pytest.mark.parametrize("scenario", [
+    "workspace_074", "workspace_while_capturing_074", "open_ended_074", "prepared_decode",
+    "biases_and_scalar_forms", "output_allocated_on_the_call_stream",
+    "zero_tokens_makes_no_call"])
+def test_074_calls(scenario, fused_moe_stand_in_074):
+    run_driver("fused_moe_typed_driver.py", fused_moe_stand_in_074, scenario)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_074_bad_inputs_are_refused_naming_the_argument(mode, fused_moe_stand_in_074):
+    run_driver("fused_moe_typed_driver.py", fused_moe_stand_in_074, "bad_inputs", mode)
+
+
+def test_063_refuses_074_lines(fused_moe_stand_in):
+    run_driver("fused_moe_typed_driver.py", fused_moe_stand_in, "release_lines_063")
+
+
+@pytest.mark.parametrize("label", ["0.6.3", "0.7.4"])
+def test_a_module_of_the_other_release_makes_no_runner(label, fused_moe_stand_in,
+                                                       fused_moe_stand_in_074):
+    """0.7.4's stand-in labelled 0.6.3, 0.6.3's labelled 0.7.4: init gets the labelled
+    release's argument list, which the module refuses."""
+    so, env = fused_moe_stand_in_074 if label == "0.6.3" else fused_moe_stand_in
+    env = {k: v for k, v in env.items() if k != "FLASHINFER_CY_KERNEL_DIR"}
+    run_driver("fused_moe_typed_driver.py", (so, dict(env, FUSED_MOE_LABEL=label)),
+               "mislabelled")

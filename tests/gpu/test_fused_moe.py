@@ -8,6 +8,12 @@ routing weights); fresh random data each run (the seed is printed); outputs NaN-
 first, so an unwritten row cannot pass. Skips without a GPU, on a device other than sm_90,
 without the module, or (bit identity only) without flashinfer-python and torch.
 
+Release-agnostic: the module is the kernel dir's (0.6.3, or 0.7.4 in tools/gpu_session.sh's
+0.7.4 pass, where the peer is 0.7.4's flashinfer-python); ``CutlassFusedMoE`` calls it with
+that release's lines (test_module_release says which ran). On 0.7.4 the workspace is the
+caller's, sized by the runner's ``get_workspace_size``: test_074_workspace_size checks that
+number against 0.7.4's ``cutlass_fused_moe_workspace_size``.
+
 The float64 reference models what the kernels round, so the tolerances stay a few units in
 the last place of the narrowest type involved:
 
@@ -258,9 +264,42 @@ def test_geglu_and_expert_parallel_rank(mode, rng, torch):
     assert_close(got, routed_mlp(p, torch), mode, f"{mode} geglu ep 1/2")
 
 
+def test_module_release(torch):
+    """Which release's lines the runner is called with (printed), and that they are the
+    module's: 0.7.4's runner serves get_workspace_size, 0.6.3's does not."""
+    from flashinfer_cy._core import runtime
+    from flashinfer_cy.abi.match import abi_version
+    from flashinfer_cy.kernels import fused_moe
+
+    m = fc.CutlassFusedMoE("bfloat16", "bfloat16")
+    release = abi_version(runtime.load_module(URI).flashinfer_version)
+    print(f"fused_moe_90 of flashinfer {release}")
+    assert m.release == release and m.methods == fused_moe.RELEASE_METHODS[release]
+    assert ("get_workspace_size" in m.methods) == (release == "0.7.4")
+
+
+def test_074_workspace_size(torch):
+    """0.7.4: the runner's get_workspace_size (what every call sizes its workspace by) is
+    the number 0.7.4's flashinfer-python asks for the same shape."""
+    m = fc.CutlassFusedMoE("bfloat16", "bfloat16")
+    if m.release != "0.7.4":
+        pytest.skip(f"get_workspace_size is 0.7.x's; this module is flashinfer {m.release}")
+    fi = flashinfer_peer()
+    for tokens, hidden, inter, experts, top_k, ep in ((1, 256, 128, 64, 8, (1, 0)),
+                                                      (128, 256, 128, 8, 2, (2, 1))):
+        ours_n = m.call("get_workspace_size", tokens, hidden, inter, experts * ep[0], top_k,
+                        1, 0, ep[0], ep[1], False, 3)
+        theirs_n = fi.fused_moe.cutlass_fused_moe_workspace_size(
+            tokens, hidden, inter, experts * ep[0], top_k, x_dtype=torch.bfloat16,
+            weight_dtype=torch.bfloat16, output_dtype=torch.bfloat16, ep_size=ep[0],
+            ep_rank=ep[1], use_fused_finalize=True)
+        assert ours_n == theirs_n > 0, (tokens, ours_n, theirs_n)
+
+
 def test_prepared_decode_launch_matches_the_call(rng, torch):
     """The decode shape (one token), prepared once: each launch gives the call's bits, on a
-    side stream too, with the workspace allocated on the launch's stream each time."""
+    side stream too -- 0.6.3: with the workspace allocated on the launch's stream each time;
+    0.7.4: with the launch's own workspace, sized at prepare time."""
     from flashinfer_cy._core.runtime import env_alloc_live
 
     p = make_problem(rng, torch, "bf16", 1, 64, 8)
