@@ -49,7 +49,7 @@ from flashinfer_cy._core.runtime cimport Function, Object, take_result
 from flashinfer_cy._core.stream cimport resolve_stream
 from flashinfer_cy._core.tensor cimport (TensorSlot, DT_BF16, DT_E4M3, DT_F16, DT_F32, DT_I32,
                                          DT_U8, check_aligned, check_contiguous, check_cuda,
-                                         check_disjoint, check_dtype, check_same_device,
+                                         check_disjoint, check_dtype, check_ndim, check_same_device,
                                          describe, dtype_name, dtype_of_key, numel,
                                          release_slot, shape_of, to_dltensor)
 from flashinfer_cy._core.tensor_array cimport array_from_slots
@@ -263,8 +263,7 @@ cdef int device_tensor(Binding b, CallFrame* f, int i, object obj, str name,
     else:
         check_same_device(s, name, &f.slots[INPUT], "input")
     check_dtype(s, name, dtype)
-    if s.dl.ndim != ndim:
-        raise ValueError(f"{name}: expected {ndim} dimensions, got {describe(s)}")
+    check_ndim(s, name, ndim)
     if numel(s) > 0:
         check_contiguous(s, name)
         check_aligned(s, name, 16)
