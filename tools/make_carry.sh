@@ -5,6 +5,7 @@
 #
 #   tools/make_carry.sh            .carry/ (always) and .carry-hf/ (the model-step test)
 #   PY=3.12 tools/make_carry.sh    the GPU machine's Python (default 3.12)
+#   WITH_074=1 tools/make_carry.sh also .carry-074/ (gpu_session.sh's KDIR_074 pass)
 #
 # .carry/    apache-tvm-ffi for that Python (the runtime these bindings load), flashinfer-python
 #            0.6.3 (kernel sources for tools/build_kernels.py and the benchmark peer), and the
@@ -27,3 +28,20 @@ python3 -m pip download -q --only-binary=:all: --python-version "$PY" "${PLAT[@]
     -d .carry-hf transformers safetensors
 rm -f .carry-hf/numpy-*.whl .carry-hf/hf_xet-*.whl .carry-hf/kernels-*.whl
 du -sh .carry .carry-hf
+
+# .carry-074/ FlashInfer 0.7.4's Python package, the peer of the 0.7.4 pass: the wheel (101 MB)
+#            minus data/ and its C++/CUDA sources, 13 MB, which leaves room for the kernel
+#            archives under the carry limit. Everything else it imports at the top (torch,
+#            einops, tabulate, requests, click, nvidia-ml-py, cuda-bindings) is in the image;
+#            apache-tvm-ffi comes from .carry/. The 0.7.4 kernel modules are built here with
+#            tools/build_kernels.py --flashinfer-version 0.7.4 --flashinfer-src <the wheel>.
+if [ "${WITH_074:-0}" = 1 ]; then
+  tmp=$(mktemp -d)
+  python3 -m pip download -q --no-deps --only-binary=:all: -d "$tmp" "flashinfer-python==0.7.4"
+  mkdir -p "$tmp/py" .carry-074 && python3 -m zipfile -e "$tmp"/flashinfer_python-0.7.4-*.whl "$tmp/py"
+  tar cf - -C "$tmp/py" --exclude=flashinfer/data --exclude='*.cu' --exclude='*.cuh' \
+      --exclude='*.cpp' --exclude='*.cubin' --exclude='*.so' flashinfer \
+    | xz -T0 -6 > .carry-074/flashinfer_python-0.7.4-py.tar.xz
+  rm -rf "$tmp"
+  du -sh .carry-074
+fi
