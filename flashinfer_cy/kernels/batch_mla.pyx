@@ -353,6 +353,8 @@ cdef class BatchMLAPagedAttention(CheckedRunner):
         _check_u32_strides(qp, "q_pe")
         _check_u32_strides(ck, "ckv_cache")
         _check_u32_strides(kp, "kpe_cache")
+        _lim.check_row_offsets(qn, "q_nope")
+        _lim.check_row_offsets(qp, "q_pe")
         _check_page_offsets(ck, "ckv_cache", p)
         _check_page_offsets(kp, "kpe_cache", p)
         return 0

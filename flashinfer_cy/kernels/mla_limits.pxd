@@ -25,5 +25,6 @@ cdef int check_split_arithmetic(HostI32* qo, HostI32* kl, int64_t heads, bint ca
                                 int64_t cluster, int64_t sms) except -1
 cdef int check_packed_positions(HostI32* qo, HostI32* kv, HostI32* kl,
                                 int64_t page_size) except -1
+cdef int check_row_offsets(TensorSlot* s, str name) except -1
 cdef int check_page_offsets(TensorSlot* s, str name, int64_t page_size, int64_t last_page,
                             bint offset32, bint fa3) except -1

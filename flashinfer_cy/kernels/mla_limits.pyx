@@ -35,6 +35,15 @@ stay <= 2**31 - 1 - 256. A tile with more keys than that limit is split, computi
 cluster_size`` and ``keys + limit`` in int: both must fit. 0.7.4's flashinfer-python
 refuses the same (mla/_batch_mla/_backends/_fa_common.py, _fa_plan_work_count).
 
+**Query offsets** (both releases). The kernels address q_nope, q_pe and the output at
+``q_indptr * stride_n`` from the start and ``row * stride_n + head * stride_h + lane`` within
+a request, each a 32-bit unsigned expression (load_q: mla.cuh:153-155, 856-857 / 1048,
+mla_hopper.cuh:144-147, 734-735 / 947; the output: mla.cuh:662, 765, 973,
+mla_hopper.cuh:523, 799): a tensor whose last element lies 2**32 or more elements into it is
+read or written at the wrong rows. Contiguous tensors never get there: the planner's 16384
+work items of at most 128 packed rows bound ``rows x heads x 512`` to 2**30, and ``out`` must
+be contiguous. A strided q_nope / q_pe view can (a row stride over 4x ``heads x dim``).
+
 **Packed KV positions** (both releases). The kernels address a request's keys by the
 position ``kv_indptr[i] * page_size + k`` in uint32 (``packed_kv_bound``, mla.cuh:873-876 /
 1077-1080, mla_hopper.cuh:702, 712 / 913, 923), up to two KV tiles past ``kv_len``.
@@ -173,6 +182,24 @@ cdef int check_split_arithmetic(HostI32* qo, HostI32* kl, int64_t heads, bint ca
             f"per cluster) and keys + {limit} in int32, which overflow (both must stay <= "
             f"{_I32_MAX}): use shorter requests")
     return 0
+
+
+cdef int check_row_offsets(TensorSlot* s, str name) except -1:
+    """ValueError where ``s`` ([rows, heads, dim], last dim contiguous) has an element
+    2**32 or more elements past its start: the kernels' row and head offsets are 32-bit."""
+    cdef int64_t last = 0
+    cdef int i
+    for i in range(3):
+        if s.dl.shape[i] == 0:
+            return 0   # nothing addressed
+        last += (s.dl.shape[i] - 1) * s.dl.strides[i]
+    if last <= _U32_MAX:
+        return 0
+    raise ValueError(
+        f"{name}: its last element is {last} elements past its start ({describe(s)}); "
+        f"FlashInfer's MLA kernels (0.6.3 and 0.7.4) compute row x row stride + head x "
+        f"head stride in 32-bit unsigned ints, so past {_U32_MAX} they address the wrong "
+        f"rows. Use a view with smaller strides (a contiguous copy always fits)")
 
 
 cdef int check_packed_positions(HostI32* qo, HostI32* kv, HostI32* kl,

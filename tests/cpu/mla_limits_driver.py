@@ -183,6 +183,34 @@ def check_page_offsets():
         w.prepare(qn, qp, big, kpe)   # a host table naming page 0 only: fine in both
 
 
+def check_row_offsets():
+    """q_nope / q_pe views whose last element lies 2**32 or more elements past their start
+    (the kernels' row and head offsets are 32-bit, both releases): refused by run() and
+    prepare(); one element less is taken."""
+    from devdata import upload
+
+    heads = 4
+    w = fc.BatchMLAPagedAttention(backend="fa2")
+    _plan(w, [2], [2], heads, False)
+    qn = upload(np.zeros((2, heads, 512)), "float16")
+    qp = upload(np.zeros((2, heads, 64)), "float16")
+    ckv = upload(np.zeros((1, 16, 512)), "float16")
+    kpe = upload(np.zeros((1, 16, 64)), "float16")
+    top = U32 - 1                                 # the last offset a 32-bit int holds
+    head = (top - 511 - 2048) // 3 // 8 * 8       # q_nope: row stride 2048, head stride
+    row = (top - 63 - 3 * 64) // 8 * 8            # q_pe: row stride, head stride 64
+    for name, ok, bad in (
+            ("q_nope", fc.TensorDesc(PTR, (2, heads, 512), "float16", strides=(2048, head, 1)),
+             fc.TensorDesc(PTR, (2, heads, 512), "float16", strides=(2048, head + 8, 1))),
+            ("q_pe", fc.TensorDesc(PTR, (2, heads, 64), "float16", strides=(row, 64, 1)),
+             fc.TensorDesc(PTR, (2, heads, 64), "float16", strides=(row + 8, 64, 1)))):
+        args = (ok, qp, ckv, kpe) if name == "q_nope" else (qn, ok, ckv, kpe)
+        w.prepare(*args)   # accepted (not launched: the view is fake)
+        args = (bad, qp, ckv, kpe) if name == "q_nope" else (qn, bad, ckv, kpe)
+        _refused(lambda: w.prepare(*args), name, "32-bit", "wrong rows")
+        _refused(lambda: w.run(*args), name, "32-bit", "wrong rows")   # never launched
+
+
 def check_planner_int32():
     """The planner's int32 KV-split arithmetic (both releases): the per-cluster average
     rounded up to 256, and a split tile's keys x cluster size and keys + limit."""
@@ -206,4 +234,5 @@ def check_planner_int32():
 def scenario_mla_limits():
     check_causal_tiles()
     check_page_offsets()
+    check_row_offsets()
     check_planner_int32()

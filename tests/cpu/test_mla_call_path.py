@@ -47,8 +47,8 @@ def test_mla_call_path_against_stand_ins(scenario, mla_stand_ins):
 def test_mla_refusals_against_stand_ins(smem_per_sm, mla_stand_ins):
     """plan()/run()/prepare() refuse what FlashInfer's MLA would get silently wrong
     (mla_limits_driver.py): causal tile boundaries that drop a key (FA3, and FA2 with the KV
-    tile the device's shared memory picks), 0.6.3's 32-bit page offsets, the planner's
-    int32 split arithmetic."""
+    tile the device's shared memory picks), 0.6.3's 32-bit page offsets, q_nope / q_pe
+    views past 32-bit row offsets, the planner's int32 split arithmetic."""
     run_driver_scenario(*mla_stand_ins, "mla_limits", timeout=300,
                         FAKE_CUDART_SMEM_PER_SM=smem_per_sm)
 
