@@ -16,8 +16,8 @@
 # EXTRA_URIS="uri ..." builds more and returns them as $OUT/extra-new.tar.xz);
 # KERNELS=carried uses .kernels/. BUILD_URIS (default @all) narrows what KERNELS=build builds.
 # BUILD_FLAGS passes more options to it (e.g. BUILD_URIS=fused_moe_90 BUILD_FLAGS=--fast-build).
-# KDIR_074=.kernels-074 (carried, with .carry-074/) adds a pass of TESTS_074 on FlashInfer
-# 0.7.4 modules against 0.7.4's flashinfer-python, before the main tests.
+# KDIR_074=.kernels-074 (carried, with .carry-074/; or a .tar.xz of it) adds a pass of
+# TESTS_074 on FlashInfer 0.7.4 modules against 0.7.4's flashinfer-python, before the main tests.
 # PREBUILT_EXT=.carry-ext/ext-cp312.tar.xz skips building the extensions when the carried ones
 # (built from the same commit for this Python) import; device time is scarce.
 set -uo pipefail
@@ -38,8 +38,8 @@ python3 -m pip install -q --no-deps --no-index .carry/*.whl 2>&1 | grep -v WARNI
 python3 -c "import torch; print('torch', torch.__version__, 'exchange api:', hasattr(torch.Tensor, '__dlpack_c_exchange_api__'))"
 if ls .carry-hf/*.whl >/dev/null 2>&1; then  # transformers + its pure deps: the model-step test
   python3 -m pip install -q --no-deps --no-index .carry-hf/*.whl 2>&1 | grep -v WARNING
-  python3 -c "import transformers, safetensors; print('transformers', transformers.__version__)"
-fi
+fi  # else the image's own transformers (tests/gpu/test_model_step.py takes 4.x and 5.x)
+python3 -c "import transformers, safetensors; print('transformers', transformers.__version__)"
 
 if [ "${KERNELS:-build}" = build ]; then
   stamp "build kernel modules (tools/build_kernels.py @all, $(nproc) jobs)"
@@ -105,6 +105,10 @@ stamp "doctor"
 python3 -m flashinfer_cy doctor --require-gpu
 
 if [ -n "${KDIR_074:-}" ]; then
+  if [ -f "$KDIR_074" ]; then  # an archive (tar cf - -C .kernels-074 . | xz): saves carry room
+    mkdir -p .kernels-074-gpu && xz -d < "$KDIR_074" | tar xf - -C .kernels-074-gpu
+    KDIR_074=.kernels-074-gpu
+  fi
   # A second pass on flashinfer 0.7.4 modules (built here with tools/build_kernels.py
   # --flashinfer-version 0.7.4 and carried), the peer being 0.7.4's flashinfer-python: its
   # Python package carried as .carry-074/flashinfer_python-0.7.4-py.tar.xz (the wheel minus
