@@ -243,11 +243,13 @@ def test_run_on_another_stream_than_the_plan(torch, rng):
     plan(w, b1, heads, False, dtype)
     w.run(*upload(torch, b1, dtype))
     t2 = upload(torch, b2, dtype)
+    # Poisoned before the sleep: a fill queued after it on the plan stream would land after
+    # the side stream's kernel (it waits for the plan's copies, not for later work).
+    out = poison(torch, (2, heads, CKV), dtype)
     torch.cuda.synchronize()
     torch.cuda._sleep(100_000_000)  # the next plan's copies queue behind this
     plan(w, b2, heads, False, dtype, stream=torch.cuda.current_stream())
     side = torch.cuda.Stream()
-    out = poison(torch, (2, heads, CKV), dtype)
     with torch.cuda.stream(side):
         w.run(*t2, out)
     torch.cuda.synchronize()
