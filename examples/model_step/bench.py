@@ -227,17 +227,19 @@ def main() -> None:
         print(f"{name:28s} {tps:10.0f} {host:13.1f}")
     print(f"\nGPU time per step (CUDA events around graph replays): {gpu_ms * 1e3:.1f} µs")
     calls = {}
-    for who, ops_mode in (("flashinfer_cy", "eager"), ("flashinfer-python", "flashinfer-python")):
+    for who, ops_mode in (("flashinfer_cy", "eager"), ("flashinfer_cy prepared", "prepared"),
+                          ("flashinfer-python", "flashinfer-python")):
         if ops_mode not in model._ops:
             continue
         parts = host_breakdown(model, be, prompts, min(args.steps, 20), ops_mode)
         total = sum(parts.values())
         calls[who] = parts["flashinfer calls"]
-        print(f"{who} eager step host time {total:.0f} µs:",
+        print(f"{who} step host time {total:.0f} µs:",
               ", ".join(f"{k} {v:.0f} µs ({100 * v / total:.0f}%)" for k, v in parts.items()))
-    if len(calls) == 2:
-        print(f"FlashInfer-call host time, flashinfer_cy / flashinfer-python: "
-              f"{calls['flashinfer_cy'] / calls['flashinfer-python']:.2f}x (target <= 0.6x)")
+    if "flashinfer-python" in calls:
+        for who in ("flashinfer_cy", "flashinfer_cy prepared"):
+            print(f"FlashInfer-call host time, {who} / flashinfer-python: "
+                  f"{calls[who] / calls['flashinfer-python']:.2f}x (target <= 0.6x)")
     if be.name == "torch":
         try:
             ms = transformers_step_ms(cfg, raw, args.batch, args.context, min(args.steps, 10))

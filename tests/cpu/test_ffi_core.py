@@ -279,6 +279,23 @@ def test_stream_forms(testmod, stream, expect):
     assert f(testmod, "stream_of")(np.zeros(1, np.float32), stream=stream) == expect
 
 
+def _never(self):
+    raise AssertionError("__cuda_stream__ called")
+
+
+def test_torch_streams_are_read_through_their_c_attribute(testmod):
+    """A torch stream type (module torch.*) with ``cuda_stream``: that attribute is read,
+    not the Python-level ``__cuda_stream__`` (which returns the same handle); any other
+    type with both keeps the protocol."""
+    torch_like = type("Stream", (), {"__cuda_stream__": _never, "cuda_stream": 15,
+                                     "__module__": "torch.cuda.streams"})
+    other = type("Stream", (), {"__cuda_stream__": lambda self: (0, 16), "cuda_stream": 99,
+                                "__module__": "mylib.streams"})
+    x = np.zeros(1, np.float32)
+    assert f(testmod, "stream_of")(x, stream=torch_like()) == 15
+    assert f(testmod, "stream_of")(x, stream=other()) == 16
+
+
 @pytest.mark.parametrize("bad, exc", [(-1, ValueError), ("s", TypeError), (1.5, TypeError),
                                       (object(), TypeError)])
 def test_bad_stream_is_a_clear_error(testmod, bad, exc):
