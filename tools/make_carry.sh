@@ -39,9 +39,12 @@ if [ "${WITH_074:-0}" = 1 ]; then
   tmp=$(mktemp -d)
   python3 -m pip download -q --no-deps --only-binary=:all: -d "$tmp" "flashinfer-python==0.7.4"
   mkdir -p "$tmp/py" .carry-074 && python3 -m zipfile -e "$tmp"/flashinfer_python-0.7.4-*.whl "$tmp/py"
-  tar cf - -C "$tmp/py" --exclude=flashinfer/data --exclude='*.cu' --exclude='*.cuh' \
-      --exclude='*.cpp' --exclude='*.cubin' --exclude='*.so' flashinfer \
-    | xz -T0 -6 > .carry-074/flashinfer_python-0.7.4-py.tar.xz
+  # Plus what its MLA generator reads before it looks for a built module: the csrc *.jinja
+  # templates and the batch_mla sources it copies (a few hundred kB, not data/'s 389 MB).
+  (cd "$tmp/py" && tar cf "$tmp/py.tar" --exclude=flashinfer/data --exclude='*.cu' \
+      --exclude='*.cuh' --exclude='*.cpp' --exclude='*.cubin' --exclude='*.so' flashinfer \
+    && tar rf "$tmp/py.tar" flashinfer/data/csrc/*.jinja flashinfer/data/csrc/batch_mla*)
+  xz -T0 -6 < "$tmp/py.tar" > .carry-074/flashinfer_python-0.7.4-py.tar.xz
   rm -rf "$tmp"
   du -sh .carry-074
 fi

@@ -179,17 +179,32 @@ def test_renorm_and_mask_match_peer(vocab, batch, rng):
         else:
             # 0.7.x's AIR top-p builds its histograms with float atomics unless
             # is_deterministic: only the deterministic mode is reproducible bit for bit (the
-            # peer differs from itself run to run otherwise). The default mode may differ
-            # at the threshold (an element whose cumulative mass sits on top_p can go
-            # either way): at most 2 such per row, the rest equal to rounding.
+            # peer differs from itself run to run otherwise). The default mode's kept set
+            # differs where a row's float32 cumulative mass is within rounding of top_p:
+            # one element at the threshold, or, at top_p = 1.0, the whole tail of tiny
+            # probabilities (up to ~6,000 elements of 128256, 2e-7 of the mass), for the
+            # peer exactly as for us (tools/probe_top_p_07.py on an H100). So: a kept set
+            # of the largest, each row flipping at most 2 elements or only a float32
+            # rounding's worth of mass.
             fc.top_p_renorm_probs(probs, p, True, out=out)
             assert_bits_equal(out, fi.sampling.top_p_renorm_probs(probs, p, True),
                               "top_p_renorm deterministic")
             fast = torch.from_dlpack(fc.top_p_renorm_probs(probs, p))
-            flipped = ((fast > 0) != (out > 0)).sum(dim=1)
-            assert int(flipped.max()) <= 2, "top_p_renorm (non-deterministic) kept set"
-            both = (fast > 0) & (out > 0)
-            torch.testing.assert_close(fast[both], out[both], rtol=1e-4, atol=0)
+            kept = fast > 0
+            flip = kept != (out > 0)
+            flipped_mass = (probs * flip).double().sum(dim=1)
+            assert bool(((flip.sum(dim=1) <= 2) | (flipped_mass <= 1e-6)).all()), \
+                "top_p_renorm (non-deterministic): more than the threshold or the tail flipped"
+            inf = torch.tensor(float("inf"), device="cuda")
+            lowest_kept = torch.where(kept, probs, inf).min(dim=1).values
+            highest_dropped = torch.where(kept, -inf, probs).max(dim=1).values
+            assert bool((lowest_kept >= highest_dropped).all()), \
+                "top_p_renorm (non-deterministic): a dropped probability above a kept one"
+            # its values: the probabilities it kept over their float64 sum (a flipped
+            # threshold element moves the divisor, so not the deterministic run's values)
+            ref = probs.double() * kept
+            ref = ref / ref.sum(dim=1, keepdim=True)
+            torch.testing.assert_close(fast.double(), ref, rtol=1e-5, atol=1e-12)
         assert not torch.isnan(out).any()
 
 
@@ -378,8 +393,16 @@ def test_top_k_at_least_vocab_and_top_p_one(vocab, batch, rng):
     seed = dict(seed=int(rng.integers(0, 2**63)), offset=0)
     plain = as_torch(fc.sampling_from_probs(probs, **seed))
     for k in (vocab, vocab + 1, 2**31 - 1):
-        assert_bits_equal(as_torch(fc.top_k_sampling_from_probs(probs, k, **seed)), plain,
-                          f"top_k {k}")
+        got_k = as_torch(fc.top_k_sampling_from_probs(probs, k, **seed))
+        if not release_07():
+            assert_bits_equal(got_k, plain, f"top_k {k}")
+        else:
+            # 0.7.x's top-k sampler sums the row in another order than its plain sampler: a
+            # draw on an interval boundary may take the neighbour (an H100: 1 row of 257)
+            assert float((got_k == plain).float().mean()) >= 0.95, f"top_k {k} vs plain"
+    assert_bits_equal(as_torch(fc.top_k_sampling_from_probs(probs, vocab, **seed)),
+                      fi.sampling.top_k_sampling_from_probs(probs, vocab, **seed),
+                      "top_k vocab vs flashinfer-python")
     got = as_torch(fc.top_p_sampling_from_probs(probs, 1.0, **seed))
     assert_bits_equal(got, fi.sampling.top_p_sampling_from_probs(probs, 1.0, **seed), "top_p 1")
     p = probs.cpu().numpy()
