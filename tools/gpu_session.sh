@@ -4,7 +4,7 @@
 #
 #   tools/gpu_session.sh [pytest args...]      (from the repo root; OUT defaults to ./gpu-out)
 #
-# tools/make_carry.sh downloads .carry/ and .carry-hf/ (below) on a machine with PyPI.
+# tools/make_carry.sh downloads .carry/ (and, with WITH_HF=1, .carry-hf/) on a machine with PyPI.
 # Carried (git-ignored) inputs: .carry/*.whl (apache-tvm-ffi for this Python; flashinfer-python
 # 0.6.3, which is both the kernel sources and the benchmark peer; platformdirs/filelock/tqdm);
 # optional .carry-hf/*.whl (transformers and the pure-Python wheels it imports, installed
