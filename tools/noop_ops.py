@@ -96,12 +96,13 @@ def decode_step_ops(torch_folder: Path | None = None) -> dict[str, Op]:
     from flashinfer_cy.kernels.activation import SILU_AND_MUL
     from flashinfer_cy.kernels.cascade import MERGE_STATE
     from flashinfer_cy.kernels.norm import RMSNORM
+    from flashinfer_cy.kernels.page import APPEND_PAGED_KV_CACHE
     from flashinfer_cy.kernels.rope import APPLY_ROPE_POS_IDS
     from flashinfer_cy.kernels.sampling import (SAMPLING_FROM_PROBS,
                                                 TOP_P_SAMPLING_FROM_PROBS)
 
     so = os.environ[NOOP_ENV]
-    for uri in ("cascade", "sampling", "rope", "silu_and_mul", "norm"):
+    for uri in ("cascade", "sampling", "rope", "silu_and_mul", "norm", "page"):
         fc.load_module_path(so, uri=uri, flashinfer_version="0.6.3")
 
     base, mb = 0x7F0000000000, 1 << 20
@@ -124,6 +125,11 @@ def decode_step_ops(torch_folder: Path | None = None) -> dict[str, Op]:
     # the composed sampler's intermediates and its top-k row states are allocated from the
     # stand-in libcudart on the thread's default stream (NULL)
     stage = fc.TensorDesc(base + 17 * mb, (1, 151936), "float32", device_type="cuda")
+    # paged-KV append, a decode step's shape: 1 token, 8 KV heads x 128, 16-token pages
+    ak, av = T((1, 8, 128), i=18), T((1, 8, 128), i=19)
+    kc, vc = T((64, 16, 8, 128), i=20), T((64, 16, 8, 128), i=24)
+    bidx, apos = T((1,), "int32", 28), T((1,), "int32", 29)
+    kvi, kvp, kvl = T((4,), "int32", 30), T((2,), "int32", 31), T((1,), "int32", 32)
 
     # (fn, args, kwargs) for prepare(), the same call written out (as a caller writes it:
     # no ``*args, **kwargs`` unpacking in the measured call), the bare Binding call, the
@@ -149,6 +155,11 @@ def decode_step_ops(torch_folder: Path | None = None) -> dict[str, Op]:
             (fc.merge_state, (va, sa, vb, sb), dict(v_merged=vo, s_merged=so_)),
             lambda: fc.merge_state(va, sa, vb, sb, v_merged=vo, s_merged=so_),
             lambda: MERGE_STATE(va, sa, vb, sb, vo, so_), (va, sa, vb, sb, vo, so_)),
+        "append_paged_kv_cache 1x8x128": (
+            (fc.append_paged_kv_cache, (ak, av, bidx, apos, kc, vc, kvi, kvp, kvl), {}),
+            lambda: fc.append_paged_kv_cache(ak, av, bidx, apos, kc, vc, kvi, kvp, kvl),
+            lambda: APPEND_PAGED_KV_CACHE(ak, av, bidx, apos, kc, vc, kvi, kvp, kvl, 0),
+            (ak, av, bidx, apos, kc, vc, kvi, kvp, kvl)),
         # three exports; "Binding" is its last stage alone
         "top_k_top_p_from_logits 1x151936": (
             (fc.top_k_top_p_sampling_from_logits, (probs, 50, 0.9),

@@ -27,6 +27,8 @@ void top_k_top_p_sampling_from_probs(TensorView, TensorView, Optional<TensorView
                                      bool, uint64_t, uint64_t) {}
 void act_and_mul(TensorView, TensorView, bool) {}
 void rmsnorm(TensorView, TensorView, TensorView, double, bool) {}
+void append_paged_kv_cache(TensorView, TensorView, TensorView, TensorView, TensorView,
+                           TensorView, TensorView, TensorView, TensorView, int64_t) {}
 }  // namespace
 
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(merge_state, merge_state);
@@ -39,3 +41,4 @@ TVM_FFI_DLL_EXPORT_TYPED_FUNC(top_k_top_p_sampling_from_probs, top_k_top_p_sampl
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(apply_rope_pos_ids, apply_rope_pos_ids);
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(silu_and_mul, act_and_mul);
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(rmsnorm, rmsnorm);
+TVM_FFI_DLL_EXPORT_TYPED_FUNC(append_paged_kv_cache, append_paged_kv_cache);
