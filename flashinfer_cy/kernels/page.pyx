@@ -93,14 +93,16 @@ cdef int _check_layout(TensorSlot* s, str name, int64_t align_bytes, int n_strid
 
 
 cdef int _check_index(TensorSlot* s, str name, TensorSlot* ref, str ref_name,
-                      int64_t length, str what) except -1:
-    """An int32 index array the kernel reads on the device: 1-D, contiguous, beside ``ref``."""
+                      int64_t length, str what, str rows_of=None) except -1:
+    """An int32 index array the kernel reads on the device: 1-D, contiguous, beside ``ref``;
+    ``length`` entries unless negative (``what`` says what that is; None: the rows of the
+    tensor named ``rows_of``)."""
     check_cuda(s, name)
     check_same_device(s, name, ref, ref_name)
     check_dtype(s, name, DT_I32)
     check_ndim(s, name, 1)
-    if length >= 0:
-        check_dim(s, name, 0, length, what)
+    if length >= 0 and s.dl.shape[0] != length:  # the message is formatted only here
+        check_dim(s, name, 0, length, what if what is not None else f"nnz, rows of {rows_of}")
     check_contiguous(s, name)
     return 0
 
@@ -108,13 +110,14 @@ cdef int _check_index(TensorSlot* s, str name, TensorSlot* ref, str ref_name,
 cdef int64_t _pack_indices(Binding b, CallFrame* f, TensorSlot* ref, str ref_name,
                            object batch_indices, object positions, object kv_indices,
                            object kv_indptr, object kv_last_page_len, int64_t nnz,
-                           int64_t page_size) except -1:
-    """Pack and check arguments 2, 3, 6, 7, 8 (shared by both kernels); returns the batch."""
+                           int64_t page_size, str rows_of) except -1:
+    """Pack and check arguments 2, 3, 6, 7, 8 (shared by both kernels; ``ref`` is the cache,
+    ``rows_of`` names the appended tensor whose rows are ``nnz``); returns the batch."""
     cdef int64_t batch, num_indices
     b.tensor(f, 2, batch_indices)
-    _check_index(&f.slots[2], "batch_indices", ref, ref_name, nnz, f"nnz, rows of {ref_name}")
+    _check_index(&f.slots[2], "batch_indices", ref, ref_name, nnz, None, rows_of)
     b.tensor(f, 3, positions)
-    _check_index(&f.slots[3], "positions", ref, ref_name, nnz, f"nnz, rows of {ref_name}")
+    _check_index(&f.slots[3], "positions", ref, ref_name, nnz, None, rows_of)
     b.tensor(f, 8, kv_last_page_len)
     _check_index(&f.slots[8], "kv_last_page_len", ref, ref_name, -1, "")
     batch = f.slots[8].dl.shape[0]
@@ -130,10 +133,10 @@ cdef int64_t _pack_indices(Binding b, CallFrame* f, TensorSlot* ref, str ref_nam
         raise ValueError(f"kv_indices: {num_indices} pages of {page_size} slots exceed the "
                          f"kernel's 32-bit slot arithmetic (at most 2**32 - 1 slots)")
     if nnz >= UINT32_LIMIT:
-        raise ValueError(f"{ref_name}: at most 2**32 - 1 rows can be appended in one call, "
+        raise ValueError(f"{rows_of}: at most 2**32 - 1 rows can be appended in one call, "
                          f"got {nnz}")
     if nnz > 0 and (batch == 0 or num_indices == 0):
-        raise ValueError(f"{ref_name}: {nnz} rows to append but the page table is empty "
+        raise ValueError(f"{rows_of}: {nnz} rows to append but the page table is empty "
                          f"(len(kv_last_page_len) = {batch}, len(kv_indices) = {num_indices})")
     return batch
 
@@ -233,7 +236,7 @@ def append_paged_kv_cache(append_key, append_value, batch_indices, positions, pa
         _check_layout(&f.slots[1], "append_value", 16, 2, False)
 
         _pack_indices(b, &f, kc, "paged_k_cache", batch_indices, positions, kv_indices,
-                      kv_indptr, kv_last_page_len, nnz, page_size)
+                      kv_indptr, kv_last_page_len, nnz, page_size, "append_key")
         if nnz == 0:
             check_stream(stream)
             return None  # nothing to write; the kernel would launch an empty grid
@@ -309,7 +312,7 @@ def append_paged_mla_kv_cache(append_ckv, append_kpe, batch_indices, positions, 
         _check_layout(&f.slots[1], "append_kpe", align, 1, False)
 
         _pack_indices(b, &f, ckv, "ckv_cache", batch_indices, positions, kv_indices,
-                      kv_indptr, kv_last_page_len, nnz, page_size)
+                      kv_indptr, kv_last_page_len, nnz, page_size, "append_ckv")
         if nnz == 0:
             check_stream(stream)
             return None

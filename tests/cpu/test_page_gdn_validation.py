@@ -113,7 +113,10 @@ def test_append_valid_arguments_reach_the_kernel(over):
     (dict(paged_k_cache=T((PAGES, 0, H, HD)), paged_v_cache=T((PAGES, 0, H, HD))), ValueError,
      "num_kv_heads and page_size must be > 0"),
     (dict(batch_indices=T((NNZ,), "int64")), TypeError, "batch_indices: expected dtype int32"),
-    (dict(positions=T((NNZ - 1,), "int32")), ValueError, "positions: expected size 5"),
+    (dict(positions=T((NNZ - 1,), "int32")), ValueError,
+     r"positions: expected size 5 \(nnz, rows of append_key\) in dimension 0"),
+    (dict(batch_indices=T((NNZ + 1,), "int32")), ValueError,
+     r"batch_indices: expected size 5 \(nnz, rows of append_key\)"),
     (dict(positions=T((NNZ, 1), "int32")), ValueError, "positions: expected 1 dimensions"),
     (dict(kv_indptr=T((B,), "int32")), ValueError, r"kv_indptr: expected size 3 \(batch \+ 1"),
     (dict(kv_last_page_len=T((B,), "float32")), TypeError, "kv_last_page_len: expected dtype int32"),
@@ -124,7 +127,8 @@ def test_append_valid_arguments_reach_the_kernel(over):
      "kv_indptr: expected a tensor on cuda:0"),
     (dict(append_value=T((NNZ, H, HD), device=1)), ValueError, "append_value: expected a tensor on cuda:0"),
     (dict(kv_indices=T((2**28,), "int32")), ValueError, "exceed the kernel's 32-bit slot arithmetic"),
-    (dict(kv_indices=T((0,), "int32")), ValueError, "5 rows to append but the page table is empty"),
+    (dict(kv_indices=T((0,), "int32")), ValueError,
+     "append_key: 5 rows to append but the page table is empty"),
     (dict(kv_last_page_len=T((0,), "int32"), kv_indptr=T((1,), "int32")), ValueError,
      "page table is empty"),
     (dict(kv_layout="NDH"), ValueError, "kv_layout: expected 'NHD' or 'HND'"),
@@ -178,6 +182,8 @@ def test_mla_valid_arguments_reach_the_kernel(over):
     (dict(ckv_cache=T((PAGES, P, 512), "float32"), kpe_cache=T((PAGES, P, 64), "float32")),
      TypeError, "ckv_cache: expected dtype"),
     (dict(positions=T((NNZ,), "int64")), TypeError, "positions: expected dtype int32"),
+    (dict(positions=T((NNZ + 2,), "int32")), ValueError,
+     r"positions: expected size 5 \(nnz, rows of append_ckv\)"),
 ])
 def test_mla_bad_arguments_raise_before_cuda(over, exc, words):
     raises(mla(**over), exc, words)

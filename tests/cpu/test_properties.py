@@ -702,7 +702,7 @@ def append_breakages(s, mla):
             ak: (dict(align=2 * item, other_dtypes=dt,
                       sizes={0: wrong_sizes(nnz), 1: wrong_sizes(64)}), {ak}),
         }
-        ref = c
+        rows = ac
     else:
         c, v, ak, av = "paged_k_cache", "paged_v_cache", "append_key", "append_value"
         dt = _other(DTYPES, s[c].dtype)
@@ -720,7 +720,7 @@ def append_breakages(s, mla):
             av: (dict(align=16, other_dtypes=dt,
                       sizes={i: wrong_sizes(n) for i, n in enumerate(s[av].shape)}), {av}),
         }
-        ref = c
+        rows = ak
     batch = s["kv_last_page_len"].shape[0]
     out.update({
         "batch_indices": (dict(other_dtypes=idx, sizes={0: wrong_sizes(nnz)},
@@ -731,10 +731,11 @@ def append_breakages(s, mla):
                            contiguous_only=True), {"kv_indptr"}),
         "kv_last_page_len": (dict(other_dtypes=idx, sizes={0: wrong_sizes(batch, lo=1)},
                                   contiguous_only=True), {"kv_last_page_len", "kv_indptr"}),
-        # an empty page table with rows to append; the slot count past 2**32
+        # an empty page table with rows to append (named by the appended rows' tensor);
+        # the slot count past 2**32
         "kv_indices": (dict(other_dtypes=idx, contiguous_only=True,
                             sizes={0: ([0] if nnz else []) + [U32 // s["page"] + 1]}),
-                       {"kv_indices", ref}),
+                       {"kv_indices", rows}),
     })
     return out
 
