@@ -25,7 +25,8 @@ _HANDLE_LIMIT = 1 << 64
 
 
 cdef int _classify(type tp) except -1:
-    if tp.__module__.startswith("torch.") and hasattr(tp, "cuda_stream") \
+    module = getattr(tp, "__module__", None)  # a class may set it to anything
+    if type(module) is str and module.startswith("torch.") and hasattr(tp, "cuda_stream") \
             and not hasattr(tp, "__dlpack__"):
         # torch's __cuda_stream__ is a Python method returning (0, self.cuda_stream): read
         # the C attribute directly, one Python frame less per call (a model step passes its

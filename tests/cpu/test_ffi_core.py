@@ -291,9 +291,12 @@ def test_torch_streams_are_read_through_their_c_attribute(testmod):
                                      "__module__": "torch.cuda.streams"})
     other = type("Stream", (), {"__cuda_stream__": lambda self: (0, 16), "cuda_stream": 99,
                                 "__module__": "mylib.streams"})
+    odd = type("Stream", (), {"__cuda_stream__": lambda self: (0, 17), "cuda_stream": 99,
+                              "__module__": 3})
     x = np.zeros(1, np.float32)
     assert f(testmod, "stream_of")(x, stream=torch_like()) == 15
     assert f(testmod, "stream_of")(x, stream=other()) == 16
+    assert f(testmod, "stream_of")(x, stream=odd()) == 17   # a non-str __module__: protocol
 
 
 @pytest.mark.parametrize("bad, exc", [(-1, ValueError), ("s", TypeError), (1.5, TypeError),
