@@ -120,31 +120,41 @@ def gpu_us(torch, fn, reps: int, burst: int) -> float:
     """GPU-only µs per call: the median over ``reps`` bursts of ``burst`` calls, timed by CUDA
     events. Each burst is queued behind a spinning kernel that outlasts its enqueueing, so
     the events time the kernels back to back, not the host's launch rate (for µs-sized
-    kernels the two differ by the host overhead the other columns measure). A burst whose
-    enqueueing outlasted the spin (a call that synchronizes) is retried with a longer spin;
-    if it still does, the host-bound time is returned and a warning printed."""
+    kernels the two differ by the host overhead the other columns measure).
+
+    The spin is sized from the burst's own enqueue time, measured without a spin first
+    (twice that, plus 500 µs). A burst that still outlasts such a spin waits for the GPU:
+    the call synchronizes (a plan copying from pageable memory, say). Lengthening the spin
+    cannot help then (the wait grows with it; doubling it each time once ran a bench into
+    its timeout), so the bursts are timed without a spin, the host-bound time is returned
+    and one warning printed."""
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     per_us = _spin_cycles_per_us(torch)
-    spin_us = 2000.0
-    out = []
-    while len(out) < reps:
-        for attempt in range(4):
+
+    def burst_us(spin_us: float) -> tuple[float, float]:
+        """(enqueue µs, event µs per call) of one burst behind a spin of ``spin_us``."""
+        torch.cuda.synchronize()
+        if spin_us:
             torch.cuda._sleep(int(spin_us * per_us))
-            start.record()
-            t0 = time.perf_counter()
-            for _ in range(burst):
-                fn()
-            end.record()
-            enqueue_us = (time.perf_counter() - t0) * 1e6
-            end.synchronize()
-            if enqueue_us < 0.8 * spin_us:
-                break
-            spin_us = 2 * enqueue_us + 500
-        else:
+        start.record()
+        t0 = time.perf_counter()
+        for _ in range(burst):
+            fn()
+        end.record()
+        enqueue = (time.perf_counter() - t0) * 1e6
+        end.synchronize()
+        return enqueue, start.elapsed_time(end) * 1e3 / burst
+
+    spin_us = 2 * burst_us(0.0)[0] + 500
+    out = []
+    for _ in range(reps):
+        enqueue, per_call = burst_us(spin_us)
+        if enqueue >= 0.8 * spin_us:  # it waited for the spin: a synchronizing call
             print(f"warning: gpu_us: enqueueing {burst} calls outlasted a {spin_us:.0f} us "
-                  f"spin (does the call synchronize?): host-bound time", file=sys.stderr)
-        spin_us = max(500.0, 2 * enqueue_us + 200)
-        out.append(start.elapsed_time(end) * 1e3 / burst)
+                  f"spin (the call synchronizes): host-bound time", file=sys.stderr)
+            return statistics.median(burst_us(0.0)[1] for _ in range(reps))
+        out.append(per_call)
+        spin_us = max(spin_us, 2 * enqueue + 500)
     return statistics.median(out)
 
 
