@@ -88,6 +88,9 @@ CAN_IMPLEMENT_FILTERED_TOPK = Binding("topk", "can_implement_filtered_topk", "")
 # 0.7.4 appends an 8-byte-aligned uint64 (sum_topk_fixed): 3104
 RADIX_ROW_STATE_BYTES = 3092
 _ROW_STATE_BYTES = {"0.6.3": 3092, "0.7.4": 3104}  # by the module's release
+# Releases whose page-table transform reads a table of more rows than input rows
+# without row_to_batch (0.7.4 checks for exactly one per row).
+_PT_EXTRA_ROWS_OK = frozenset({"0.6.3"})
 ROW_STATES_MIN_BYTES = 1 << 20  # what flashinfer-python allocates (1 MiB)
 cdef int64_t BLOCK_THREADS = 1024     # RadixTopKMultiCTA's block
 cdef int64_t FIXED_SMEM_BYTES = 2080  # its histogram + suffix sums + scalars, 16-byte rounded
@@ -350,6 +353,24 @@ def top_k(input, k, sorted=False, *, values=None, indices=None, row_states_buffe
 topk = top_k  # flashinfer-python's alias
 
 
+cdef int _check_identity_table_rows(Binding b, TensorSlot* pt, TensorSlot* x) except -1:
+    """Without row_to_batch, row i of input reads row i of the page table. 0.6.3 takes a
+    table of more rows (the extra ones unread); 0.7.4's export checks for exactly one row
+    per input row (topk_transform_checks.h), which would surface as a KernelRuntimeError:
+    refused here first, naming the release. Loads the module (its release decides)."""
+    if pt.dl.shape[0] < x.dl.shape[0]:
+        raise ValueError(f"src_page_table: without row_to_batch, row i of input reads row i "
+                         f"of the page table: expected at least {x.dl.shape[0]} rows, got "
+                         f"{describe(pt)}")
+    b.function()
+    if b.release not in _PT_EXTRA_ROWS_OK:
+        raise ValueError(f"src_page_table: without row_to_batch, flashinfer {b.release}'s "
+                         f"top_k_page_table_transform takes exactly one page-table row per "
+                         f"input row: expected {x.dl.shape[0]} rows, got {describe(pt)} "
+                         f"(pass src_page_table[:{x.dl.shape[0]}], or row_to_batch)")
+    return 0
+
+
 def top_k_page_table_transform(input, src_page_table, lengths, k, row_to_batch=None, *,
                                out=None, row_states_buffer=None, stream=None):
     """Top-k of each row's first ``lengths[i]`` scores, mapped through a page table:
@@ -358,7 +379,8 @@ def top_k_page_table_transform(input, src_page_table, lengths, k, row_to_batch=N
     ``src_page_table[b, :lengths[i]]`` followed by ``-1``.
 
     ``input``: ``[rows, max_len]`` float32/float16/bfloat16, contiguous. ``src_page_table``:
-    int32 ``[batch, n]``, contiguous (``batch >= rows`` without ``row_to_batch``).
+    int32 ``[batch, n]``, contiguous (without ``row_to_batch``: ``batch >= rows``
+    on 0.6.3, ``batch == rows`` on 0.7.4, whose export checks it).
     ``lengths``, ``row_to_batch``: int32 ``[rows]``. ``k >= 1`` (may exceed max_len).
     ``out``: int32 ``[rows, k]``, allocated as :class:`DeviceArray` when omitted. Values in
     device memory are the caller's guarantee (module docstring). Returns ``out``.
@@ -384,10 +406,8 @@ def top_k_page_table_transform(input, src_page_table, lengths, k, row_to_batch=N
         b.opt_tensor(&f, 3, row_to_batch)
         if row_to_batch is not None:
             _check_rows_i32(&f.slots[3], "row_to_batch", x)
-        elif pt.dl.shape[0] < x.dl.shape[0]:
-            raise ValueError(f"src_page_table: without row_to_batch, row i of input reads "
-                             f"row i of the page table: expected at least {x.dl.shape[0]} "
-                             f"rows, got {describe(pt)}")
+        elif pt.dl.shape[0] != x.dl.shape[0]:
+            _check_identity_table_rows(b, pt, x)
         b.tensor(&f, 4, lengths)
         _check_rows_i32(&f.slots[4], "lengths", x)
         return _finish_transform(b, &f, out, kk, row_states_buffer, stream,

@@ -113,6 +113,31 @@ void radix_topk(TensorView input, TensorView output_indices,
     }
 }
 
+// 0.7.4's argument list; like the real export (topk_transform_checks.h) it refuses a table
+// of more rows than input rows without row_to_batch. Writes the table's first k entries of
+// each row's table row.
+void radix_topk_page_table_transform(
+    TensorView input, TensorView output_page_table, TensorView src_page_table,
+    Optional<TensorView> maybe_row_to_batch, TensorView lengths,
+    Optional<TensorView> maybe_row_states_buffer, int64_t top_k, bool deterministic,
+    int64_t tie_break, int64_t page_size, bool dsa_graph_safe,
+    Optional<TensorView> maybe_row_starts, Optional<TensorView> maybe_page_table_row_starts,
+    Optional<TensorView> maybe_output_raw_indices) {
+  const int64_t rows = input.size(0), n = src_page_table.size(1);
+  if (!maybe_row_to_batch.has_value())
+    TVM_FFI_ICHECK_EQ(src_page_table.size(0), rows)
+        << "src_page_table must have one row per input row (identity mapping)";
+  ++g_calls;
+  g_opts = 1000 * page_size + 100 * deterministic + 10 * tie_break + dsa_graph_safe;
+  const int32_t* table = static_cast<const int32_t*>(src_page_table.data_ptr());
+  const int32_t* r2b = maybe_row_to_batch.has_value()
+                           ? static_cast<const int32_t*>(maybe_row_to_batch.value().data_ptr())
+                           : nullptr;
+  int32_t* out = static_cast<int32_t*>(output_page_table.data_ptr());
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < top_k; ++j) out[r * top_k + j] = table[(r2b ? r2b[r] : r) * n + j];
+}
+
 int64_t calls() { return g_calls.load(); }
 int64_t last_seed() { return g_seed; }
 int64_t last_offset() { return g_offset; }
@@ -129,6 +154,7 @@ TVM_FFI_DLL_EXPORT_TYPED_FUNC(top_k_sampling_from_probs, top_k_sampling_from_pro
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(chain_speculative_sampling, chain_speculative_sampling);
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(top_p_renorm_probs, top_p_renorm_probs);
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(radix_topk, radix_topk);
+TVM_FFI_DLL_EXPORT_TYPED_FUNC(radix_topk_page_table_transform, radix_topk_page_table_transform);
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(calls, calls);
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(last_seed, last_seed);
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(last_offset, last_offset);

@@ -27,7 +27,8 @@ def stand_in(tmp_path_factory):
 
 
 @pytest.mark.parametrize("scenario", ["samplers_0_7_4", "prepared_0_7_4", "chain_0_7_4",
-                                      "topk_0_7_4", "refused_on_0_6_3"])
+                                      "topk_0_7_4", "page_table_rows_0_7_4",
+                                      "refused_on_0_6_3"])
 def test_call_path_on_0_7_4(scenario, stand_in):
     res = subprocess.run([sys.executable, "-c", f"import test_sampling_074_call_path as t; "
                           f"t.child_{scenario}({str(stand_in)!r}); print('ok')"],
@@ -182,6 +183,57 @@ def child_topk_0_7_4(so):
     np.testing.assert_array_equal(idx, np.tile(np.arange(k), (rows, 1)))
     assert topk.RADIX_TOPK.module_signature.startswith(
         "input:T output_indices:T! maybe_output_values:T?! maybe_row_states_buffer:T?!")
+
+
+def child_page_table_rows_0_7_4(so):
+    """0.7.4's page-table transform without row_to_batch takes exactly one table row per
+    input row (its export checks it): a taller table is refused before the call, naming the
+    release and the fix; the exact table and a taller one with row_to_batch are called."""
+    import flashinfer_cy as fc
+    from flashinfer_cy._core import runtime
+    from fake_kernel_driver import aligned, cuda_view
+
+    mod = _setup(so, "topk", "0.7.4")
+    runtime.device_multiprocessor_count = lambda d: 132
+    runtime.device_max_shared_memory_per_block_optin = lambda d: 232448
+    rng = np.random.default_rng()
+    rows, width, k = 3, 64, 4
+    x = aligned((rows, width), np.float32)
+    x[...] = rng.random((rows, width))
+    table = aligned((rows + 2, width), np.int32)
+    table[...] = rng.integers(0, 1 << 20, (rows + 2, width))
+    lens = aligned((rows,), np.int32)
+    lens[...] = width
+    states = aligned((1 << 20,), np.uint8)
+    out = aligned((rows, k), np.int32)
+
+    def call(tab, r2b=None):
+        out[...] = -7
+        return fc.top_k_page_table_transform(
+            cuda_view(x, "float32"), cuda_view(tab, "int32"), cuda_view(lens, "int32"), k,
+            r2b, out=cuda_view(out, "int32"), row_states_buffer=cuda_view(states, "uint8"))
+
+    before = mod.function("calls")()
+    try:
+        call(table)
+    except ValueError as exc:
+        msg = str(exc)
+        assert "src_page_table" in msg and "0.7.4" in msg and "expected 3 rows" in msg, msg
+        assert "src_page_table[:3]" in msg, msg
+    else:
+        raise AssertionError("a 5-row table for 3 rows reached 0.7.4's export")
+    assert mod.function("calls")() == before and (out == -7).all()
+
+    exact = aligned((rows, width), np.int32)
+    exact[...] = table[:rows]
+    call(exact)
+    np.testing.assert_array_equal(out, table[:rows, :k])
+    assert mod.function("last_opts")() == 1000  # page_size 1, the other options 0.6.3's
+
+    r2b = aligned((rows,), np.int32)
+    r2b[...] = [4, 0, 2]
+    call(table, cuda_view(r2b, "int32"))
+    np.testing.assert_array_equal(out, table[[4, 0, 2], :k])
 
 
 def child_refused_on_0_6_3(so):
