@@ -59,11 +59,14 @@ if [ "${WITH_074:-0}" = 1 ]; then
   tmp=$(mktemp -d)
   python3 -m pip download -q --no-deps --only-binary=:all: -d "$tmp" "flashinfer-python==0.7.4"
   mkdir -p "$tmp/py" .carry-074 && python3 -m zipfile -e "$tmp"/flashinfer_python-0.7.4-*.whl "$tmp/py"
-  # Plus what its MLA generator reads before it looks for a built module: the csrc *.jinja
-  # templates and the batch_mla sources it copies (a few hundred kB, not data/'s 389 MB).
+  # Plus what its attention generators (MLA, batch/single decode and prefill, FA2 and FA3)
+  # read before they look for a built module: the csrc *.jinja templates and the sources
+  # they copy (a few hundred kB, not data/'s 389 MB).
   (cd "$tmp/py" && tar cf "$tmp/py.tar" --exclude=flashinfer/data --exclude='*.cu' \
       --exclude='*.cuh' --exclude='*.cpp' --exclude='*.cubin' --exclude='*.so' flashinfer \
-    && tar rf "$tmp/py.tar" flashinfer/data/csrc/*.jinja flashinfer/data/csrc/batch_mla*)
+    && tar rf "$tmp/py.tar" flashinfer/data/csrc/*.jinja flashinfer/data/csrc/batch_mla* \
+       flashinfer/data/csrc/batch_prefill* flashinfer/data/csrc/batch_decode* \
+       flashinfer/data/csrc/single_prefill* flashinfer/data/csrc/single_decode*)
   xz -T0 -6 < "$tmp/py.tar" > .carry-074/flashinfer_python-0.7.4-py.tar.xz
   rm -rf "$tmp"
   du -sh .carry-074
