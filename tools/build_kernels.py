@@ -198,7 +198,7 @@ def make_spec(uri: str, version: str, fast_build: bool = False):
     kwargs = {k: dtypes[v] if k.startswith("dtype_") else v for k, v in mod.kwargs.items()}
     if fast_build:
         kwargs["use_fast_build"] = True
-    module_name, func = mod.family.generator.split(":")
+    module_name, func = mod.generator.split(":")
     spec = getattr(importlib.import_module(module_name), func)(**kwargs)
     if spec.name != uri:
         raise RuntimeError(f"generator produced {spec.name!r} for {uri!r}")

@@ -43,6 +43,9 @@ class Family:
     exports: tuple          # names exported as __tvm_ffi_<name> (what the runtime calls)
     has_backend: bool = False  # URI ends in "_sm90" iff backend == "fa3"
     fixed_kwargs: tuple = ()   # generator kwargs the URI does not spell (name, value) pairs
+    # FA2's own suffix and generator where a release names its FA2 module apart (0.7.4's
+    # batch prefill: "_kv_stride_equal", the module its AOT wheel ships): (suffix, generator)
+    fa2_variant: tuple = ()
 
     def field_names(self) -> list:
         return re.findall(r"\{(\w+)\}", self.template)
@@ -120,6 +123,8 @@ def _compile(family: Family) -> re.Pattern:
     parts = re.split(r"(\{\w+\})", family.template)
     body = "".join(_field_pattern(p[1:-1]) if p.startswith("{") else re.escape(p) for p in parts)
     suffix = "(?P<sm90>_sm90)?" if family.has_backend else ""
+    if family.fa2_variant:  # exactly one of FA2's suffix and FA3's
+        suffix = "(?:(?P<sm90>_sm90)|%s)" % re.escape(family.fa2_variant[0])
     return re.compile(body + suffix)
 
 
@@ -134,7 +139,10 @@ def _placeholder_template(family: Family) -> str:
         if field in _BOOL_FIELDS:
             return "<True|False>"
         return "<0|1|2>" if field == "pos_encoding_mode" else "<int>"
-    return re.sub(r"\{(\w+)\}", ph, family.template) + ("[_sm90]" if family.has_backend else "")
+    tail = "[_sm90]" if family.has_backend else ""
+    if family.fa2_variant:
+        tail = "<%s|_sm90>" % family.fa2_variant[0]
+    return re.sub(r"\{(\w+)\}", ph, family.template) + tail
 
 
 @dataclass(frozen=True)
@@ -146,6 +154,13 @@ class ModuleSpec:
     @property
     def exports(self) -> tuple:
         return self.family.exports
+
+    @property
+    def generator(self) -> str:
+        """The flashinfer generator ("module:function") that makes this module."""
+        if self.family.fa2_variant and self.kwargs.get("backend") == "fa2":
+            return self.family.fa2_variant[1]
+        return self.family.generator
 
 
 def parse_uri(uri: str, version: str = DEFAULT_VERSION) -> ModuleSpec:
@@ -190,7 +205,7 @@ def format_uri(family: str, kwargs: dict, version: str = DEFAULT_VERSION) -> str
     if fam.has_backend:
         if kwargs["backend"] not in ("fa2", "fa3"):
             raise ValueError(f"backend must be fa2 or fa3, got {kwargs['backend']!r}")
-        uri += "_sm90" if kwargs["backend"] == "fa3" else ""
+        uri += "_sm90" if kwargs["backend"] == "fa3" else (fam.fa2_variant or ("",))[0]
     return uri
 
 
@@ -210,19 +225,19 @@ def attention_uri(family: str, dtype: str = "f16", head_dim: int = 128, swa: boo
     return format_uri(family, kwargs, version)
 
 
-def _test_preset() -> list:
+def _test_preset(version: str = DEFAULT_VERSION) -> list:
+    def uri(*args, **kw):
+        return attention_uri(*args, version=version, **kw)
     uris = []
     for dtype in ("f16", "bf16"):
-        uris += [attention_uri("batch_decode", dtype), attention_uri("single_decode", dtype),
-                 attention_uri("single_prefill", dtype), attention_uri("batch_prefill", dtype),
-                 attention_uri("batch_prefill", dtype, backend="fa3")]
+        uris += [uri("batch_decode", dtype), uri("single_decode", dtype),
+                 uri("single_prefill", dtype), uri("batch_prefill", dtype),
+                 uri("batch_prefill", dtype, backend="fa3")]
         # fp8 (e4m3) KV cache with 16-bit q: FA2 only
-        uris += [attention_uri("batch_decode", dtype, kv="e4m3"),
-                 attention_uri("batch_prefill", dtype, kv="e4m3"),
-                 attention_uri("single_decode", dtype, kv="e4m3"),
-                 attention_uri("single_prefill", dtype, kv="e4m3")]
-    uris += [attention_uri("batch_decode", "f16", head_dim=64),
-             attention_uri("batch_decode", "f16", swa=True, cap=True)]
+        uris += [uri("batch_decode", dtype, kv="e4m3"), uri("batch_prefill", dtype, kv="e4m3"),
+                 uri("single_decode", dtype, kv="e4m3"), uri("single_prefill", dtype, kv="e4m3")]
+    uris += [uri("batch_decode", "f16", head_dim=64),
+             uri("batch_decode", "f16", swa=True, cap=True)]
     return uris
 
 
@@ -246,7 +261,7 @@ def _presets(families, version) -> dict:
         "gdn": ["gdn_prefill_sm90"] if "gdn_prefill" in names else None,
         "sampling": ["sampling"],
         # What the project's GPU tests load (attention only; they also need @core).
-        "test": _test_preset(),  # the default variants' URIs are the same in every release here
+        "test": _test_preset(version),
         # Batched MLA (DeepSeek ckv 512 / kpe 64), FA2 and FA3 (sm90), f16 and bf16.
         "mla": [mla_uri(dtype, backend, version=version) for dtype in ("f16", "bf16")
                 for backend in ("fa2", "fa3")] if "batch_mla" in names else None,
@@ -286,8 +301,13 @@ def _families_074() -> tuple:
     """0.6.3 -> 0.7.4 for the families here (read from the 0.7.4 wheel's flashinfer/jit):
     gdn_prefill_sm90 is gone; batch_mla's URI gains ``_planabi2`` before the backend suffix (its
     plan() packs a new plan_info). The other URIs are unchanged for the variants we build:
-    0.7.4's new suffixes (``_token_head_sf``, ``_kv_stride_*``, ``page_nvfp4_4over6``,
-    ``fp4x2_e2m1`` KV) only name variants whose generator arguments default to off.
+    0.7.4's other new suffixes (``_token_head_sf``, ``_kv_stride_independent``,
+    ``page_nvfp4_4over6``, ``fp4x2_e2m1`` KV) name variants not built here.
+    The FA2 batch prefill module is 0.7.4's ``_kv_stride_equal`` one
+    (``_gen_batch_prefill_primary_module``): what its AOT wheel ships and its
+    BatchPrefillWith*KVCacheWrapper loads, paged kernels for K and V of identical strides only
+    (the public ``gen_batch_prefill_module`` makes the plain URI, dispatching on strides at run
+    time, which neither the wheel nor flashinfer-python uses).
     ``fused_moe_90`` keeps its name: 0.7.4's gen_cutlass_fused_moe_sm90_module names it
     ``fused_moe_90_h20_prebuilt_d`` only when torch sees a 78-SM device (an H20) at build
     time, a variant for that part that is not built here (the generic module runs on every
@@ -298,6 +318,9 @@ def _families_074() -> tuple:
             continue
         if f.name == "batch_mla":
             f = dataclasses.replace(f, template=f.template + "_planabi2")
+        if f.name == "batch_prefill":
+            f = dataclasses.replace(f, fa2_variant=(
+                "_kv_stride_equal", _ATTN + ":_gen_batch_prefill_primary_module"))
         out.append(f)
     return tuple(out)
 

@@ -6,6 +6,12 @@ booleans are Python ``str(bool)``; ``use_swa = window_left >= 0``; ``use_logits_
 logits_soft_cap > 0``; batch and single prefill end in ``_sm90`` iff the backend is FA3.
 tools/kernel_uris.py (the builder's parser) follows the same rules; a CPU test checks that
 the two agree on every variant this package asks for.
+
+flashinfer 0.7.x names its FA2 batch prefill module ``..._kv_stride_equal``: the one its AOT
+wheel ships and its wrappers load (``_gen_batch_prefill_primary_module``; paged kernels for K
+and V of identical strides, which its paged run checks). The public generator's plain URI
+(strides dispatched at run time) is in neither. Which name is asked for follows the release
+the modules are expected to be of, as for MLA's ``_planabi2`` below.
 """
 
 from __future__ import annotations
@@ -41,10 +47,11 @@ class Variant:
     dataclass: ``import flashinfer_cy`` stays cheap.)"""
 
     __slots__ = ("family", "dtype", "head_dim", "use_swa", "use_logits_cap", "backend",
-                 "kv_dtype", "uri")
+                 "kv_dtype", "release", "uri")
 
     def __init__(self, family: str, dtype: str, head_dim: int, use_swa: bool,
-                 use_logits_cap: bool, backend: str = "fa2", kv_dtype: str | None = None):
+                 use_logits_cap: bool, backend: str = "fa2", kv_dtype: str | None = None,
+                 release: str = "0.6.3"):
         self.family = family
         self.dtype = dtype                    # q = o dtype name
         self.kv_dtype = kv_dtype or dtype     # dtype, or float8_e4m3fn (FA2 fp8 KV cache)
@@ -52,15 +59,19 @@ class Variant:
         self.use_swa = bool(use_swa)
         self.use_logits_cap = bool(use_logits_cap)
         self.backend = backend                # "fa2" or "fa3" (fa3: batch_prefill only)
+        renamed = family == "batch_prefill" and backend == "fa2"
+        # the release whose name the URI is ("0.6.3" for every release that kept 0.6.3's)
+        self.release = release if renamed and release in FA2_PREFILL_SUFFIX else "0.6.3"
         tok = DTYPE_TOKENS[dtype]
         self.uri = _TEMPLATES[family].format(q=tok, kv=DTYPE_TOKENS[self.kv_dtype], o=tok,
                                              d=head_dim, swa=self.use_swa,
                                              cap=self.use_logits_cap) + (
-            "_sm90" if backend == "fa3" else "")
+            "_sm90" if backend == "fa3" else FA2_PREFILL_SUFFIX.get(self.release, "")
+            if renamed else "")
 
     def _key(self):
         return (self.family, self.dtype, self.kv_dtype, self.head_dim, self.use_swa,
-                self.use_logits_cap, self.backend)
+                self.use_logits_cap, self.backend, self.release)
 
     def __eq__(self, other):
         return isinstance(other, Variant) and self._key() == other._key()
@@ -76,16 +87,32 @@ class Variant:
         return in_prebuilt_wheel(self)
 
 
+# release (ABI file) -> its FA2 batch prefill module's suffix; a release not listed: 0.6.3's
+FA2_PREFILL_SUFFIX = {"0.7.4": "_kv_stride_equal"}
+
+
 def variant(family: str, dtype: str, head_dim: int, window_left: int, logits_soft_cap: float,
-            backend: str = "fa2", kv_dtype: str | None = None) -> Variant:
+            backend: str = "fa2", kv_dtype: str | None = None,
+            release: str | None = None) -> Variant:
     """The module a call with these runtime arguments needs (URI flags follow the values);
-    ``kv_dtype`` defaults to ``dtype``."""
+    ``kv_dtype`` defaults to ``dtype``. ``release``: whose name to ask for where a release
+    renamed the module (0.7.x's FA2 batch prefill); default: the release the modules are
+    expected to be of (flashinfer_cy.artifacts.expected_flashinfer_version), asked only then."""
+    if family == "batch_prefill" and backend == "fa2":
+        from flashinfer_cy.abi.match import abi_version
+        if release is None:
+            from flashinfer_cy.artifacts import expected_flashinfer_version
+            release = expected_flashinfer_version()
+        release = abi_version(release)
+    else:
+        release = "0.6.3"  # the name every release here kept
     return _variant(family, dtype, int(head_dim), window_left >= 0, logits_soft_cap > 0, backend,
-                    kv_dtype or dtype)
+                    kv_dtype or dtype, release)
 
 
 @functools.lru_cache(maxsize=256)  # one Variant per configuration: single ops ask every call
-def _variant(family, dtype, head_dim, use_swa, use_cap, backend, kv_dtype) -> Variant:
+def _variant(family, dtype, head_dim, use_swa, use_cap, backend, kv_dtype,
+             release="0.6.3") -> Variant:
     if family not in FAMILIES:
         raise ValueError(f"family: expected one of {FAMILIES}, got {family!r}")
     if backend not in ("fa2", "fa3"):
@@ -100,13 +127,21 @@ def _variant(family, dtype, head_dim, use_swa, use_cap, backend, kv_dtype) -> Va
         raise ValueError(f"backend: {backend} has no kernel for a {kv_dtype} KV cache with "
                          f"{dtype} q in flashinfer 0.6.3 (fp8 KV: kv_data_type {FP8_KV} "
                          f"runs on backend 'fa2' or 'auto')")
-    return Variant(family, dtype, head_dim, use_swa, use_cap, backend, kv_dtype)
+    return Variant(family, dtype, head_dim, use_swa, use_cap, backend, kv_dtype, release)
 
 
 def in_prebuilt_wheel(v: Variant) -> bool:
     """Whether flashinfer-jit-cache 0.6.3 ships ``v`` (aot.py default grid, doc §4.3): FA2
     single/batch prefill and decode, FA3 batch prefill only (sm90 wheels); head dims
-    64/128/256; every swa/cap combination; posenc 0, no fp16-qk reduction, int32 indices."""
+    64/128/256; every swa/cap combination; posenc 0, no fp16-qk reduction, int32 indices.
+    A module under a later release's name (0.7.4's FA2 batch prefill): in that release's
+    wheel only, when the wheel steps use it (FLASHINFER_CY_FLASHINFER_VERSION)."""
+    if v.release != "0.6.3" or v.family == "batch_prefill" and v.backend == "fa2":
+        from flashinfer_cy.abi.match import abi_version
+        from flashinfer_cy.artifacts import settings
+        wheel = abi_version(settings.flashinfer_version() or "0.6.3")
+        if v.release != (wheel if wheel in FA2_PREFILL_SUFFIX else "0.6.3"):
+            return False
     if v.dtype not in SUPPORTED_DTYPES or v.head_dim not in HEAD_DIMS:
         return False
     if v.kv_dtype != v.dtype:  # FA2 builds (f16|bf16 q, e4m3 KV) for all four families

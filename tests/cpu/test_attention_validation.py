@@ -364,27 +364,52 @@ def _kernel_uris():
     return kernel_uris
 
 
+@pytest.mark.parametrize("release", ["0.6.3", "0.7.4"])
 @pytest.mark.parametrize("family", attention_uri.FAMILIES)
-def test_uris_agree_with_the_builder(family):
+def test_uris_agree_with_the_builder(family, release):
     ku = _kernel_uris()
     backends = ("fa2", "fa3") if family == "batch_prefill" else ("fa2",)
     for dtype, hd, win, cap, backend in itertools.product(
             ("float16", "bfloat16"), (64, 128, 256), (-1, 0, 64), (0.0, 30.0), backends):
-        v = attention_uri.variant(family, dtype, hd, win, cap, backend)
-        spec = ku.parse_uri(v.uri)  # the builder can build what we ask for
+        v = attention_uri.variant(family, dtype, hd, win, cap, backend, release=release)
+        spec = ku.parse_uri(v.uri, release)  # the builder can build what we ask for
         assert spec.family.name == family
         assert spec.kwargs["use_sliding_window"] == (win >= 0)
         assert spec.kwargs["use_logits_soft_cap"] == (cap > 0)
         assert spec.kwargs.get("backend", "fa2") == backend
         tok = attention_uri.DTYPE_TOKENS[dtype]
-        assert ku.attention_uri(family, tok, hd, win >= 0, cap > 0, backend) == v.uri
+        assert ku.attention_uri(family, tok, hd, win >= 0, cap > 0, backend,
+                                version=release) == v.uri
+        # 0.7.x's FA2 batch prefill is the module its wheel ships: "_kv_stride_equal"
+        renamed = release == "0.7.4" and family == "batch_prefill" and backend == "fa2"
+        assert v.uri.endswith("_kv_stride_equal") == renamed
+        assert v.release == (release if renamed else "0.6.3")
         if backend == "fa2":  # and with an fp8 (e4m3) KV cache
-            v8 = attention_uri.variant(family, dtype, hd, win, cap, backend, "float8_e4m3fn")
-            spec = ku.parse_uri(v8.uri)
+            v8 = attention_uri.variant(family, dtype, hd, win, cap, backend, "float8_e4m3fn",
+                                       release=release)
+            spec = ku.parse_uri(v8.uri, release)
             assert spec.kwargs["dtype_kv"] == "e4m3" and spec.kwargs["dtype_q"] == tok
             assert ku.attention_uri(family, tok, hd, win >= 0, cap > 0, backend,
-                                    kv="e4m3") == v8.uri
-            assert v8.in_prebuilt_wheel
+                                    kv="e4m3", version=release) == v8.uri
+            assert v8.in_prebuilt_wheel == (not renamed)  # the pinned wheel is 0.6.3's
+
+
+def test_fa2_batch_prefill_name_follows_the_expected_release(monkeypatch):
+    """Without release=, the name is that of the release the modules are expected to be of
+    (here FLASHINFER_CY_FLASHINFER_VERSION); the missing-module message then names that
+    release's build command, and the 0.7.4 wheel (when the wheel steps use it) holds it."""
+    monkeypatch.setenv("FLASHINFER_CY_FLASHINFER_VERSION", "0.7.4")
+    v = attention_uri.variant("batch_prefill", "bfloat16", 128, -1, 0.0)
+    assert v.uri.endswith("_f16qk_False_kv_stride_equal") and v.release == "0.7.4"
+    assert v.in_prebuilt_wheel
+    msg = attention_uri.missing_module_message(v, "not on disk")
+    assert "--flashinfer-version 0.7.4" in msg and v.uri in msg
+    d = attention_uri.variant("batch_decode", "bfloat16", 128, -1, 0.0)  # kept its name
+    assert d.release == "0.6.3" and d.uri == attention_uri.variant(
+        "batch_decode", "bfloat16", 128, -1, 0.0, release="0.6.3").uri
+    monkeypatch.setenv("FLASHINFER_CY_FLASHINFER_VERSION", "0.6.3")
+    v = attention_uri.variant("batch_prefill", "bfloat16", 128, -1, 0.0)
+    assert v.uri.endswith("_f16qk_False") and v.in_prebuilt_wheel
 
 
 def test_doc_example_uris():

@@ -35,16 +35,29 @@ def test_default_release_is_063_and_unknown_is_an_error():
 def test_074_list_drops_gdn_and_keeps_the_other_uris(no_flashinfer):
     r = run_tool("--list", "@all", "--flashinfer-version", "0.7.4")
     assert r.returncode == 0, r.stderr
-    # the same modules but gdn; batch MLA under 0.7.4's name (_planabi2)
-    assert r.stdout.split() == [u.replace("profiler_False", "profiler_False_planabi2")
-                                for u in kernel_uris.expand(["@all"]) if u != "gdn_prefill_sm90"]
-    # the default variants' names are those of 0.7.4's get_*_uri (no _token_head_sf, no _kv_stride_*)
+    # the same modules but gdn; batch MLA under 0.7.4's name (_planabi2), FA2 batch prefill
+    # under the name of the module 0.7.4's wheel ships and its wrappers load (_kv_stride_equal)
+    def named_074(u):
+        u = u.replace("profiler_False", "profiler_False_planabi2")
+        if u.startswith("batch_prefill_") and not u.endswith("_sm90"):
+            u += "_kv_stride_equal"
+        return u
+    assert r.stdout.split() == [named_074(u) for u in kernel_uris.expand(["@all"])
+                                if u != "gdn_prefill_sm90"]
+    # the other default variants' names are those of 0.7.4's get_*_uri (no _token_head_sf)
     dt = "bf16"
     for uri in (rule_batch_decode(dt, "e4m3", dt, "i32", 128, 128, 0, True, True),
                 rule_single_decode(dt, dt, dt, 64, 64, 0, False, False),
                 rule_single_prefill("fa3", dt, dt, dt, 128, 128, 0, False, False, False),
-                rule_batch_prefill("fa2", dt, dt, dt, "i32", 192, 128, 0, True, False, False)):
+                rule_batch_prefill("fa3", dt, dt, dt, "i32", 192, 128, 0, True, False, False)):
         assert kernel_uris.parse_uri(uri, "0.7.4").uri == uri
+    fa2 = rule_batch_prefill("fa2", dt, dt, dt, "i32", 192, 128, 0, True, False, False)
+    spec = kernel_uris.parse_uri(fa2 + "_kv_stride_equal", "0.7.4")
+    assert spec.kwargs["backend"] == "fa2"
+    assert spec.generator.endswith(":_gen_batch_prefill_primary_module")
+    assert kernel_uris.parse_uri(fa2, "0.6.3").generator.endswith(":gen_batch_prefill_module")
+    with pytest.raises(ValueError, match="_kv_stride_equal"):
+        kernel_uris.parse_uri(fa2, "0.7.4")  # the runtime-stride module: not 0.7.4's shipped one
     r = run_tool("--list", "@core", "@gdn", "--flashinfer-version", "0.7.4")
     assert r.returncode == 2 and "@gdn has no modules in flashinfer 0.7.4" in r.stderr
     with pytest.raises(ValueError, match="does not exist in flashinfer 0.7.4: 0.7.x removed jit/gdn.py"):
