@@ -158,19 +158,28 @@ def child_chain_0_7_4(so):
             f("last_offset_len")(), f("last_det")()) == (int(seed_t[0]), 123, b, 1, 1)
 
 
-def child_topk_0_7_4(so):
-    import flashinfer_cy as fc
+def _topk_setup(so, rows, width):
+    """The 0.7.4 topk stand-in loaded, an H100's SM count and shared memory, and random
+    float32 scores ``[rows, width]``: (module, rng, scores)."""
     from flashinfer_cy._core import runtime
-    from flashinfer_cy.kernels import topk
-    from fake_kernel_driver import aligned, cuda_view
+    from fake_kernel_driver import aligned
 
     mod = _setup(so, "topk", "0.7.4")
     runtime.device_multiprocessor_count = lambda d: 132
     runtime.device_max_shared_memory_per_block_optin = lambda d: 232448
     rng = np.random.default_rng()
-    rows, width, k = 3, 64, 5
     x = aligned((rows, width), np.float32)
     x[...] = rng.random((rows, width))
+    return mod, rng, x
+
+
+def child_topk_0_7_4(so):
+    import flashinfer_cy as fc
+    from flashinfer_cy.kernels import topk
+    from fake_kernel_driver import aligned, cuda_view
+
+    rows, width, k = 3, 64, 5
+    mod, rng, x = _topk_setup(so, rows, width)
     idx, val = aligned((rows, k), np.int32), aligned((rows, k), np.float32)
     idx[...], val[...] = -1, np.nan
     states = aligned((1 << 20,), np.uint8)
@@ -190,16 +199,10 @@ def child_page_table_rows_0_7_4(so):
     input row (its export checks it): a taller table is refused before the call, naming the
     release and the fix; the exact table and a taller one with row_to_batch are called."""
     import flashinfer_cy as fc
-    from flashinfer_cy._core import runtime
     from fake_kernel_driver import aligned, cuda_view
 
-    mod = _setup(so, "topk", "0.7.4")
-    runtime.device_multiprocessor_count = lambda d: 132
-    runtime.device_max_shared_memory_per_block_optin = lambda d: 232448
-    rng = np.random.default_rng()
     rows, width, k = 3, 64, 4
-    x = aligned((rows, width), np.float32)
-    x[...] = rng.random((rows, width))
+    mod, rng, x = _topk_setup(so, rows, width)
     table = aligned((rows + 2, width), np.int32)
     table[...] = rng.integers(0, 1 << 20, (rows + 2, width))
     lens = aligned((rows,), np.int32)
