@@ -91,6 +91,26 @@ class Variant:
 FA2_PREFILL_SUFFIX = {"0.7.4": "_kv_stride_equal"}
 
 
+def _abi_release(release: str | None) -> str:
+    """``release`` (default: the release the modules are expected to be of,
+    flashinfer_cy.artifacts.expected_flashinfer_version) as its ABI file's name."""
+    from flashinfer_cy.abi.match import abi_version
+    if release is None:
+        from flashinfer_cy.artifacts import expected_flashinfer_version
+        release = expected_flashinfer_version()
+    return abi_version(release)
+
+
+def _wheel_names_as(renames: dict) -> str:
+    """Under which release's name the wheel the wheel steps use (the pinned release, or the
+    one FLASHINFER_CY_FLASHINFER_VERSION names) holds a module that ``renames`` (release ->
+    suffix) renamed: that release where it renamed it, else 0.6.3."""
+    from flashinfer_cy.abi.match import abi_version
+    from flashinfer_cy.artifacts import settings
+    wheel = abi_version(settings.flashinfer_version() or "0.6.3")
+    return wheel if wheel in renames else "0.6.3"
+
+
 def variant(family: str, dtype: str, head_dim: int, window_left: int, logits_soft_cap: float,
             backend: str = "fa2", kv_dtype: str | None = None,
             release: str | None = None) -> Variant:
@@ -99,11 +119,7 @@ def variant(family: str, dtype: str, head_dim: int, window_left: int, logits_sof
     renamed the module (0.7.x's FA2 batch prefill); default: the release the modules are
     expected to be of (flashinfer_cy.artifacts.expected_flashinfer_version), asked only then."""
     if family == "batch_prefill" and backend == "fa2":
-        from flashinfer_cy.abi.match import abi_version
-        if release is None:
-            from flashinfer_cy.artifacts import expected_flashinfer_version
-            release = expected_flashinfer_version()
-        release = abi_version(release)
+        release = _abi_release(release)
     else:
         release = "0.6.3"  # the name every release here kept
     return _variant(family, dtype, int(head_dim), window_left >= 0, logits_soft_cap > 0, backend,
@@ -136,12 +152,9 @@ def in_prebuilt_wheel(v: Variant) -> bool:
     64/128/256; every swa/cap combination; posenc 0, no fp16-qk reduction, int32 indices.
     A module under a later release's name (0.7.4's FA2 batch prefill): in that release's
     wheel only, when the wheel steps use it (FLASHINFER_CY_FLASHINFER_VERSION)."""
-    if v.release != "0.6.3" or v.family == "batch_prefill" and v.backend == "fa2":
-        from flashinfer_cy.abi.match import abi_version
-        from flashinfer_cy.artifacts import settings
-        wheel = abi_version(settings.flashinfer_version() or "0.6.3")
-        if v.release != (wheel if wheel in FA2_PREFILL_SUFFIX else "0.6.3"):
-            return False
+    if v.family == "batch_prefill" and v.backend == "fa2" and (
+            v.release != _wheel_names_as(FA2_PREFILL_SUFFIX)):
+        return False
     if v.dtype not in SUPPORTED_DTYPES or v.head_dim not in HEAD_DIMS:
         return False
     if v.kv_dtype != v.dtype:  # FA2 builds (f16|bf16 q, e4m3 KV) for all four families
@@ -226,10 +239,7 @@ class MLAVariant:
         wheels) FA3 MLA modules for float16 and bfloat16 with ckv 512 / kpe 64 (aot.py):
         in the wheel the wheel steps use (the pinned release, or the one
         FLASHINFER_CY_FLASHINFER_VERSION names) when it names modules as ``release``."""
-        from flashinfer_cy.abi.match import abi_version
-        from flashinfer_cy.artifacts import settings
-        wheel = abi_version(settings.flashinfer_version() or "0.6.3")
-        return (self.release == (wheel if wheel in MLA_PLAN_ABI_SUFFIX else "0.6.3")
+        return (self.release == _wheel_names_as(MLA_PLAN_ABI_SUFFIX)
                 and self.dtype in SUPPORTED_DTYPES
                 and (self.head_dim_ckv, self.head_dim_kpe) in MLA_HEAD_DIMS)
 
@@ -239,11 +249,7 @@ def mla_variant(dtype: str, head_dim_ckv: int, head_dim_kpe: int, backend: str =
     """The MLA module of these dimensions, under the name of FlashInfer ``release`` (default:
     the release the modules are expected to be of, flashinfer_cy.artifacts
     .expected_flashinfer_version)."""
-    from flashinfer_cy.abi.match import abi_version
-    if release is None:
-        from flashinfer_cy.artifacts import expected_flashinfer_version
-        release = expected_flashinfer_version()
-    return _mla_variant(dtype, head_dim_ckv, head_dim_kpe, backend, abi_version(release))
+    return _mla_variant(dtype, head_dim_ckv, head_dim_kpe, backend, _abi_release(release))
 
 
 @functools.lru_cache(maxsize=64)
