@@ -4,7 +4,9 @@ a float64 routed MLP per mode (bfloat16, float16, fp8 per-tensor with bfloat16 o
 DeepSeek fp8 block scale).
 
 Shapes: tokens 1 / 7 / 128, experts 8 / 64, top_k 2 / 8 (distinct experts per token, random
-routing weights); fresh random data each run (the seed is printed); outputs NaN-poisoned
+routing weights), hidden 256, intermediate 128 / 256 against float64 and the peer; and
+model-sized layers (hidden 2048 / 7168, intermediate 1024 / 2048, up to 1024 tokens) against
+the peer only. Fresh random data each run (the seed is printed); outputs NaN-poisoned
 first, so an unwritten row cannot pass. Skips without a GPU, on a device other than sm_90,
 without the module, or (bit identity only) without flashinfer-python and torch.
 
@@ -253,6 +255,42 @@ def test_bit_identical_to_flashinfer_python(mode, tokens, experts, top_k, rng, t
     torch.cuda.synchronize()
     assert_bits_equal(mine, theirs, f"cutlass_fused_moe {mode} T={tokens} E={experts} "
                                     f"k={top_k}")
+
+
+# Model-sized layers (issue 21's shapes: hidden 2048 / 7168, intermediate 1024 / 2048, up to
+# 1024 tokens): bit identity with the peer only (a float64 reference of a 64-expert,
+# 7168-wide layer is tens of GB on the host). Data made on the GPU by tools/bench_fused_moe.py
+# (its rows: the general call, the prepared launch, flashinfer-python), outputs NaN-poisoned.
+MODEL_SHAPES = [  # mode, tokens, experts, top_k, hidden, inter
+    ("block", 1, 64, 8, 7168, 2048),     # DeepSeek-V3 decode
+    ("block", 1024, 64, 8, 7168, 2048),  # and prefill
+    ("bf16", 1024, 8, 2, 2048, 1024),
+    ("bf16", 7, 64, 8, 7168, 2048),
+    ("fp8", 128, 64, 8, 2048, 1024),
+]
+
+
+@pytest.mark.parametrize("mode, tokens, experts, top_k, hidden, inter", MODEL_SHAPES, ids=str)
+def test_bit_identical_at_model_shapes(mode, tokens, experts, top_k, hidden, inter, rng,
+                                       torch):
+    import importlib
+    import sys
+    from pathlib import Path
+
+    fi = flashinfer_peer()
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+    try:
+        bench = importlib.import_module("bench_fused_moe")
+    finally:
+        sys.path.pop(0)
+    p = bench.problem(torch, mode, tokens, experts, top_k, hidden, inter,
+                      seed=int(rng.integers(2**62)))  # the rng fixture's seed is printed
+    group, out = bench.rows(torch, fc, fi, p, mode)
+    same = bench.run_once_and_compare(torch, group, out)
+    assert not torch.isnan(out[bench.OURS]).any(), "an unwritten output row"
+    for name in (bench.PEER, bench.PREPARED):
+        assert name in same and same[name], (name, mode, tokens, experts, top_k)
+    assert_bits_equal(out[bench.OURS], out[bench.PEER], f"{mode} T={tokens} E={experts}")
 
 
 @pytest.mark.parametrize("mode", ["bf16", "fp8"])
