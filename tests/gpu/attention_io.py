@@ -37,6 +37,23 @@ def poison(torch, shape, dtype):
     return torch.full(shape, float("nan"), dtype=getattr(torch, dtype), device="cuda")
 
 
+def prefill_matrix(fn):
+    """Parametrize a batch prefill test over dtype x layout x causal x backend."""
+    for name, values, ids in (("dtype", DTYPES, None), ("layout", ["NHD", "HND"], None),
+                              ("causal", [False, True], ["full", "causal"]),
+                              ("backend", ["fa2", "fa3"], None)):
+        fn = pytest.mark.parametrize(name, values, ids=ids)(fn)
+    return fn
+
+
+def prefill_lens(qo_lens, prefix):
+    """(qo_len, kv_len = qo_len + prefix, qo_indptr int32) of a ragged batch: causal rows
+    align bottom-right when the prefix is not 0."""
+    qo = np.array(qo_lens)
+    kv = qo + np.array(prefix)
+    return qo, kv, np.concatenate([[0], np.cumsum(qo)]).astype(np.int32)
+
+
 def need(family, dtype, head_dim=128, window_left=-1, cap=0.0, backend="fa2", kv_dtype=None):
     """Skip unless the module for this variant is on disk already (never starts a wheel
     download: the GPU machine is offline and retries would only burn time); returns its

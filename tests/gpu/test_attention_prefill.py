@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import flashinfer_cy as fc
-from attention_io import DTYPES, dev, host, need, poison, rng, torch  # noqa: F401 (fixtures)
+from attention_io import (DTYPES, dev, host, need, poison, prefill_lens,  # noqa: F401
+                          prefill_matrix, rng, torch)  # (rng, torch: fixtures)
 from attention_refs import LSE_TOL, assert_close, attention_ref, paged_batch, rand
 
 D = 128
@@ -35,18 +36,7 @@ def _check_rows(torch, out, lse, q64, qo_indptr, seqs, dtype, causal, ctx, windo
 
 
 def _lens():
-    qo = np.array(QO_LENS)
-    kv = qo + np.array(PREFIX)
-    return qo, kv, np.concatenate([[0], np.cumsum(qo)]).astype(np.int32)
-
-
-def matrix(fn):
-    """dtype x layout x causal x backend."""
-    for name, values, ids in (("dtype", DTYPES, None), ("layout", ["NHD", "HND"], None),
-                              ("causal", [False, True], ["full", "causal"]),
-                              ("backend", BACKENDS, None)):
-        fn = pytest.mark.parametrize(name, values, ids=ids)(fn)
-    return fn
+    return prefill_lens(QO_LENS, PREFIX)
 
 
 def _run_checked(torch, w, plan, uri, q64, kv_args, qo_indptr, seqs, dtype, causal, ctx):
@@ -58,7 +48,7 @@ def _run_checked(torch, w, plan, uri, q64, kv_args, qo_indptr, seqs, dtype, caus
     _check_rows(torch, out, lse, q64, qo_indptr, seqs, dtype, causal, ctx)
 
 
-@matrix
+@prefill_matrix
 def test_batch_prefill_ragged(torch, rng, dtype, layout, causal, backend):
     uri = need("batch_prefill", dtype, backend=backend)
     qo, kv, qo_indptr = _lens()
@@ -74,7 +64,7 @@ def test_batch_prefill_ragged(torch, rng, dtype, layout, causal, backend):
                  dtype, causal, f"ragged {backend} {dtype} {layout} causal={causal}")
 
 
-@matrix
+@prefill_matrix
 def test_batch_prefill_paged(torch, rng, dtype, layout, causal, backend):
     uri = need("batch_prefill", dtype, backend=backend)
     qo, kv, qo_indptr = _lens()

@@ -12,17 +12,14 @@ import numpy as np
 import pytest
 
 import flashinfer_cy as fc
-from attention_io import DTYPES, dev, need, poison, rng, torch  # noqa: F401 (fixtures)
+from attention_io import (DTYPES, dev, need, poison, prefill_lens,  # noqa: F401
+                          prefill_matrix, rng, torch)  # (rng, torch: fixtures)
 from attention_refs import paged_batch, rand
 from gpu_env import require_module
 from peer import assert_bits_equal, flashinfer_peer
 
 D = 128
 WORKSPACE = 32 << 20
-
-
-def _nan(torch, shape, dtype):
-    return torch.full(shape, float("nan"), dtype=getattr(torch, dtype), device="cuda")
 
 
 def _peer_workspace(torch):
@@ -56,7 +53,7 @@ def test_norm_matches_the_peer(torch, rng, monkeypatch, dtype, name):
         assert_bits_equal(rs[0], rs[1], f"{name} {dtype} residual (sum)")
         assert not torch.equal(xs[0], x)  # it did write
     else:
-        o0, o1 = _nan(torch, (rows, hidden), dtype), _nan(torch, (rows, hidden), dtype)
+        o0, o1 = poison(torch, (rows, hidden), dtype), poison(torch, (rows, hidden), dtype)
         ours_fn(x, w, eps, out=o0)
         peer_fn(x, w, eps, out=o1)
         torch.cuda.synchronize()
@@ -79,7 +76,7 @@ def test_batch_decode_matches_the_peer(torch, rng, dtype, layout, hq, hkv, page_
 
     w = fc.BatchDecodeWithPagedKVCache(layout, float_workspace_bytes=WORKSPACE)
     w.plan(b.indptr, b.indices, b.last_page_len, hq, hkv, D, page_size, q_data_type=dtype)
-    out, lse = poison(torch, (len(lens), hq, D), dtype), _nan(torch, (len(lens), hq), "float32")
+    out, lse = poison(torch, (len(lens), hq, D), dtype), poison(torch, (len(lens), hq), "float32")
     w.run(q, (k, v), out=out, lse=lse)
 
     tdt = getattr(torch, dtype)
@@ -101,20 +98,6 @@ QO_LENS = [5, 0, 17, 1, 40, 130]
 PREFIX = [12, 9, 0, 30, 3, 400]
 
 
-def _prefill_lens():
-    qo = np.array(QO_LENS)
-    kv = qo + np.array(PREFIX)
-    return qo, kv, np.concatenate([[0], np.cumsum(qo)]).astype(np.int32)
-
-
-def _prefill_matrix(fn):
-    for name, values, ids in (("dtype", DTYPES, None), ("layout", ["NHD", "HND"], None),
-                              ("causal", [False, True], ["full", "causal"]),
-                              ("backend", ["fa2", "fa3"], None)):
-        fn = pytest.mark.parametrize(name, values, ids=ids)(fn)
-    return fn
-
-
 def _check_prefill(torch, out, lse, p_out, p_lse, ctx):
     torch.cuda.synchronize()
     assert not torch.isnan(out).any(), ctx
@@ -122,11 +105,11 @@ def _check_prefill(torch, out, lse, p_out, p_lse, ctx):
     assert_bits_equal(lse, p_lse, ctx + " lse")
 
 
-@_prefill_matrix
+@prefill_matrix
 def test_batch_prefill_paged_matches_the_peer(torch, rng, dtype, layout, causal, backend):
     need("batch_prefill", dtype, backend=backend)
     fi = flashinfer_peer()
-    qo, kv, qo_indptr = _prefill_lens()
+    qo, kv, qo_indptr = prefill_lens(QO_LENS, PREFIX)
     b = paged_batch(rng, list(kv), 16, HKV, D, dtype, layout)
     rows = int(qo_indptr[-1])
     q = dev(torch, rand(rng, (rows, HQ, D), dtype), dtype)
@@ -136,7 +119,7 @@ def test_batch_prefill_paged_matches_the_peer(torch, rng, dtype, layout, causal,
     plan = w.plan(qo_indptr, b.indptr, b.indices, b.last_page_len, HQ, HKV, D, 16,
                   causal=causal, q_data_type=dtype)
     assert plan.backend == backend
-    out, lse = poison(torch, (rows, HQ, D), dtype), _nan(torch, (rows, HQ), "float32")
+    out, lse = poison(torch, (rows, HQ, D), dtype), poison(torch, (rows, HQ), "float32")
     w.run(q, (k, v), out=out, lse=lse)
 
     tdt = getattr(torch, dtype)
@@ -149,11 +132,11 @@ def test_batch_prefill_paged_matches_the_peer(torch, rng, dtype, layout, causal,
                    f"paged prefill {backend} {dtype} {layout} causal={causal}")
 
 
-@_prefill_matrix
+@prefill_matrix
 def test_batch_prefill_ragged_matches_the_peer(torch, rng, dtype, layout, causal, backend):
     need("batch_prefill", dtype, backend=backend)
     fi = flashinfer_peer()
-    qo, kv, qo_indptr = _prefill_lens()
+    qo, kv, qo_indptr = prefill_lens(QO_LENS, PREFIX)
     kv_indptr = np.concatenate([[0], np.cumsum(kv)]).astype(np.int32)
     rows, kv_rows = int(qo_indptr[-1]), int(kv_indptr[-1])
     q = dev(torch, rand(rng, (rows, HQ, D), dtype), dtype)
@@ -164,7 +147,7 @@ def test_batch_prefill_ragged_matches_the_peer(torch, rng, dtype, layout, causal
                                          float_workspace_bytes=WORKSPACE)
     plan = w.plan(qo_indptr, kv_indptr, HQ, HKV, D, causal=causal, q_data_type=dtype)
     assert plan.backend == backend
-    out, lse = poison(torch, (rows, HQ, D), dtype), _nan(torch, (rows, HQ), "float32")
+    out, lse = poison(torch, (rows, HQ, D), dtype), poison(torch, (rows, HQ), "float32")
     w.run(q, k, v, out=out, lse=lse)
 
     tdt = getattr(torch, dtype)
